@@ -1,0 +1,59 @@
+// sum_channels.wgsl: out[c] (+)= alpha * sum over o, i of x[o, c, i], for x of shape
+// [outer, channels, inner]. Bias gradients ([N, C, H*W] -> [C], [R, C] -> [C]) and the
+// reduction of split partial sums ([chunks, W] -> [W]) are all this one kernel.
+//
+// Bindings: 0 SumChannelsParams (uniform), 1 x (read), 2 out (read_write).
+// Dispatch: one workgroup of 256 per channel, spread over x and y past 65535; the threads
+// stride over the outer x inner elements and meet in a tree reduction in workgroup memory.
+// Writes: overwrites out, or adds to it when accumulate != 0.
+
+// Rust twin: ops::sum_channels::SumChannelsParams.
+struct SumChannelsParams {
+    outer: u32,
+    channels: u32,
+    inner: u32,
+    x_offset: u32,
+    out_offset: u32,
+    accumulate: u32,
+    alpha: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: SumChannelsParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let c = wid.x + wid.y * nwg.x;
+    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    if (c >= p.channels) {
+        return;
+    }
+    let count = p.outer * p.inner;
+    var s = 0.0;
+    for (var e = li; e < count; e += 256u) {
+        let o = e / p.inner;
+        let i = e - o * p.inner;
+        s += x[p.x_offset + (o * p.channels + c) * p.inner + i];
+    }
+    partial[li] = s;
+    workgroupBarrier();
+    for (var half = 128u; half > 0u; half >>= 1u) {
+        if (li < half) {
+            partial[li] += partial[li + half];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        var v = p.alpha * partial[0];
+        let at = p.out_offset + c;
+        if (p.accumulate != 0u) {
+            v += out[at];
+        }
+        out[at] = v;
+    }
+}

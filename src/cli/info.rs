@@ -1,0 +1,86 @@
+//! `cpc info`: every adapter wgpu finds, the one that will be used and why, and the
+//! features and limits that matter to the kernels.
+
+use crate::error::Result;
+use crate::gpu::{list_adapters, wanted_features, AdapterChoice, Gpu};
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+pub fn run(choice: &AdapterChoice) -> Result<()> {
+    let all = list_adapters(&AdapterChoice {
+        backend: choice.backend.clone(),
+        ..Default::default()
+    })?;
+    println!("adapters found: {}", all.len());
+    for (i, a) in all.iter().enumerate() {
+        let info = &a.info;
+        println!(
+            "  [{i}] {} | {:?} | {:?} | driver: {} {}",
+            info.name, info.backend, info.device_type, info.driver, info.driver_info
+        );
+    }
+    let gpu = Gpu::new(choice)?;
+    let (info, l, f) = (&gpu.info, &gpu.limits, gpu.features);
+    println!(
+        "\nusing: {} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    );
+    println!("why:   {}", gpu.reason);
+    println!("\nfeatures:");
+    for (name, feat) in [
+        ("timestamp queries", wgpu::Features::TIMESTAMP_QUERY),
+        (
+            "timestamps inside passes",
+            wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        ),
+        ("f16 in shaders", wgpu::Features::SHADER_F16),
+        ("subgroups", wgpu::Features::SUBGROUP),
+    ] {
+        let yes = f.contains(feat);
+        debug_assert!(wanted_features().contains(feat));
+        println!("  {name:<26} {}", if yes { "yes" } else { "no" });
+    }
+    println!("\nlimits:");
+    let rows: [(&str, String); 8] = [
+        ("max buffer size", mib(l.max_buffer_size)),
+        (
+            "max storage binding size",
+            mib(l.max_storage_buffer_binding_size as u64),
+        ),
+        (
+            "storage buffers per stage",
+            l.max_storage_buffers_per_shader_stage.to_string(),
+        ),
+        (
+            "workgroup storage",
+            format!("{} bytes", l.max_compute_workgroup_storage_size),
+        ),
+        (
+            "invocations per workgroup",
+            l.max_compute_invocations_per_workgroup.to_string(),
+        ),
+        (
+            "workgroup size x, y, z",
+            format!(
+                "{}, {}, {}",
+                l.max_compute_workgroup_size_x,
+                l.max_compute_workgroup_size_y,
+                l.max_compute_workgroup_size_z
+            ),
+        ),
+        (
+            "workgroups per dimension",
+            l.max_compute_workgroups_per_dimension.to_string(),
+        ),
+        (
+            "storage offset alignment",
+            format!("{} bytes", l.min_storage_buffer_offset_alignment),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<26} {v}");
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! The `cpc` command line: one module per subcommand.
+
+pub mod info;
+
+use clap::Args;
+
+use crate::gpu::AdapterChoice;
+
+/// Adapter choice shared by every subcommand that touches the GPU.
+#[derive(Args, Clone, Debug, Default)]
+pub struct AdapterArgs {
+    /// Use only this backend: vulkan, metal, dx12 or gl (default: WGPU_BACKEND, else all).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Use the adapter whose name contains this (default: WGPU_ADAPTER_NAME).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Use the software (CPU) adapter, e.g. Mesa's lavapipe.
+    #[arg(long)]
+    pub software: bool,
+}
+
+impl From<&AdapterArgs> for AdapterChoice {
+    fn from(a: &AdapterArgs) -> Self {
+        AdapterChoice {
+            backend: a.backend.clone(),
+            name: a.adapter.clone(),
+            software: a.software,
+        }
+    }
+}

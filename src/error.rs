@@ -1,0 +1,45 @@
+//! The crate's error type: every failure names what it was about (kernel, shape, limit, file).
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// No adapter matched; the message says how to get the software one.
+    #[error("{0}")]
+    NoAdapter(String),
+    #[error("could not open a device on adapter {adapter}: {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+    /// A launch whose buffers do not fit the shape it was asked for.
+    #[error("{kernel}: {message}")]
+    Shape {
+        kernel: &'static str,
+        message: String,
+    },
+    /// A launch that would exceed a device limit.
+    #[error("{kernel}: {message} (device limit {limit} = {value})")]
+    Limit {
+        kernel: &'static str,
+        message: String,
+        limit: &'static str,
+        value: u64,
+    },
+    /// wgpu reported a validation or out-of-memory error for something we submitted.
+    #[error("GPU error in {what}: {message}")]
+    Gpu { what: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shorthand for a shape error from inside an op.
+pub(crate) fn shape_err<T>(kernel: &'static str, message: impl Into<String>) -> Result<T> {
+    Err(Error::Shape {
+        kernel,
+        message: message.into(),
+    })
+}

@@ -1,0 +1,243 @@
+//! Adapter choice and the device every kernel runs on.
+//!
+//! The adapter follows the command line first, then the environment (WGPU_BACKEND,
+//! WGPU_ADAPTER_NAME), then prefers a discrete GPU, an integrated one, a virtual one and
+//! finally the CPU (software) adapter.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::PipelineCache;
+
+/// How the user asked for an adapter (`--backend`, `--adapter`, `--software`).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    /// Restrict to one backend: vulkan, metal, dx12 or gl.
+    pub backend: Option<String>,
+    /// Case-insensitive substring of the adapter's name.
+    pub name: Option<String>,
+    /// Take the software (CPU) adapter, e.g. Mesa's lavapipe.
+    pub software: bool,
+}
+
+/// One adapter as `cpc info` reports it.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+}
+
+/// The device, its queue and the compiled pipelines.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was opened with: the adapter's own.
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Why this adapter was chosen, in words, for `cpc info`.
+    pub reason: String,
+    pub(crate) pipelines: PipelineCache,
+    /// Validation errors wgpu reports outside an error scope land here instead of panicking.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        other => Err(Error::NoAdapter(format!(
+            "unknown backend '{other}': use vulkan, metal, dx12 or gl"
+        ))),
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    // Native compute APIs before GL: GL has no f16, no subgroups and no faster.
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    }
+}
+
+const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Debian/Ubuntu the software adapter \
+(Mesa's lavapipe) comes with `apt-get install mesa-vulkan-drivers libvulkan1`; elsewhere \
+install your GPU's Vulkan, Metal or DX12 driver";
+
+impl AdapterChoice {
+    fn backends(&self) -> Result<wgpu::Backends> {
+        match &self.backend {
+            Some(b) => parse_backend(b),
+            None => Ok(wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())),
+        }
+    }
+
+    fn name_filter(&self) -> Option<String> {
+        self.name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    // Flags and backend options come from the environment (WGPU_VALIDATION, ...).
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu finds on the backends the choice allows.
+pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterSummary>> {
+    let inst = instance(choice.backends()?);
+    let adapters = pollster::block_on(inst.enumerate_adapters(choice.backends()?));
+    Ok(adapters
+        .iter()
+        .map(|a| AdapterSummary {
+            info: a.get_info(),
+            features: a.features(),
+            limits: a.limits(),
+        })
+        .collect())
+}
+
+/// Pick the adapter the choice asks for and say why.
+fn pick(choice: &AdapterChoice) -> Result<(wgpu::Adapter, String)> {
+    let backends = choice.backends()?;
+    let inst = instance(backends);
+    let mut adapters = pollster::block_on(inst.enumerate_adapters(backends));
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter(NO_ADAPTER_HELP.into()));
+    }
+    let mut why = Vec::new();
+    if let Some(b) = &choice.backend {
+        why.push(format!("backend {b} asked for"));
+    } else if wgpu::Backends::from_env().is_some() {
+        why.push("backend from WGPU_BACKEND".into());
+    }
+    if let Some(name) = choice.name_filter() {
+        let n = name.to_lowercase();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&n));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "no adapter's name contains '{name}' (see `cpc info` for the list)"
+            )));
+        }
+        why.push(format!("name contains '{name}'"));
+    }
+    if choice.software {
+        adapters.retain(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "no software adapter found; {}",
+                &NO_ADAPTER_HELP[NO_ADAPTER_HELP.find("On Debian").unwrap()..]
+            )));
+        }
+        why.push("software adapter asked for".into());
+    }
+    adapters.sort_by_key(|a| {
+        let i = a.get_info();
+        (type_rank(i.device_type), backend_rank(i.backend))
+    });
+    let best = adapters.swap_remove(0);
+    why.push(format!(
+        "best remaining by type ({:?}) and backend ({:?})",
+        best.get_info().device_type,
+        best.get_info().backend
+    ));
+    Ok((best, why.join("; ")))
+}
+
+/// The optional features that help when the adapter has them.
+pub fn wanted_features() -> wgpu::Features {
+    wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+}
+
+impl Gpu {
+    /// Open the adapter the choice asks for with its own limits and the useful features.
+    pub fn new(choice: &AdapterChoice) -> Result<Gpu> {
+        let (adapter, reason) = pick(choice)?;
+        let info = adapter.get_info();
+        // Ask for the adapter's own limits: wgpu's defaults cap buffers at 256 MiB.
+        let limits = adapter.limits();
+        let features = adapter.features() & wanted_features();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("cpc"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|source| Error::RequestDevice {
+            adapter: info.name.clone(),
+            source,
+        })?;
+        // Keep wgpu from panicking on an error outside a scope; report it at the next sync.
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            reason,
+            pipelines: PipelineCache::default(),
+            uncaptured,
+        })
+    }
+
+    /// The software adapter, for tests and benches (honours WGPU_ADAPTER_NAME if set).
+    pub fn software() -> Result<Gpu> {
+        Gpu::new(&AdapterChoice {
+            software: true,
+            ..Default::default()
+        })
+    }
+
+    /// Block until the GPU has finished everything submitted, then report any error wgpu
+    /// raised meanwhile.
+    pub fn sync(&self, what: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                what: what.into(),
+                message: e.to_string(),
+            })?;
+        self.check(what)
+    }
+
+    /// Report (and clear) an error wgpu raised outside a scope.
+    pub fn check(&self, what: &str) -> Result<()> {
+        let mut errs = self.uncaptured.lock().unwrap();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let message = errs.join("; ");
+            errs.clear();
+            Err(Error::Gpu {
+                what: what.into(),
+                message,
+            })
+        }
+    }
+}

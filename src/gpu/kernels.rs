@@ -1,0 +1,114 @@
+//! The table of WGSL shaders (one file per kernel family under shaders/) and the cache of
+//! compute pipelines built from them, keyed by shader, entry point and override constants.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::gpu::Gpu;
+
+macro_rules! shaders {
+    ($($variant:ident => $file:literal),* $(,)?) => {
+        /// Every shader of the crate.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Shader { $($variant),* }
+
+        impl Shader {
+            pub const ALL: &'static [Shader] = &[$(Shader::$variant),*];
+
+            /// File name under shaders/.
+            pub fn file(self) -> &'static str {
+                match self { $(Shader::$variant => $file),* }
+            }
+
+            /// The WGSL source, compiled into the binary.
+            pub fn source(self) -> &'static str {
+                match self { $(Shader::$variant => include_str!(concat!("../../shaders/", $file))),* }
+            }
+        }
+    };
+}
+
+shaders! {
+    Matmul => "matmul.wgsl",
+    Elementwise => "elementwise.wgsl",
+    SumChannels => "sum_channels.wgsl",
+    // Conv2dForward => "conv2d_forward.wgsl",
+    // Conv2dBackwardInput => "conv2d_backward_input.wgsl",
+    // Conv2dBackwardWeight => "conv2d_backward_weight.wgsl",
+    // LayerNorm => "layer_norm.wgsl",
+    // MeanPool => "mean_pool.wgsl",
+    // Patches => "patches.wgsl",
+    // CopyRows => "copy_rows.wgsl",
+    // Gru => "gru.wgsl",
+    // Infonce => "infonce.wgsl",
+    // Adam => "adam.wgsl",
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    shader: Shader,
+    entry: &'static str,
+    /// Override constants, as (name, value bits) so the key can be hashed.
+    constants: Vec<(&'static str, u64)>,
+}
+
+/// Pipelines are built on first use and kept for the device's lifetime: none is created
+/// inside a training step once the step has been planned.
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<Key, wgpu::ComputePipeline>>,
+}
+
+impl Gpu {
+    /// The pipeline for `entry` of `shader` with the given override constants.
+    pub fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> wgpu::ComputePipeline {
+        let key = Key {
+            shader,
+            entry,
+            constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        };
+        if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
+            return p.clone();
+        }
+        let module = self
+            .pipelines
+            .modules
+            .lock()
+            .unwrap()
+            .entry(shader)
+            .or_insert_with(|| {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.file()),
+                        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                    })
+            })
+            .clone();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                // Each shader's bindings are derived from its source (group 0 only).
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.pipelines
+            .pipelines
+            .lock()
+            .unwrap()
+            .insert(key, pipeline.clone());
+        pipeline
+    }
+}

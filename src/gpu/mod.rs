@@ -1,0 +1,11 @@
+//! GPU plumbing: adapter and device, tensors, the shader table and pipeline cache, launches.
+
+mod context;
+pub mod kernels;
+mod launch;
+mod tensor;
+
+pub use context::{list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu};
+pub use kernels::Shader;
+pub use launch::{layout_of, rel_offset, spread, Launch, Uniform, UniformLayout, SPREAD_X};
+pub use tensor::{Tensor, STORAGE};

@@ -1,0 +1,13 @@
+//! Vision CPC (Contrastive Predictive Coding) on any GPU, through hand-written WGSL kernels.
+//!
+//! - [`gpu`]: adapter choice, device, buffers, pipelines and launches (the plumbing).
+//! - [`ops`]: one module per kernel family, launching shaders/<name>.wgsl, forward and backward.
+//! - [`cpu`]: plain-Rust references of every kernel, same names, written for clarity.
+
+pub mod cli;
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+
+pub use error::{Error, Result};

@@ -1,0 +1,36 @@
+//! `cpc`: Contrastive Predictive Coding for vision on any GPU.
+
+use clap::{Parser, Subcommand};
+
+use cpc::cli::{self, AdapterArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "cpc",
+    version,
+    about = "Contrastive Predictive Coding for vision on any GPU (wgpu + WGSL)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the adapters wgpu finds, which one will be used and why, and its features and limits.
+    Info {
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info { adapter } => cli::info::run(&adapter.into()),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

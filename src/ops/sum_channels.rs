@@ -1,0 +1,63 @@
+//! Sum over all but one axis (shaders/sum_channels.wgsl): x [outer, C, inner] -> out [C].
+//! Bias gradients and the final reduction of split partial sums use it.
+
+use crate::error::{shape_err, Result};
+use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
+
+crate::uniform_struct! {
+    /// WGSL twin: SumChannelsParams in shaders/sum_channels.wgsl.
+    pub struct SumChannelsParams {
+        pub outer: u32,
+        pub channels: u32,
+        pub inner: u32,
+        pub x_offset: u32,
+        pub out_offset: u32,
+        pub accumulate: u32,
+        pub alpha: f32,
+        pub _pad: u32,
+    }
+}
+
+/// Plan out[c] (+)= alpha * sum_{o, i} x[o, c, i] for x viewed as [outer, channels, inner].
+pub fn launch(
+    gpu: &Gpu,
+    x: &Tensor,
+    [outer, channels, inner]: [usize; 3],
+    out: &Tensor,
+    alpha: f32,
+    accumulate: bool,
+) -> Result<Launch> {
+    let kernel = "sum_channels";
+    if x.len() != outer * channels * inner || out.len() != channels {
+        return shape_err(
+            kernel,
+            format!(
+                "x has shape {:?} and out {:?}, but [outer, channels, inner] = [{outer}, {channels}, {inner}] \
+                 needs {} and {channels} elements",
+                x.shape,
+                out.shape,
+                outer * channels * inner
+            ),
+        );
+    }
+    let params = SumChannelsParams {
+        outer: outer as u32,
+        channels: channels as u32,
+        inner: inner as u32,
+        x_offset: rel_offset(gpu, x),
+        out_offset: rel_offset(gpu, out),
+        accumulate: accumulate as u32,
+        alpha,
+        _pad: 0,
+    };
+    let wg = spread(gpu, kernel, channels as u64)?;
+    Launch::new(
+        gpu,
+        Shader::SumChannels,
+        "main",
+        &[],
+        &params,
+        &[x, out],
+        wg,
+    )
+}

@@ -1,0 +1,107 @@
+//! Shared test helpers: one software device per test binary, seeded random data, closeness
+//! checks with stated tolerances, and finite differences in f64.
+
+use std::sync::OnceLock;
+
+use cpc::gpu::{Gpu, Launch, Tensor};
+use rand::{Rng, SeedableRng};
+
+/// The software adapter (lavapipe), opened once for all tests in this binary.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::software().expect("software adapter (apt-get install mesa-vulkan-drivers)")
+    })
+}
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [-1, 1).
+pub fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Upload host data as a new tensor.
+pub fn upload(shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_slice(gpu(), "test", shape, data).unwrap()
+}
+
+/// A tensor filled with NaN, so an element the kernel never writes cannot pass as correct.
+pub fn nan_tensor(shape: &[usize]) -> Tensor {
+    let t = Tensor::zeros(gpu(), "out", shape).unwrap();
+    t.fill(gpu(), f32::NAN).unwrap();
+    t
+}
+
+pub fn run(launches: &[Launch]) {
+    gpu().run(&launches.iter().collect::<Vec<_>>()).unwrap();
+}
+
+pub fn read(t: &Tensor) -> Vec<f32> {
+    t.read(gpu()).unwrap()
+}
+
+/// |got - want| <= atol + rtol * |want| for every element, NaN never passes.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0.0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let ok = err <= atol + rtol * w.abs();
+        assert!(
+            ok,
+            "{what}: element {i} is {g}, expected {w} (atol {atol}, rtol {rtol})"
+        );
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+}
+
+/// Central finite differences of a scalar function of `x`, in f64, at every element.
+pub fn finite_differences(x: &[f32], f: impl Fn(&[f32]) -> f64) -> Vec<f64> {
+    let h = 1e-3f32;
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = xp[i];
+            xp[i] = orig + h;
+            let up = f(&xp);
+            xp[i] = orig - h;
+            let down = f(&xp);
+            xp[i] = orig;
+            (up - down) / (2.0 * h as f64)
+        })
+        .collect()
+}
+
+/// A loss that is not linear in y, so a gradient check means something:
+/// L = sum(r * y) + 0.5 * sum(y^2); dL/dy = r + y.
+pub fn test_loss(y: &[f32], r: &[f32]) -> f64 {
+    y.iter()
+        .zip(r)
+        .map(|(&y, &r)| r as f64 * y as f64 + 0.5 * (y as f64).powi(2))
+        .sum()
+}
+
+pub fn test_loss_grad(y: &[f32], r: &[f32]) -> Vec<f32> {
+    y.iter().zip(r).map(|(&y, &r)| r + y).collect()
+}
+
+/// Compare an analytic gradient with finite differences: the error is judged relative to
+/// the gradient's overall scale, as f32 forward passes limit what differences can resolve.
+#[track_caller]
+pub fn assert_grad(what: &str, analytic: &[f32], numeric: &[f64], tol: f64) {
+    assert_eq!(analytic.len(), numeric.len(), "{what}: length");
+    let scale = numeric.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-3);
+    for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
+        let err = (a as f64 - n).abs() / scale;
+        assert!(
+            err <= tol,
+            "{what}: element {i}: analytic {a}, finite differences {n} (scale {scale}, tol {tol})"
+        );
+    }
+}

@@ -1,0 +1,71 @@
+use cpc::cpu;
+use cpc::ops::elementwise::{self, Op};
+
+use crate::common::*;
+
+#[test]
+fn elementwise_matches_reference() {
+    // 1000 and 70001 are not multiples of 256; 70001 / 256 > 255 exercises many workgroups.
+    for (seed, n) in [1usize, 1000, 70001].into_iter().enumerate() {
+        let mut r = rng(seed as u64);
+        let (a, b, o0) = (random(&mut r, n), random(&mut r, n), random(&mut r, n));
+        for op in [Op::Relu, Op::ReluBackward, Op::Add, Op::Scale, Op::Mul] {
+            for accumulate in [false, true] {
+                let (ta, tb) = (upload(&[n], &a), upload(&[n], &b));
+                let to = if accumulate {
+                    upload(&[n], &o0)
+                } else {
+                    nan_tensor(&[n])
+                };
+                run(&[
+                    elementwise::launch(gpu(), op, &ta, Some(&tb), &to, -0.75, accumulate).unwrap(),
+                ]);
+                let mut want = o0.clone();
+                cpu::elementwise::launch(op, &a, &b, &mut want, -0.75, accumulate);
+                assert_close(
+                    &format!("{op:?} n={n} acc={accumulate}"),
+                    &read(&to),
+                    &want,
+                    1e-6,
+                    1e-6,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn relu_backward_reference_matches_finite_differences() {
+    // Keep inputs away from the kink at 0, where the derivative does not exist.
+    let x: Vec<f32> = random(&mut rng(9), 50)
+        .into_iter()
+        .map(|v| if v.abs() < 0.05 { 0.3 } else { v })
+        .collect();
+    let w = random(&mut rng(10), 50);
+    let relu = |x: &[f32]| {
+        let mut y = vec![0.0; x.len()];
+        cpu::elementwise::launch(Op::Relu, x, x, &mut y, 1.0, false);
+        y
+    };
+    let y = relu(&x);
+    let dy = test_loss_grad(&y, &w);
+    let mut dx = vec![0.0; 50];
+    cpu::elementwise::launch(Op::ReluBackward, &y, &dy, &mut dx, 1.0, false);
+    assert_grad(
+        "relu dx",
+        &dx,
+        &finite_differences(&x, |x| test_loss(&relu(x), &w)),
+        1e-3,
+    );
+}
+
+#[test]
+fn elementwise_rejects_mismatched_shapes() {
+    let a = upload(&[3, 4], &[0.0; 12]);
+    let b = upload(&[13], &[0.0; 13]);
+    let msg = elementwise::add(gpu(), &a, &b, &a).unwrap_err().to_string();
+    assert!(
+        msg.contains("elementwise") && msg.contains("[13]") && msg.contains("[3, 4]"),
+        "{msg}"
+    );
+}

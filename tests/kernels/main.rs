@@ -1,0 +1,9 @@
+//! Every kernel against its CPU reference on the software adapter, and every backward by
+//! finite differences. One test binary, so the device and pipelines are shared.
+
+mod common;
+
+mod elementwise;
+mod matmul;
+mod shaders;
+mod sum_channels;

@@ -1,0 +1,163 @@
+use cpc::ops::matmul::{self, Matmul, Strided};
+use cpc::{cpu, Error};
+
+use crate::common::*;
+
+/// Shapes that are not multiples of the 64 x 64 tile or the 8 x 8 thread block.
+const SHAPES: &[(usize, usize, usize, usize)] = &[
+    (1, 1, 1, 1),
+    (1, 7, 5, 3),
+    (2, 65, 33, 17),
+    (3, 9, 70, 66),
+    (1, 128, 64, 40),
+];
+
+fn check_forward(mm: Matmul, seed: u64) {
+    let mut r = rng(seed);
+    let [sa, sb, sc] = mm.batch_strides();
+    let la = mm.a.offset + (mm.batch - 1) * sa + mm.m * mm.k;
+    let lb = mm.b.offset + (mm.batch - 1) * sb + mm.k * mm.n;
+    let lc = mm.c.offset + (mm.batch - 1) * sc + mm.m * mm.n;
+    let (a, b, c0) = (random(&mut r, la), random(&mut r, lb), random(&mut r, lc));
+    let (ta, tb) = (upload(&[la], &a), upload(&[lb], &b));
+    let tc = if mm.accumulate {
+        upload(&[lc], &c0)
+    } else {
+        nan_tensor(&[lc])
+    };
+    run(&[matmul::forward(gpu(), &mm, &ta, &tb, &tc).unwrap()]);
+    let mut want = c0.clone();
+    cpu::matmul::forward(&mm, &a, &b, &mut want);
+    let got = read(&tc);
+    // Strided views leave gaps the kernel must not touch; compare only written elements,
+    // and check the gaps still hold NaN (or c0 when accumulating).
+    let mut written = vec![false; lc];
+    for bi in 0..mm.batch {
+        for i in 0..mm.m * mm.n {
+            written[mm.c.offset + bi * sc + i] = true;
+        }
+    }
+    for i in 0..lc {
+        if !written[i] {
+            assert!(
+                got[i].is_nan() || got[i] == c0[i],
+                "{mm:?}: element {i} outside C was written"
+            );
+        }
+    }
+    let (g, w): (Vec<f32>, Vec<f32>) = (0..lc)
+        .filter(|&i| written[i])
+        .map(|i| (got[i], want[i]))
+        .unzip();
+    // f32 sums of K products of values in [-1, 1]: error grows like sqrt(K) * eps * |terms|.
+    let tol = 1e-5 * (mm.k as f32).sqrt() * 4.0;
+    assert_close(&format!("{mm:?}"), &g, &w, tol, 1e-5);
+}
+
+#[test]
+fn matmul_forward_matches_reference() {
+    for (seed, &(batch, m, n, k)) in SHAPES.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            check_forward(
+                Matmul::new(batch, m, n, k).trans_a(ta).trans_b(tb),
+                seed as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_forward_strided_accumulating_scaled() {
+    let mm = Matmul::new(3, 7, 9, 5)
+        .trans_b(true)
+        .accumulate(true)
+        .alpha(0.5)
+        .strides(
+            Strided {
+                offset: 3,
+                batch_stride: 50,
+            },
+            Strided {
+                offset: 1,
+                batch_stride: 0,
+            },
+            Strided {
+                offset: 5,
+                batch_stride: 70,
+            },
+        );
+    check_forward(mm, 11);
+    check_forward(mm.accumulate(false).trans_a(true), 12);
+}
+
+#[test]
+fn matmul_backward_reference_matches_finite_differences() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mm = Matmul::new(2, 3, 4, 5).trans_a(ta).trans_b(tb).alpha(0.7);
+        let mut r = rng(3);
+        let (a, b, w) = (random(&mut r, 30), random(&mut r, 40), random(&mut r, 24));
+        let loss = |a: &[f32], b: &[f32]| {
+            let mut c = vec![0.0; 24];
+            cpu::matmul::forward(&mm, a, b, &mut c);
+            test_loss(&c, &w)
+        };
+        let mut c = vec![0.0; 24];
+        cpu::matmul::forward(&mm, &a, &b, &mut c);
+        let dc = test_loss_grad(&c, &w);
+        let (mut da, mut db) = (vec![0.0; 30], vec![0.0; 40]);
+        cpu::matmul::backward(&mm, &a, &b, &dc, &mut da, &mut db, false);
+        assert_grad("dA", &da, &finite_differences(&a, |x| loss(x, &b)), 1e-3);
+        assert_grad("dB", &db, &finite_differences(&b, |x| loss(&a, x)), 1e-3);
+    }
+}
+
+#[test]
+fn matmul_backward_matches_reference() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for accumulate in [false, true] {
+            let mm = Matmul::new(2, 13, 9, 70).trans_a(ta).trans_b(tb).alpha(1.5);
+            let mut r = rng(5);
+            let (a, b, dc) = (
+                random(&mut r, 2 * 13 * 70),
+                random(&mut r, 2 * 70 * 9),
+                random(&mut r, 2 * 13 * 9),
+            );
+            let (da0, db0) = (random(&mut r, a.len()), random(&mut r, b.len()));
+            let (ta_, tb_, tdc) = (
+                upload(&[2, 13 * 70], &a),
+                upload(&[2, 70 * 9], &b),
+                upload(&[2, 13 * 9], &dc),
+            );
+            let (tda, tdb) = if accumulate {
+                (upload(&[a.len()], &da0), upload(&[b.len()], &db0))
+            } else {
+                (nan_tensor(&[a.len()]), nan_tensor(&[b.len()]))
+            };
+            run(&matmul::backward(gpu(), &mm, &ta_, &tb_, &tdc, &tda, &tdb, accumulate).unwrap());
+            let (mut da, mut db) = (da0.clone(), db0.clone());
+            cpu::matmul::backward(&mm, &a, &b, &dc, &mut da, &mut db, accumulate);
+            assert_close("dA", &read(&tda), &da, 2e-4, 1e-4);
+            assert_close("dB", &read(&tdb), &db, 2e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn matmul_rejects_mismatched_shapes() {
+    let a = upload(&[4, 5], &[0.0; 20]);
+    let b = upload(&[6, 3], &[0.0; 18]);
+    let c = upload(&[4, 3], &[0.0; 12]);
+    let err = matmul::forward(gpu(), &Matmul::new(1, 4, 3, 5), &a, &b, &c).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::Shape {
+                kernel: "matmul",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("[6, 3]") && msg.contains("K=5"), "{msg}");
+}

@@ -1,0 +1,83 @@
+//! Every shaders/*.wgsl parses and validates with naga (errors point at the WGSL line), is
+//! in the crate's shader table, and its uniform struct matches the Rust twin byte for byte.
+
+use std::collections::HashMap;
+
+use cpc::gpu::Shader;
+
+fn module(file: &str, source: &str) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(source, file)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(source, file)));
+    module
+}
+
+#[test]
+fn every_shader_validates_and_is_in_the_table() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    let mut in_table: Vec<String> = Shader::ALL.iter().map(|s| s.file().to_string()).collect();
+    in_table.sort();
+    assert_eq!(
+        on_disk, in_table,
+        "shaders/ and gpu::kernels::Shader disagree"
+    );
+    for file in &on_disk {
+        let source = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        module(file, &source);
+    }
+}
+
+#[test]
+fn uniform_structs_match_rust() {
+    let rust: HashMap<_, _> = cpc::ops::uniform_layouts()
+        .into_iter()
+        .map(|l| (l.name, l))
+        .collect();
+    let mut seen = 0;
+    for shader in Shader::ALL {
+        let m = module(shader.file(), shader.source());
+        for (_, var) in m.global_variables.iter() {
+            if var.space != naga::AddressSpace::Uniform {
+                continue;
+            }
+            let ty = &m.types[var.ty];
+            let name = ty.name.as_deref().unwrap_or("?");
+            let naga::TypeInner::Struct { members, span } = &ty.inner else {
+                panic!("{}: uniform {name} is not a struct", shader.file())
+            };
+            let r = rust.get(name).unwrap_or_else(|| {
+                panic!(
+                    "{}: uniform struct {name} has no Rust twin in ops::uniform_layouts",
+                    shader.file()
+                )
+            });
+            assert_eq!(*span as usize, r.size, "{}: size of {name}", shader.file());
+            let wgsl: Vec<(&str, usize)> = members
+                .iter()
+                .map(|mb| (mb.name.as_deref().unwrap_or("?"), mb.offset as usize))
+                .collect();
+            assert_eq!(
+                wgsl,
+                r.fields,
+                "{}: members of {name} (name, byte offset)",
+                shader.file()
+            );
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= Shader::ALL.len(),
+        "every shader has a uniform struct"
+    );
+}

@@ -1,0 +1,35 @@
+use cpc::cpu;
+use cpc::ops::sum_channels;
+
+use crate::common::*;
+
+#[test]
+fn sum_channels_matches_reference() {
+    for (seed, dims) in [
+        [1, 1, 1],
+        [3, 5, 7],
+        [2, 3, 1000],
+        [300, 17, 1],
+        [1, 70000, 1],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for accumulate in [false, true] {
+            let mut r = rng(seed as u64);
+            let n = dims.iter().product();
+            let (x, o0) = (random(&mut r, n), random(&mut r, dims[1]));
+            let tx = upload(&[n], &x);
+            let to = if accumulate {
+                upload(&[dims[1]], &o0)
+            } else {
+                nan_tensor(&[dims[1]])
+            };
+            run(&[sum_channels::launch(gpu(), &tx, dims, &to, 0.5, accumulate).unwrap()]);
+            let mut want = o0.clone();
+            cpu::sum_channels::launch(&x, dims, &mut want, 0.5, accumulate);
+            // Sums of up to 2000 terms in [-1, 1] in f32, in a different order than the reference.
+            assert_close(&format!("{dims:?}"), &read(&to), &want, 1e-4, 1e-5);
+        }
+    }
+}
