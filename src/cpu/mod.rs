@@ -2,6 +2,10 @@
 //! for clarity (f64 accumulation where sums are long). Tests compare the GPU against these
 //! and check their backwards by finite differences.
 
+pub mod adam;
 pub mod elementwise;
+pub mod layer_norm;
 pub mod matmul;
+pub mod mean_pool;
+pub mod patches;
 pub mod sum_channels;

@@ -35,13 +35,13 @@ shaders! {
     // Conv2dForward => "conv2d_forward.wgsl",
     // Conv2dBackwardInput => "conv2d_backward_input.wgsl",
     // Conv2dBackwardWeight => "conv2d_backward_weight.wgsl",
-    // LayerNorm => "layer_norm.wgsl",
-    // MeanPool => "mean_pool.wgsl",
-    // Patches => "patches.wgsl",
+    LayerNorm => "layer_norm.wgsl",
+    MeanPool => "mean_pool.wgsl",
+    Patches => "patches.wgsl",
     // CopyRows => "copy_rows.wgsl",
     // Gru => "gru.wgsl",
     // Infonce => "infonce.wgsl",
-    // Adam => "adam.wgsl",
+    Adam => "adam.wgsl",
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

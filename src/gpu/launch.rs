@@ -102,6 +102,25 @@ impl Launch {
         tensors: &[&Tensor],
         workgroups: [u32; 3],
     ) -> Result<Launch> {
+        let numbered: Vec<(u32, &Tensor)> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as u32 + 1, *t))
+            .collect();
+        Launch::with_bindings(gpu, shader, entry, constants, params, &numbered, workgroups)
+    }
+
+    /// As [`Launch::new`], for entry points that use only some of their shader's bindings:
+    /// each tensor comes with its binding number.
+    pub fn with_bindings<U: Uniform>(
+        gpu: &Gpu,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: &U,
+        tensors: &[(u32, &Tensor)],
+        workgroups: [u32; 3],
+    ) -> Result<Launch> {
         let max_dim = gpu.limits.max_compute_workgroups_per_dimension;
         if let Some(&w) = workgroups.iter().find(|&&w| w > max_dim) {
             return Err(Error::Limit {
@@ -113,6 +132,9 @@ impl Launch {
         }
         let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
         let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+        // Catch wgpu's validation errors here, as an Err naming the entry point, instead of
+        // a panic or a poisoned submission later.
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = gpu.pipeline(shader, entry, constants);
         let uniforms = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(entry),
@@ -123,7 +145,7 @@ impl Launch {
         gpu.queue
             .write_buffer(&uniforms, 0, bytemuck::bytes_of(params));
         let mut ranges = Vec::with_capacity(tensors.len());
-        for t in tensors {
+        for (_, t) in tensors {
             let base = (t.offset * 4) / align * align;
             // Round up to 4 bytes; never bind an empty range.
             let size = (t.binding_end() - base).max(4);
@@ -144,9 +166,9 @@ impl Launch {
             binding: 0,
             resource: uniforms.as_entire_binding(),
         }];
-        for (i, (t, &(base, size))) in tensors.iter().zip(&ranges).enumerate() {
+        for (&(binding, t), &(base, size)) in tensors.iter().zip(&ranges) {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: &t.buffer,
                     offset: base,
@@ -159,6 +181,12 @@ impl Launch {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                what: format!("planning {entry} of {}", shader.file()),
+                message: e.to_string(),
+            });
+        }
         Ok(Launch {
             name: entry,
             pipeline,

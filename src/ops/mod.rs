@@ -4,8 +4,12 @@
 //! Convention (as in llm.c): parameter gradients accumulate (+=), activation gradients are
 //! overwritten (=) unless the launch says otherwise.
 
+pub mod adam;
 pub mod elementwise;
+pub mod layer_norm;
 pub mod matmul;
+pub mod mean_pool;
+pub mod patches;
 pub mod sum_channels;
 
 use crate::gpu::{layout_of, UniformLayout};
@@ -16,5 +20,9 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<matmul::MatmulParams>(),
         layout_of::<elementwise::ElementwiseParams>(),
         layout_of::<sum_channels::SumChannelsParams>(),
+        layout_of::<layer_norm::LayerNormParams>(),
+        layout_of::<mean_pool::MeanPoolParams>(),
+        layout_of::<patches::PatchesParams>(),
+        layout_of::<adam::AdamParams>(),
     ]
 }

@@ -3,7 +3,11 @@
 
 mod common;
 
+mod adam;
 mod elementwise;
+mod layer_norm;
 mod matmul;
+mod mean_pool;
+mod patches;
 mod shaders;
 mod sum_channels;

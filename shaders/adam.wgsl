@@ -1,0 +1,102 @@
+// adam.wgsl: the optimiser over one flat parameter buffer, with the global gradient norm
+// for clipping and the zeroing of gradients.
+//
+// Bindings: 0 AdamParams (uniform), 1 param [n] (read_write), 2 grad [n] (read_write),
+// 3 m [n] (read_write), 4 v [n] (read_write), 5 partials [256] (read_write),
+// 6 norm [1] (read_write).
+// Entry points, in the order a step runs them:
+//   sum_squares  (2, 5)        256 workgroups of 256 threads; thread t of workgroup w sums
+//                              grad^2 over elements w*256+t, stepping by 65536; overwrites
+//                              partials[w].
+//   finish_norm  (5, 6)        one workgroup; overwrites norm[0] = sqrt(sum of partials).
+//   step         (1, 2, 3, 4, 6)  one thread per element, workgroups of 256 spread over y:
+//       g = grad * clip, clip = min(1, max_norm / norm) when max_norm > 0, else 1
+//       m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+//       param -= lr * (m / bc1) / (sqrt(v / bc2) + eps) + lr * weight_decay * param
+//       (decoupled weight decay, AdamW; bc1 = 1 - beta1^t, bc2 = 1 - beta2^t)
+//   zero_grads   (2)           one thread per element; overwrites grad with 0.
+
+// Rust twin: ops::adam::AdamParams.
+struct AdamParams {
+    n: u32,
+    param_offset: u32,
+    grad_offset: u32,
+    m_offset: u32,
+    v_offset: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+    max_norm: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: AdamParams;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(6) var<storage, read_write> norm: array<f32>;
+
+var<workgroup> red: array<f32, 256>;
+
+fn reduce(li: u32, x: f32) -> f32 {
+    red[li] = x;
+    workgroupBarrier();
+    for (var half = 128u; half > 0u; half >>= 1u) {
+        if (li < half) { red[li] += red[li + half]; }
+        workgroupBarrier();
+    }
+    return red[0];
+}
+
+@compute @workgroup_size(256)
+fn sum_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    var s = 0.0;
+    for (var i = wid.x * 256u + li; i < p.n; i += 65536u) {
+        let g = grad[p.grad_offset + i];
+        s += g * g;
+    }
+    let total = reduce(li, s);
+    if (li == 0u) { partials[wid.x] = total; }
+}
+
+@compute @workgroup_size(256)
+fn finish_norm(@builtin(local_invocation_index) li: u32) {
+    _ = p.n; // every entry point binds the uniforms at 0
+    let total = reduce(li, partials[li]);
+    if (li == 0u) { norm[0] = sqrt(total); }
+}
+
+@compute @workgroup_size(256)
+fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + li;
+    if (i >= p.n) { return; }
+    var clip = 1.0;
+    if (p.max_norm > 0.0 && norm[0] > p.max_norm) {
+        clip = p.max_norm / norm[0];
+    }
+    let g = grad[p.grad_offset + i] * clip;
+    let mi = p.beta1 * m[p.m_offset + i] + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v[p.v_offset + i] + (1.0 - p.beta2) * g * g;
+    m[p.m_offset + i] = mi;
+    v[p.v_offset + i] = vi;
+    let w = param[p.param_offset + i];
+    let update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps) + p.weight_decay * w;
+    param[p.param_offset + i] = w - p.lr * update;
+}
+
+@compute @workgroup_size(256)
+fn zero_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + li;
+    if (i >= p.n) { return; }
+    grad[p.grad_offset + i] = 0.0;
+}

@@ -1,0 +1,99 @@
+use cpc::cpu;
+use cpc::gpu::Tensor;
+use cpc::ops::adam::{Adam, AdamConfig};
+
+use crate::common::*;
+
+#[test]
+fn adam_step_matches_reference() {
+    // 70001 elements: more than the norm's 65536-element stride and not a multiple of 256.
+    for (seed, (n, max_norm, wd)) in [(1usize, 0.0, 0.0), (1000, 0.0, 0.01), (70001, 5.0, 0.1)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = rng(seed as u64);
+        let cfg = AdamConfig {
+            max_norm,
+            weight_decay: wd,
+            ..Default::default()
+        };
+        let (mut p, mut m, mut v) = (random(&mut r, n), vec![0.0; n], vec![0.0; n]);
+        let (tp, tg, tm, tv) = (
+            upload(&[n], &p),
+            upload(&[n], &vec![0.0; n]),
+            upload(&[n], &m),
+            upload(&[n], &v),
+        );
+        let adam = Adam::new(gpu(), cfg, &tp, &tg, &tm, &tv).unwrap();
+        // Three steps with fresh gradients, so the moments and bias corrections matter.
+        for t in 1..=3u64 {
+            let g: Vec<f32> = random(&mut r, n).iter().map(|x| x * 0.3).collect();
+            tg.write(gpu(), &g).unwrap();
+            adam.set_step(gpu(), t, 1e-2);
+            gpu().run(&adam.launches()).unwrap();
+            cpu::adam::step(&cfg, t, 1e-2, &mut p, &g, &mut m, &mut v);
+            // The norm is a sum of 70001 squares in f32: relative 1e-5.
+            assert_close(
+                "norm",
+                &read(&adam.norm),
+                &[cpu::adam::grad_norm(&g)],
+                0.0,
+                1e-4,
+            );
+        }
+        // Adam's update divides by sqrt(v): near-zero gradients amplify rounding, so 1e-5 absolute
+        // on parameters moved by ~3e-2.
+        assert_close(&format!("param n={n}"), &read(&tp), &p, 2e-5, 1e-4);
+        assert_close(&format!("m n={n}"), &read(&tm), &m, 1e-6, 1e-4);
+        assert_close(&format!("v n={n}"), &read(&tv), &v, 1e-7, 1e-4);
+    }
+}
+
+#[test]
+fn adam_clips_by_global_norm() {
+    // With a tiny max_norm the first step of plain Adam is unchanged (sign-like), but the
+    // moments see the clipped gradient: m = (1 - beta1) * g * max_norm / |g|.
+    let g = [3.0f32, 4.0];
+    let cfg = AdamConfig {
+        max_norm: 1.0,
+        ..Default::default()
+    };
+    let (tp, tg, tm, tv) = (
+        upload(&[2], &[0.0, 0.0]),
+        upload(&[2], &g),
+        upload(&[2], &[0.0, 0.0]),
+        upload(&[2], &[0.0, 0.0]),
+    );
+    let adam = Adam::new(gpu(), cfg, &tp, &tg, &tm, &tv).unwrap();
+    adam.set_step(gpu(), 1, 0.1);
+    gpu().run(&adam.launches()).unwrap();
+    assert_close("norm", &read(&adam.norm), &[5.0], 1e-6, 0.0);
+    assert_close("m", &read(&tm), &[0.1 * 0.6, 0.1 * 0.8], 1e-7, 1e-6);
+}
+
+#[test]
+fn adam_zeroes_gradients() {
+    let n = 1000;
+    let tg = nan_tensor(&[n]);
+    let (tp, tm, tv) = (
+        Tensor::zeros(gpu(), "p", &[n]).unwrap(),
+        Tensor::zeros(gpu(), "m", &[n]).unwrap(),
+        Tensor::zeros(gpu(), "v", &[n]).unwrap(),
+    );
+    let adam = Adam::new(gpu(), AdamConfig::default(), &tp, &tg, &tm, &tv).unwrap();
+    gpu().run(&[&adam.zero_launch]).unwrap();
+    assert_close("grad", &read(&tg), &vec![0.0; n], 0.0, 0.0);
+}
+
+#[test]
+fn adam_rejects_mismatched_shapes() {
+    let (a, b) = (upload(&[4], &[0.0; 4]), upload(&[5], &[0.0; 5]));
+    let msg = Adam::new(gpu(), AdamConfig::default(), &a, &a, &b, &a)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("adam") && msg.contains("[5]") && msg.contains("[4]"),
+        "{msg}"
+    );
+}
