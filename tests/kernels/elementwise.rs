@@ -69,3 +69,35 @@ fn elementwise_rejects_mismatched_shapes() {
         "{msg}"
     );
 }
+
+#[test]
+fn elementwise_spreads_past_65535_workgroups() {
+    // 65535 * 256 + 1000 elements need more workgroups than one dimension holds: the launch
+    // spreads them over x and y, and every element must still be written exactly once.
+    let n = 65535 * 256 + 1000;
+    let a: Vec<f32> = (0..n).map(|i| (i % 1013) as f32).collect();
+    let out = nan_tensor(&[n]);
+    let launch = elementwise::scale(gpu(), &upload(&[n], &a), &out, 2.0, false).unwrap();
+    assert!(
+        launch.workgroups[1] > 1,
+        "spread over y: {:?}",
+        launch.workgroups
+    );
+    run(&[launch]);
+    let got = read(&out);
+    let bad = (0..n).find(|&i| got[i] != 2.0 * a[i]);
+    assert_eq!(bad, None, "first wrong element");
+}
+
+#[test]
+fn bindings_over_the_device_limit_are_refused() {
+    let limit = gpu().limits.max_storage_buffer_binding_size as usize;
+    let n = limit / 4 + 16;
+    let big = cpc::gpu::Tensor::zeros(gpu(), "big", &[n]).unwrap();
+    let err = elementwise::scale(gpu(), &big, &big.view(0, &[n]), 1.0, true).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, cpc::Error::Limit { .. }) && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+}
