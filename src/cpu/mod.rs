@@ -2,6 +2,8 @@
 //! for clarity (f64 accumulation where sums are long). Tests compare the GPU against these
 //! and check their backwards by finite differences.
 
+pub mod copy_rows;
 pub mod elementwise;
+pub mod infonce;
 pub mod matmul;
 pub mod sum_channels;

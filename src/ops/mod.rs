@@ -4,7 +4,9 @@
 //! Convention (as in llm.c): parameter gradients accumulate (+=), activation gradients are
 //! overwritten (=) unless the launch says otherwise.
 
+pub mod copy_rows;
 pub mod elementwise;
+pub mod infonce;
 pub mod matmul;
 pub mod sum_channels;
 
@@ -16,5 +18,7 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<matmul::MatmulParams>(),
         layout_of::<elementwise::ElementwiseParams>(),
         layout_of::<sum_channels::SumChannelsParams>(),
+        layout_of::<copy_rows::CopyRowsParams>(),
+        layout_of::<infonce::InfonceParams>(),
     ]
 }

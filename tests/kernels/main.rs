@@ -3,7 +3,9 @@
 
 mod common;
 
+mod copy_rows;
 mod elementwise;
+mod infonce;
 mod matmul;
 mod shaders;
 mod sum_channels;
