@@ -3,7 +3,9 @@
 //! and check their backwards by finite differences.
 
 pub mod adam;
+pub mod copy_rows;
 pub mod elementwise;
+pub mod infonce;
 pub mod layer_norm;
 pub mod matmul;
 pub mod mean_pool;

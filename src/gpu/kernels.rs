@@ -38,9 +38,9 @@ shaders! {
     LayerNorm => "layer_norm.wgsl",
     MeanPool => "mean_pool.wgsl",
     Patches => "patches.wgsl",
-    // CopyRows => "copy_rows.wgsl",
+    CopyRows => "copy_rows.wgsl",
     // Gru => "gru.wgsl",
-    // Infonce => "infonce.wgsl",
+    Infonce => "infonce.wgsl",
     Adam => "adam.wgsl",
 }
 

@@ -5,7 +5,9 @@
 //! overwritten (=) unless the launch says otherwise.
 
 pub mod adam;
+pub mod copy_rows;
 pub mod elementwise;
+pub mod infonce;
 pub mod layer_norm;
 pub mod matmul;
 pub mod mean_pool;
@@ -24,5 +26,7 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<mean_pool::MeanPoolParams>(),
         layout_of::<patches::PatchesParams>(),
         layout_of::<adam::AdamParams>(),
+        layout_of::<copy_rows::CopyRowsParams>(),
+        layout_of::<infonce::InfonceParams>(),
     ]
 }

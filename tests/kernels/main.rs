@@ -4,7 +4,9 @@
 mod common;
 
 mod adam;
+mod copy_rows;
 mod elementwise;
+mod infonce;
 mod layer_norm;
 mod matmul;
 mod mean_pool;

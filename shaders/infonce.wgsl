@@ -1,0 +1,155 @@
+// infonce.wgsl: the InfoNCE loss of one prediction step k, from its scores S = P Z^T
+// [queries, candidates] (computed before by matmul.wgsl), and the reduction of the per-query
+// losses to the few numbers the host reads.
+//
+// Query q = (b * (G - o) + r) * G + c predicts patch (b, r + o, c), o the step's row offset;
+// its true candidate is z row (b * G + r + o) * G + c. Every other z row is a negative.
+//
+// Entry infonce_rows: one workgroup of 256 per query row, spread over x and y; the threads
+// stride over the row's candidates and meet in tree reductions in workgroup memory.
+//   max m = max_j S[q, j];  sum e = sum_j exp(S[q, j] - m)  (stable for any magnitude)
+//   loss[q] = log(e) + m - S[q, t];  correct[q] = 1 if S[q, t] >= m else 0
+//   dS[q, j] = (exp(S[q, j] - m) / e - [j == t]) * scale,  scale = 1 / (queries * K)
+//   Bindings: 0 InfonceParams, 1 scores [queries, candidates] (read),
+//   2 dscores [queries, candidates] (read_write), 3 row_stats [queries, 2] (read_write:
+//   loss, correct). Writes: overwrites dscores and row_stats.
+//
+// Entry infonce_reduce: one workgroup of 256 for the step.
+//   stats[1 + 2k] = mean loss over queries, stats[2 + 2k] = share correct,
+//   stats[0] (+)= loss_k / K: overwritten when accumulate == 0 (step 0), else added to.
+//   Bindings: 0 InfonceParams, 1 row_stats_in [queries, 2] (read), 2 stats [1 + 2K]
+//   (read_write). Its bindings 1 and 2 reuse the numbers of infonce_rows's: each entry
+//   point gets its own bind group layout, so the two sets never meet.
+
+// Rust twin: ops::infonce::InfonceParams.
+struct InfonceParams {
+    queries: u32,
+    candidates: u32,
+    grid: u32,
+    offset: u32,
+    scores_offset: u32,
+    dscores_offset: u32,
+    rows_offset: u32,
+    stats_offset: u32,
+    step: u32,
+    accumulate: u32,
+    scale: f32,
+    inv_steps: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: InfonceParams;
+
+// infonce_rows
+@group(0) @binding(1) var<storage, read> scores: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dscores: array<f32>;
+@group(0) @binding(3) var<storage, read_write> row_stats: array<f32>;
+
+// infonce_reduce
+@group(0) @binding(1) var<storage, read> row_stats_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+
+const WG: u32 = 256u;
+const LOWEST: f32 = -3.4028235e38;
+
+var<workgroup> partial: array<f32, 256>;
+
+// Max of v over the workgroup. Call from uniform control flow.
+fn workgroup_max(li: u32, v: f32) -> f32 {
+    partial[li] = v;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half >>= 1u) {
+        if (li < half) {
+            partial[li] = max(partial[li], partial[li + half]);
+        }
+        workgroupBarrier();
+    }
+    let m = partial[0];
+    workgroupBarrier(); // everyone has read the result before partial is reused
+    return m;
+}
+
+// Sum of v over the workgroup. Call from uniform control flow.
+fn workgroup_sum(li: u32, v: f32) -> f32 {
+    partial[li] = v;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half >>= 1u) {
+        if (li < half) {
+            partial[li] += partial[li + half];
+        }
+        workgroupBarrier();
+    }
+    let s = partial[0];
+    workgroupBarrier();
+    return s;
+}
+
+// The z row of query q's true candidate: (b * G + r + o) * G + c.
+fn target_of(q: u32) -> u32 {
+    let per_image = (p.grid - p.offset) * p.grid;
+    let b = q / per_image;
+    let rc = q - b * per_image; // r * G + c
+    return (b * p.grid + p.offset) * p.grid + rc;
+}
+
+@compute @workgroup_size(256)
+fn infonce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    let q = wid.x + wid.y * nwg.x;
+    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    if (q >= p.queries) {
+        return;
+    }
+    let n = p.candidates;
+    let s_row = p.scores_offset + q * n;
+    let d_row = p.dscores_offset + q * n;
+
+    var m = LOWEST;
+    for (var j = li; j < n; j += WG) {
+        m = max(m, scores[s_row + j]);
+    }
+    let row_max = workgroup_max(li, m);
+
+    var e = 0.0;
+    for (var j = li; j < n; j += WG) {
+        e += exp(scores[s_row + j] - row_max);
+    }
+    let total = workgroup_sum(li, e);
+
+    let t = target_of(q);
+    let inv_total = 1.0 / total;
+    for (var j = li; j < n; j += WG) {
+        var g = exp(scores[s_row + j] - row_max) * inv_total;
+        if (j == t) {
+            g -= 1.0;
+        }
+        dscores[d_row + j] = g * p.scale;
+    }
+    if (li == 0u) {
+        let s_t = scores[s_row + t];
+        row_stats[p.rows_offset + 2u * q] = log(total) + row_max - s_t;
+        row_stats[p.rows_offset + 2u * q + 1u] = select(0.0, 1.0, s_t >= row_max);
+    }
+}
+
+@compute @workgroup_size(256)
+fn infonce_reduce(@builtin(local_invocation_index) li: u32) {
+    var loss = 0.0;
+    var correct = 0.0;
+    for (var q = li; q < p.queries; q += WG) {
+        loss += row_stats_in[p.rows_offset + 2u * q];
+        correct += row_stats_in[p.rows_offset + 2u * q + 1u];
+    }
+    let loss_sum = workgroup_sum(li, loss);
+    let correct_sum = workgroup_sum(li, correct);
+    if (li == 0u) {
+        let n = f32(p.queries);
+        let loss_k = loss_sum / n;
+        stats[p.stats_offset + 1u + 2u * p.step] = loss_k;
+        stats[p.stats_offset + 2u + 2u * p.step] = correct_sum / n;
+        var total = loss_k * p.inv_steps;
+        if (p.accumulate != 0u) {
+            total += stats[p.stats_offset];
+        }
+        stats[p.stats_offset] = total;
+    }
+}
