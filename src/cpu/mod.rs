@@ -3,5 +3,6 @@
 //! and check their backwards by finite differences.
 
 pub mod elementwise;
+pub mod gru;
 pub mod matmul;
 pub mod sum_channels;

@@ -5,6 +5,7 @@
 //! overwritten (=) unless the launch says otherwise.
 
 pub mod elementwise;
+pub mod gru;
 pub mod matmul;
 pub mod sum_channels;
 
@@ -16,5 +17,7 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<matmul::MatmulParams>(),
         layout_of::<elementwise::ElementwiseParams>(),
         layout_of::<sum_channels::SumChannelsParams>(),
+        layout_of::<gru::GruForwardParams>(),
+        layout_of::<gru::GruBackwardParams>(),
     ]
 }

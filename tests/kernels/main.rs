@@ -4,6 +4,7 @@
 mod common;
 
 mod elementwise;
+mod gru;
 mod matmul;
 mod shaders;
 mod sum_channels;
