@@ -5,6 +5,7 @@
 pub mod adam;
 pub mod copy_rows;
 pub mod elementwise;
+pub mod gru;
 pub mod infonce;
 pub mod layer_norm;
 pub mod matmul;

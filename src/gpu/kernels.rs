@@ -39,7 +39,7 @@ shaders! {
     MeanPool => "mean_pool.wgsl",
     Patches => "patches.wgsl",
     CopyRows => "copy_rows.wgsl",
-    // Gru => "gru.wgsl",
+    Gru => "gru.wgsl",
     Infonce => "infonce.wgsl",
     Adam => "adam.wgsl",
 }

@@ -7,6 +7,7 @@
 pub mod adam;
 pub mod copy_rows;
 pub mod elementwise;
+pub mod gru;
 pub mod infonce;
 pub mod layer_norm;
 pub mod matmul;
@@ -28,5 +29,7 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<adam::AdamParams>(),
         layout_of::<copy_rows::CopyRowsParams>(),
         layout_of::<infonce::InfonceParams>(),
+        layout_of::<gru::GruForwardParams>(),
+        layout_of::<gru::GruBackwardParams>(),
     ]
 }

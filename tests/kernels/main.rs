@@ -6,6 +6,7 @@ mod common;
 mod adam;
 mod copy_rows;
 mod elementwise;
+mod gru;
 mod infonce;
 mod layer_norm;
 mod matmul;
