@@ -2,6 +2,7 @@
 //! for clarity (f64 accumulation where sums are long). Tests compare the GPU against these
 //! and check their backwards by finite differences.
 
+pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
 pub mod sum_channels;

@@ -4,6 +4,7 @@
 //! Convention (as in llm.c): parameter gradients accumulate (+=), activation gradients are
 //! overwritten (=) unless the launch says otherwise.
 
+pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
 pub mod sum_channels;
@@ -16,5 +17,8 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<matmul::MatmulParams>(),
         layout_of::<elementwise::ElementwiseParams>(),
         layout_of::<sum_channels::SumChannelsParams>(),
+        layout_of::<conv2d::Conv2dForwardParams>(),
+        layout_of::<conv2d::Conv2dBackwardInputParams>(),
+        layout_of::<conv2d::Conv2dBackwardWeightParams>(),
     ]
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod conv2d;
 mod elementwise;
 mod matmul;
 mod shaders;
