@@ -3,6 +3,7 @@
 //! and check their backwards by finite differences.
 
 pub mod adam;
+pub mod conv2d;
 pub mod copy_rows;
 pub mod elementwise;
 pub mod gru;

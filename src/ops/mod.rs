@@ -5,6 +5,7 @@
 //! overwritten (=) unless the launch says otherwise.
 
 pub mod adam;
+pub mod conv2d;
 pub mod copy_rows;
 pub mod elementwise;
 pub mod gru;
@@ -31,5 +32,8 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<infonce::InfonceParams>(),
         layout_of::<gru::GruForwardParams>(),
         layout_of::<gru::GruBackwardParams>(),
+        layout_of::<conv2d::Conv2dForwardParams>(),
+        layout_of::<conv2d::Conv2dBackwardInputParams>(),
+        layout_of::<conv2d::Conv2dBackwardWeightParams>(),
     ]
 }

@@ -4,6 +4,7 @@
 mod common;
 
 mod adam;
+mod conv2d;
 mod copy_rows;
 mod elementwise;
 mod gru;

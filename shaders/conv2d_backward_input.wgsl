@@ -1,0 +1,138 @@
+// conv2d_backward_input.wgsl: gradient of conv2d_forward with respect to its input,
+//   dx[n, ci, iy, ix] (+)= sum over co, ky, kx of w[co, ci, ky, kx] * dy[n, co, oy, ox]
+//   over the taps where oy * stride + ky - pad = iy and ox * stride + kx - pad = ix.
+// As a matrix product: M = Cin rows, N = batch * H * W input pixels, K = Cout * k * k.
+//
+// Stride phases: a pixel with (iy + pad) % stride = ry only receives from the rows ky with
+// ky % stride = ry (and likewise for columns), so the pixels are dealt out by phase
+// (ry, rx): each thread's pixels share one phase and it loops over just ceil(k / stride)^2
+// taps, none of them wasted on a non-divisible offset. Stride 1 has the one phase (0, 0).
+//
+// Bindings: 0 Conv2dBackwardInputParams (uniform), 1 dy [N, Cout, OH, OW] (read),
+// 2 weight [Cout, Cin, k, k] (read), 3 dx [N, Cin, H, W] (read_write).
+// Dispatch: (x, y) = spread(ceil(N * HQ * WQ / 512)) pixel blocks of one phase, with
+// HQ = ceil(H / stride), WQ = ceil(W / stride); z = stride^2 phases x ceil(Cin / 8) channel
+// blocks (phase fastest). Workgroups of 64 threads; each thread computes 8 input channels x
+// 8 pixels of one phase in registers, no workgroup memory, its pixels 64 apart. Taps whose
+// output pixel lies outside dy read 0 through a select on an in-bounds address; channels and
+// pixels past the edge are clamped for loads and skipped for stores.
+// Writes: overwrites dx, or adds to it when accumulate != 0.
+
+// Rust twin: ops::conv2d::Conv2dBackwardInputParams.
+struct Conv2dBackwardInputParams {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    oh: u32,
+    ow: u32,
+    hq: u32,
+    wq: u32,
+    dy_offset: u32,
+    w_offset: u32,
+    dx_offset: u32,
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Conv2dBackwardInputParams;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+const TC: u32 = 8u;  // input channels per thread
+const TP: u32 = 8u;  // input pixels per thread
+const WG: u32 = 64u; // threads per workgroup
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let s = p.stride;
+    let qhw = p.hq * p.wq;
+    let pixels = p.n * qhw; // pixels of one phase, counting the ones past the edge
+    let block = wid.x + wid.y * nwg.x;
+    if (block * WG * TP >= pixels) {
+        return;
+    }
+    let phase = wid.z % (s * s);
+    let ry = phase / s;
+    let rx = phase - ry * s;
+    let ci0 = (wid.z / (s * s)) * TC;
+    let p0 = block * WG * TP + li;
+    let ohw = p.oh * p.ow;
+    let kk = p.k * p.k;
+    let pad = i32(p.pad);
+
+    // Per pixel: its place in the image and where its image starts in dy. Pixels past the
+    // end, or past the image's edge in this phase, are computed on clamped values and
+    // never stored.
+    var iy: array<i32, 8>;
+    var ix: array<i32, 8>;
+    var dy_img: array<u32, 8>;
+    for (var j = 0u; j < TP; j++) {
+        let q = min(p0 + j * WG, pixels - 1u);
+        let n = q / qhw;
+        let r = q - n * qhw;
+        let qy = r / p.wq;
+        let qx = r - qy * p.wq;
+        iy[j] = i32(qy * s + ry);
+        ix[j] = i32(qx * s + rx);
+        dy_img[j] = p.dy_offset + n * p.cout * ohw;
+    }
+    // Where each of this thread's input channels starts inside a weight row (clamped).
+    var w_at: array<u32, 8>;
+    for (var i = 0u; i < TC; i++) {
+        w_at[i] = p.w_offset + min(ci0 + i, p.cin - 1u) * kk;
+    }
+
+    var acc: array<vec4<f32>, 16>; // pixel j: acc[2j] holds channels 0..4, acc[2j+1] 4..8
+    // The taps of this phase: ky = (iy + pad) mod stride, then every stride-th row.
+    for (var ky = (ry + p.pad) % s; ky < p.k; ky += s) {
+        for (var kx = (rx + p.pad) % s; kx < p.k; kx += s) {
+            // The output pixel this tap reads for each input pixel (the division is exact),
+            // or the image's first element (in bounds, read as 0) where it falls outside.
+            var at: array<u32, 8>;
+            var inside: array<bool, 8>;
+            for (var j = 0u; j < TP; j++) {
+                let oy = (iy[j] + pad - i32(ky)) / i32(s);
+                let ox = (ix[j] + pad - i32(kx)) / i32(s);
+                inside[j] = oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow);
+                at[j] = select(dy_img[j], dy_img[j] + u32(oy) * p.ow + u32(ox), inside[j]);
+            }
+            let tap = ky * p.k + kx;
+            for (var co = 0u; co < p.cout; co++) {
+                let dyo = co * ohw;
+                let wo = co * p.cin * kk + tap;
+                let w0 = vec4<f32>(weight[w_at[0] + wo], weight[w_at[1] + wo],
+                                   weight[w_at[2] + wo], weight[w_at[3] + wo]);
+                let w1 = vec4<f32>(weight[w_at[4] + wo], weight[w_at[5] + wo],
+                                   weight[w_at[6] + wo], weight[w_at[7] + wo]);
+                for (var j = 0u; j < TP; j++) {
+                    let g = vec4<f32>(select(0.0, dy[at[j] + dyo], inside[j]));
+                    acc[2u * j] = fma(g, w0, acc[2u * j]);
+                    acc[2u * j + 1u] = fma(g, w1, acc[2u * j + 1u]);
+                }
+            }
+        }
+    }
+
+    let hw = p.h * p.w;
+    for (var j = 0u; j < TP; j++) {
+        let q = p0 + j * WG;
+        if (q >= pixels) { break; }
+        if (iy[j] >= i32(p.h) || ix[j] >= i32(p.w)) { continue; }
+        let n = q / qhw;
+        let pix = u32(iy[j]) * p.w + u32(ix[j]);
+        for (var i = 0u; i < TC; i++) {
+            let ci = ci0 + i;
+            if (ci >= p.cin) { break; }
+            let at = p.dx_offset + (n * p.cin + ci) * hw + pix;
+            var v = acc[2u * j + i / 4u][i % 4u];
+            if (p.accumulate != 0u) { v += dx[at]; }
+            dx[at] = v;
+        }
+    }
+}

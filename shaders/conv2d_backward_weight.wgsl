@@ -1,0 +1,126 @@
+// conv2d_backward_weight.wgsl: gradient of conv2d_forward with respect to its weights, one
+// partial sum per chunk of the batch:
+//   partial[c, co, ci, ky, kx] = sum over n in chunk c, oy, ox of
+//                                dy[n, co, oy, ox] * x[n, ci, oy * stride + ky - pad, ox * stride + kx - pad]
+// with x = 0 outside the image. Chunk c holds images c * chunk .. min((c + 1) * chunk, N).
+// ops::conv2d then adds the chunks into dw with sum_channels.
+// As a matrix product: M = Cout, N = Cin * k * k, reduced over K = batch * OH * OW.
+//
+// Bindings: 0 Conv2dBackwardWeightParams (uniform), 1 x [N, Cin, H, W] (read),
+// 2 dy [N, Cout, OH, OW] (read), 3 partial [chunks, Cout, Cin, k, k] (read_write).
+// Dispatch: (x, y) = spread(ceil(items / 64)) with items = ceil(Cout / 8) * ceil(Cin / 8) * k * k,
+// z = chunks; workgroups of 64 threads. Each thread (an item) computes 8 output channels x
+// 8 input channels of one tap (ky, kx) in registers, no workgroup memory; neighbouring
+// threads have neighbouring taps. The tap is fixed, so the output rows and columns whose
+// input falls inside the image are one range each, worked out before the loop: the loop
+// itself has no bounds checks. Channels past the edge are clamped for loads and skipped for
+// stores.
+// Writes: overwrites partial (every element, zero where a tap only ever sees padding).
+
+// Rust twin: ops::conv2d::Conv2dBackwardWeightParams.
+struct Conv2dBackwardWeightParams {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    oh: u32,
+    ow: u32,
+    chunk: u32,
+    x_offset: u32,
+    dy_offset: u32,
+    partial_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Conv2dBackwardWeightParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+
+const TO: u32 = 8u;  // output channels per thread
+const TI: u32 = 8u;  // input channels per thread
+const WG: u32 = 64u; // threads per workgroup
+
+// The outputs o in 0..out whose input o * stride + t - pad lies in 0..size, as [lo, hi).
+fn inside_range(t: u32, size: u32, out: u32) -> vec2<u32> {
+    let s = i32(p.stride);
+    let first = i32(p.pad) - i32(t); // o * s must reach this for the input to be >= 0
+    let last = i32(size) - 1 + i32(p.pad) - i32(t); // ... and not pass this
+    if (last < 0) {
+        return vec2<u32>(0u, 0u);
+    }
+    let lo = select(0, (first + s - 1) / s, first > 0);
+    let hi = min(last / s + 1, i32(out));
+    return vec2<u32>(u32(lo), u32(max(hi, lo)));
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let kk = p.k * p.k;
+    let ci_blocks = (p.cin + TI - 1u) / TI;
+    let items = ((p.cout + TO - 1u) / TO) * ci_blocks * kk;
+    let item = (wid.x + wid.y * nwg.x) * WG + li;
+    if (item >= items) {
+        return;
+    }
+    let tap = item % kk;
+    let rest = item / kk;
+    let ci0 = (rest % ci_blocks) * TI;
+    let co0 = (rest / ci_blocks) * TO;
+    let ky = tap / p.k;
+    let kx = tap - ky * p.k;
+    let hw = p.h * p.w;
+    let ohw = p.oh * p.ow;
+
+    // Where each channel starts inside an image of x and of dy (clamped past the edge).
+    var x_at: array<u32, 8>;
+    var dy_at: array<u32, 8>;
+    for (var j = 0u; j < TI; j++) {
+        x_at[j] = min(ci0 + j, p.cin - 1u) * hw;
+    }
+    for (var i = 0u; i < TO; i++) {
+        dy_at[i] = min(co0 + i, p.cout - 1u) * ohw;
+    }
+    let rows = inside_range(ky, p.h, p.oh);
+    let cols = inside_range(kx, p.w, p.ow);
+
+    var acc: array<vec4<f32>, 16>; // output channel i: acc[2i] holds inputs 0..4, acc[2i+1] 4..8
+    let n_end = min((wid.z + 1u) * p.chunk, p.n);
+    for (var n = wid.z * p.chunk; n < n_end; n++) {
+        let x_img = p.x_offset + n * p.cin * hw;
+        let dy_img = p.dy_offset + n * p.cout * ohw;
+        for (var oy = rows.x; oy < rows.y; oy++) {
+            let x_row = x_img + (oy * p.stride + ky - p.pad) * p.w + kx - p.pad;
+            let dy_row = dy_img + oy * p.ow;
+            for (var ox = cols.x; ox < cols.y; ox++) {
+                let xo = x_row + ox * p.stride;
+                let x0 = vec4<f32>(x[xo + x_at[0]], x[xo + x_at[1]], x[xo + x_at[2]], x[xo + x_at[3]]);
+                let x1 = vec4<f32>(x[xo + x_at[4]], x[xo + x_at[5]], x[xo + x_at[6]], x[xo + x_at[7]]);
+                let dyo = dy_row + ox;
+                for (var i = 0u; i < TO; i++) {
+                    let g = vec4<f32>(dy[dyo + dy_at[i]]);
+                    acc[2u * i] = fma(g, x0, acc[2u * i]);
+                    acc[2u * i + 1u] = fma(g, x1, acc[2u * i + 1u]);
+                }
+            }
+        }
+    }
+
+    let dw_size = p.cout * p.cin * kk;
+    let out = p.partial_offset + wid.z * dw_size;
+    for (var i = 0u; i < TO; i++) {
+        let co = co0 + i;
+        if (co >= p.cout) { break; }
+        for (var j = 0u; j < TI; j++) {
+            let ci = ci0 + j;
+            if (ci >= p.cin) { break; }
+            partial[out + (co * p.cin + ci) * kk + tap] = acc[2u * i + j / 4u][j % 4u];
+        }
+    }
+}

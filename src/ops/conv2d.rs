@@ -1,0 +1,341 @@
+//! 2D convolution over a batch of images (shaders/conv2d_forward.wgsl,
+//! conv2d_backward_input.wgsl, conv2d_backward_weight.wgsl), all as implicit matrix products.
+//!
+//! Layouts as in PyTorch: x [N, Cin, H, W], weight [Cout, Cin, k, k], bias [Cout],
+//! y [N, Cout, OH, OW] with OH = (H + 2 pad - k) / stride + 1, zero padding.
+//! The forward overwrites y; backward_input overwrites dx (or adds, by flag); backward_weight
+//! adds to dw and db (parameter gradients). The weight gradient is summed per chunk of the
+//! batch into a partial buffer the plan owns, then the chunks are added with sum_channels.
+
+use crate::error::{shape_err, Result};
+use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
+use crate::ops::sum_channels;
+
+crate::uniform_struct! {
+    /// WGSL twin: Conv2dForwardParams in shaders/conv2d_forward.wgsl.
+    pub struct Conv2dForwardParams {
+        pub n: u32,
+        pub cin: u32,
+        pub h: u32,
+        pub w: u32,
+        pub cout: u32,
+        pub k: u32,
+        pub stride: u32,
+        pub pad: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub x_offset: u32,
+        pub w_offset: u32,
+        pub b_offset: u32,
+        pub y_offset: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+    }
+}
+
+crate::uniform_struct! {
+    /// WGSL twin: Conv2dBackwardInputParams in shaders/conv2d_backward_input.wgsl.
+    pub struct Conv2dBackwardInputParams {
+        pub n: u32,
+        pub cin: u32,
+        pub h: u32,
+        pub w: u32,
+        pub cout: u32,
+        pub k: u32,
+        pub stride: u32,
+        pub pad: u32,
+        pub oh: u32,
+        pub ow: u32,
+        /// ceil(H / stride), ceil(W / stride): a stride phase's rows and columns.
+        pub hq: u32,
+        pub wq: u32,
+        pub dy_offset: u32,
+        pub w_offset: u32,
+        pub dx_offset: u32,
+        pub accumulate: u32,
+    }
+}
+
+crate::uniform_struct! {
+    /// WGSL twin: Conv2dBackwardWeightParams in shaders/conv2d_backward_weight.wgsl.
+    pub struct Conv2dBackwardWeightParams {
+        pub n: u32,
+        pub cin: u32,
+        pub h: u32,
+        pub w: u32,
+        pub cout: u32,
+        pub k: u32,
+        pub stride: u32,
+        pub pad: u32,
+        pub oh: u32,
+        pub ow: u32,
+        /// Images per chunk of the batch (the last chunk may hold fewer).
+        pub chunk: u32,
+        pub x_offset: u32,
+        pub dy_offset: u32,
+        pub partial_offset: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+    }
+}
+
+/// Kernel sizes and strides the shaders are tested for.
+pub const KERNEL_SIZES: [usize; 4] = [1, 3, 5, 7];
+pub const STRIDES: [usize; 3] = [1, 2, 4];
+
+/// Channels and pixels one thread computes in each direction, and threads per workgroup
+/// (TC/TP/TO/TI and WG in the shaders).
+const BLOCK: usize = 8;
+const WG: usize = 64;
+
+/// Threads the weight gradient aims for: the batch is cut into enough chunks to keep a GPU
+/// busy when the channels alone give few threads (the first layer: Cin = 3).
+const WEIGHT_GRAD_THREADS: usize = 16384;
+
+/// The shape of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2d {
+    /// Output height and width, (H + 2 pad - k) / stride + 1 (0 if the kernel does not fit).
+    pub fn out_hw(&self) -> (usize, usize) {
+        let out = |size: usize| {
+            (size + 2 * self.pad)
+                .checked_sub(self.k)
+                .map_or(0, |d| d / self.stride.max(1) + 1)
+        };
+        (out(self.h), out(self.w))
+    }
+
+    pub fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.cin, self.h, self.w]
+    }
+    pub fn w_shape(&self) -> [usize; 4] {
+        [self.cout, self.cin, self.k, self.k]
+    }
+    pub fn y_shape(&self) -> [usize; 4] {
+        let (oh, ow) = self.out_hw();
+        [self.n, self.cout, oh, ow]
+    }
+
+    /// Multiply-adds of the forward times two (bias not counted).
+    pub fn flops(&self) -> u64 {
+        let (oh, ow) = self.out_hw();
+        2 * (self.n * self.cout * oh * ow * self.cin * self.k * self.k) as u64
+    }
+
+    /// Images per chunk and number of chunks for the weight gradient's split reduction.
+    pub fn weight_grad_chunks(&self) -> (usize, usize) {
+        let items = self.cout.div_ceil(BLOCK) * self.cin.div_ceil(BLOCK) * self.k * self.k;
+        let chunks = WEIGHT_GRAD_THREADS.div_ceil(items).clamp(1, self.n.max(1));
+        let per_chunk = self.n.div_ceil(chunks).max(1);
+        (per_chunk, self.n.div_ceil(per_chunk))
+    }
+
+    /// The geometry alone: supported kernel size and stride, nothing empty.
+    fn check_geometry(&self, kernel: &'static str) -> Result<()> {
+        if !KERNEL_SIZES.contains(&self.k) || !STRIDES.contains(&self.stride) {
+            return shape_err(
+                kernel,
+                format!(
+                    "kernel size {} / stride {} not supported (k in {KERNEL_SIZES:?}, stride in {STRIDES:?}): {self:?}",
+                    self.k, self.stride
+                ),
+            );
+        }
+        let (oh, ow) = self.out_hw();
+        if self.n == 0 || self.cin == 0 || self.cout == 0 || oh == 0 || ow == 0 {
+            return shape_err(
+                kernel,
+                format!("empty input or output: {self:?} gives output {oh} x {ow}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The geometry, then each tensor against the shape it must have.
+    fn check(&self, kernel: &'static str, tensors: &[(&str, &Tensor, &[usize])]) -> Result<()> {
+        self.check_geometry(kernel)?;
+        for &(name, t, want) in tensors {
+            if t.len() != want.iter().product::<usize>() {
+                return shape_err(
+                    kernel,
+                    format!("{name} has shape {:?} but {self:?} needs {want:?}", t.shape),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Plan y = conv(x, weight) + bias.
+pub fn forward(
+    gpu: &Gpu,
+    c: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Launch> {
+    let kernel = "conv2d_forward";
+    c.check(
+        kernel,
+        &[
+            ("x", x, &c.x_shape()),
+            ("weight", w, &c.w_shape()),
+            ("bias", b, &[c.cout]),
+            ("y", y, &c.y_shape()),
+        ],
+    )?;
+    let (oh, ow) = c.out_hw();
+    let params = Conv2dForwardParams {
+        n: c.n as u32,
+        cin: c.cin as u32,
+        h: c.h as u32,
+        w: c.w as u32,
+        cout: c.cout as u32,
+        k: c.k as u32,
+        stride: c.stride as u32,
+        pad: c.pad as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        x_offset: rel_offset(gpu, x),
+        w_offset: rel_offset(gpu, w),
+        b_offset: rel_offset(gpu, b),
+        y_offset: rel_offset(gpu, y),
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let [wx, wy, _] = spread(gpu, kernel, (c.n * oh * ow).div_ceil(WG * BLOCK) as u64)?;
+    Launch::new(
+        gpu,
+        Shader::Conv2dForward,
+        "main",
+        &[],
+        &params,
+        &[x, w, b, y],
+        [wx, wy, c.cout.div_ceil(BLOCK) as u32],
+    )
+}
+
+/// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy.
+pub fn backward_input(
+    gpu: &Gpu,
+    c: &Conv2d,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Result<Launch> {
+    let kernel = "conv2d_backward_input";
+    c.check(
+        kernel,
+        &[
+            ("dy", dy, &c.y_shape()),
+            ("weight", w, &c.w_shape()),
+            ("dx", dx, &c.x_shape()),
+        ],
+    )?;
+    let (oh, ow) = c.out_hw();
+    let s = c.stride;
+    let (hq, wq) = (c.h.div_ceil(s), c.w.div_ceil(s));
+    let params = Conv2dBackwardInputParams {
+        n: c.n as u32,
+        cin: c.cin as u32,
+        h: c.h as u32,
+        w: c.w as u32,
+        cout: c.cout as u32,
+        k: c.k as u32,
+        stride: s as u32,
+        pad: c.pad as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        hq: hq as u32,
+        wq: wq as u32,
+        dy_offset: rel_offset(gpu, dy),
+        w_offset: rel_offset(gpu, w),
+        dx_offset: rel_offset(gpu, dx),
+        accumulate: accumulate as u32,
+    };
+    let [wx, wy, _] = spread(gpu, kernel, (c.n * hq * wq).div_ceil(WG * BLOCK) as u64)?;
+    Launch::new(
+        gpu,
+        Shader::Conv2dBackwardInput,
+        "main",
+        &[],
+        &params,
+        &[dy, w, dx],
+        [wx, wy, (s * s * c.cin.div_ceil(BLOCK)) as u32],
+    )
+}
+
+/// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy: the chunked
+/// weight gradient into a partial buffer allocated here, the sum of its chunks into dw, and
+/// the sum of dy over batch and pixels into db.
+pub fn backward_weight(
+    gpu: &Gpu,
+    c: &Conv2d,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: &Tensor,
+) -> Result<Vec<Launch>> {
+    let kernel = "conv2d_backward_weight";
+    c.check(
+        kernel,
+        &[
+            ("x", x, &c.x_shape()),
+            ("dy", dy, &c.y_shape()),
+            ("dw", dw, &c.w_shape()),
+            ("db", db, &[c.cout]),
+        ],
+    )?;
+    let (oh, ow) = c.out_hw();
+    let (per_chunk, chunks) = c.weight_grad_chunks();
+    let dw_size = c.cout * c.cin * c.k * c.k;
+    // Owned by the launches' bind groups from here on: planned once, reused every step.
+    let partial = Tensor::zeros(gpu, "conv2d weight gradient chunks", &[chunks, dw_size])?;
+    let params = Conv2dBackwardWeightParams {
+        n: c.n as u32,
+        cin: c.cin as u32,
+        h: c.h as u32,
+        w: c.w as u32,
+        cout: c.cout as u32,
+        k: c.k as u32,
+        stride: c.stride as u32,
+        pad: c.pad as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        chunk: per_chunk as u32,
+        x_offset: rel_offset(gpu, x),
+        dy_offset: rel_offset(gpu, dy),
+        partial_offset: rel_offset(gpu, &partial),
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let items = c.cout.div_ceil(BLOCK) * c.cin.div_ceil(BLOCK) * c.k * c.k;
+    let [wx, wy, _] = spread(gpu, kernel, items.div_ceil(WG) as u64)?;
+    let chunked = Launch::new(
+        gpu,
+        Shader::Conv2dBackwardWeight,
+        "main",
+        &[],
+        &params,
+        &[x, dy, &partial],
+        [wx, wy, chunks as u32],
+    )?;
+    Ok(vec![
+        chunked,
+        sum_channels::launch(gpu, &partial, [chunks, dw_size, 1], dw, 1.0, true)?,
+        sum_channels::launch(gpu, dy, [c.n, c.cout, oh * ow], db, 1.0, true)?,
+    ])
+}

@@ -1,0 +1,255 @@
+use cpc::ops::conv2d::{self, Conv2d};
+use cpc::{cpu, Error};
+
+use crate::common::*;
+
+/// conv(n, cin, cout, h, w, k, stride, pad): the test cases as one line each.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Conv2d {
+    Conv2d {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        k,
+        stride,
+        pad,
+    }
+}
+
+fn len(shape: [usize; 4]) -> usize {
+    shape.iter().product()
+}
+
+/// f32 sums of `terms` products of values in [-1, 1], in another order than the f64
+/// reference: rounding errors of terms at most 1 in size add up like sqrt(terms) * eps.
+fn tol(terms: usize) -> f32 {
+    4e-6 * (terms as f32).sqrt() + 1e-6
+}
+
+/// Every kernel size and stride, without and with padding, on odd non-square images: 9 x 11
+/// and 11 x 9 (the last row and column of a window are where h and w swaps show).
+fn small_cases() -> Vec<Conv2d> {
+    let mut cases = Vec::new();
+    for (i, k) in conv2d::KERNEL_SIZES.into_iter().enumerate() {
+        for stride in conv2d::STRIDES {
+            for pad in [0, k / 2] {
+                let (h, w) = if i % 2 == 0 { (9, 11) } else { (11, 9) };
+                cases.push(conv(2, 3, 5, h, w, k, stride, pad));
+            }
+        }
+    }
+    cases
+}
+
+fn check_forward(c: Conv2d, x_offset: usize, seed: u64) {
+    let mut r = rng(seed);
+    let (x, w, b) = (
+        random(&mut r, len(c.x_shape())),
+        random(&mut r, len(c.w_shape())),
+        random(&mut r, c.cout),
+    );
+    // x as a view `x_offset` elements into a larger buffer (as model activations are).
+    let mut host = vec![f32::NAN; x_offset + x.len()];
+    host[x_offset..].copy_from_slice(&x);
+    let tx = upload(&[host.len()], &host).view(x_offset, &c.x_shape());
+    let (tw, tb) = (upload(&c.w_shape(), &w), upload(&[c.cout], &b));
+    let ty = nan_tensor(&c.y_shape());
+    run(&[conv2d::forward(gpu(), &c, &tx, &tw, &tb, &ty).unwrap()]);
+    let mut want = vec![0.0; len(c.y_shape())];
+    cpu::conv2d::forward(&c, &x, &w, &b, &mut want);
+    assert_close(
+        &format!("{c:?}"),
+        &read(&ty),
+        &want,
+        tol(c.cin * c.k * c.k),
+        1e-5,
+    );
+}
+
+#[test]
+fn conv2d_forward_matches_reference() {
+    for (seed, c) in small_cases().into_iter().enumerate() {
+        check_forward(c, 0, seed as u64);
+    }
+    // More pixels than one workgroup's 512 and channels past a block of 8, x at an offset.
+    check_forward(conv(3, 4, 17, 13, 15, 3, 1, 1), 5, 100);
+    check_forward(conv(2, 9, 11, 17, 19, 5, 2, 2), 3, 101);
+    // Padding wider than half the kernel: some outputs see only padding (and the bias).
+    check_forward(conv(1, 2, 3, 4, 5, 3, 1, 3), 0, 102);
+}
+
+/// GPU backward against the CPU backward: dx overwritten (NaN-filled first) and accumulated,
+/// dw and db accumulated onto random values.
+fn check_backward(c: Conv2d, seed: u64) {
+    let mut r = rng(seed);
+    let (nx, nw, ny) = (len(c.x_shape()), len(c.w_shape()), len(c.y_shape()));
+    let (x, w, dy) = (random(&mut r, nx), random(&mut r, nw), random(&mut r, ny));
+    let (dx0, dw0, db0) = (
+        random(&mut r, nx),
+        random(&mut r, nw),
+        random(&mut r, c.cout),
+    );
+    let (tx, tw, tdy) = (
+        upload(&c.x_shape(), &x),
+        upload(&c.w_shape(), &w),
+        upload(&c.y_shape(), &dy),
+    );
+    let (oh, ow) = c.out_hw();
+    let what = format!("{c:?}");
+    for accumulate in [false, true] {
+        let tdx = if accumulate {
+            upload(&c.x_shape(), &dx0)
+        } else {
+            nan_tensor(&c.x_shape())
+        };
+        run(&[conv2d::backward_input(gpu(), &c, &tdy, &tw, &tdx, accumulate).unwrap()]);
+        let mut want = dx0.clone();
+        cpu::conv2d::backward_input(&c, &dy, &w, &mut want, accumulate);
+        let terms = c.cout * c.k.div_ceil(c.stride).pow(2);
+        assert_close(
+            &format!("dx (accumulate {accumulate}) {what}"),
+            &read(&tdx),
+            &want,
+            tol(terms),
+            1e-5,
+        );
+    }
+    let (tdw, tdb) = (upload(&c.w_shape(), &dw0), upload(&[c.cout], &db0));
+    run(&conv2d::backward_weight(gpu(), &c, &tx, &tdy, &tdw, &tdb).unwrap());
+    let (mut dw, mut db) = (dw0.clone(), db0.clone());
+    cpu::conv2d::backward_weight(&c, &x, &dy, &mut dw, &mut db);
+    let terms = c.n * oh * ow;
+    assert_close(&format!("dw {what}"), &read(&tdw), &dw, tol(terms), 1e-5);
+    assert_close(&format!("db {what}"), &read(&tdb), &db, tol(terms), 1e-5);
+}
+
+#[test]
+fn conv2d_backward_matches_reference() {
+    let cases = [
+        conv(2, 3, 5, 9, 11, 3, 2, 1),
+        conv(2, 3, 5, 11, 9, 3, 2, 0),
+        conv(2, 3, 5, 9, 11, 3, 1, 1),
+        conv(2, 3, 5, 11, 9, 7, 4, 3),
+        conv(2, 5, 3, 9, 11, 7, 4, 0),
+        conv(2, 3, 5, 11, 9, 1, 2, 0),
+        conv(2, 3, 5, 9, 11, 5, 1, 2),
+        conv(2, 5, 3, 11, 9, 5, 2, 2),
+        conv(1, 2, 3, 4, 5, 3, 1, 3),
+        // Past one workgroup of pixels (585 > 512) and past a block of 8 channels.
+        conv(3, 9, 17, 13, 15, 3, 1, 1),
+    ];
+    for (seed, c) in cases.into_iter().enumerate() {
+        check_backward(c, seed as u64);
+    }
+}
+
+#[test]
+fn conv2d_backward_weight_split_over_uneven_chunks() {
+    let c = conv(89, 9, 9, 3, 4, 7, 1, 3);
+    let (per_chunk, chunks) = c.weight_grad_chunks();
+    assert!(
+        per_chunk > 1 && chunks * per_chunk > c.n,
+        "this case should have several images per chunk and a short last chunk: {per_chunk} x {chunks}"
+    );
+    check_backward(c, 7);
+}
+
+#[test]
+fn conv2d_backward_reference_matches_finite_differences() {
+    for (seed, c) in [conv(2, 2, 3, 5, 6, 3, 2, 1), conv(1, 3, 2, 6, 5, 5, 1, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = rng(seed as u64);
+        let (nx, nw, ny) = (len(c.x_shape()), len(c.w_shape()), len(c.y_shape()));
+        let (x, w, b, target) = (
+            random(&mut r, nx),
+            random(&mut r, nw),
+            random(&mut r, c.cout),
+            random(&mut r, ny),
+        );
+        let loss = |x: &[f32], w: &[f32], b: &[f32]| {
+            let mut y = vec![0.0; ny];
+            cpu::conv2d::forward(&c, x, w, b, &mut y);
+            test_loss(&y, &target)
+        };
+        let mut y = vec![0.0; ny];
+        cpu::conv2d::forward(&c, &x, &w, &b, &mut y);
+        let dy = test_loss_grad(&y, &target);
+        let mut dx = vec![f32::NAN; nx];
+        cpu::conv2d::backward_input(&c, &dy, &w, &mut dx, false);
+        let (mut dw, mut db) = (vec![0.0; nw], vec![0.0; c.cout]);
+        cpu::conv2d::backward_weight(&c, &x, &dy, &mut dw, &mut db);
+        let what = format!("{c:?}");
+        assert_grad(
+            &format!("dx {what}"),
+            &dx,
+            &finite_differences(&x, |x| loss(x, &w, &b)),
+            1e-3,
+        );
+        assert_grad(
+            &format!("dw {what}"),
+            &dw,
+            &finite_differences(&w, |w| loss(&x, w, &b)),
+            1e-3,
+        );
+        assert_grad(
+            &format!("db {what}"),
+            &db,
+            &finite_differences(&b, |b| loss(&x, &w, b)),
+            1e-3,
+        );
+    }
+}
+
+#[track_caller]
+fn assert_shape_err(err: Error, kernel: &str, parts: &[&str]) {
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Shape { kernel: k, .. } if k == kernel),
+        "{msg}"
+    );
+    for part in parts {
+        assert!(msg.contains(part), "'{part}' missing from: {msg}");
+    }
+}
+
+#[test]
+fn conv2d_rejects_mismatched_shapes() {
+    let c = conv(2, 3, 4, 6, 6, 3, 2, 1);
+    let t = |shape: &[usize]| upload(shape, &vec![0.0; shape.iter().product()]);
+    let (x, w, b, y) = (t(&c.x_shape()), t(&c.w_shape()), t(&[4]), t(&c.y_shape()));
+    let bad_w = t(&[4, 3, 5, 5]);
+    let err = conv2d::forward(gpu(), &c, &x, &bad_w, &b, &y).unwrap_err();
+    assert_shape_err(err, "conv2d_forward", &["[4, 3, 5, 5]", "[4, 3, 3, 3]"]);
+    let bad_y = t(&[2, 4, 6, 6]);
+    let err = conv2d::backward_input(gpu(), &c, &bad_y, &w, &x, false).unwrap_err();
+    assert_shape_err(
+        err,
+        "conv2d_backward_input",
+        &["[2, 4, 6, 6]", "[2, 4, 3, 3]"],
+    );
+    let bad_b = t(&[3]);
+    let err = conv2d::backward_weight(gpu(), &c, &x, &y, &w, &bad_b).unwrap_err();
+    assert_shape_err(err, "conv2d_backward_weight", &["[3]", "[4]"]);
+    // Unsupported kernel size and stride, and a kernel larger than the padded image.
+    for (bad, part) in [
+        (Conv2d { k: 4, ..c }, "kernel size 4"),
+        (Conv2d { stride: 3, ..c }, "stride 3"),
+        (Conv2d { k: 7, pad: 0, ..c }, "output 0 x 0"),
+    ] {
+        let err = conv2d::forward(gpu(), &bad, &x, &w, &b, &y).unwrap_err();
+        assert_shape_err(err, "conv2d_forward", &[part]);
+    }
+}
