@@ -3,8 +3,12 @@
 // reduction of split partial sums ([chunks, W] -> [W]) are all this one kernel.
 //
 // Bindings: 0 SumChannelsParams (uniform), 1 x (read), 2 out (read_write).
-// Dispatch: one workgroup of 256 per channel, spread over x and y past 65535; the threads
-// stride over the outer x inner elements and meet in a tree reduction in workgroup memory.
+// Entry points (the launcher picks by the length of each sum, outer * inner):
+//   main         long sums: one workgroup of 256 per channel; the threads stride over the
+//                outer x inner elements and meet in a tree reduction in workgroup memory.
+//   per_thread   short sums (split partials, [chunks, W] with few chunks): one thread per
+//                channel in workgroups of 256.
+// Workgroups past 65535 spread over y.
 // Writes: overwrites out, or adds to it when accumulate != 0.
 
 // Rust twin: ops::sum_channels::SumChannelsParams.
@@ -56,4 +60,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         out[at] = v;
     }
+}
+
+@compute @workgroup_size(256)
+fn per_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let c = (wid.x + wid.y * nwg.x) * 256u + li;
+    if (c >= p.channels) {
+        return;
+    }
+    var s = 0.0;
+    for (var o = 0u; o < p.outer; o++) {
+        let base = p.x_offset + (o * p.channels + c) * p.inner;
+        for (var i = 0u; i < p.inner; i++) {
+            s += x[base + i];
+        }
+    }
+    var v = p.alpha * s;
+    let at = p.out_offset + c;
+    if (p.accumulate != 0u) {
+        v += out[at];
+    }
+    out[at] = v;
 }

@@ -18,6 +18,9 @@ crate::uniform_struct! {
     }
 }
 
+/// Longest sum (outer * inner) taken by one thread rather than a workgroup.
+pub const PER_THREAD_MAX: usize = 64;
+
 /// Plan out[c] (+)= alpha * sum_{o, i} x[o, c, i] for x viewed as [outer, channels, inner].
 pub fn launch(
     gpu: &Gpu,
@@ -50,14 +53,13 @@ pub fn launch(
         alpha,
         _pad: 0,
     };
-    let wg = spread(gpu, kernel, channels as u64)?;
-    Launch::new(
-        gpu,
-        Shader::SumChannels,
-        "main",
-        &[],
-        &params,
-        &[x, out],
-        wg,
-    )
+    // A workgroup per channel pays off for long sums; short ones (the split partial sums of
+    // the conv weight gradient) take one thread per channel.
+    let (entry, groups) = if outer * inner <= PER_THREAD_MAX {
+        ("per_thread", channels.div_ceil(256))
+    } else {
+        ("main", channels)
+    };
+    let wg = spread(gpu, kernel, groups as u64)?;
+    Launch::new(gpu, Shader::SumChannels, entry, &[], &params, &[x, out], wg)
 }

@@ -11,6 +11,9 @@ fn sum_channels_matches_reference() {
         [2, 3, 1000],
         [300, 17, 1],
         [1, 70000, 1],
+        [13, 700, 1],
+        [65, 7, 1],
+        [8, 9, 8],
     ]
     .into_iter()
     .enumerate()
