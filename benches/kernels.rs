@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use cpc::gpu::{AdapterChoice, Gpu, Launch, Tensor};
+use cpc::ops::conv2d::{self, Conv2d};
 use cpc::ops::matmul::{self, Matmul};
 
 fn quick() -> bool {
@@ -97,5 +98,51 @@ fn bench_matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_matmul);
+fn bench_conv2d_forward(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut group = c.benchmark_group("conv2d_forward");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(if quick() { 2 } else { 5 }));
+    // (name, N, Cin, side, Cout, k, stride): the tiny preset's layers at batch 16 (784 patches
+    // of 8 x 8), then layers of the paper geometry (784 patches of 64 x 64).
+    let mut shapes = vec![
+        ("tiny_stem", 784, 3, 8, 32, 3, 1),
+        ("tiny_down", 784, 32, 8, 64, 3, 2),
+        ("tiny_res", 784, 64, 4, 64, 3, 1),
+    ];
+    if !quick() {
+        shapes.extend([
+            ("paper_stem_7x7s2", 784, 3, 64, 64, 7, 2),
+            ("paper_res_64", 784, 64, 32, 64, 3, 1),
+            ("paper_down_128", 784, 64, 32, 128, 3, 2),
+            ("paper_res_256", 784, 256, 8, 256, 3, 1),
+        ]);
+    }
+    for (name, n, cin, side, cout, k, stride) in shapes {
+        let conv = Conv2d {
+            n,
+            cin,
+            h: side,
+            w: side,
+            cout,
+            k,
+            stride,
+            pad: k / 2,
+        };
+        let x = random_tensor(&gpu, &conv.x_shape());
+        let w = random_tensor(&gpu, &conv.w_shape());
+        let b = random_tensor(&gpu, &[cout]);
+        let y = Tensor::zeros(&gpu, "y", &conv.y_shape()).unwrap();
+        let launch = conv2d::forward(&gpu, &conv, &x, &w, &b, &y).unwrap();
+        time_launch(&gpu, &launch, 1);
+        group.throughput(Throughput::Elements(conv.flops()));
+        group.bench_function(
+            BenchmarkId::new(name, format!("{n}x{cin}x{side}x{side}->{cout}")),
+            |bch| bch.iter_custom(|iters| time_launch(&gpu, &launch, iters)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_matmul, bench_conv2d_forward);
 criterion_main!(benches);
