@@ -30,6 +30,9 @@ pub enum Error {
     /// wgpu reported a validation or out-of-memory error for something we submitted.
     #[error("GPU error in {what}: {message}")]
     Gpu { what: String, message: String },
+    /// A configuration that cannot be built: names the fields and values.
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("{0}")]
     Other(String),
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 
 pub use error::{Error, Result};

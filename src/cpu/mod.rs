@@ -11,5 +11,6 @@ pub mod infonce;
 pub mod layer_norm;
 pub mod matmul;
 pub mod mean_pool;
+pub mod model;
 pub mod patches;
 pub mod sum_channels;

@@ -1,0 +1,192 @@
+//! The model's parameters: one flat f32 buffer with named views, under PyTorch's names and
+//! layouts, so a checkpoint maps onto an equivalent torch module and back:
+//!
+//! | name | shape |
+//! |---|---|
+//! | encoder.stem.weight / .bias | [C0, 3, k, k] / [C0] |
+//! | encoder.stem_norm.weight / .bias (layer_norm only) | [C0] |
+//! | encoder.stages.{i}.down.weight / .bias | [Ci, Ci-1, 3, 3] / [Ci] |
+//! | encoder.stages.{i}.down_norm.weight / .bias | [Ci] |
+//! | encoder.stages.{i}.blocks.{j}.convs.{l}.weight / .bias | [Ci, Ci, 3, 3] / [Ci] |
+//! | encoder.stages.{i}.blocks.{j}.norms.{l}.weight / .bias | [Ci] |
+//! | gru.weight_ih_l0, gru.weight_hh_l0 | [3H, D], [3H, H] (gates r, z, n) |
+//! | gru.bias_ih_l0, gru.bias_hh_l0 | [3H] |
+//! | heads.{k}.weight | [D, H] (torch.nn.Linear(H, D, bias=False)) |
+//!
+//! Views start at multiples of 64 elements (256 bytes), which satisfies every adapter's
+//! storage-offset alignment; the padding between them stays zero.
+
+use rand::{Rng, SeedableRng};
+
+use crate::gpu::{Gpu, Tensor};
+use crate::model::spec::ModelSpec;
+use crate::Result;
+
+/// How a tensor is initialised: PyTorch's defaults for the module that owns it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// U(-bound, bound).
+    Uniform(f32),
+    Ones,
+    Zeros,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamView {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// First element in the flat buffer.
+    pub offset: usize,
+    pub init: Init,
+}
+
+impl ParamView {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The names, shapes and offsets of every parameter of a spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamLayout {
+    pub views: Vec<ParamView>,
+    /// Elements of the flat buffer, padding included.
+    pub total: usize,
+}
+
+const ALIGN: usize = 64;
+
+impl ParamLayout {
+    pub fn new(spec: &ModelSpec) -> ParamLayout {
+        let mut l = ParamLayout {
+            views: Vec::new(),
+            total: 0,
+        };
+        let mut cin = 3;
+        l.conv("encoder.stem", cin, spec.stem.out, spec.stem.kernel);
+        if spec.layer_norm {
+            l.norm("encoder.stem_norm", spec.stem.out);
+        }
+        cin = spec.stem.out;
+        for (i, st) in spec.stages.iter().enumerate() {
+            let c = st.down.out;
+            l.conv(&format!("encoder.stages.{i}.down"), cin, c, st.down.kernel);
+            if spec.layer_norm {
+                l.norm(&format!("encoder.stages.{i}.down_norm"), c);
+            }
+            for j in 0..st.blocks {
+                for k in 0..st.convs_per_block {
+                    l.conv(&format!("encoder.stages.{i}.blocks.{j}.convs.{k}"), c, c, 3);
+                    if spec.layer_norm {
+                        l.norm(&format!("encoder.stages.{i}.blocks.{j}.norms.{k}"), c);
+                    }
+                }
+            }
+            cin = c;
+        }
+        let (d, h) = (spec.dim(), spec.hidden);
+        let bound = 1.0 / (h as f32).sqrt();
+        l.push("gru.weight_ih_l0", &[3 * h, d], Init::Uniform(bound));
+        l.push("gru.weight_hh_l0", &[3 * h, h], Init::Uniform(bound));
+        l.push("gru.bias_ih_l0", &[3 * h], Init::Uniform(bound));
+        l.push("gru.bias_hh_l0", &[3 * h], Init::Uniform(bound));
+        for k in 0..spec.steps() {
+            l.push(&format!("heads.{k}.weight"), &[d, h], Init::Uniform(bound));
+        }
+        l
+    }
+
+    fn push(&mut self, name: &str, shape: &[usize], init: Init) {
+        let offset = self.total.next_multiple_of(ALIGN);
+        let len: usize = shape.iter().product();
+        self.views.push(ParamView {
+            name: name.into(),
+            shape: shape.to_vec(),
+            offset,
+            init,
+        });
+        self.total = offset + len;
+    }
+
+    /// torch.nn.Conv2d: kaiming_uniform(a=sqrt(5)) gives U(+-1/sqrt(fan_in)), bias alike.
+    fn conv(&mut self, name: &str, cin: usize, cout: usize, k: usize) {
+        let bound = 1.0 / ((cin * k * k) as f32).sqrt();
+        self.push(
+            &format!("{name}.weight"),
+            &[cout, cin, k, k],
+            Init::Uniform(bound),
+        );
+        self.push(&format!("{name}.bias"), &[cout], Init::Uniform(bound));
+    }
+
+    /// torch.nn.GroupNorm(1, C): weight ones, bias zeros.
+    fn norm(&mut self, name: &str, c: usize) {
+        self.push(&format!("{name}.weight"), &[c], Init::Ones);
+        self.push(&format!("{name}.bias"), &[c], Init::Zeros);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ParamView> {
+        self.views.iter().find(|v| v.name == name)
+    }
+
+    /// Number of parameters, padding excluded.
+    pub fn count(&self) -> usize {
+        self.views.iter().map(|v| v.len()).sum()
+    }
+
+    /// A fresh initialisation of the flat buffer from `seed`.
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut flat = vec![0.0; self.total];
+        for v in &self.views {
+            let dst = &mut flat[v.offset..v.offset + v.len()];
+            match v.init {
+                Init::Uniform(b) => dst.iter_mut().for_each(|x| *x = rng.random_range(-b..b)),
+                Init::Ones => dst.fill(1.0),
+                Init::Zeros => dst.fill(0.0),
+            }
+        }
+        flat
+    }
+
+    /// The view of parameter `name` inside a flat tensor laid out by this layout.
+    pub fn view(&self, flat: &Tensor, name: &str) -> Tensor {
+        let v = self
+            .get(name)
+            .unwrap_or_else(|| panic!("no parameter named {name}"));
+        flat.view(v.offset, &v.shape)
+    }
+
+    /// The slice of parameter `name` in a flat host vector.
+    pub fn slice<'a>(&self, flat: &'a [f32], name: &str) -> &'a [f32] {
+        let v = self
+            .get(name)
+            .unwrap_or_else(|| panic!("no parameter named {name}"));
+        &flat[v.offset..v.offset + v.len()]
+    }
+}
+
+/// Parameters, gradients and both Adam moments: four flat buffers of the same layout.
+pub struct ParamBuffers {
+    pub layout: ParamLayout,
+    pub params: Tensor,
+    pub grads: Tensor,
+    pub m: Tensor,
+    pub v: Tensor,
+}
+
+impl ParamBuffers {
+    pub fn new(gpu: &Gpu, layout: ParamLayout, init: &[f32]) -> Result<ParamBuffers> {
+        let n = layout.total;
+        Ok(ParamBuffers {
+            params: Tensor::from_slice(gpu, "params", &[n], init)?,
+            grads: Tensor::zeros(gpu, "grads", &[n])?,
+            m: Tensor::zeros(gpu, "adam m", &[n])?,
+            v: Tensor::zeros(gpu, "adam v", &[n])?,
+            layout,
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! The architecture of a CPC model, independent of any device: geometry, encoder layers,
+//! GRU size and prediction offsets. The training configuration (presets, TOML) builds one.
+
+use crate::error::{Error, Result};
+use crate::ops::conv2d::Conv2d;
+
+/// A 3x3 (or k x k) convolution layer's hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub kernel: usize,
+    pub out: usize,
+    pub stride: usize,
+}
+
+/// One residual stage: a downsampling conv, then `blocks` pre-activation residual blocks of
+/// `convs_per_block` 3x3 convs at the stage's width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageSpec {
+    pub down: ConvSpec,
+    pub blocks: usize,
+    pub convs_per_block: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// Side of the square crop fed to the model (S).
+    pub crop: usize,
+    /// Patches per grid row and column (G).
+    pub grid: usize,
+    /// Largest per-patch jitter offset (P/16 in the paper, 0 = none).
+    pub jitter: usize,
+    pub stem: ConvSpec,
+    pub stages: Vec<StageSpec>,
+    /// Group norm with one group after every conv (never batch norm).
+    pub layer_norm: bool,
+    /// GRU hidden size (H).
+    pub hidden: usize,
+    /// Row offsets predicted, ascending: 2..=K+1 by default (the adjacent row skipped).
+    pub offsets: Vec<usize>,
+}
+
+impl ModelSpec {
+    /// Patch side P = 2 S / (G + 1).
+    pub fn patch(&self) -> usize {
+        2 * self.crop / (self.grid + 1)
+    }
+
+    /// Patch vector size D: the last stage's width.
+    pub fn dim(&self) -> usize {
+        self.stages.last().map_or(self.stem.out, |s| s.down.out)
+    }
+
+    pub fn steps(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.grid < 2 || 2 * self.crop % (self.grid + 1) != 0 || self.patch() % 2 != 0 {
+            return bad(format!(
+                "crop {} and grid {} give patch 2*{}/({}+1), which must be an even integer",
+                self.crop, self.grid, self.crop, self.grid
+            ));
+        }
+        if self.offsets.is_empty() || self.offsets.windows(2).any(|w| w[0] >= w[1]) {
+            return bad(format!(
+                "prediction offsets {:?} must be ascending and not empty",
+                self.offsets
+            ));
+        }
+        if self.offsets[0] == 0 || *self.offsets.last().unwrap() >= self.grid {
+            return bad(format!(
+                "prediction offsets {:?} must lie in 1..{}",
+                self.offsets, self.grid
+            ));
+        }
+        if self.jitter >= self.patch() / 2 {
+            return bad(format!(
+                "jitter {} must be below half the patch ({})",
+                self.jitter,
+                self.patch()
+            ));
+        }
+        // Every conv must see a non-empty input.
+        let mut side = self.patch();
+        for conv in std::iter::once(&self.stem).chain(self.stages.iter().map(|s| &s.down)) {
+            let c = Conv2d {
+                n: 1,
+                cin: 1,
+                h: side,
+                w: side,
+                cout: 1,
+                k: conv.kernel,
+                stride: conv.stride,
+                pad: conv.kernel / 2,
+            };
+            side = c.out_hw().0;
+            if side == 0 {
+                return bad(format!(
+                    "the encoder shrinks a {}x{} patch to nothing",
+                    self.patch(),
+                    self.patch()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
