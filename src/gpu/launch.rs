@@ -82,12 +82,35 @@ pub fn rel_offset(gpu: &Gpu, t: &Tensor) -> u32 {
 
 #[derive(Debug)]
 pub struct Launch {
+    /// The shader's name, with the entry point where it has several: "matmul",
+    /// "layer_norm.forward".
     pub name: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     /// The uniform buffer, so per-step values (Adam's step) can be rewritten in place.
     pub uniforms: wgpu::Buffer,
     pub workgroups: [u32; 3],
+}
+
+/// "file" for a shader's only (main) entry point, "file.entry" otherwise; interned so a
+/// launch's name is a cheap &'static str for profiles.
+fn launch_name(shader: Shader, entry: &'static str) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static NAMES: Mutex<Option<HashMap<(Shader, &'static str), &'static str>>> = Mutex::new(None);
+    let mut names = NAMES.lock().unwrap();
+    *names
+        .get_or_insert_with(HashMap::new)
+        .entry((shader, entry))
+        .or_insert_with(|| {
+            let stem = shader.file().trim_end_matches(".wgsl");
+            let name = if entry == "main" {
+                stem.to_string()
+            } else {
+                format!("{stem}.{entry}")
+            };
+            Box::leak(name.into_boxed_str())
+        })
 }
 
 impl Launch {
@@ -188,7 +211,7 @@ impl Launch {
             });
         }
         Ok(Launch {
-            name: entry,
+            name: launch_name(shader, entry),
             pipeline,
             bind_group,
             uniforms,
