@@ -33,6 +33,14 @@ pub enum Error {
     /// A configuration that cannot be built: names the fields and values.
     #[error("configuration: {0}")]
     Config(String),
+    /// A data set that cannot be read as asked: missing or empty folder, wrong file size,
+    /// unknown layout, a split the set does not have.
+    #[error("{path}: {message}")]
+    Data { path: String, message: String },
+    /// One image that cannot be decoded or is smaller than the minimum side; readers skip
+    /// these under `data::OnBadImage::Skip`.
+    #[error("{path}: {message}")]
+    BadImage { path: String, message: String },
     #[error("{0}")]
     Other(String),
 }

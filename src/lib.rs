@@ -3,9 +3,11 @@
 //! - [`gpu`]: adapter choice, device, buffers, pipelines and launches (the plumbing).
 //! - [`ops`]: one module per kernel family, launching shaders/<name>.wgsl, forward and backward.
 //! - [`cpu`]: plain-Rust references of every kernel, same names, written for clarity.
+//! - [`data`]: data sets, augmentation and the batch loader (CPU only).
 
 pub mod cli;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;

@@ -1,0 +1,490 @@
+//! Batches for training and for feature extraction.
+//!
+//! [`Loader`]: an endless stream of augmented batches of exactly B images. Epoch e visits the
+//! images in a shuffle drawn from (seed, e); its batches start at positions 0, B, 2B, ... and
+//! the last n mod B images of the shuffle are left out. The sample at position p of epoch e
+//! is augmented with a generator seeded from (seed, e, p). Batch j goes to worker j mod W,
+//! which sends it down its own bounded channel, and the loader reads the channels in turn:
+//! so batches come out in order, identical for any number of workers, and each worker keeps
+//! up to `prefetch / W` batches ready. [`LoaderState`] (epoch, position of the next batch)
+//! is all a resumed run needs to continue with the same batches.
+//!
+//! [`Sequential`]: every image once, in index order, centre-cropped, in batches of up to B
+//! (the last may be shorter), for feature extraction and the linear probe.
+//!
+//! Under [`OnBadImage::Skip`] an image that fails to decode is replaced, in the loader, by
+//! the next image of the epoch's order that decodes (a property of the files, so still
+//! deterministic), and left out by [`Sequential`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand::seq::SliceRandom;
+
+use super::augment::Augment;
+use super::rng::{rng_for, tag};
+use super::{Dataset, OnBadImage};
+use crate::error::{Error, Result};
+
+/// Where a loader stands: the epoch and the position within its shuffle of the next batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LoaderState {
+    pub epoch: u64,
+    pub position: u64,
+}
+
+impl LoaderState {
+    /// 16 bytes, little-endian epoch then position, for checkpoints.
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.epoch.to_le_bytes());
+        b[8..].copy_from_slice(&self.position.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: [u8; 16]) -> LoaderState {
+        LoaderState {
+            epoch: u64::from_le_bytes(b[..8].try_into().unwrap()),
+            position: u64::from_le_bytes(b[8..].try_into().unwrap()),
+        }
+    }
+}
+
+impl fmt::Display for LoaderState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "epoch {}, position {}", self.epoch, self.position)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    /// B: images per batch.
+    pub batch_size: usize,
+    /// Seeds the shuffles and the augmentations.
+    pub seed: u64,
+    /// Threads that decode and augment (2-4 is plenty for small images).
+    pub workers: usize,
+    /// Batches kept ready ahead of the consumer, over all workers.
+    pub prefetch: usize,
+    /// False: every epoch visits the images in index order.
+    pub shuffle: bool,
+    pub augment: Augment,
+}
+
+impl LoaderConfig {
+    /// B images of S x S with the paper's augmentation; 2 workers, 4 batches ready, shuffled.
+    pub fn new(batch_size: usize, crop: usize, seed: u64) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            seed,
+            workers: 2,
+            prefetch: 4,
+            shuffle: true,
+            augment: Augment::new(crop),
+        }
+    }
+}
+
+/// B images ready for the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// [B, 3, S, S], normalised (see [`super::augment::normalise`]).
+    pub images: Vec<f32>,
+    /// Label of each image, None for an unlabelled set.
+    pub labels: Vec<Option<u32>>,
+    /// Dataset index of each image.
+    pub indices: Vec<usize>,
+    /// S.
+    pub crop: usize,
+    /// Where this batch starts (for [`Sequential`]: epoch 0, position = first index).
+    pub start: LoaderState,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// The labels, when every image has one.
+    pub fn labels_u32(&self) -> Option<Vec<u32>> {
+        self.labels.iter().copied().collect()
+    }
+}
+
+/// Which batch follows which: a pure function of the dataset size and batch size.
+#[derive(Clone, Copy)]
+struct Schedule {
+    n: u64,
+    batch: u64,
+}
+
+impl Schedule {
+    /// `state` itself if a whole batch fits there, else the start of the next epoch.
+    fn settle(self, state: LoaderState) -> LoaderState {
+        if state.position + self.batch <= self.n {
+            state
+        } else {
+            LoaderState {
+                epoch: state.epoch + 1,
+                position: 0,
+            }
+        }
+    }
+
+    fn next(self, state: LoaderState) -> LoaderState {
+        self.settle(LoaderState {
+            epoch: state.epoch,
+            position: state.position + self.batch,
+        })
+    }
+}
+
+pub struct Loader {
+    config: LoaderConfig,
+    dataset: Arc<dyn Dataset>,
+    schedule: Schedule,
+    /// Start of the next batch `next_batch` returns.
+    next: LoaderState,
+    /// Batches returned so far; batch j comes from worker j mod W.
+    returned: usize,
+    receivers: Vec<Receiver<Result<Batch>>>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    failed: bool,
+}
+
+impl Loader {
+    /// Starts the workers; the first batch is the one at `state` (Default: the very start).
+    pub fn new(
+        dataset: Arc<dyn Dataset>,
+        config: LoaderConfig,
+        state: LoaderState,
+    ) -> Result<Loader> {
+        let n = dataset.len();
+        if config.batch_size == 0 || config.batch_size > n {
+            return Err(Error::Data {
+                path: dataset.describe(),
+                message: format!(
+                    "batch size {} but the set has {n} images",
+                    config.batch_size
+                ),
+            });
+        }
+        let schedule = Schedule {
+            n: n as u64,
+            batch: config.batch_size as u64,
+        };
+        let start = schedule.settle(state);
+        let workers = config.workers.max(1);
+        let per_worker = config.prefetch.div_ceil(workers).max(1);
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        let mut first = start;
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(per_worker);
+            receivers.push(rx);
+            let job = Job {
+                dataset: dataset.clone(),
+                config: config.clone(),
+                schedule,
+                first,
+                stride: workers,
+                stop: stop.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("cpc-data-{w}"))
+                .spawn(move || job.run(tx))
+                .map_err(|e| Error::Other(format!("cannot start a data worker: {e}")))?;
+            handles.push(handle);
+            first = schedule.next(first);
+        }
+        Ok(Loader {
+            config,
+            dataset,
+            schedule,
+            next: start,
+            returned: 0,
+            receivers,
+            stop,
+            workers: handles,
+            failed: false,
+        })
+    }
+
+    /// The next batch, in order; waits only if the workers are behind.
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        if self.failed {
+            return Err(Error::Other(
+                "the data loader stopped after an earlier error".into(),
+            ));
+        }
+        let rx = &self.receivers[self.returned % self.receivers.len()];
+        match rx.recv() {
+            Ok(Ok(batch)) => {
+                debug_assert_eq!(batch.start, self.next);
+                self.returned += 1;
+                self.next = self.schedule.next(self.next);
+                Ok(batch)
+            }
+            Ok(Err(e)) => {
+                self.failed = true;
+                Err(e)
+            }
+            Err(_) => {
+                self.failed = true;
+                Err(Error::Other(
+                    "a data worker stopped unexpectedly (it panicked)".into(),
+                ))
+            }
+        }
+    }
+
+    /// Where the next batch starts: save this with a checkpoint, pass it to [`Loader::new`].
+    pub fn state(&self) -> LoaderState {
+        self.next
+    }
+
+    /// Whole batches in one epoch: floor(n / B).
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.schedule.n / self.schedule.batch
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    pub fn dataset(&self) -> &Arc<dyn Dataset> {
+        &self.dataset
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+
+    /// Never None: the stream goes on epoch after epoch.
+    fn next(&mut self) -> Option<Result<Batch>> {
+        Some(self.next_batch())
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receivers wakes any worker blocked on a full channel.
+        self.receivers.clear();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// One worker's share: batches first, then every `stride`-th after it.
+struct Job {
+    dataset: Arc<dyn Dataset>,
+    config: LoaderConfig,
+    schedule: Schedule,
+    first: LoaderState,
+    stride: usize,
+    stop: Arc<AtomicBool>,
+}
+
+impl Job {
+    fn run(self, tx: SyncSender<Result<Batch>>) {
+        let mut state = self.first;
+        let mut order: Option<(u64, Vec<usize>)> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            if order.as_ref().is_none_or(|(e, _)| *e != state.epoch) {
+                order = Some((
+                    state.epoch,
+                    epoch_order(self.dataset.len(), &self.config, state.epoch),
+                ));
+            }
+            let batch = self.batch(state, &order.as_ref().unwrap().1);
+            let failed = batch.is_err();
+            if tx.send(batch).is_err() || failed {
+                return; // the loader is gone, or it has the error
+            }
+            for _ in 0..self.stride {
+                state = self.schedule.next(state);
+            }
+        }
+    }
+
+    fn batch(&self, start: LoaderState, order: &[usize]) -> Result<Batch> {
+        let b = self.config.batch_size;
+        let augment = &self.config.augment;
+        let len = augment.out_len();
+        let mut batch = Batch {
+            images: vec![0.0; b * len],
+            labels: Vec::with_capacity(b),
+            indices: Vec::with_capacity(b),
+            crop: augment.crop,
+            start,
+        };
+        for k in 0..b {
+            let position = start.position as usize + k;
+            let (index, image) = load_at(&*self.dataset, order, position)?;
+            let mut rng = rng_for(&[tag::AUGMENT, self.config.seed, start.epoch, position as u64]);
+            augment.random(&image, &mut rng, &mut batch.images[k * len..(k + 1) * len]);
+            batch.labels.push(self.dataset.label(index));
+            batch.indices.push(index);
+        }
+        Ok(batch)
+    }
+}
+
+/// The order in which epoch `epoch` visits the images.
+pub fn epoch_order(n: usize, config: &LoaderConfig, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if config.shuffle {
+        order.shuffle(&mut rng_for(&[tag::SHUFFLE, config.seed, epoch]));
+    }
+    order
+}
+
+/// The image at `position` of `order`, or under Skip the first one after it that decodes.
+fn load_at(
+    dataset: &dyn Dataset,
+    order: &[usize],
+    position: usize,
+) -> Result<(usize, super::Image)> {
+    let mut first_error = None;
+    for k in 0..order.len() {
+        let index = order[(position + k) % order.len()];
+        match dataset.image(index) {
+            Ok(image) => return Ok((index, image)),
+            Err(e @ Error::BadImage { .. }) if dataset.on_bad_image() == OnBadImage::Skip => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Data {
+        path: dataset.describe(),
+        message: format!(
+            "no image decodes; the first failure: {}",
+            first_error.unwrap()
+        ),
+    })
+}
+
+/// Every image once, in index order, centre-cropped and normalised, in batches of up to B.
+pub struct Sequential<'a> {
+    dataset: &'a dyn Dataset,
+    augment: Augment,
+    batch_size: usize,
+    workers: usize,
+    next: usize,
+}
+
+impl<'a> Sequential<'a> {
+    /// Centre crops of side `crop` (after the resize of [`Augment::new`]), one thread.
+    pub fn new(dataset: &'a dyn Dataset, crop: usize, batch_size: usize) -> Sequential<'a> {
+        assert!(batch_size > 0, "batch size must be positive");
+        Sequential {
+            dataset,
+            augment: Augment::new(crop),
+            batch_size,
+            workers: 1,
+            next: 0,
+        }
+    }
+
+    /// Decode each batch on this many threads.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Use this resize ratio and crop (only the crop side and ratio matter here).
+    pub fn augment(mut self, augment: Augment) -> Self {
+        self.augment = augment;
+        self
+    }
+
+    /// Batches still to come (an upper bound under Skip).
+    pub fn remaining_batches(&self) -> usize {
+        (self.dataset.len() - self.next).div_ceil(self.batch_size)
+    }
+
+    /// Centre crops of `indices`; None where a bad image is skipped.
+    fn crops(&self, indices: &[usize]) -> Result<Vec<Option<Vec<f32>>>> {
+        let one = |i: usize| -> Result<Option<Vec<f32>>> {
+            match self.dataset.image(i) {
+                Ok(image) => {
+                    let mut out = vec![0.0; self.augment.out_len()];
+                    self.augment.centre(&image, &mut out);
+                    Ok(Some(out))
+                }
+                Err(Error::BadImage { .. }) if self.dataset.on_bad_image() == OnBadImage::Skip => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if self.workers == 1 {
+            return indices.iter().map(|&i| one(i)).collect();
+        }
+        let chunk = indices.len().div_ceil(self.workers);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = indices
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().map(|&i| one(i)).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        })
+    }
+}
+
+impl Iterator for Sequential<'_> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        while self.next < self.dataset.len() {
+            let first = self.next;
+            let end = (first + self.batch_size).min(self.dataset.len());
+            self.next = end;
+            let indices: Vec<usize> = (first..end).collect();
+            let crops = match self.crops(&indices) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.next = self.dataset.len(); // stop after an error
+                    return Some(Err(e));
+                }
+            };
+            let mut batch = Batch {
+                images: Vec::with_capacity(indices.len() * self.augment.out_len()),
+                labels: Vec::new(),
+                indices: Vec::new(),
+                crop: self.augment.crop,
+                start: LoaderState {
+                    epoch: 0,
+                    position: first as u64,
+                },
+            };
+            for (i, crop) in indices.into_iter().zip(crops) {
+                if let Some(crop) = crop {
+                    batch.images.extend_from_slice(&crop);
+                    batch.labels.push(self.dataset.label(i));
+                    batch.indices.push(i);
+                }
+            }
+            if !batch.is_empty() {
+                return Some(Ok(batch));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,321 @@
+//! Images in, normalised f32 batches out; no GPU here.
+//!
+//! - [`Dataset`]: decoded RGB images with optional labels, behind one trait, opened by [`open`]:
+//!   an image folder ([`folder`]), CIFAR-10 or STL-10 binaries ([`cifar`], [`stl`]), or the
+//!   built-in procedural stripes ([`builtin`], the default when no data is given).
+//! - [`augment`]: the paper's augmentation (resize so the short side is 300/256 * S, random
+//!   S x S crop, horizontal flip, grey-scale) and the centre crop used for evaluation.
+//! - [`loader`]: worker threads that decode and augment the next batches in a deterministic
+//!   order, resumable from a [`LoaderState`]; and [`Sequential`], centre crops of a whole set.
+//!
+//! Every image is f32 in [0, 1], planar [3, H, W]. Batches are normalised by
+//! [`augment::normalise`]: x' = (x - 0.5) * 2, so pixel values lie in [-1, 1].
+
+pub mod augment;
+pub mod builtin;
+pub mod cifar;
+pub mod folder;
+pub mod loader;
+mod records;
+pub mod rng;
+pub mod stl;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+pub use augment::Augment;
+pub use builtin::{Builtin, BuiltinConfig};
+pub use cifar::Cifar10;
+pub use folder::ImageFolder;
+pub use loader::{Batch, Loader, LoaderConfig, LoaderState, Sequential};
+pub use stl::Stl10;
+
+/// A decoded RGB image: f32 in [0, 1], planar, `data` is [3, height, width].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    /// [3, height, width]: the R plane, then G, then B, each row-major.
+    pub data: Vec<f32>,
+}
+
+impl Image {
+    pub fn new(width: usize, height: usize, data: Vec<f32>) -> Image {
+        assert_eq!(
+            data.len(),
+            3 * width * height,
+            "Image::new: data is not [3, {height}, {width}]"
+        );
+        Image {
+            width,
+            height,
+            data,
+        }
+    }
+
+    pub fn zeros(width: usize, height: usize) -> Image {
+        Image::new(width, height, vec![0.0; 3 * width * height])
+    }
+
+    /// From interleaved 8-bit RGB (r, g, b, r, g, b, ...), row-major.
+    pub fn from_rgb8(width: usize, height: usize, rgb: &[u8]) -> Image {
+        assert_eq!(rgb.len(), 3 * width * height);
+        let plane = width * height;
+        let mut data = vec![0.0; 3 * plane];
+        for (p, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                data[c * plane + p] = px[c] as f32 / 255.0;
+            }
+        }
+        Image::new(width, height, data)
+    }
+
+    /// Value of channel `c` at row `y`, column `x`.
+    pub fn at(&self, c: usize, y: usize, x: usize) -> f32 {
+        self.data[(c * self.height + y) * self.width + x]
+    }
+
+    /// The shorter of width and height.
+    pub fn short_side(&self) -> usize {
+        self.width.min(self.height)
+    }
+}
+
+/// A set of images with optional labels, read on demand and safe to share between threads.
+pub trait Dataset: Send + Sync {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Image `i` (0..len), decoded. A corrupt image gives [`Error::BadImage`] naming the file.
+    fn image(&self, i: usize) -> Result<Image>;
+
+    /// Class of image `i` in 0..num_classes, or None for an unlabelled set.
+    fn label(&self, i: usize) -> Option<u32>;
+
+    /// Number of classes, or None for an unlabelled set.
+    fn num_classes(&self) -> Option<usize>;
+
+    /// Where image `i` comes from, for messages: "cat/001.png", "cifar:test_batch.bin#17".
+    fn name(&self, i: usize) -> String;
+
+    /// One line for logs: kind, split, size, classes.
+    fn describe(&self) -> String;
+
+    /// Name of a class ("airplane", or a folder name), where the set has names.
+    fn class_name(&self, _class: u32) -> Option<String> {
+        None
+    }
+
+    /// What readers should do when [`Dataset::image`] fails with [`Error::BadImage`].
+    fn on_bad_image(&self) -> OnBadImage {
+        OnBadImage::Stop
+    }
+
+    /// Files skipped so far under [`OnBadImage::Skip`]: at open and while decoding.
+    fn skipped(&self) -> usize {
+        0
+    }
+}
+
+/// How [`open`] reads a path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// CIFAR-10 or STL-10 binaries if their files are there (sizes checked), else a folder
+    /// of images; no path means the built-in set.
+    #[default]
+    Auto,
+    Folder,
+    Cifar10,
+    Stl10,
+    Builtin,
+}
+
+/// Which part of a data set to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Split {
+    #[default]
+    Train,
+    Test,
+    /// STL-10's unlabeled_X.bin, or a folder's `unlabeled/` sub-folder.
+    Unlabeled,
+}
+
+/// What to do with an image that cannot be decoded or is smaller than the minimum side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnBadImage {
+    /// Fail with an error naming the file.
+    #[default]
+    Stop,
+    /// Count it ([`Dataset::skipped`]) and go on with the next image.
+    Skip,
+}
+
+/// Everything [`open`] needs besides the path and format.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub split: Split,
+    pub on_bad_image: OnBadImage,
+    /// Images whose shorter side is below this are bad images (0: no minimum).
+    pub min_side: usize,
+    /// Used when the format is (or detects as) the built-in set.
+    pub builtin: BuiltinConfig,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            split: Split::Train,
+            on_bad_image: OnBadImage::Stop,
+            min_side: 0,
+            builtin: BuiltinConfig::default(),
+        }
+    }
+}
+
+/// Opens a data set. `path` None means the built-in procedural set (format Auto or Builtin).
+///
+/// A path may be a folder or, for CIFAR-10 and STL-10, one .bin file (then the file decides
+/// the split). Errors name the path and say what was expected.
+pub fn open(
+    path: Option<&Path>,
+    format: Format,
+    options: &OpenOptions,
+) -> Result<Box<dyn Dataset>> {
+    let Some(path) = path else {
+        return match format {
+            Format::Auto | Format::Builtin => Ok(Box::new(Builtin::new(
+                options.builtin.clone(),
+                options.split,
+            )?)),
+            _ => Err(Error::Data {
+                path: String::new(),
+                message: format!("format {format} needs a path"),
+            }),
+        };
+    };
+    if format == Format::Builtin {
+        return Err(data_err(path, "the built-in data set takes no path"));
+    }
+    if !path.exists() {
+        return Err(data_err(path, "no such file or folder"));
+    }
+    let format = if format == Format::Auto {
+        detect(path)?
+    } else {
+        format
+    };
+    Ok(match format {
+        Format::Folder => Box::new(ImageFolder::open(path, options)?),
+        Format::Cifar10 => Box::new(Cifar10::open(path, options)?),
+        Format::Stl10 => Box::new(Stl10::open(path, options)?),
+        Format::Auto | Format::Builtin => unreachable!("resolved above"),
+    })
+}
+
+/// What [`Format::Auto`] makes of a path that exists: CIFAR-10 and STL-10 by their file
+/// names (also inside `cifar-10-batches-bin/` or `stl10_binary/`), a lone .bin file by its
+/// size, anything else a folder of images.
+pub fn detect(path: &Path) -> Result<Format> {
+    if path.is_dir() {
+        if cifar::find_dir(path).is_some() {
+            return Ok(Format::Cifar10);
+        }
+        if stl::find_dir(path).is_some() {
+            return Ok(Format::Stl10);
+        }
+        return Ok(Format::Folder);
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if cifar::is_file_name(&name) {
+        return Ok(Format::Cifar10);
+    }
+    if stl::is_file_name(&name) {
+        return Ok(Format::Stl10);
+    }
+    let size = std::fs::metadata(path)
+        .map_err(|e| data_err(path, e))?
+        .len();
+    if name.ends_with(".bin") {
+        if size > 0 && size % cifar::RECORD as u64 == 0 {
+            return Ok(Format::Cifar10);
+        }
+        if size > 0 && size % stl::IMAGE_BYTES as u64 == 0 {
+            return Ok(Format::Stl10);
+        }
+    }
+    Err(data_err(
+        path,
+        format!(
+            "cannot tell the format of this {size}-byte file: expected a folder of images, \
+             CIFAR-10 batches ({} bytes a record) or STL-10 images ({} bytes an image)",
+            cifar::RECORD,
+            stl::IMAGE_BYTES
+        ),
+    ))
+}
+
+pub(crate) fn data_err(path: &Path, message: impl fmt::Display) -> Error {
+    Error::Data {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+pub(crate) fn bad_image(path: &Path, message: impl fmt::Display) -> Error {
+    Error::BadImage {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The message for an image below the minimum side, naming both sizes.
+pub(crate) fn too_small(width: usize, height: usize, min_side: usize) -> String {
+    format!("image is {width}x{height}, its shorter side is below the minimum side {min_side}")
+}
+
+macro_rules! names {
+    ($ty:ident, $what:literal, $($variant:ident = $name:literal $(| $alias:literal)*),+) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $($ty::$variant => $name),+ })
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($name $(| $alias)* => Ok($ty::$variant),)+
+                    _ => Err(format!(concat!("unknown ", $what, " {:?}, expected one of: {}"),
+                        s, [$($name),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+names!(
+    Format,
+    "data format",
+    Auto = "auto",
+    Folder = "folder",
+    Cifar10 = "cifar10" | "cifar" | "cifar-10",
+    Stl10 = "stl10" | "stl" | "stl-10",
+    Builtin = "builtin" | "stripes"
+);
+names!(
+    Split,
+    "split",
+    Train = "train",
+    Test = "test" | "val",
+    Unlabeled = "unlabeled" | "unlabelled"
+);
+names!(OnBadImage, "bad-image policy", Stop = "stop", Skip = "skip");
