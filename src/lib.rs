@@ -3,11 +3,14 @@
 //! - [`gpu`]: adapter choice, device, buffers, pipelines and launches (the plumbing).
 //! - [`ops`]: one module per kernel family, launching shaders/<name>.wgsl, forward and backward.
 //! - [`cpu`]: plain-Rust references of every kernel, same names, written for clarity.
+//! - [`train`]: GPU-free training infrastructure: configuration and presets, learning-rate
+//!   schedule, atomic safetensors checkpoints, metrics.jsonl and loss/accuracy plots.
 
 pub mod cli;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod train;
 
 pub use error::{Error, Result};
