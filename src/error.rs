@@ -30,9 +30,6 @@ pub enum Error {
     /// wgpu reported a validation or out-of-memory error for something we submitted.
     #[error("GPU error in {what}: {message}")]
     Gpu { what: String, message: String },
-    /// A configuration that cannot be built: names the fields and values.
-    #[error("configuration: {0}")]
-    Config(String),
     /// A data set that cannot be read as asked: missing or empty folder, wrong file size,
     /// unknown layout, a split the set does not have.
     #[error("{path}: {message}")]
@@ -41,11 +38,49 @@ pub enum Error {
     /// these under `data::OnBadImage::Skip`.
     #[error("{path}: {message}")]
     BadImage { path: String, message: String },
+    /// A file operation that failed, with the file it was about.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint that could not be written or read (missing, not safetensors, wrong dtype,
+    /// from another configuration).
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A metrics log (metrics.jsonl) that could not be read or rewritten.
+    #[error("metrics log {}: {message}", path.display())]
+    Metrics {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A plot that could not be drawn or written.
+    #[error("plot {}: {message}", path.display())]
+    Plot {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A configuration that does not parse or does not make sense (unknown preset or field,
+    /// crop that gives no even patch size, ...).
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("{0}")]
     Other(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shorthand for an I/O error that names its file.
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// Shorthand for a shape error from inside an op.
 pub(crate) fn shape_err<T>(kernel: &'static str, message: impl Into<String>) -> Result<T> {

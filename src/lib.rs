@@ -4,6 +4,8 @@
 //! - [`ops`]: one module per kernel family, launching shaders/<name>.wgsl, forward and backward.
 //! - [`cpu`]: plain-Rust references of every kernel, same names, written for clarity.
 //! - [`data`]: data sets, augmentation and the batch loader (CPU only).
+//! - [`train`]: GPU-free training infrastructure: configuration and presets, learning-rate
+//!   schedule, atomic safetensors checkpoints, metrics.jsonl and loss/accuracy plots.
 
 pub mod cli;
 pub mod cpu;
@@ -12,5 +14,6 @@ pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod train;
 
 pub use error::{Error, Result};

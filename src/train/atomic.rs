@@ -1,0 +1,95 @@
+//! Replace a file so that, at every moment, its path holds either the old content or the new
+//! content, whole: a crash, a full disk or a failing writer never leaves a half-written file
+//! under the real name.
+//!
+//! The steps, each for a reason:
+//! 1. create a temporary file in the SAME directory (a rename is atomic only within one
+//!    file system), with `create_new` so two writers never share one;
+//! 2. write the content through the caller's closure, then `sync_all`: the data is on disk
+//!    before the name points at it (otherwise a crash after the rename can leave an empty file);
+//! 3. rename the temporary over the target: POSIX makes this atomic;
+//! 4. `sync_all` the directory, so the rename itself survives a crash.
+//!
+//! On any error before the rename the temporary file is removed and the target is untouched.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Distinguishes temporary files of one process (the process id distinguishes processes).
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The temporary file's name: hidden, next to the target, ending in `.tmp`.
+/// `checkpoint.safetensors` -> `.checkpoint.safetensors.<pid>.<n>.tmp`.
+pub fn temp_path_for(path: &Path) -> Result<PathBuf> {
+    let file_name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
+    })?;
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!(
+        ".{}.{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        n
+    );
+    Ok(path.with_file_name(name))
+}
+
+/// Writes `path` atomically: `write` fills a buffered temporary file in the same directory,
+/// which then replaces `path` (see the module doc for the steps). Errors name `path`.
+///
+/// `write` is also the seam through which tests inject a failing writer (a full disk).
+pub fn write_atomically<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let temp = temp_path_for(path)?;
+    let named = |source: io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(named)?;
+    // From here on, any failure must remove the temporary file.
+    let written = fill_and_sync(file, write).and_then(|()| fs::rename(&temp, path));
+    if let Err(source) = written {
+        // Best effort: the error that matters is the one we return.
+        let _ = fs::remove_file(&temp);
+        return Err(named(source));
+    }
+    sync_parent_dir(path).map_err(named)
+}
+
+/// Step 2: write through a buffer, flush it, and fsync the file.
+fn fill_and_sync<F>(file: File, write: F) -> io::Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let mut buffered = BufWriter::new(file);
+    write(&mut buffered)?;
+    let file = buffered.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+}
+
+/// Step 4: make the rename durable. Directories cannot be opened for syncing on Windows;
+/// there the rename is all we can do.
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

@@ -1,0 +1,565 @@
+//! What a run is: the model (geometry, encoder, GRU, predictions) and its training.
+//!
+//! Four presets, each a complete [`Config`]; a TOML file then overrides any of their fields,
+//! one by one, under the same names [`Config::to_toml`] writes:
+//!
+//! ```toml
+//! [model]
+//! hidden = 128
+//! [model.encoder]
+//! layer_norm = true
+//! [train]
+//! lr = 5e-4
+//! total_steps = 2000
+//! ```
+//!
+//! | preset | crop S | grid G | patch P | D | H | K | encoder (stem; stages) |
+//! |---|---|---|---|---|---|---|---|
+//! | paper  | 256 | 7 | 64 | 1024 | 1024 | 5 | 3x3/2 64; 128, 256, 1024 (stride 2, 1 block of 2 convs each) |
+//! | laptop | 256 | 7 | 64 | 256 | 256 | 5 | 3x3/2 32; 64, 128, 256 (stride 2, 1 block of 2 convs each) |
+//! | small  | 64 | 7 | 16 | 256 | 256 | 3 | 3x3/1 32; 64, 128, 256 (stride 2; blocks of 2, 0, 2 convs) |
+//! | tiny   | 32 | 7 | 8 | 64 | 64 | 2 | 3x3/1 32; 64 (stride 2, 1 block of 1 conv) |
+//!
+//! D, the patch vector size, is the width of the encoder's last stage (the mean pool keeps
+//! the channels), so it is derived rather than stored: [`ModelConfig::code_dim`].
+//! [`ModelConfig::forward_flops_per_image`] checks the presets against the spec's compute line
+//! (tiny about 100 MFLOP, small about 1.2 GFLOP, paper about 57 GFLOP per image forward).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The names [`Config::preset`] knows.
+pub const PRESETS: [&str; 4] = ["paper", "laptop", "small", "tiny"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+/// Everything that decides the parameters' shapes and what they compute; a checkpoint is only
+/// valid for the same model fields ([`Config::fingerprint`], [`Config::model_differences`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// S: side of the square crop fed to the model, pixels.
+    pub crop: u32,
+    /// G: patches per row and per column.
+    pub grid: u32,
+    /// H: GRU hidden size.
+    pub hidden: u32,
+    /// K: number of prediction offsets.
+    pub steps: u32,
+    /// First prediction offset o_1 (offsets are prediction_skip .. prediction_skip + K - 1).
+    /// 2 skips the adjacent row, which overlaps by half a patch and is a shortcut.
+    pub prediction_skip: u32,
+    /// Per-patch crop jitter in pixels: a random crop of P - jitter pixels padded back to P
+    /// (the paper's P/16); 0 turns it off.
+    pub jitter: u32,
+    pub encoder: EncoderConfig,
+}
+
+/// A ResNet-style encoder run on every P x P patch: a stem conv, then stages, each one
+/// downsampling conv followed by residual blocks at that width, then a spatial mean pool.
+/// Every conv is followed by ReLU (and, with `layer_norm`, first by a one-group group norm).
+/// A residual block of n convs computes `relu(h + conv_n(relu(... relu(conv_1(h)))))`, so
+/// the tiny preset's one-conv block is `relu(h + conv(h))`. Convs pad by kernel/2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    pub stem: ConvSpec,
+    pub stages: Vec<StageSpec>,
+    /// Group norm with one group after every conv (CPC v2); never batch norm (see the spec).
+    pub layer_norm: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvSpec {
+    /// Square kernel side, odd.
+    pub kernel: u32,
+    /// Output channels.
+    pub channels: u32,
+    pub stride: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Stride of the stage's first conv (3x3).
+    pub stride: u32,
+    /// Width of the stage: output channels of its first conv and of every block conv.
+    pub channels: u32,
+    /// Residual blocks after the downsampling conv.
+    pub blocks: u32,
+    /// 3x3 convs inside each residual block.
+    pub convs_per_block: u32,
+}
+
+/// Optimisation and bookkeeping; changing these does not invalidate a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Images per step.
+    pub batch: u32,
+    /// Adam's peak learning rate (after warm-up).
+    pub lr: f32,
+    /// Floor the cosine decay reaches at total_steps; lr = min_lr means a constant rate.
+    pub min_lr: f32,
+    pub warmup_steps: u64,
+    pub total_steps: u64,
+    /// Decoupled (AdamW) weight decay; 0 is plain Adam as in the paper.
+    pub weight_decay: f32,
+    /// Global gradient-norm clip; 0 turns clipping off.
+    pub clip_norm: f32,
+    pub seed: u64,
+    /// Write a metrics.jsonl row every this many steps.
+    pub log_every: u64,
+    /// Save a checkpoint every this many steps; 0 saves only at the end.
+    pub checkpoint_every: u64,
+}
+
+fn conv(kernel: u32, channels: u32, stride: u32) -> ConvSpec {
+    ConvSpec {
+        kernel,
+        channels,
+        stride,
+    }
+}
+
+fn stage(stride: u32, channels: u32, blocks: u32, convs_per_block: u32) -> StageSpec {
+    StageSpec {
+        stride,
+        channels,
+        blocks,
+        convs_per_block,
+    }
+}
+
+impl Config {
+    /// One of [`PRESETS`]; an unknown name is an error that lists them.
+    pub fn preset(name: &str) -> Result<Config> {
+        let config = match name {
+            // The paper's geometry; an encoder of 3x3 basic blocks sized to the paper's
+            // ResNet-v2-101 (three stages) cost, about 1 GFLOP per 64 x 64 patch.
+            "paper" => Config {
+                model: ModelConfig {
+                    crop: 256,
+                    grid: 7,
+                    hidden: 1024,
+                    steps: 5,
+                    prediction_skip: 2,
+                    jitter: 4,
+                    encoder: EncoderConfig {
+                        stem: conv(3, 64, 2),
+                        stages: vec![
+                            stage(2, 128, 1, 2),
+                            stage(2, 256, 1, 2),
+                            stage(2, 1024, 1, 2),
+                        ],
+                        layer_norm: false,
+                    },
+                },
+                train: TrainConfig {
+                    batch: 16,
+                    lr: 2e-4,
+                    min_lr: 2e-6,
+                    warmup_steps: 1000,
+                    total_steps: 100_000,
+                    weight_decay: 0.0,
+                    clip_norm: 1.0,
+                    seed: 0,
+                    log_every: 10,
+                    checkpoint_every: 1000,
+                },
+            },
+            // Same geometry, widths 32/64/128/256: fits a 4-8 GiB laptop GPU at batch 16.
+            "laptop" => Config {
+                model: ModelConfig {
+                    crop: 256,
+                    grid: 7,
+                    hidden: 256,
+                    steps: 5,
+                    prediction_skip: 2,
+                    jitter: 4,
+                    encoder: EncoderConfig {
+                        stem: conv(3, 32, 2),
+                        stages: vec![stage(2, 64, 1, 2), stage(2, 128, 1, 2), stage(2, 256, 1, 2)],
+                        layer_norm: false,
+                    },
+                },
+                train: TrainConfig {
+                    batch: 16,
+                    lr: 2e-4,
+                    min_lr: 2e-6,
+                    warmup_steps: 500,
+                    total_steps: 50_000,
+                    weight_decay: 0.0,
+                    clip_norm: 1.0,
+                    seed: 0,
+                    log_every: 10,
+                    checkpoint_every: 1000,
+                },
+            },
+            // STL-10 scale (64 px crops, 16 px patches), about 1.2 GFLOP per image forward.
+            "small" => Config {
+                model: ModelConfig {
+                    crop: 64,
+                    grid: 7,
+                    hidden: 256,
+                    steps: 3,
+                    prediction_skip: 2,
+                    jitter: 1,
+                    encoder: EncoderConfig {
+                        stem: conv(3, 32, 1),
+                        stages: vec![stage(2, 64, 1, 2), stage(2, 128, 0, 2), stage(2, 256, 1, 2)],
+                        layer_norm: false,
+                    },
+                },
+                train: TrainConfig {
+                    batch: 16,
+                    lr: 2e-4,
+                    min_lr: 2e-6,
+                    warmup_steps: 500,
+                    total_steps: 20_000,
+                    weight_decay: 0.0,
+                    clip_norm: 1.0,
+                    seed: 0,
+                    log_every: 10,
+                    checkpoint_every: 1000,
+                },
+            },
+            // The spec's PyTorch calibration: constant Adam lr 1e-3, batch 16, no clipping.
+            "tiny" => Config {
+                model: ModelConfig {
+                    crop: 32,
+                    grid: 7,
+                    hidden: 64,
+                    steps: 2,
+                    prediction_skip: 2,
+                    jitter: 0,
+                    encoder: EncoderConfig {
+                        stem: conv(3, 32, 1),
+                        stages: vec![stage(2, 64, 1, 1)],
+                        layer_norm: false,
+                    },
+                },
+                train: TrainConfig {
+                    batch: 16,
+                    lr: 1e-3,
+                    min_lr: 1e-3,
+                    warmup_steps: 0,
+                    total_steps: 300,
+                    weight_decay: 0.0,
+                    clip_norm: 0.0,
+                    seed: 0,
+                    log_every: 10,
+                    checkpoint_every: 100,
+                },
+            },
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown preset `{name}`; the presets are: {}",
+                    PRESETS.join(", ")
+                )))
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The preset `preset`, with every field that `toml` names replaced by its value. Tables
+    /// merge key by key (`[model.encoder] layer_norm = true` keeps the stem and stages);
+    /// arrays such as `model.encoder.stages` are replaced whole. A key the preset does not
+    /// have is an error naming it.
+    pub fn from_toml_overrides(preset: &str, toml: &str) -> Result<Config> {
+        let base = Config::preset(preset)?;
+        let overrides: toml::Table = toml
+            .parse()
+            .map_err(|e| Error::Config(format!("overrides are not valid TOML: {e}")))?;
+        let mut merged = toml::Table::try_from(&base)
+            .map_err(|e| Error::Config(format!("cannot write preset `{preset}` as TOML: {e}")))?;
+        merge(&mut merged, overrides, "")?;
+        let config: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    Error::Config(format!("overrides of preset `{preset}`: {e}"))
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A complete configuration as [`Config::to_toml`] wrote it (e.g. from a checkpoint).
+    pub fn from_toml(toml: &str) -> Result<Config> {
+        let config: Config =
+            toml::from_str(toml).map_err(|e| Error::Config(format!("not a configuration: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every field, as TOML that [`Config::from_toml`] reads back.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serialises to TOML")
+    }
+
+    /// 16 hex digits identifying the model fields (FNV-1a of their TOML): equal for two
+    /// configurations whose checkpoints are interchangeable, different otherwise.
+    pub fn fingerprint(&self) -> String {
+        self.model.fingerprint()
+    }
+
+    /// The model fields that differ, as `model.hidden: 64 != 128` lines (self first); empty
+    /// when a checkpoint of `other` fits `self`.
+    pub fn model_differences(&self, other: &Config) -> Vec<String> {
+        let flatten = |m: &ModelConfig| {
+            let mut out = Vec::new();
+            let value = toml::Value::try_from(m).expect("a ModelConfig serialises to TOML");
+            flatten_into(&value, "model", &mut out);
+            out
+        };
+        let (a, b) = (flatten(&self.model), flatten(&other.model));
+        let mut differences = Vec::new();
+        for (key, va) in &a {
+            match b.iter().find(|(k, _)| k == key) {
+                Some((_, vb)) if vb == va => {}
+                Some((_, vb)) => differences.push(format!("{key}: {va} != {vb}")),
+                None => differences.push(format!("{key}: {va} != (absent)")),
+            }
+        }
+        for (key, vb) in &b {
+            if !a.iter().any(|(k, _)| k == key) {
+                differences.push(format!("{key}: (absent) != {vb}"));
+            }
+        }
+        differences
+    }
+
+    /// Checks that the numbers make a model and a run; errors name the numbers.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.train.validate()
+    }
+}
+
+impl ModelConfig {
+    /// P = 2 S / (G + 1): patches of side P at stride P/2 tile the crop exactly.
+    /// Defined when [`ModelConfig::validate`] passes (it checks that P is an even integer).
+    pub fn patch(&self) -> u32 {
+        2 * self.crop / (self.grid + 1)
+    }
+
+    /// P/2: distance between neighbouring patches (50 % overlap).
+    pub fn patch_stride(&self) -> u32 {
+        self.patch() / 2
+    }
+
+    /// D: the patch vector size, the width of the encoder's last conv.
+    pub fn code_dim(&self) -> u32 {
+        self.encoder
+            .stages
+            .last()
+            .map_or(self.encoder.stem.channels, |s| s.channels)
+    }
+
+    /// The row offsets predicted, o_k for k = 1..K: prediction_skip, prediction_skip + 1, ...
+    pub fn offsets(&self) -> Vec<u32> {
+        (0..self.steps).map(|k| self.prediction_skip + k).collect()
+    }
+
+    /// Multiply-adds counted twice, for one image's forward pass: encoder on G*G patches,
+    /// GRU over G*G positions, and for each offset its predictions and scores against the
+    /// B*G*G candidates of a batch of `batch` images (divided back per image).
+    pub fn forward_flops_per_image(&self, batch: u32) -> f64 {
+        let mut macs_per_patch = 0.0;
+        let mut side = self.patch() as f64;
+        let mut channels = 3.0;
+        let mut conv = |kernel: u32, stride: u32, out: u32, side: &mut f64, channels: &mut f64| {
+            *side = (*side / stride as f64).ceil();
+            macs_per_patch += *side * *side * (kernel * kernel) as f64 * *channels * out as f64;
+            *channels = out as f64;
+        };
+        let stem = self.encoder.stem;
+        conv(
+            stem.kernel,
+            stem.stride,
+            stem.channels,
+            &mut side,
+            &mut channels,
+        );
+        for s in &self.encoder.stages {
+            conv(3, s.stride, s.channels, &mut side, &mut channels);
+            for _ in 0..s.blocks * s.convs_per_block {
+                conv(3, 1, s.channels, &mut side, &mut channels);
+            }
+        }
+        let g = self.grid as f64;
+        let (d, h) = (self.code_dim() as f64, self.hidden as f64);
+        let encoder = g * g * macs_per_patch;
+        // Three gates, input and hidden projections, at every position.
+        let gru = g * g * 3.0 * (d * h + h * h);
+        let candidates = batch as f64 * g * g;
+        let predictions: f64 = self
+            .offsets()
+            .iter()
+            .map(|&o| (self.grid.saturating_sub(o)) as f64 * g * (d * h + candidates * d))
+            .sum();
+        2.0 * (encoder + gru + predictions)
+    }
+
+    fn fingerprint(&self) -> String {
+        let text = toml::to_string(self).expect("a ModelConfig serialises to TOML");
+        // FNV-1a, 64 bit: stable across Rust versions, unlike DefaultHasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(Error::Config(m));
+        let (s, g) = (self.crop, self.grid);
+        if g < 2 {
+            return err(format!("model.grid = {g}: need at least 2 rows of patches"));
+        }
+        if (2 * s) % (g + 1) != 0 || (2 * s / (g + 1)) % 2 != 0 {
+            return err(format!(
+                "model.crop = {s} with model.grid = {g} gives patch 2*{s}/({g}+1) = {:.3}, \
+                 which is not an even integer; choose crop as a multiple of {} \
+                 (e.g. {} for patch {})",
+                2.0 * s as f64 / (g + 1) as f64,
+                g + 1,
+                (g + 1) * 32,
+                64
+            ));
+        }
+        if s == 0 {
+            return err("model.crop = 0".into());
+        }
+        if self.steps == 0 {
+            return err("model.steps = 0: need at least one prediction offset".into());
+        }
+        if self.prediction_skip == 0 {
+            return err(
+                "model.prediction_skip = 0: offset 0 would predict a patch from itself".into(),
+            );
+        }
+        let last = self.prediction_skip + self.steps - 1;
+        if last >= g {
+            return err(format!(
+                "the last offset, prediction_skip + steps - 1 = {} + {} - 1 = {last}, must be \
+                 below grid = {g} so that every offset has a row to predict",
+                self.prediction_skip, self.steps
+            ));
+        }
+        if self.hidden == 0 {
+            return err("model.hidden = 0".into());
+        }
+        if self.jitter >= self.patch() {
+            return err(format!(
+                "model.jitter = {} must be below the patch side {}",
+                self.jitter,
+                self.patch()
+            ));
+        }
+        let stem = self.encoder.stem;
+        if stem.kernel.is_multiple_of(2) || stem.channels == 0 || stem.stride == 0 {
+            return err(format!(
+                "model.encoder.stem = {stem:?}: kernel must be odd, channels and stride positive"
+            ));
+        }
+        for (i, st) in self.encoder.stages.iter().enumerate() {
+            if st.channels == 0 || st.stride == 0 || (st.blocks > 0 && st.convs_per_block == 0) {
+                return err(format!(
+                    "model.encoder.stages[{i}] = {st:?}: channels and stride must be positive, \
+                     and blocks need at least one conv"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(Error::Config(m));
+        if self.batch == 0 {
+            return err("train.batch = 0".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return err(format!("train.lr = {} must be positive", self.lr));
+        }
+        if !(self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return err(format!(
+                "train.min_lr = {} must lie in 0..=lr ({})",
+                self.min_lr, self.lr
+            ));
+        }
+        if self.total_steps == 0 || self.warmup_steps > self.total_steps {
+            return err(format!(
+                "train.total_steps = {} must be positive and at least train.warmup_steps = {}",
+                self.total_steps, self.warmup_steps
+            ));
+        }
+        if self.weight_decay < 0.0 || self.clip_norm < 0.0 {
+            return err(format!(
+                "train.weight_decay = {} and train.clip_norm = {} must not be negative",
+                self.weight_decay, self.clip_norm
+            ));
+        }
+        if self.log_every == 0 {
+            return err("train.log_every = 0: must log at least every N steps".into());
+        }
+        Ok(())
+    }
+}
+
+/// Copies `overrides` into `base` key by key; a key `base` lacks is an unknown field.
+fn merge(base: &mut toml::Table, overrides: toml::Table, prefix: &str) -> Result<()> {
+    for (key, value) in overrides {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let Some(slot) = base.get_mut(&key) else {
+            let known: Vec<&str> = base.keys().map(String::as_str).collect();
+            let at = if prefix.is_empty() {
+                "the top level".to_string()
+            } else {
+                format!("[{prefix}]")
+            };
+            return Err(Error::Config(format!(
+                "unknown field `{path}`; fields at {at} are: {}",
+                known.join(", ")
+            )));
+        };
+        match (slot, value) {
+            (toml::Value::Table(inner), toml::Value::Table(value)) => merge(inner, value, &path)?,
+            (slot, value) => *slot = value,
+        }
+    }
+    Ok(())
+}
+
+/// `model.encoder.stem.kernel = 3` style leaves of a TOML value.
+fn flatten_into(value: &toml::Value, prefix: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, v) in table {
+                flatten_into(v, &format!("{prefix}.{key}"), out);
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten_into(v, &format!("{prefix}[{i}]"), out);
+            }
+            out.push((format!("{prefix}.len"), items.len().to_string()));
+        }
+        leaf => out.push((prefix.to_string(), leaf.to_string())),
+    }
+}

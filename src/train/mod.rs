@@ -1,0 +1,24 @@
+//! Training infrastructure that needs no GPU: what a run is configured with, how its learning
+//! rate moves, how it is saved and resumed, and what it logs and draws.
+//!
+//! - [`config`]: model and training configuration, presets (`paper`, `laptop`, `small`,
+//!   `tiny`) overridable field by field from TOML, and the fingerprint of the model fields.
+//! - [`schedule`]: learning rate, linear warm-up then cosine decay.
+//! - [`checkpoint`]: named f32 tensors plus string metadata in a safetensors file, replaced
+//!   atomically so that a crash never leaves a run without a readable checkpoint.
+//! - [`metrics`]: one JSON object per logged step in `<out>/metrics.jsonl`.
+//! - [`plot`]: loss and per-offset accuracy curves from those rows, as a PNG.
+//! - [`atomic`]: the write-to-temporary, fsync, rename, fsync-directory step the others share.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod config;
+pub mod metrics;
+pub mod plot;
+pub mod schedule;
+
+pub use checkpoint::{Checkpoint, NamedTensor};
+pub use config::{Config, ConvSpec, EncoderConfig, ModelConfig, StageSpec, TrainConfig};
+pub use metrics::{read_metrics, MetricsRow, MetricsWriter};
+pub use plot::plot_curves;
+pub use schedule::LrSchedule;

@@ -1,0 +1,524 @@
+//! GPU-free training infrastructure: schedule, checkpoints, metrics log, plots, configuration.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use cpc::train::atomic::write_atomically;
+use cpc::train::{
+    plot_curves, read_metrics, Checkpoint, Config, LrSchedule, MetricsRow, MetricsWriter,
+};
+use cpc::Error;
+
+/// Files in `dir` other than `keep`: a leftover temporary file shows up here.
+fn other_files(dir: &Path, keep: &[&str]) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !keep.contains(&name.as_str()))
+        .collect()
+}
+
+// ---------------------------------------------------------------- schedule
+
+#[test]
+fn lr_schedule_endpoints() {
+    let s = LrSchedule {
+        base_lr: 1e-3,
+        warmup_steps: 10,
+        total_steps: 110,
+        min_lr: 1e-5,
+    };
+    assert!(
+        (s.lr(0) - 1e-4).abs() < 1e-9,
+        "first step is base_lr / warmup: {}",
+        s.lr(0)
+    );
+    assert_eq!(s.lr(9), 1e-3, "last warm-up step reaches base_lr");
+    assert_eq!(s.lr(10), 1e-3, "decay starts at base_lr");
+    assert!(
+        (s.lr(60) - (1e-5 + (1e-3 - 1e-5) * 0.5)).abs() < 1e-9,
+        "half-way is the midpoint"
+    );
+    assert_eq!(s.lr(110), 1e-5, "total_steps reaches min_lr");
+    assert_eq!(s.lr(10_000), 1e-5, "past the end stays at min_lr");
+
+    let constant = LrSchedule {
+        base_lr: 1e-3,
+        warmup_steps: 0,
+        total_steps: 300,
+        min_lr: 1e-3,
+    };
+    assert!((0..400).all(|step| (constant.lr(step) - 1e-3).abs() < 1e-9));
+}
+
+#[test]
+fn lr_schedule_monotonic_in_each_phase() {
+    let s = LrSchedule {
+        base_lr: 2e-4,
+        warmup_steps: 50,
+        total_steps: 1000,
+        min_lr: 0.0,
+    };
+    for step in 1..50 {
+        assert!(s.lr(step) > s.lr(step - 1), "warm-up rises at {step}");
+    }
+    for step in 51..=1000 {
+        assert!(s.lr(step) <= s.lr(step - 1), "decay falls at {step}");
+    }
+    assert!(s.lr(500) < s.lr(100) && s.lr(900) < s.lr(500));
+}
+
+// ---------------------------------------------------------------- checkpoint
+
+fn sample_checkpoint(step: u64) -> Checkpoint {
+    let mut c = Checkpoint::new();
+    // Values that a lossy path would change: negative zero, subnormal, extremes, NaN payload.
+    let special = vec![
+        -0.0,
+        f32::MIN_POSITIVE / 3.0,
+        f32::MAX,
+        f32::MIN,
+        1.0 / 3.0,
+        f32::from_bits(0x7fc0_1234),
+    ];
+    c.push("encoder.stem.weight", vec![2, 3], special);
+    c.push(
+        "gru.bias",
+        vec![4],
+        (0..4).map(|i| i as f32 * 0.1 + step as f32).collect(),
+    );
+    c.push("scalar", vec![], vec![7.5]);
+    c.metadata.insert("step".into(), step.to_string());
+    c.metadata
+        .insert("config".into(), Config::preset("tiny").unwrap().to_toml());
+    c.metadata.insert("rng".into(), "[1, 2, 3, 4]".into());
+    c
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    let saved = sample_checkpoint(42);
+    saved.save(&path).unwrap();
+    let loaded = Checkpoint::load(&path).unwrap();
+
+    assert_eq!(loaded.metadata, saved.metadata);
+    assert_eq!(loaded.tensors.len(), saved.tensors.len());
+    for t in &saved.tensors {
+        let back = loaded
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("tensor {} lost", t.name));
+        assert_eq!(back.shape, t.shape, "{}", t.name);
+        let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.data), bits(&t.data), "{}", t.name);
+    }
+    assert!(loaded.get("missing").is_none());
+    assert_eq!(loaded.meta("step"), Some("42"));
+    let config = Config::from_toml(loaded.meta("config").unwrap()).unwrap();
+    assert_eq!(config, Config::preset("tiny").unwrap());
+    assert_eq!(
+        other_files(dir.path(), &["ckpt.safetensors"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn failed_save_leaves_previous_checkpoint_and_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    sample_checkpoint(1).save(&path).unwrap();
+    let before = fs::read(&path).unwrap();
+
+    // A disk that fills half-way through: the writer fails after part of the new bytes.
+    let new_bytes = sample_checkpoint(2).to_bytes(&path).unwrap();
+    let err = write_atomically(&path, |w| {
+        w.write_all(&new_bytes[..new_bytes.len() / 2])?;
+        Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "no space left (simulated)",
+        ))
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("ckpt.safetensors"), "{err}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "old checkpoint must be byte-identical"
+    );
+    assert_eq!(
+        other_files(dir.path(), &["ckpt.safetensors"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(Checkpoint::load(&path).unwrap().meta("step"), Some("1"));
+
+    // A save that fails inside Checkpoint::save itself: the target is a non-empty directory,
+    // so the final rename fails after the temporary file was fully written.
+    let blocked = dir.path().join("blocked.safetensors");
+    fs::create_dir(&blocked).unwrap();
+    fs::write(blocked.join("keep"), b"x").unwrap();
+    let err = sample_checkpoint(3).save(&blocked).unwrap_err();
+    assert!(err.to_string().contains("blocked.safetensors"), "{err}");
+    assert_eq!(fs::read(blocked.join("keep")).unwrap(), b"x");
+    assert_eq!(
+        other_files(dir.path(), &["ckpt.safetensors", "blocked.safetensors"]),
+        Vec::<String>::new()
+    );
+
+    // A malformed checkpoint is refused before anything is written.
+    let mut bad = sample_checkpoint(4);
+    bad.push("short", vec![3, 3], vec![0.0; 8]);
+    let err = bad.save(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("short") && err.contains("ckpt.safetensors"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn loading_garbage_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.safetensors");
+    fs::write(&garbage, b"this is not a safetensors file at all").unwrap();
+    let err = Checkpoint::load(&garbage).unwrap_err();
+    assert!(matches!(err, Error::Checkpoint { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("garbage.safetensors") && text.contains("not a safetensors"),
+        "{text}"
+    );
+
+    let missing = dir.path().join("missing.safetensors");
+    let text = Checkpoint::load(&missing).unwrap_err().to_string();
+    assert!(
+        text.contains("missing.safetensors") && text.contains("no such file"),
+        "{text}"
+    );
+
+    // A valid safetensors file with an f64 tensor: the error names file and tensor.
+    let values: Vec<u8> = [1.0f64, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![2], &values).unwrap();
+    let wrong = dir.path().join("f64.safetensors");
+    fs::write(
+        &wrong,
+        safetensors::serialize([("weights", view)], None).unwrap(),
+    )
+    .unwrap();
+    let text = Checkpoint::load(&wrong).unwrap_err().to_string();
+    assert!(
+        text.contains("f64.safetensors") && text.contains("weights") && text.contains("F64"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------- metrics
+
+fn row(step: u64) -> MetricsRow {
+    let s = step as f32;
+    MetricsRow {
+        step,
+        loss: 6.6 - 0.01 * s,
+        accuracy: 0.001 * s,
+        loss_k: vec![6.5 - 0.012 * s, 6.7 - 0.008 * s],
+        accuracy_k: vec![0.0015 * s, 0.0005 * s],
+        images_per_second: 200.0,
+        lr: 1e-3,
+        grad_norm: if step.is_multiple_of(20) {
+            Some(1.5)
+        } else {
+            None
+        },
+        probe_top1: if step == 100 { Some(0.8) } else { None },
+    }
+}
+
+#[test]
+fn metrics_round_trip_and_resume_drops_later_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    let mut w = MetricsWriter::create(&path, None).unwrap();
+    for step in (0..=100).step_by(10) {
+        w.write(&row(step)).unwrap();
+    }
+    drop(w);
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 11);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for key in [
+        "step",
+        "loss",
+        "accuracy",
+        "loss_k",
+        "accuracy_k",
+        "images_per_second",
+        "lr",
+    ] {
+        assert!(first.get(key).is_some(), "missing {key}");
+    }
+    assert!(
+        first.get("probe_top1").is_none(),
+        "absent optional fields are not written"
+    );
+    assert_eq!(
+        read_metrics(&path).unwrap(),
+        (0..=100).step_by(10).map(row).collect::<Vec<_>>()
+    );
+
+    // Resume from the checkpoint of step 50: rows 60..100 are dropped, new rows follow on,
+    // and a line cut off by a crash is dropped too.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"step\":110,\"lo")
+        .unwrap();
+    assert_eq!(
+        read_metrics(&path).unwrap().len(),
+        11,
+        "unterminated last line is ignored"
+    );
+    let mut w = MetricsWriter::create(&path, Some(50)).unwrap();
+    for step in (60..=80).step_by(10) {
+        w.write(&row(step)).unwrap();
+    }
+    drop(w);
+    let steps: Vec<u64> = read_metrics(&path)
+        .unwrap()
+        .iter()
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, vec![0, 10, 20, 30, 40, 50, 60, 70, 80]);
+    assert_eq!(
+        other_files(dir.path(), &["metrics.jsonl"]),
+        Vec::<String>::new()
+    );
+
+    // A fresh run truncates; a corrupt line in the middle is an error naming file and line.
+    fs::write(&path, "{\"step\":0}\nnot json\n").unwrap();
+    let text = read_metrics(&path).unwrap_err().to_string();
+    assert!(
+        text.contains("metrics.jsonl") && text.contains("line 1"),
+        "{text}"
+    );
+    MetricsWriter::create(&path, None).unwrap();
+    assert!(read_metrics(&path).unwrap().is_empty());
+}
+
+#[test]
+fn metrics_nan_is_written_as_null_and_read_back_as_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    let mut r = row(0);
+    r.loss = f32::NAN;
+    r.loss_k[1] = f32::INFINITY;
+    r.grad_norm = Some(f32::NAN);
+    MetricsWriter::create(&path, None)
+        .unwrap()
+        .write(&r)
+        .unwrap();
+    let back = &read_metrics(&path).unwrap()[0];
+    assert!(back.loss.is_nan() && back.loss_k[1].is_nan() && back.grad_norm.unwrap().is_nan());
+    assert_eq!(back.loss_k[0], r.loss_k[0]);
+}
+
+// ---------------------------------------------------------------- plot
+
+#[test]
+fn plot_is_a_png_of_the_stated_size_and_not_blank() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("curves.png");
+    let mut rows: Vec<MetricsRow> = (0..=300).step_by(10).map(row).collect();
+    rows[3].loss = f32::NAN; // a diverged step must not break the plot
+    plot_curves(&rows, &path).unwrap();
+
+    let img = image::open(&path).unwrap().to_rgb8();
+    assert_eq!((img.width(), img.height()), cpc::train::plot::PLOT_SIZE);
+    let bg = cpc::train::plot::BACKGROUND;
+    let background = image::Rgb([bg.0, bg.1, bg.2]);
+    let drawn = img.pixels().filter(|p| **p != background).count();
+    assert!(
+        drawn > 2000,
+        "only {drawn} pixels differ from the background"
+    );
+    // Something is drawn in both panels, and in colour (the per-offset lines).
+    let half = img.height() / 2;
+    let in_rows = |y0: u32, y1: u32| {
+        (y0..y1).any(|y| (0..img.width()).any(|x| *img.get_pixel(x, y) != background))
+    };
+    assert!(in_rows(0, half) && in_rows(half, img.height()));
+    assert!(
+        img.pixels().any(|p| p.0[0] != p.0[1] || p.0[1] != p.0[2]),
+        "no coloured pixel"
+    );
+
+    assert!(plot_curves(&[], &path)
+        .unwrap_err()
+        .to_string()
+        .contains("curves.png"));
+}
+
+// ---------------------------------------------------------------- config
+
+#[test]
+fn presets_have_the_spec_geometry() {
+    let expect = [
+        // name, crop, patch, grid, D, H, K
+        ("paper", 256, 64, 7, 1024, 1024, 5),
+        ("laptop", 256, 64, 7, 256, 256, 5),
+        ("small", 64, 16, 7, 256, 256, 3),
+        ("tiny", 32, 8, 7, 64, 64, 2),
+    ];
+    for (name, crop, patch, grid, d, h, k) in expect {
+        let c = Config::preset(name).unwrap();
+        let m = &c.model;
+        assert_eq!(
+            (m.crop, m.patch(), m.grid, m.code_dim(), m.hidden, m.steps),
+            (crop, patch, grid, d, h, k),
+            "{name}"
+        );
+        assert_eq!(
+            m.offsets()[0],
+            2,
+            "{name}: skip the adjacent row by default"
+        );
+        assert_eq!(c.train.batch, 16, "{name}");
+        // TOML round trip of every field.
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c, "{name}");
+    }
+    let tiny = Config::preset("tiny").unwrap();
+    assert_eq!(tiny.model.jitter, 0);
+    assert_eq!(tiny.model.offsets(), vec![2, 3]);
+    assert_eq!(
+        (tiny.train.lr, tiny.train.min_lr, tiny.train.warmup_steps),
+        (1e-3, 1e-3, 0)
+    );
+    let enc = &tiny.model.encoder;
+    assert_eq!(
+        (enc.stem.kernel, enc.stem.channels, enc.stem.stride),
+        (3, 32, 1)
+    );
+    assert_eq!(enc.stages.len(), 1);
+    let s = enc.stages[0];
+    assert_eq!(
+        (s.stride, s.channels, s.blocks, s.convs_per_block),
+        (2, 64, 1, 1)
+    );
+    assert!(!enc.layer_norm);
+}
+
+#[test]
+fn preset_compute_matches_the_spec() {
+    // Spec: tiny about 300 MFLOP per image per training step (3x forward), small about
+    // 1.2 GFLOP and paper about 57 GFLOP per image forward.
+    let gflop = |name: &str| {
+        let c = Config::preset(name).unwrap();
+        c.model.forward_flops_per_image(c.train.batch) / 1e9
+    };
+    let (tiny, small, paper) = (gflop("tiny"), gflop("small"), gflop("paper"));
+    assert!((0.085..0.115).contains(&tiny), "tiny {tiny} GFLOP");
+    assert!((1.0..1.5).contains(&small), "small {small} GFLOP");
+    assert!((45.0..65.0).contains(&paper), "paper {paper} GFLOP");
+    assert!(gflop("laptop") < paper / 4.0);
+}
+
+#[test]
+fn unknown_preset_lists_the_presets() {
+    let text = Config::preset("huge").unwrap_err().to_string();
+    assert!(text.contains("huge"), "{text}");
+    for name in ["paper", "laptop", "small", "tiny"] {
+        assert!(text.contains(name), "{text}");
+    }
+}
+
+#[test]
+fn toml_overrides_field_by_field() {
+    let c = Config::from_toml_overrides(
+        "tiny",
+        "[model]\nhidden = 128\n[model.encoder]\nlayer_norm = true\n[train]\nlr = 5e-4\nmin_lr = 0.0\n",
+    )
+    .unwrap();
+    let tiny = Config::preset("tiny").unwrap();
+    assert_eq!(c.model.hidden, 128);
+    assert!(c.model.encoder.layer_norm);
+    assert_eq!(
+        c.model.encoder.stages, tiny.model.encoder.stages,
+        "untouched fields stay"
+    );
+    assert_eq!((c.train.lr, c.train.min_lr, c.train.batch), (5e-4, 0.0, 16));
+    assert_ne!(c.fingerprint(), tiny.fingerprint());
+    let diffs = c.model_differences(&tiny);
+    assert_eq!(diffs.len(), 2, "{diffs:?}");
+    assert!(diffs
+        .iter()
+        .any(|d| d.contains("model.hidden") && d.contains("128") && d.contains("64")));
+
+    // Training fields do not change the model's fingerprint.
+    let longer = Config::from_toml_overrides("tiny", "[train]\ntotal_steps = 5000\n").unwrap();
+    assert_eq!(longer.fingerprint(), tiny.fingerprint());
+    assert!(longer.model_differences(&tiny).is_empty());
+
+    // Arrays are replaced whole.
+    let deeper = Config::from_toml_overrides(
+        "tiny",
+        "[[model.encoder.stages]]\nstride = 2\nchannels = 64\nblocks = 2\nconvs_per_block = 2\n",
+    )
+    .unwrap();
+    assert_eq!(deeper.model.encoder.stages[0].blocks, 2);
+}
+
+#[test]
+fn toml_override_errors_name_the_field() {
+    let text = Config::from_toml_overrides("tiny", "[train]\nlrr = 1.0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("train.lrr"), "{text}");
+    let text = Config::from_toml_overrides("tiny", "[modle]\nhidden = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("modle"), "{text}");
+    // Unknown fields inside a replaced array are caught by deny_unknown_fields.
+    let text = Config::from_toml_overrides(
+        "tiny",
+        "[[model.encoder.stages]]\nstride = 2\nchannels = 64\nblocks = 1\nconvs_per_block = 1\nwidth = 3\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(text.contains("width"), "{text}");
+    let text = Config::from_toml_overrides("tiny", "[model]\nhidden = \"big\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("hidden"), "{text}");
+    let text = Config::from_toml(
+        &Config::preset("tiny")
+            .unwrap()
+            .to_toml()
+            .replace("[train]", "[train]\nextra = 1"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(text.contains("extra"), "{text}");
+}
+
+#[test]
+fn crop_must_give_an_even_patch() {
+    // 2*36/8 = 9: integer but odd; 2*30/8 = 7.5: not an integer.
+    for crop in [36, 30] {
+        let text = Config::from_toml_overrides("tiny", &format!("[model]\ncrop = {crop}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(&crop.to_string()) && text.contains("grid = 7"),
+            "{text}"
+        );
+    }
+    let c = Config::from_toml_overrides("tiny", "[model]\ncrop = 48\n").unwrap();
+    assert_eq!(c.model.patch(), 12);
+    // Offsets beyond the grid are refused.
+    let text = Config::from_toml_overrides("tiny", "[model]\nsteps = 6\n")
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("grid = 7"), "{text}");
+}
