@@ -68,6 +68,9 @@ pub enum Error {
     /// crop that gives no even patch size, ...).
     #[error("configuration: {0}")]
     Config(String),
+    /// Training stopped because the loss stopped being a number.
+    #[error("the loss became non-finite at step {step}; stopped. The last good checkpoint is {checkpoint} (written before that step)")]
+    NonFiniteLoss { step: u64, checkpoint: String },
     #[error("{0}")]
     Other(String),
 }

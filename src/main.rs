@@ -22,12 +22,18 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
+    /// Pretrain an encoder with CPC (default: the tiny preset on the built-in data).
+    Pretrain(cli::pretrain::PretrainArgs),
+    /// One forward and backward on given weights and crops; dump loss and gradients.
+    DebugStep(cli::debug_step::DebugStepArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Info { adapter } => cli::info::run(&adapter.into()),
+        Command::Pretrain(args) => cli::pretrain::run(args),
+        Command::DebugStep(args) => cli::debug_step::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,6 +1,8 @@
 //! The `cpc` command line: one module per subcommand.
 
+pub mod debug_step;
 pub mod info;
+pub mod pretrain;
 
 use clap::Args;
 

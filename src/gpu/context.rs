@@ -41,6 +41,9 @@ pub struct Gpu {
     pub(crate) pipelines: PipelineCache,
     /// Validation errors wgpu reports outside an error scope land here instead of panicking.
     uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Bytes of every tensor allocated so far, and the largest one: what a plan costs.
+    pub(crate) allocated: std::sync::atomic::AtomicU64,
+    pub(crate) largest: std::sync::atomic::AtomicU64,
 }
 
 fn parse_backend(name: &str) -> Result<wgpu::Backends> {
@@ -203,6 +206,8 @@ impl Gpu {
             reason,
             pipelines: PipelineCache::default(),
             uncaptured,
+            allocated: Default::default(),
+            largest: Default::default(),
         })
     }
 
@@ -224,6 +229,17 @@ impl Gpu {
                 message: e.to_string(),
             })?;
         self.check(what)
+    }
+
+    /// Bytes of all tensors allocated on this device so far (freed ones included): the
+    /// difference across a planning step is what that plan allocates.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The largest single tensor allocated since the last call, in bytes; starts over.
+    pub fn take_largest_allocation(&self) -> u64 {
+        self.largest.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Report (and clear) an error wgpu raised outside a scope.

@@ -33,6 +33,10 @@ impl Tensor {
                 value: gpu.limits.max_buffer_size,
             });
         }
+        gpu.allocated
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        gpu.largest
+            .fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
         // New buffers are zeroed by wgpu.
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

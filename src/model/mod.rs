@@ -2,6 +2,7 @@
 //! ([`params`]) and its planned forward and backward on the GPU ([`cpc`]).
 
 pub mod cpc;
+pub mod memory;
 pub mod params;
 pub mod spec;
 

@@ -1,8 +1,10 @@
-//! The architecture of a CPC model, independent of any device: geometry, encoder layers,
-//! GRU size and prediction offsets. The training configuration (presets, TOML) builds one.
+//! The architecture of a CPC model as the planner reads it: geometry, encoder layers, GRU
+//! size and prediction offsets, in the planner's units. It is built from the user-facing
+//! [`crate::train::ModelConfig`] (presets, TOML) by `From`, or directly in tests.
 
 use crate::error::{Error, Result};
 use crate::ops::conv2d::Conv2d;
+use crate::train::ModelConfig;
 
 /// A 3x3 (or k x k) convolution layer's hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,5 +106,38 @@ impl ModelSpec {
             }
         }
         Ok(())
+    }
+}
+
+impl From<&ModelConfig> for ModelSpec {
+    fn from(m: &ModelConfig) -> ModelSpec {
+        let conv = |kernel: u32, out: u32, stride: u32| ConvSpec {
+            kernel: kernel as usize,
+            out: out as usize,
+            stride: stride as usize,
+        };
+        ModelSpec {
+            crop: m.crop as usize,
+            grid: m.grid as usize,
+            jitter: m.jitter as usize,
+            stem: conv(
+                m.encoder.stem.kernel,
+                m.encoder.stem.channels,
+                m.encoder.stem.stride,
+            ),
+            stages: m
+                .encoder
+                .stages
+                .iter()
+                .map(|s| StageSpec {
+                    down: conv(3, s.channels, s.stride),
+                    blocks: s.blocks as usize,
+                    convs_per_block: s.convs_per_block as usize,
+                })
+                .collect(),
+            layer_norm: m.encoder.layer_norm,
+            hidden: m.hidden as usize,
+            offsets: m.offsets().into_iter().map(|o| o as usize).collect(),
+        }
     }
 }

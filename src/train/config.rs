@@ -61,11 +61,12 @@ pub struct ModelConfig {
     pub encoder: EncoderConfig,
 }
 
-/// A ResNet-style encoder run on every P x P patch: a stem conv, then stages, each one
-/// downsampling conv followed by residual blocks at that width, then a spatial mean pool.
-/// Every conv is followed by ReLU (and, with `layer_norm`, first by a one-group group norm).
-/// A residual block of n convs computes `relu(h + conv_n(relu(... relu(conv_1(h)))))`, so
-/// the tiny preset's one-conv block is `relu(h + conv(h))`. Convs pad by kernel/2.
+/// A ResNet-v2-style encoder run on every P x P patch (model::cpc plans it): a stem conv and
+/// ReLU, then stages, each one downsampling conv and ReLU followed by pre-activation residual
+/// blocks at that width, `h + conv_n(relu(... conv_1(relu(h))))`, then a final ReLU and a
+/// spatial mean pool. With `layer_norm`, a one-group group norm follows every conv. The tiny
+/// preset's one-conv block thus computes `relu(h + conv(h))` on h >= 0, the spec's
+/// calibration encoder. Convs pad by kernel/2.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {

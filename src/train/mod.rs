@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod metrics;
 pub mod plot;
+pub mod pretrain;
 pub mod schedule;
 
 pub use checkpoint::{Checkpoint, NamedTensor};

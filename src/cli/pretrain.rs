@@ -1,0 +1,197 @@
+//! `cpc pretrain`: train an encoder with CPC on a folder, CIFAR-10, STL-10 or the built-in data.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::cli::AdapterArgs;
+use crate::data::{Format, OnBadImage};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::model::memory::Estimate;
+use crate::model::ModelSpec;
+use crate::train::pretrain::{pretrain, PretrainOptions};
+use crate::train::Config;
+
+#[derive(Args, Clone, Debug)]
+pub struct PretrainArgs {
+    /// Images: a folder (class sub-folders or flat), CIFAR-10 or STL-10 binaries. Default:
+    /// the built-in procedural data set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// How to read --data: auto, folder, cifar10, stl10 or builtin.
+    #[arg(long, default_value = "auto")]
+    pub format: Format,
+    /// Model and training preset: paper, laptop, small or tiny.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// A TOML file overriding the preset field by field ([model], [model.encoder], [train]).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Images per step (overrides the configuration).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// Optimiser steps in all (overrides the configuration).
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Passes over the data instead of --steps.
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Peak learning rate (overrides the configuration).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Seed of initialisation, data order, augmentation and jitter.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Save a checkpoint every N steps (0: only at the end and on Ctrl-C).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Write a metrics.jsonl row every N steps.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Output folder: checkpoint.safetensors, metrics.jsonl, curves.png.
+    #[arg(long, default_value = "runs/cpc")]
+    pub out: PathBuf,
+    /// Continue from the output folder's checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// An image that cannot be decoded or is smaller than the crop: stop or skip (and count).
+    #[arg(long, default_value = "stop")]
+    pub on_bad_image: OnBadImage,
+    /// Refuse a batch whose planned GPU buffers exceed this many GiB.
+    #[arg(long)]
+    pub memory_budget_gib: Option<f64>,
+    /// Print the planned GPU memory of this preset and batch, then exit.
+    #[arg(long)]
+    pub plan: bool,
+    /// Data-loading threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+impl PretrainArgs {
+    /// The preset, the TOML overrides, then the flags.
+    pub fn config(&self) -> Result<Config> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::from_toml_overrides(&self.preset, &text)?
+            }
+            None => Config::preset(&self.preset)?,
+        };
+        let t = &mut cfg.train;
+        if let Some(b) = self.batch {
+            t.batch = b;
+        }
+        if let Some(s) = self.steps {
+            t.total_steps = s;
+        }
+        if let Some(lr) = self.lr {
+            t.lr = lr;
+            t.min_lr = t.min_lr.min(lr);
+        }
+        if let Some(s) = self.seed {
+            t.seed = s;
+        }
+        if let Some(n) = self.checkpoint_every {
+            t.checkpoint_every = n;
+        }
+        if let Some(n) = self.log_every {
+            t.log_every = n;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: &PretrainArgs) -> Result<()> {
+    let mut cfg = args.config()?;
+    let gpu = Gpu::new(&(&args.adapter).into())?;
+    eprintln!(
+        "adapter: {} ({:?}, {:?})",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
+    let spec = ModelSpec::from(&cfg.model);
+    if args.plan {
+        let est = Estimate::new(&gpu, &spec)?;
+        println!("planned GPU memory, preset {}:", args.preset);
+        for b in [1, 8, 16, 32, 64] {
+            println!("  {}", est.at(b));
+        }
+        println!("  this run: {}", est.at(cfg.train.batch as usize));
+        return Ok(());
+    }
+    if let Some(epochs) = args.epochs {
+        let open = crate::data::OpenOptions {
+            on_bad_image: args.on_bad_image,
+            ..Default::default()
+        };
+        let n = crate::data::open(args.data.as_deref(), args.format, &open)?.len() as u64;
+        cfg.train.total_steps = epochs * (n / cfg.train.batch as u64).max(1);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C: finish the step in flight, write a checkpoint, exit.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let opts = PretrainOptions {
+        config: cfg.clone(),
+        data: args.data.clone(),
+        format: args.format,
+        on_bad_image: args.on_bad_image,
+        out: args.out.clone(),
+        resume: args.resume,
+        memory_budget: args
+            .memory_budget_gib
+            .map(|g| (g * (1u64 << 30) as f64) as u64),
+        progress: true,
+        workers: args.workers,
+    };
+    let params = crate::model::ParamLayout::new(&spec).count();
+    eprintln!(
+        "preset {}: {} parameters, crop {} -> {}x{} patches of {}, D {}, H {}, offsets {:?}; batch {}, {} steps",
+        args.preset,
+        params,
+        spec.crop,
+        spec.grid,
+        spec.grid,
+        spec.patch(),
+        spec.dim(),
+        spec.hidden,
+        spec.offsets,
+        cfg.train.batch,
+        cfg.train.total_steps
+    );
+    let s = pretrain(&gpu, &opts, &stop)?;
+    eprintln!("planned GPU memory: {}", s.memory);
+    if let (Some((s0, first)), Some((s1, last))) = (s.history.first(), s.history.last()) {
+        eprintln!(
+            "loss {:.4} (step {}) -> {:.4} (step {}); accuracy per offset {:?}; {:.1} images/s",
+            first.loss, s0, last.loss, s1, last.accuracy_k, s.images_per_second
+        );
+    }
+    if s.skipped_images > 0 {
+        eprintln!(
+            "skipped {} unreadable or too small images",
+            s.skipped_images
+        );
+    }
+    eprintln!(
+        "{} at step {}: {}; metrics in {}",
+        if s.interrupted {
+            "interrupted, checkpoint"
+        } else {
+            "checkpoint"
+        },
+        s.last_step,
+        s.checkpoint.display(),
+        args.out.join("metrics.jsonl").display()
+    );
+    Ok(())
+}

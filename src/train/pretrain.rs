@@ -1,0 +1,474 @@
+//! `cpc pretrain`: the training loop. It plans the model once, then per step writes the
+//! batch and the step's scalars (learning rate, Adam's step, jitter seed), records one
+//! compute pass (zero gradients, forward, backward, gradient norm, Adam) and copies the few
+//! scalars the display needs into a ring of mappable buffers that are read a couple of steps
+//! later, so the host never waits on the step it just submitted.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::data::{self, Format, Loader, LoaderConfig, LoaderState, OnBadImage, OpenOptions};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::model::memory::{self, MemoryPlan};
+use crate::model::{CpcModel, ModelSpec, ParamLayout};
+use crate::ops::adam::AdamConfig;
+use crate::ops::infonce::InfonceStats;
+use crate::train::{plot_curves, Checkpoint, Config, LrSchedule, MetricsRow, MetricsWriter};
+
+/// Everything `cpc pretrain` is asked to do.
+#[derive(Clone, Debug)]
+pub struct PretrainOptions {
+    pub config: Config,
+    /// None: the built-in data set.
+    pub data: Option<PathBuf>,
+    pub format: Format,
+    pub on_bad_image: OnBadImage,
+    /// Output folder: checkpoint.safetensors, metrics.jsonl, curves.png.
+    pub out: PathBuf,
+    /// Continue from `<out>/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Refuse a batch whose planned buffers exceed this many bytes.
+    pub memory_budget: Option<u64>,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+    /// Data-loading threads.
+    pub workers: usize,
+}
+
+/// What a run did, for the command line's last lines and for tests.
+#[derive(Clone, Debug)]
+pub struct PretrainSummary {
+    /// Step and loss statistics of every step run, in order.
+    pub history: Vec<(u64, InfonceStats)>,
+    pub memory: MemoryPlan,
+    pub checkpoint: PathBuf,
+    /// Steps this run completed (the run may have resumed at a later step).
+    pub first_step: u64,
+    pub last_step: u64,
+    pub images_per_second: f64,
+    pub interrupted: bool,
+    pub skipped_images: usize,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+const RING: usize = 3;
+
+/// The jitter seed of a step: a hash of the run's seed and the step.
+fn step_seed(seed: u64, step: u64) -> u32 {
+    let mut x = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (x ^ (x >> 33)) as u32
+}
+
+/// A checkpoint's tensors: parameters under their PyTorch names, then Adam's moments.
+fn checkpoint_tensors(layout: &ParamLayout, params: &[f32], m: &[f32], v: &[f32]) -> Checkpoint {
+    let mut ck = Checkpoint::new();
+    for (prefix, flat) in [
+        ("", params),
+        ("optimizer.exp_avg.", m),
+        ("optimizer.exp_avg_sq.", v),
+    ] {
+        for view in &layout.views {
+            ck.push(
+                format!("{prefix}{}", view.name),
+                view.shape.clone(),
+                layout.slice(flat, &view.name).to_vec(),
+            );
+        }
+    }
+    ck
+}
+
+/// Fill a flat buffer of `layout` from a checkpoint's tensors named `prefix` + name; every
+/// tensor must be there with its shape.
+pub fn flat_from_checkpoint(
+    layout: &ParamLayout,
+    ck: &Checkpoint,
+    prefix: &str,
+    path: &Path,
+) -> Result<Vec<f32>> {
+    let mut flat = vec![0.0; layout.total];
+    for view in &layout.views {
+        let name = format!("{prefix}{}", view.name);
+        let t = ck.get(&name).ok_or_else(|| Error::Checkpoint {
+            path: path.into(),
+            message: format!("has no tensor {name} (shape {:?})", view.shape),
+        })?;
+        if t.shape != view.shape {
+            return Err(Error::Checkpoint {
+                path: path.into(),
+                message: format!(
+                    "tensor {name} has shape {:?}, the model needs {:?}",
+                    t.shape, view.shape
+                ),
+            });
+        }
+        flat[view.offset..view.offset + view.len()].copy_from_slice(&t.data);
+    }
+    Ok(flat)
+}
+
+/// The state a run resumes from.
+struct Resume {
+    step: u64,
+    params: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    loader: LoaderState,
+}
+
+fn load_resume(path: &Path, config: &Config, layout: &ParamLayout) -> Result<Resume> {
+    let ck = Checkpoint::load(path)?;
+    let err = |message: String| Error::Checkpoint {
+        path: path.into(),
+        message,
+    };
+    let saved = Config::from_toml(
+        ck.meta("config")
+            .ok_or_else(|| err("has no configuration".into()))?,
+    )?;
+    let diff = config.model_differences(&saved);
+    if !diff.is_empty() {
+        return Err(err(format!(
+            "was written by another model configuration (this run's != the checkpoint's): {}",
+            diff.join("; ")
+        )));
+    }
+    let num = |key: &str| -> Result<u64> {
+        ck.meta(key)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| err(format!("has no valid `{key}`")))
+    };
+    Ok(Resume {
+        step: num("step")?,
+        loader: LoaderState {
+            epoch: num("loader_epoch")?,
+            position: num("loader_position")?,
+        },
+        params: flat_from_checkpoint(layout, &ck, "", path)?,
+        m: flat_from_checkpoint(layout, &ck, "optimizer.exp_avg.", path)?,
+        v: flat_from_checkpoint(layout, &ck, "optimizer.exp_avg_sq.", path)?,
+    })
+}
+
+/// Mappable copies of the stats of recent steps, read a few steps after submission.
+struct StatsRing {
+    slots: Vec<wgpu::Buffer>,
+    /// (step, slot, submission) in flight, oldest first.
+    pending: VecDeque<(u64, usize, wgpu::SubmissionIndex)>,
+    floats: usize,
+}
+
+impl StatsRing {
+    fn new(gpu: &Gpu, floats: usize) -> StatsRing {
+        let slots = (0..RING)
+            .map(|_| {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("stats readback"),
+                    size: (floats * 4) as u64,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        StatsRing {
+            slots,
+            pending: VecDeque::new(),
+            floats,
+        }
+    }
+
+    /// Wait for the oldest pending step and return its stats and gradient norm.
+    fn pop(&mut self, gpu: &Gpu) -> Result<Option<(u64, InfonceStats, f32)>> {
+        let Some((step, slot, index)) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        let buf = &self.slots[slot];
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                what: format!("step {step}"),
+                message: e.to_string(),
+            })?;
+        // The map callback runs once the copy that precedes it has finished.
+        while rx.try_recv().is_err() {
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu {
+                    what: format!("step {step}"),
+                    message: e.to_string(),
+                })?;
+        }
+        gpu.check(&format!("step {step}"))?;
+        let values: Vec<f32> = {
+            let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu {
+                what: "stats".into(),
+                message: e.to_string(),
+            })?;
+            bytemuck::cast_slice(&view).to_vec()
+        };
+        buf.unmap();
+        let n = self.floats;
+        Ok(Some((
+            step,
+            InfonceStats::from_slice(&values[..n - 1]),
+            values[n - 1],
+        )))
+    }
+}
+
+/// Run pretraining as `opts` says; `stop` (Ctrl-C) ends it after the current step with a
+/// checkpoint.
+pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<PretrainSummary> {
+    let cfg = &opts.config;
+    cfg.validate()?;
+    let spec = ModelSpec::from(&cfg.model);
+    spec.validate()?;
+    let tc = &cfg.train;
+    let batch = tc.batch as usize;
+    std::fs::create_dir_all(&opts.out).map_err(|source| Error::Io {
+        path: opts.out.clone(),
+        source,
+    })?;
+    let ck_path = opts.out.join(CHECKPOINT);
+
+    // Data: images smaller than the crop are bad images in a folder (CIFAR and STL-10 have
+    // a fixed size and are scaled up).
+    let folder = opts
+        .data
+        .as_deref()
+        .map(data::detect)
+        .transpose()?
+        .is_some_and(|f| f == Format::Folder)
+        || opts.format == Format::Folder;
+    let open = OpenOptions {
+        on_bad_image: opts.on_bad_image,
+        min_side: if folder { spec.crop } else { 0 },
+        ..OpenOptions::default()
+    };
+    let dataset: Arc<dyn data::Dataset> =
+        Arc::from(data::open(opts.data.as_deref(), opts.format, &open)?);
+    if dataset.len() < batch {
+        return Err(Error::Data {
+            path: opts
+                .data
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in".into()),
+            message: format!("{} images, fewer than one batch of {batch}", dataset.len()),
+        });
+    }
+
+    let layout = ParamLayout::new(&spec);
+    let resume = if opts.resume {
+        Some(load_resume(&ck_path, cfg, &layout)?)
+    } else {
+        None
+    };
+    let start = resume.as_ref().map_or(0, |r| r.step);
+
+    // Memory, before anything runs: the planned buffers must fit.
+    memory::check_fits(gpu, &spec, batch, opts.memory_budget)?;
+    let adam = AdamConfig {
+        weight_decay: tc.weight_decay,
+        max_norm: tc.clip_norm,
+        ..AdamConfig::default()
+    };
+    let init = resume
+        .as_ref()
+        .map_or_else(|| layout.init(tc.seed), |r| r.params.clone());
+    let (model, plan) = memory::plan(gpu, &spec, batch, &init, adam)?;
+    if let Some(r) = &resume {
+        model.buffers.m.write(gpu, &r.m)?;
+        model.buffers.v.write(gpu, &r.v)?;
+    }
+
+    let mut loader_cfg = LoaderConfig::new(batch, spec.crop, tc.seed);
+    loader_cfg.workers = opts.workers.max(1);
+    let mut loader = Loader::new(
+        dataset.clone(),
+        loader_cfg,
+        resume
+            .as_ref()
+            .map_or_else(LoaderState::default, |r| r.loader),
+    )?;
+    let schedule = LrSchedule::from_config(tc);
+    let mut metrics = MetricsWriter::create(
+        opts.out.join("metrics.jsonl"),
+        resume.as_ref().map(|r| r.step),
+    )?;
+    let mut ring = StatsRing::new(gpu, model.stats.len() + 1);
+
+    let total = tc.total_steps;
+    let bar = if opts.progress {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_position(start);
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let mut summary = PretrainSummary {
+        history: Vec::new(),
+        memory: plan,
+        checkpoint: ck_path.clone(),
+        first_step: start,
+        last_step: start,
+        images_per_second: 0.0,
+        interrupted: false,
+        skipped_images: 0,
+    };
+    // The loader state and step that the next checkpoint records: after the last step whose
+    // stats were read and found finite.
+    let mut last_log = (Instant::now(), start);
+    let clock = Instant::now();
+    let mut handle =
+        |step: u64, stats: InfonceStats, norm: f32, summary: &mut PretrainSummary| -> Result<()> {
+            if !stats.loss.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    step,
+                    checkpoint: ck_path.display().to_string(),
+                });
+            }
+            bar.set_message(format!(
+                "loss {:.4} acc {} img/s {:.1}",
+                stats.loss,
+                stats
+                    .accuracy_k
+                    .iter()
+                    .map(|a| format!("{:.3}", a))
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                summary.images_per_second
+            ));
+            if (step + 1) % tc.log_every.max(1) == 0 || step + 1 == total {
+                let (t0, s0) = last_log;
+                let ips =
+                    ((step + 1 - s0) as f64 * batch as f64 / t0.elapsed().as_secs_f64()) as f32;
+                last_log = (Instant::now(), step + 1);
+                metrics.write(&MetricsRow {
+                    step,
+                    loss: stats.loss,
+                    accuracy: stats.accuracy_k.iter().sum::<f32>() / stats.accuracy_k.len() as f32,
+                    loss_k: stats.loss_k.clone(),
+                    accuracy_k: stats.accuracy_k.clone(),
+                    images_per_second: ips,
+                    lr: schedule.lr(step),
+                    grad_norm: Some(norm),
+                    probe_top1: None,
+                })?;
+            }
+            summary.history.push((step, stats));
+            Ok(())
+        };
+
+    let save = |model: &CpcModel, step: u64, loader: LoaderState| -> Result<()> {
+        let mut ck = checkpoint_tensors(
+            &layout,
+            &model.buffers.params.read(gpu)?,
+            &model.buffers.m.read(gpu)?,
+            &model.buffers.v.read(gpu)?,
+        );
+        for (k, v) in [
+            ("format", "cpc-checkpoint-1".to_string()),
+            ("step", step.to_string()),
+            ("config", cfg.to_toml()),
+            ("fingerprint", cfg.fingerprint()),
+            ("loader_epoch", loader.epoch.to_string()),
+            ("loader_position", loader.position.to_string()),
+            ("seed", tc.seed.to_string()),
+        ] {
+            ck.metadata.insert(k.into(), v);
+        }
+        ck.save(&ck_path)
+    };
+
+    let mut step = start;
+    while step < total {
+        if stop.load(Ordering::Relaxed) {
+            summary.interrupted = true;
+            break;
+        }
+        let b = loader.next_batch()?;
+        model.set_inputs(
+            gpu,
+            &b.images,
+            step + 1,
+            schedule.lr(step),
+            step_seed(tc.seed, step),
+        )?;
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            model.record_step(&mut pass);
+        }
+        let slot = (step as usize) % RING;
+        let stats_bytes = (model.stats.len() * 4) as u64;
+        enc.copy_buffer_to_buffer(
+            &model.stats.buffer,
+            model.stats.offset * 4,
+            &ring.slots[slot],
+            0,
+            stats_bytes,
+        );
+        enc.copy_buffer_to_buffer(
+            &model.adam.norm.buffer,
+            0,
+            &ring.slots[slot],
+            stats_bytes,
+            4,
+        );
+        let index = gpu.queue.submit([enc.finish()]);
+        ring.pending.push_back((step, slot, index));
+        step += 1;
+        bar.set_position(step);
+        summary.images_per_second =
+            ((step - start) as f64 * batch as f64) / clock.elapsed().as_secs_f64();
+        if ring.pending.len() == RING {
+            if let Some((s, st, norm)) = ring.pop(gpu)? {
+                handle(s, st, norm, &mut summary)?;
+            }
+        }
+        let checkpoint_now =
+            tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0 && step < total;
+        if checkpoint_now {
+            while let Some((s, st, norm)) = ring.pop(gpu)? {
+                handle(s, st, norm, &mut summary)?;
+            }
+            save(&model, step, loader.state())?;
+        }
+    }
+    while let Some((s, st, norm)) = ring.pop(gpu)? {
+        handle(s, st, norm, &mut summary)?;
+    }
+    if step > start || resume.is_none() {
+        save(&model, step, loader.state())?;
+    }
+    bar.finish_and_clear();
+    summary.last_step = step;
+    summary.skipped_images = dataset.skipped();
+    drop(metrics);
+    let rows = crate::train::read_metrics(opts.out.join("metrics.jsonl"))?;
+    if !rows.is_empty() {
+        plot_curves(&rows, opts.out.join("curves.png"))?;
+    }
+    Ok(summary)
+}
