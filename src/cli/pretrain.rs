@@ -152,6 +152,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             .map(|g| (g * (1u64 << 30) as f64) as u64),
         progress: true,
         workers: args.workers,
+        stop_at: None,
     };
     let params = crate::model::ParamLayout::new(&spec).count();
     eprintln!(

@@ -37,6 +37,8 @@ pub struct PretrainOptions {
     pub progress: bool,
     /// Data-loading threads.
     pub workers: usize,
+    /// Stop after this step with a checkpoint, as Ctrl-C would (None: run to total_steps).
+    pub stop_at: Option<u64>,
 }
 
 /// What a run did, for the command line's last lines and for tests.
@@ -403,7 +405,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
 
     let mut step = start;
     while step < total {
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) || opts.stop_at.is_some_and(|s| step >= s) {
             summary.interrupted = true;
             break;
         }
