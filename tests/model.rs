@@ -17,7 +17,8 @@ fn gpu() -> &'static Gpu {
 /// The tiny preset's model (cpc-spec.md): 8x8 patches, conv 3->32, conv s2 32->64, one
 /// residual conv, D = H = 64, offsets 2 and 3.
 fn tiny() -> ModelSpec {
-    ModelSpec {
+    let from_preset = ModelSpec::from(&cpc::train::Config::preset("tiny").unwrap().model);
+    let spec = ModelSpec {
         crop: 32,
         grid: 7,
         jitter: 0,
@@ -38,7 +39,12 @@ fn tiny() -> ModelSpec {
         layer_norm: false,
         hidden: 64,
         offsets: vec![2, 3],
-    }
+    };
+    assert_eq!(
+        spec, from_preset,
+        "the tiny preset is the spec's calibration model"
+    );
+    spec
 }
 
 /// Narrow, with layer norm, two-conv blocks, two stages and jitter: every code path.
@@ -179,4 +185,28 @@ fn tiny_model_gradients_match_finite_differences() {
 #[test]
 fn narrow_model_with_norm_and_jitter_gradients_match_finite_differences() {
     check_model(&narrow_with_norm(), 2, 3);
+}
+
+#[test]
+fn the_memory_estimate_matches_a_real_plan() {
+    use cpc::model::memory::{plan, Estimate};
+    for spec in [tiny(), narrow_with_norm()] {
+        let est = Estimate::new(gpu(), &spec).unwrap();
+        let init = ParamLayout::new(&spec).init(0);
+        for batch in [3, 7] {
+            let (_, real) = plan(gpu(), &spec, batch, &init, AdamConfig::default()).unwrap();
+            let guess = est.at(batch);
+            // Every buffer but the conv weight-gradient scratch (whose chunking rounds) is a
+            // polynomial of degree <= 2 in the batch: the estimate is right to a few per cent.
+            let close = |a: u64, b: u64| (a as f64 - b as f64).abs() <= 0.03 * b as f64;
+            assert!(
+                close(guess.total_bytes, real.total_bytes),
+                "{guess} vs {real}"
+            );
+            assert!(
+                close(guess.largest_bytes, real.largest_bytes),
+                "{guess} vs {real}"
+            );
+        }
+    }
 }

@@ -41,9 +41,8 @@ pub struct Gpu {
     pub(crate) pipelines: PipelineCache,
     /// Validation errors wgpu reports outside an error scope land here instead of panicking.
     uncaptured: Arc<Mutex<Vec<String>>>,
-    /// Bytes of every tensor allocated so far, and the largest one: what a plan costs.
+    /// Bytes of every tensor allocated so far: what a plan costs.
     pub(crate) allocated: std::sync::atomic::AtomicU64,
-    pub(crate) largest: std::sync::atomic::AtomicU64,
 }
 
 fn parse_backend(name: &str) -> Result<wgpu::Backends> {
@@ -207,7 +206,6 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             uncaptured,
             allocated: Default::default(),
-            largest: Default::default(),
         })
     }
 
@@ -237,9 +235,10 @@ impl Gpu {
         self.allocated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The largest single tensor allocated since the last call, in bytes; starts over.
-    pub fn take_largest_allocation(&self) -> u64 {
-        self.largest.swap(0, std::sync::atomic::Ordering::Relaxed)
+    /// Start (true) or stop (false) recording the size of every tensor this thread
+    /// allocates; stopping returns the sizes recorded, in allocation order.
+    pub fn record_sizes(&self, on: bool) -> Vec<u64> {
+        crate::gpu::tensor::record_sizes(on)
     }
 
     /// Report (and clear) an error wgpu raised outside a scope.

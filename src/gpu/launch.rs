@@ -147,7 +147,7 @@ impl Launch {
         let max_dim = gpu.limits.max_compute_workgroups_per_dimension;
         if let Some(&w) = workgroups.iter().find(|&&w| w > max_dim) {
             return Err(Error::Limit {
-                kernel: entry,
+                kernel: launch_name(shader, entry),
                 message: format!("dispatch of {w} workgroups in one dimension"),
                 limit: "max_compute_workgroups_per_dimension",
                 value: max_dim as u64,
@@ -174,7 +174,7 @@ impl Launch {
             let size = (t.binding_end() - base).max(4);
             if size > max_binding {
                 return Err(Error::Limit {
-                    kernel: entry,
+                    kernel: launch_name(shader, entry),
                     message: format!(
                         "a binding of shape {:?} needs {size} bytes; split the batch",
                         t.shape

@@ -3,7 +3,7 @@
 mod context;
 pub mod kernels;
 mod launch;
-mod tensor;
+pub(crate) mod tensor;
 
 pub use context::{list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu};
 pub use kernels::Shader;

@@ -7,6 +7,21 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+thread_local! {
+    /// While Some, the size of every tensor this thread allocates (memory plans).
+    static SIZES: std::cell::RefCell<Option<Vec<u64>>> = const { std::cell::RefCell::new(None) };
+}
+
+pub(crate) fn record_sizes(on: bool) -> Vec<u64> {
+    SIZES.with_borrow_mut(|sizes| {
+        let out = sizes.take().unwrap_or_default();
+        if on {
+            *sizes = Some(Vec::new());
+        }
+        out
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub buffer: wgpu::Buffer,
@@ -35,8 +50,7 @@ impl Tensor {
         }
         gpu.allocated
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        gpu.largest
-            .fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+        SIZES.with_borrow_mut(|sizes| sizes.as_mut().map(|s| s.push(bytes)));
         // New buffers are zeroed by wgpu.
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

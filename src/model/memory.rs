@@ -51,12 +51,24 @@ pub fn plan(
     init: &[f32],
     adam: AdamConfig,
 ) -> Result<(CpcModel, MemoryPlan)> {
-    let before = gpu.allocated_bytes();
-    gpu.take_largest_allocation();
+    let (model, plan, _) = plan_with_sizes(gpu, spec, batch, init, adam)?;
+    Ok((model, plan))
+}
+
+/// [`plan`], also returning the size of every buffer in allocation order.
+fn plan_with_sizes(
+    gpu: &Gpu,
+    spec: &ModelSpec,
+    batch: usize,
+    init: &[f32],
+    adam: AdamConfig,
+) -> Result<(CpcModel, MemoryPlan, Vec<u64>)> {
+    gpu.record_sizes(true);
     // Out-of-memory from the driver comes back as an error of this scope, not a panic.
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let model = CpcModel::new(gpu, spec, batch, init, adam);
     let oom = pollster::block_on(scope.pop());
+    let sizes = gpu.record_sizes(false);
     let model = model?;
     if let Some(e) = oom {
         return Err(Error::Gpu {
@@ -67,46 +79,58 @@ pub fn plan(
     let plan = MemoryPlan {
         batch,
         params_bytes: 4 * ParamLayout::new(spec).total as u64,
-        total_bytes: gpu.allocated_bytes() - before,
-        largest_bytes: gpu.take_largest_allocation(),
+        total_bytes: sizes.iter().sum(),
+        largest_bytes: sizes.iter().copied().max().unwrap_or(0),
     };
-    Ok((model, plan))
+    Ok((model, plan, sizes))
 }
 
-/// Plans at batches 1, 2 and 3, counted, from which [`Estimate::at`] extrapolates any batch
-/// without allocating it: a quadratic through the three (activations grow with B, the score
-/// matrices with B^2; the conv weight-gradient scratch stops growing past a few images, so
-/// the estimate errs on the large side).
+/// Plans at batches 1, 2 and 3, counted buffer by buffer, from which [`Estimate::at`]
+/// extrapolates any batch without allocating it: a quadratic through the three for each
+/// buffer (activations grow with B, the score matrices with B^2). The conv weight-gradient
+/// scratch grows in steps of its chunking, so the total is right to a few per cent.
 pub struct Estimate {
-    points: Vec<MemoryPlan>,
+    params_bytes: u64,
+    /// Each buffer's size at batches 1, 2 and 3 (the plan allocates the same buffers in the
+    /// same order at every batch).
+    sizes: Vec<[u64; 3]>,
 }
 
 impl Estimate {
     pub fn new(gpu: &Gpu, spec: &ModelSpec) -> Result<Estimate> {
         let init = vec![0.0; ParamLayout::new(spec).total];
-        let points = (1..=3)
-            .map(|b| plan(gpu, spec, b, &init, AdamConfig::default()).map(|(_, p)| p))
-            .collect::<Result<_>>()?;
-        Ok(Estimate { points })
+        let mut runs = Vec::new();
+        for b in 1..=3 {
+            let (_, _, sizes) = plan_with_sizes(gpu, spec, b, &init, AdamConfig::default())?;
+            runs.push(sizes);
+        }
+        assert!(
+            runs.iter().all(|r| r.len() == runs[0].len()),
+            "a plan allocates the same buffers at any batch"
+        );
+        let sizes = (0..runs[0].len())
+            .map(|i| [runs[0][i], runs[1][i], runs[2][i]])
+            .collect();
+        Ok(Estimate {
+            params_bytes: 4 * init.len() as u64,
+            sizes,
+        })
     }
 
     pub fn at(&self, batch: usize) -> MemoryPlan {
-        let fit = |f: fn(&MemoryPlan) -> u64| {
-            let (y1, y2, y3) = (
-                f(&self.points[0]) as f64,
-                f(&self.points[1]) as f64,
-                f(&self.points[2]) as f64,
-            );
-            // Newton's form through x = 1, 2, 3.
+        // Newton's form of the quadratic through batches 1, 2 and 3.
+        let x = batch as f64;
+        let fit = |[y1, y2, y3]: [u64; 3]| {
+            let (y1, y2, y3) = (y1 as f64, y2 as f64, y3 as f64);
             let (d1, d2) = (y2 - y1, (y3 - 2.0 * y2 + y1) / 2.0);
-            let x = batch as f64;
             (y1 + d1 * (x - 1.0) + d2 * (x - 1.0) * (x - 2.0)).max(0.0) as u64
         };
+        let each: Vec<u64> = self.sizes.iter().map(|&s| fit(s)).collect();
         MemoryPlan {
             batch,
-            params_bytes: self.points[0].params_bytes,
-            total_bytes: fit(|p| p.total_bytes),
-            largest_bytes: fit(|p| p.largest_bytes),
+            params_bytes: self.params_bytes,
+            total_bytes: each.iter().sum(),
+            largest_bytes: each.iter().copied().max().unwrap_or(0),
         }
     }
 }

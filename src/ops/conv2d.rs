@@ -135,10 +135,17 @@ impl Conv2d {
 
     /// Images per chunk and number of chunks for the weight gradient's split reduction.
     pub fn weight_grad_chunks(&self) -> (usize, usize) {
-        let items = self.cout.div_ceil(BLOCK) * self.cin.div_ceil(BLOCK) * self.k * self.k;
-        let chunks = WEIGHT_GRAD_THREADS.div_ceil(items).clamp(1, self.n.max(1));
+        let chunks = self.weight_grad_max_chunks().min(self.n.max(1));
         let per_chunk = self.n.div_ceil(chunks).max(1);
         (per_chunk, self.n.div_ceil(per_chunk))
+    }
+
+    /// The chunks aimed for (about WEIGHT_GRAD_THREADS threads in all), which the scratch
+    /// buffer is sized for whatever the batch: at most about 4 MiB, and a memory plan sees
+    /// no step in it as N grows.
+    fn weight_grad_max_chunks(&self) -> usize {
+        let items = self.cout.div_ceil(BLOCK) * self.cin.div_ceil(BLOCK) * self.k * self.k;
+        WEIGHT_GRAD_THREADS.div_ceil(items).max(1)
     }
 
     /// The geometry alone: supported kernel size and stride, nothing empty.
@@ -303,7 +310,12 @@ pub fn backward_weight(
     let (per_chunk, chunks) = c.weight_grad_chunks();
     let dw_size = c.cout * c.cin * c.k * c.k;
     // Owned by the launches' bind groups from here on: planned once, reused every step.
-    let partial = Tensor::zeros(gpu, "conv2d weight gradient chunks", &[chunks, dw_size])?;
+    let scratch = Tensor::zeros(
+        gpu,
+        "conv2d weight gradient chunks",
+        &[c.weight_grad_max_chunks(), dw_size],
+    )?;
+    let partial = scratch.view(0, &[chunks, dw_size]);
     let params = Conv2dBackwardWeightParams {
         n: c.n as u32,
         cin: c.cin as u32,

@@ -246,6 +246,12 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     })?;
     let ck_path = opts.out.join(CHECKPOINT);
 
+    if let Some(path) = opts.data.as_deref().filter(|p| !p.exists()) {
+        return Err(Error::Data {
+            path: path.display().to_string(),
+            message: "no such file or folder".into(),
+        });
+    }
     // Data: images smaller than the crop are bad images in a folder (CIFAR and STL-10 have
     // a fixed size and are scaled up).
     let folder = opts
