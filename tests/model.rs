@@ -210,3 +210,29 @@ fn the_memory_estimate_matches_a_real_plan() {
         }
     }
 }
+
+#[test]
+fn features_are_the_mean_patch_vector_of_each_image() {
+    let spec = narrow_with_norm();
+    let params = ParamLayout::new(&spec).init(3);
+    let x = crops(&spec, 3, 4);
+    let model = CpcModel::new(gpu(), &spec, 3, &params, AdamConfig::default()).unwrap();
+    let got = model.features(gpu(), &x).unwrap();
+    // The reference without jitter (features never jitter).
+    let plain = ModelSpec {
+        jitter: 0,
+        ..spec.clone()
+    };
+    let z = cpu::model::encode(&plain, &params, &x, 3, 0);
+    let (gg, d) = (25, spec.dim());
+    for b in 0..3 {
+        for j in 0..d {
+            let want: f32 = (0..gg).map(|r| z[(b * gg + r) * d + j]).sum::<f32>() / gg as f32;
+            let g = got[b * d + j];
+            assert!(
+                (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "image {b} feature {j}: {g} vs {want}"
+            );
+        }
+    }
+}

@@ -158,6 +158,8 @@ pub struct CpcModel {
     /// The patches [N, 3, P, P] cut from `crops`.
     patches_out: Tensor,
     forward: Vec<Launch>,
+    /// The first launches of `forward`: the encoder, up to z.
+    encoder_launches: usize,
     backward: Vec<Launch>,
     /// Bytes of activations, gradients and scratch planned for this batch (not parameters).
     pub activation_bytes: u64,
@@ -283,6 +285,7 @@ impl CpcModel {
         }
         let pooled = [n, d, side * side];
         forward.push(mean_pool::forward(gpu, &enc.acts[last].0, pooled, &z)?);
+        let encoder_launches = forward.len();
 
         let gru_shape = Gru {
             batch,
@@ -487,6 +490,7 @@ impl CpcModel {
             patches_launch,
             patches_out: enc.acts[x0].0.clone(),
             forward,
+            encoder_launches,
             backward,
             activation_bytes: bytes,
         })
@@ -510,6 +514,40 @@ impl CpcModel {
         for l in &self.forward {
             l.record(pass);
         }
+    }
+
+    /// Record the encoder alone: patches to z [N, D].
+    pub fn record_encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.patches_launch.record(pass);
+        for l in &self.forward[..self.encoder_launches] {
+            l.record(pass);
+        }
+    }
+
+    /// Each image's representation: the mean of its G x G patch vectors, [B, D], for crops
+    /// [B, 3, S, S] (no jitter). Blocking; for evaluation, not the training loop.
+    pub fn features(&self, gpu: &Gpu, crops: &[f32]) -> Result<Vec<f32>> {
+        self.crops.write(gpu, crops)?;
+        let plain = Patches {
+            jitter: 0,
+            ..self.patches
+        };
+        self.patches_launch.set_params(
+            gpu,
+            &patches::params(gpu, &plain, &self.crops, &self.patches_out, 0),
+        );
+        self.run(gpu, |m, pass| m.record_encode(pass))?;
+        let z = self.z.read(gpu)?;
+        let (gg, d) = (self.spec.grid * self.spec.grid, self.spec.dim());
+        let mut out = vec![0.0f32; self.batch * d];
+        for (b, feat) in out.chunks_mut(d).enumerate() {
+            for row in z[b * gg * d..(b + 1) * gg * d].chunks(d) {
+                feat.iter_mut()
+                    .zip(row)
+                    .for_each(|(f, v)| *f += v / gg as f32);
+            }
+        }
+        Ok(out)
     }
 
     /// Record zeroing of the gradients, forward and backward (no optimiser step).
