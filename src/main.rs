@@ -26,6 +26,8 @@ enum Command {
     Pretrain(cli::pretrain::PretrainArgs),
     /// One forward and backward on given weights and crops; dump loss and gradients.
     DebugStep(cli::debug_step::DebugStepArgs),
+    /// Time every kernel of a training step: GPU time, FLOPs, bytes, GFLOP/s, idle time.
+    Profile(cli::profile::ProfileArgs),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Command::Info { adapter } => cli::info::run(&adapter.into()),
         Command::Pretrain(args) => cli::pretrain::run(args),
         Command::DebugStep(args) => cli::debug_step::run(args),
+        Command::Profile(args) => cli::profile::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -3,6 +3,7 @@
 pub mod debug_step;
 pub mod info;
 pub mod pretrain;
+pub mod profile;
 
 use clap::Args;
 

@@ -80,7 +80,18 @@ pub fn rel_offset(gpu: &Gpu, t: &Tensor) -> u32 {
     ((t.offset * 4 - base) / 4) as u32
 }
 
-#[derive(Debug)]
+/// What a launch does, counted from its shapes: floating-point operations and the bytes it
+/// must move at least (each input read once, each output written once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub flops: u64,
+    pub bytes: u64,
+}
+
+/// Runs the launch's CPU reference once on inputs of the launch's shapes (for
+/// `cpc profile --compare`).
+pub type Reference = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 pub struct Launch {
     /// The shader's name, with the entry point where it has several: "matmul",
     /// "layer_norm.forward".
@@ -90,6 +101,18 @@ pub struct Launch {
     /// The uniform buffer, so per-step values (Adam's step) can be rewritten in place.
     pub uniforms: wgpu::Buffer,
     pub workgroups: [u32; 3],
+    pub cost: Cost,
+    pub reference: Option<Reference>,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("name", &self.name)
+            .field("workgroups", &self.workgroups)
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
 }
 
 /// "file" for a shader's only (main) entry point, "file.entry" otherwise; interned so a
@@ -216,7 +239,24 @@ impl Launch {
             bind_group,
             uniforms,
             workgroups,
+            cost: Cost::default(),
+            reference: None,
         })
+    }
+
+    /// The launch's FLOPs and minimal bytes moved (f32 elements read and written).
+    pub fn cost(mut self, flops: u64, floats_moved: u64) -> Launch {
+        self.cost = Cost {
+            flops,
+            bytes: 4 * floats_moved,
+        };
+        self
+    }
+
+    /// The launch's CPU reference, run on inputs of its shapes.
+    pub fn reference(mut self, f: impl Fn() + Send + Sync + 'static) -> Launch {
+        self.reference = Some(std::sync::Arc::new(f));
+        self
     }
 
     /// Record the dispatch into a compute pass.

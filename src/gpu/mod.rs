@@ -7,5 +7,7 @@ pub(crate) mod tensor;
 
 pub use context::{list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu};
 pub use kernels::Shader;
-pub use launch::{layout_of, rel_offset, spread, Launch, Uniform, UniformLayout, SPREAD_X};
+pub use launch::{
+    layout_of, rel_offset, spread, Cost, Launch, Reference, Uniform, UniformLayout, SPREAD_X,
+};
 pub use tensor::{Tensor, STORAGE};

@@ -116,15 +116,26 @@ impl Adam {
                     "sum_squares",
                     &[(2, grad), (5, &partials)],
                     [NORM_GROUPS, 1, 1],
-                )?,
+                )?
+                .cost(2 * n as u64, n as u64)
+                .reference(move || {
+                    crate::cpu::adam::grad_norm(&vec![0.5; n]);
+                }),
                 l("finish_norm", &[(5, &partials), (6, &norm)], [1, 1, 1])?,
             ],
+            // About 15 FLOPs an element (moments, bias corrections, sqrt, divide, decay);
+            // reads param, grad, m and v, writes param, m and v.
             step_launch: l(
                 "step",
                 &[(1, param), (2, grad), (3, m), (4, v), (6, &norm)],
                 each,
-            )?,
-            zero_launch: l("zero_grads", &[(2, grad)], each)?,
+            )?
+            .cost(15 * n as u64, 7 * n as u64)
+            .reference(move || {
+                let (mut p, mut m, mut v) = (vec![0.5; n], vec![0.0; n], vec![0.0; n]);
+                crate::cpu::adam::step(&config, 1, 1e-3, &mut p, &vec![0.5; n], &mut m, &mut v);
+            }),
+            zero_launch: l("zero_grads", &[(2, grad)], each)?.cost(0, n as u64),
             norm,
         })
     }

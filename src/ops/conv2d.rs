@@ -127,6 +127,21 @@ impl Conv2d {
         [self.n, self.cout, oh, ow]
     }
 
+    pub fn x_len(&self) -> usize {
+        self.x_shape().iter().product()
+    }
+    pub fn w_len(&self) -> usize {
+        self.w_shape().iter().product()
+    }
+    pub fn y_len(&self) -> usize {
+        self.y_shape().iter().product()
+    }
+
+    /// Floats a forward (or backward-input) pass moves at least: input, weights, output.
+    pub fn moved(&self) -> u64 {
+        (self.x_len() + self.w_len() + self.y_len()) as u64
+    }
+
     /// Multiply-adds of the forward times two (bias not counted).
     pub fn flops(&self) -> u64 {
         let (oh, ow) = self.out_hw();
@@ -232,6 +247,19 @@ pub fn forward(
         &[x, w, b, y],
         [wx, wy, c.cout.div_ceil(BLOCK) as u32],
     )
+    .map(|l| {
+        let conv = *c;
+        l.cost(c.flops(), c.moved()).reference(move || {
+            let mut y = vec![0.0; conv.y_len()];
+            crate::cpu::conv2d::forward(
+                &conv,
+                &vec![0.5; conv.x_len()],
+                &vec![0.5; conv.w_len()],
+                &vec![0.5; conv.cout],
+                &mut y,
+            );
+        })
+    })
 }
 
 /// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy.
@@ -283,6 +311,19 @@ pub fn backward_input(
         &[dy, w, dx],
         [wx, wy, (s * s * c.cin.div_ceil(BLOCK)) as u32],
     )
+    .map(|l| {
+        let conv = *c;
+        l.cost(c.flops(), c.moved()).reference(move || {
+            let mut dx = vec![0.0; conv.x_len()];
+            crate::cpu::conv2d::backward_input(
+                &conv,
+                &vec![0.5; conv.y_len()],
+                &vec![0.5; conv.w_len()],
+                &mut dx,
+                accumulate,
+            );
+        })
+    })
 }
 
 /// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy: the chunked
@@ -344,7 +385,21 @@ pub fn backward_weight(
         &params,
         &[x, dy, &partial],
         [wx, wy, chunks as u32],
-    )?;
+    )?
+    .cost(c.flops(), (c.x_len() + c.y_len() + chunks * dw_size) as u64)
+    .reference({
+        let conv = *c;
+        move || {
+            let (mut dw, mut db) = (vec![0.0; conv.w_len()], vec![0.0; conv.cout]);
+            crate::cpu::conv2d::backward_weight(
+                &conv,
+                &vec![0.5; conv.x_len()],
+                &vec![0.5; conv.y_len()],
+                &mut dw,
+                &mut db,
+            );
+        }
+    });
     Ok(vec![
         chunked,
         sum_channels::launch(gpu, &partial, [chunks, dw_size, 1], dw, 1.0, true)?,

@@ -108,7 +108,9 @@ fn launch(
         _pad: 0,
     };
     let wg = spread(gpu, kernel, cr.packed_len().div_ceil(256) as u64)?;
+    let n = cr.packed_len();
     Launch::new(gpu, Shader::CopyRows, "main", &[], &params, &[src, dst], wg)
+        .map(|l| l.cost(0, (2 + accumulate as usize) as u64 * n as u64))
 }
 
 /// Plan dst (+)= the blocks of src: dst packed [blocks * rows_per_block, width], src strided.

@@ -87,6 +87,20 @@ pub fn launch(
         &[a, b, out],
         wg,
     )
+    .map(|l| {
+        let moved = n * (2 + op.binary() as usize + accumulate as usize);
+        l.cost(n as u64, moved as u64).reference(move || {
+            let mut out = vec![0.0; n];
+            crate::cpu::elementwise::launch(
+                op,
+                &vec![0.5; n],
+                &vec![0.5; n],
+                &mut out,
+                alpha,
+                accumulate,
+            );
+        })
+    })
 }
 
 /// y = relu(x).

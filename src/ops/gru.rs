@@ -201,15 +201,20 @@ pub fn forward(gpu: &Gpu, gru: &Gru, z: &Tensor, w: &GruWeights, c: &Tensor) -> 
             gates_offset: rel_offset(gpu, &gates),
             _pad: 0,
         };
-        launches.push(Launch::new(
-            gpu,
-            Shader::Gru,
-            "gates_forward",
-            &[],
-            &params,
-            &[&gi, &gh, &w.bias_ih, &w.bias_hh, c, &hprev, &gates],
-            wg,
-        )?);
+        launches.push(
+            Launch::new(
+                gpu,
+                Shader::Gru,
+                "gates_forward",
+                &[],
+                &params,
+                &[&gi, &gh, &w.bias_ih, &w.bias_hh, c, &hprev, &gates],
+                wg,
+            )?
+            // Per element: bias adds, two sigmoids, a tanh and the blend (~20 FLOPs); reads gi,
+            // gh and h, writes h, hprev and four saved values.
+            .cost(20 * (s * h) as u64, (13 * s * h) as u64),
+        );
     }
     Ok(GruForward {
         gru: *gru,
@@ -265,15 +270,18 @@ pub fn backward(
             _pad0: 0,
             _pad1: 0,
         };
-        launches.push(Launch::new(
-            gpu,
-            Shader::Gru,
-            "gates_backward",
-            &[],
-            &params,
-            &[dc, &fwd.gates, &fwd.hprev, &carry, &dgi, &dgh],
-            wg,
-        )?);
+        launches.push(
+            Launch::new(
+                gpu,
+                Shader::Gru,
+                "gates_backward",
+                &[],
+                &params,
+                &[dc, &fwd.gates, &fwd.hprev, &carry, &dgi, &dgh],
+                wg,
+            )?
+            .cost(25 * (s * h) as u64, (13 * s * h) as u64),
+        );
         if t > 0 {
             // carry += dGh_t W_hh: the rest of the gradient reaching h_{t-1}.
             let dgh_t = dgh.view(t * s * 3 * h, &[s, 3 * h]);

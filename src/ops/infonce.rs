@@ -257,25 +257,39 @@ pub fn forward(
         fwd.launches
             .push(matmul::forward(gpu, &inf.scores_matmul(k), p, z, &scores)?);
         // Per query: loss, correct, dS.
-        fwd.launches.push(Launch::new(
-            gpu,
-            Shader::Infonce,
-            "infonce_rows",
-            &[],
-            &params,
-            &[&scores, &dscores, &row_stats],
-            spread(gpu, "infonce_rows", q as u64)?,
-        )?);
+        fwd.launches.push(
+            Launch::new(
+                gpu,
+                Shader::Infonce,
+                "infonce_rows",
+                &[],
+                &params,
+                &[&scores, &dscores, &row_stats],
+                spread(gpu, "infonce_rows", q as u64)?,
+            )?
+            // Per score: max, exp, sum, then softmax minus one-hot (~8 FLOPs, exp counted once);
+            // scores read twice, dS written once.
+            .cost(8 * (q * n) as u64, (3 * q * n) as u64)
+            .reference({
+                let (inf, k) = (inf.clone(), k);
+                move || {
+                    crate::cpu::infonce::rows(&inf, k, &vec![0.5; q * n]);
+                }
+            }),
+        );
         // Means over the queries into stats; the total over steps accumulates.
-        fwd.launches.push(Launch::new(
-            gpu,
-            Shader::Infonce,
-            "infonce_reduce",
-            &[],
-            &params,
-            &[&row_stats, stats],
-            [1, 1, 1],
-        )?);
+        fwd.launches.push(
+            Launch::new(
+                gpu,
+                Shader::Infonce,
+                "infonce_reduce",
+                &[],
+                &params,
+                &[&row_stats, stats],
+                [1, 1, 1],
+            )?
+            .cost(2 * q as u64, 2 * q as u64),
+        );
         fwd.scores.push(scores);
         fwd.dscores.push(dscores);
         fwd.row_stats.push(row_stats);

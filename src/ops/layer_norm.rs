@@ -122,6 +122,21 @@ pub fn forward(
         &[(1, x), (2, gamma), (3, beta), (4, y), (5, stats)],
         spread(gpu, KERNEL, ln.n as u64)?,
     )
+    .map(|l| {
+        let ln = *ln;
+        // Mean, squared deviations, then normalise and scale: about 7 FLOPs an element, and
+        // x is read three times.
+        l.cost(7 * m as u64, (4 * m) as u64).reference(move || {
+            let (c, mut y) = (ln.channels, vec![0.0; m]);
+            crate::cpu::layer_norm::forward(
+                &ln,
+                &vec![0.5; m],
+                &vec![1.0; c],
+                &vec![0.0; c],
+                &mut y,
+            );
+        })
+    })
 }
 
 /// Plan dx (+)= and dgamma +=, dbeta += from dy, the input x and the saved stats.
@@ -173,7 +188,25 @@ pub fn backward(
             &params,
             &[(1, x), (2, gamma), (5, stats), (6, dy), (7, dx)],
             spread(gpu, KERNEL, ln.n as u64)?,
-        )?,
+        )?
+        .cost(12 * m as u64, (5 * m) as u64)
+        .reference({
+            let ln = *ln;
+            move || {
+                let (mut dx, mut dg, mut db) = (vec![0.0; m], vec![0.0; c], vec![0.0; c]);
+                let ones = vec![1.0; c];
+                crate::cpu::layer_norm::backward(
+                    &ln,
+                    &vec![0.5; m],
+                    &ones,
+                    &vec![0.5; m],
+                    &mut dx,
+                    &mut dg,
+                    &mut db,
+                    accumulate,
+                );
+            }
+        }),
         Launch::with_bindings(
             gpu,
             Shader::LayerNorm,
@@ -182,6 +215,7 @@ pub fn backward(
             &params,
             &[(1, x), (5, stats), (6, dy), (8, dgamma), (9, dbeta)],
             spread(gpu, KERNEL, c as u64)?,
-        )?,
+        )?
+        .cost(5 * m as u64, (2 * m) as u64),
     ])
 }

@@ -198,6 +198,15 @@ pub fn forward(gpu: &Gpu, mm: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
             mm.batch as u32,
         ],
     )
+    .map(|l| {
+        let (b, m, n, k) = (mm.batch, mm.m, mm.n, mm.k);
+        let moved = b * (m * k + k * n + m * n * (1 + mm.accumulate as usize));
+        let (spec, [la, lb, lc]) = (*mm, mm.needs());
+        l.cost(mm.flops(), moved as u64).reference(move || {
+            let mut out = vec![0.0; lc];
+            crate::cpu::matmul::forward(&spec, &vec![0.5; la], &vec![0.5; lb], &mut out);
+        })
+    })
 }
 
 /// The two products of the backward pass, as matmul specs on (first, second) operands:

@@ -56,6 +56,13 @@ pub fn forward(gpu: &Gpu, x: &Tensor, dims: [usize; 3], y: &Tensor) -> Result<La
         &[(1, x), (2, y)],
         wg,
     )
+    .map(|l| {
+        let n = x.len();
+        l.cost(n as u64, (n + rows) as u64).reference(move || {
+            let mut y = vec![0.0; dims[0] * dims[1]];
+            crate::cpu::mean_pool::forward(&vec![0.5; n], dims, &mut y);
+        })
+    })
 }
 
 /// Plan dx[n, c, l] (+)= dy[n, c] / inner.
@@ -85,4 +92,20 @@ pub fn backward(
         &[(3, dy), (4, dx)],
         wg,
     )
+    .map(|l| {
+        let n = dx.len();
+        l.cost(
+            n as u64,
+            (n * (1 + accumulate as usize) + n / dims[2]) as u64,
+        )
+        .reference(move || {
+            let mut dx = vec![0.0; n];
+            crate::cpu::mean_pool::backward(
+                &vec![0.5; dims[0] * dims[1]],
+                dims,
+                &mut dx,
+                accumulate,
+            );
+        })
+    })
 }

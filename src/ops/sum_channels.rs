@@ -61,5 +61,17 @@ pub fn launch(
         ("main", channels)
     };
     let wg = spread(gpu, kernel, groups as u64)?;
-    Launch::new(gpu, Shader::SumChannels, entry, &[], &params, &[x, out], wg)
+    let n = outer * channels * inner;
+    Launch::new(gpu, Shader::SumChannels, entry, &[], &params, &[x, out], wg).map(|l| {
+        l.cost(n as u64, (n + channels) as u64).reference(move || {
+            let mut out = vec![0.0; channels];
+            crate::cpu::sum_channels::launch(
+                &vec![0.5; n],
+                [outer, channels, inner],
+                &mut out,
+                alpha,
+                accumulate,
+            );
+        })
+    })
 }

@@ -1,0 +1,307 @@
+//! `cpc profile`: a few training steps of a preset, timed kernel by kernel on the GPU
+//! (timestamp queries, one compute pass per kernel, through wgpu-profiler), with FLOPs and
+//! bytes counted from the shapes, the whole step's time, and the GPU's idle time between
+//! kernels. Without timestamp queries it times each kernel's submission on the host.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::cli::AdapterArgs;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Launch};
+use crate::model::memory;
+use crate::model::{ModelSpec, ParamLayout};
+use crate::ops::adam::AdamConfig;
+use crate::train::Config;
+
+#[derive(Args, Clone, Debug)]
+pub struct ProfileArgs {
+    /// Model preset: paper, laptop, small or tiny.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// A TOML file overriding the preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Images per step (default: the preset's).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// Steps to measure, after the warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Steps run first and not measured (pipeline compilation, caches).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Write one step as a Chrome trace (chrome://tracing, Perfetto).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Also run each kernel's CPU reference on the same shapes and print the ratio.
+    #[arg(long)]
+    pub compare: bool,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+/// One kernel's figures over a step.
+#[derive(Default, Clone)]
+struct Row {
+    calls: usize,
+    seconds: f64,
+    flops: u64,
+    bytes: u64,
+    cpu_seconds: Option<f64>,
+}
+
+/// Time every launch of one step with timestamp queries: (name, seconds) in order, the span
+/// from the first kernel's start to the last one's end, and the raw results for a trace.
+fn timed_step(
+    gpu: &Gpu,
+    profiler: &mut wgpu_profiler::GpuProfiler,
+    launches: &[&Launch],
+) -> Result<
+    Option<(
+        Vec<(String, f64)>,
+        f64,
+        Vec<wgpu_profiler::GpuTimerQueryResult>,
+    )>,
+> {
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut scope = profiler.scope("step", &mut enc);
+        for l in launches {
+            let mut pass = scope.scoped_compute_pass(l.name);
+            l.record(&mut pass);
+        }
+    }
+    profiler.resolve_queries(&mut enc);
+    gpu.queue.submit([enc.finish()]);
+    profiler
+        .end_frame()
+        .map_err(|e| Error::Other(format!("profiler: {e}")))?;
+    gpu.sync("profiled step")?;
+    let Some(results) = profiler.process_finished_frame(gpu.queue.get_timestamp_period()) else {
+        return Ok(None);
+    };
+    let kernels = &results[0].nested_queries;
+    let times: Vec<(String, f64)> = kernels
+        .iter()
+        .filter_map(|q| q.time.as_ref().map(|t| (q.label.clone(), t.end - t.start)))
+        .collect();
+    if times.len() != launches.len() {
+        return Ok(None);
+    }
+    let start = kernels
+        .iter()
+        .filter_map(|q| q.time.as_ref())
+        .map(|t| t.start)
+        .fold(f64::MAX, f64::min);
+    let end = kernels
+        .iter()
+        .filter_map(|q| q.time.as_ref())
+        .map(|t| t.end)
+        .fold(f64::MIN, f64::max);
+    Ok(Some((times, end - start, results)))
+}
+
+/// Time every launch of one step on the host: each alone, submitted and waited for.
+fn host_timed_step(gpu: &Gpu, launches: &[&Launch]) -> Result<Vec<(String, f64)>> {
+    launches
+        .iter()
+        .map(|l| {
+            let t = Instant::now();
+            gpu.run(&[l])?;
+            Ok((l.name.to_string(), t.elapsed().as_secs_f64()))
+        })
+        .collect()
+}
+
+pub fn run(args: &ProfileArgs) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::from_toml_overrides(
+            &args.preset,
+            &std::fs::read_to_string(p).map_err(|source| Error::Io {
+                path: p.clone(),
+                source,
+            })?,
+        )?,
+        None => Config::preset(&args.preset)?,
+    };
+    if let Some(b) = args.batch {
+        cfg.train.batch = b;
+    }
+    let batch = cfg.train.batch as usize;
+    let spec = ModelSpec::from(&cfg.model);
+    let gpu = Gpu::new(&(&args.adapter).into())?;
+    println!(
+        "adapter: {} ({:?}, {:?})",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
+    memory::check_fits(&gpu, &spec, batch, None)?;
+    let layout = ParamLayout::new(&spec);
+    let (model, plan) = memory::plan(&gpu, &spec, batch, &layout.init(0), AdamConfig::default())?;
+    println!(
+        "preset {}, batch {batch}: {} parameters",
+        args.preset,
+        layout.count()
+    );
+    println!("planned GPU memory: {plan}");
+
+    // Fixed inputs: the profile measures kernels, not data loading.
+    let crops: Vec<f32> = (0..batch * 3 * spec.crop * spec.crop)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let launches = model.step_launches();
+    let whole_step = |t: u64| -> Result<Duration> {
+        model.set_inputs(&gpu, &crops, t, 1e-4, t as u32)?;
+        let start = Instant::now();
+        model.run(&gpu, |m, pass| m.record_step(pass))?;
+        Ok(start.elapsed())
+    };
+    for t in 0..args.warmup {
+        whole_step(t as u64 + 1)?;
+    }
+    // The whole step as training runs it: one pass, one submission.
+    let mut step_times = Vec::new();
+    for t in 0..args.steps.max(1) {
+        step_times.push(whole_step((args.warmup + t) as u64 + 1)?.as_secs_f64());
+    }
+    step_times.sort_by(f64::total_cmp);
+    let step_seconds = step_times[step_times.len() / 2];
+
+    let has_timestamps = gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    let mut profiler = if has_timestamps {
+        Some(
+            wgpu_profiler::GpuProfiler::new(
+                &gpu.device,
+                wgpu_profiler::GpuProfilerSettings::default(),
+            )
+            .map_err(|e| Error::Other(format!("profiler: {e:?}")))?,
+        )
+    } else {
+        None
+    };
+    let mut per_step: Vec<Vec<(String, f64)>> = Vec::new();
+    let mut spans = Vec::new();
+    let mut trace = None;
+    let mut source = "GPU timestamps, one compute pass per kernel";
+    for _ in 0..args.steps.max(1) {
+        let timed = match profiler.as_mut() {
+            Some(p) => timed_step(&gpu, p, &launches)?,
+            None => None,
+        };
+        match timed {
+            Some((times, span, results)) => {
+                spans.push(span);
+                trace.get_or_insert(results);
+                per_step.push(times);
+            }
+            None => {
+                source = "host timing of each kernel's submission (this adapter has no timestamp queries)";
+                per_step.push(host_timed_step(&gpu, &launches)?);
+            }
+        }
+    }
+
+    // Per kernel name: calls, mean time per step, FLOPs and bytes from the shapes.
+    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
+    for l in &launches {
+        let r = rows.entry(l.name).or_default();
+        r.calls += 1;
+        r.flops += l.cost.flops;
+        r.bytes += l.cost.bytes;
+    }
+    let steps = per_step.len() as f64;
+    for step in &per_step {
+        for (name, t) in step {
+            rows.get_mut(name.as_str())
+                .expect("a launch's name")
+                .seconds += t / steps;
+        }
+    }
+    if args.compare {
+        eprintln!("running the CPU references on the same shapes ...");
+        for l in &launches {
+            if let Some(f) = &l.reference {
+                let t = Instant::now();
+                f();
+                *rows.get_mut(l.name).unwrap().cpu_seconds.get_or_insert(0.0) +=
+                    t.elapsed().as_secs_f64();
+            }
+        }
+    }
+    let kernel_seconds: f64 = rows.values().map(|r| r.seconds).sum();
+    let mut order: Vec<(&str, Row)> = rows.into_iter().collect();
+    order.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+
+    println!(
+        "\nper kernel, per step ({source}; mean of {} steps):",
+        per_step.len()
+    );
+    print!(
+        "{:<34} {:>5} {:>10} {:>6} {:>9} {:>9} {:>8} {:>8}",
+        "kernel", "calls", "ms", "share", "MFLOP", "MB", "GFLOP/s", "GB/s"
+    );
+    if args.compare {
+        print!(" {:>10} {:>8}", "CPU ms", "CPU/GPU");
+    }
+    println!();
+    for (name, r) in &order {
+        let gflops = r.flops as f64 / r.seconds.max(1e-12) / 1e9;
+        let gbs = r.bytes as f64 / r.seconds.max(1e-12) / 1e9;
+        print!(
+            "{:<34} {:>5} {:>10.3} {:>5.1}% {:>9.1} {:>9.1} {:>8.2} {:>8.2}",
+            name,
+            r.calls,
+            r.seconds * 1e3,
+            100.0 * r.seconds / kernel_seconds,
+            r.flops as f64 / 1e6,
+            r.bytes as f64 / 1e6,
+            gflops,
+            gbs
+        );
+        if args.compare {
+            match r.cpu_seconds {
+                Some(c) => print!(" {:>10.2} {:>8.2}", c * 1e3, c / r.seconds.max(1e-12)),
+                None => print!(" {:>10} {:>8}", "-", "-"),
+            }
+        }
+        println!();
+    }
+    let flops: u64 = launches.iter().map(|l| l.cost.flops).sum();
+    println!(
+        "\nwhole step (one pass, as training runs it): {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.2} GFLOP a step)",
+        step_seconds * 1e3,
+        batch as f64 / step_seconds,
+        flops as f64 / step_seconds / 1e9,
+        flops as f64 / 1e9
+    );
+    println!(
+        "sum of kernel times: {:.1} ms over {} launches",
+        kernel_seconds * 1e3,
+        launches.len()
+    );
+    if !spans.is_empty() {
+        let span = spans.iter().sum::<f64>() / spans.len() as f64;
+        println!(
+            "GPU idle between kernels: {:.1} ms of a {:.1} ms span ({:.1} %)",
+            (span - kernel_seconds).max(0.0) * 1e3,
+            span * 1e3,
+            100.0 * (span - kernel_seconds).max(0.0) / span
+        );
+    }
+    if let Some(path) = &args.trace {
+        let results = trace.ok_or_else(|| {
+            Error::Other("no GPU timestamps on this adapter: no trace to write".into())
+        })?;
+        wgpu_profiler::chrometrace::write_chrometrace(path, &results).map_err(|source| {
+            Error::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        println!("trace of one step: {}", path.display());
+    }
+    Ok(())
+}
