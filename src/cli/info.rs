@@ -43,11 +43,15 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
         println!("  {name:<26} {}", if yes { "yes" } else { "no" });
     }
     println!("\nlimits:");
-    let rows: [(&str, String); 8] = [
+    let rows: [(&str, String); 9] = [
         ("max buffer size", mib(l.max_buffer_size)),
         (
             "max storage binding size",
             mib(l.max_storage_buffer_binding_size as u64),
+        ),
+        (
+            "max uniform binding size",
+            format!("{} KiB", l.max_uniform_buffer_binding_size / 1024),
         ),
         (
             "storage buffers per stage",
