@@ -2,13 +2,15 @@
 // for clipping and the zeroing of gradients.
 //
 // Bindings: 0 AdamParams (uniform), 1 param [n] (read_write), 2 grad [n] (read_write),
-// 3 m [n] (read_write), 4 v [n] (read_write), 5 partials [256] (read_write),
-// 6 norm [1] (read_write).
+// 3 m [n] (read_write), 4 v [n] (read_write), 5 partials [256 per chunk] (read_write),
+// 6 norm [1] (read_write). A parameter buffer over the binding limit is cut into chunks,
+// each launched on its own (ops::adam); the norm sums the partials of every chunk.
 // Entry points, in the order a step runs them:
 //   sum_squares  (2, 5)        256 workgroups of 256 threads; thread t of workgroup w sums
 //                              grad^2 over elements w*256+t, stepping by 65536; overwrites
 //                              partials[w].
-//   finish_norm  (5, 6)        one workgroup; overwrites norm[0] = sqrt(sum of partials).
+//   finish_norm  (5, 6)        one workgroup; overwrites norm[0] = sqrt(sum of all
+//                              partials_count partials).
 //   step         (1, 2, 3, 4, 6)  one thread per element, workgroups of 256 spread over y:
 //       g = grad * clip, clip = min(1, max_norm / norm) when max_norm > 0, else 1
 //       m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
@@ -31,9 +33,9 @@ struct AdamParams {
     bc1: f32,
     bc2: f32,
     max_norm: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    partials_offset: u32,
+    partials_count: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
@@ -64,13 +66,16 @@ fn sum_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         s += g * g;
     }
     let total = reduce(li, s);
-    if (li == 0u) { partials[wid.x] = total; }
+    if (li == 0u) { partials[p.partials_offset + wid.x] = total; }
 }
 
 @compute @workgroup_size(256)
 fn finish_norm(@builtin(local_invocation_index) li: u32) {
-    _ = p.n; // every entry point binds the uniforms at 0
-    let total = reduce(li, partials[li]);
+    var s = 0.0;
+    for (var i = li; i < p.partials_count; i += 256u) {
+        s += partials[p.partials_offset + i];
+    }
+    let total = reduce(li, s);
     if (li == 0u) { norm[0] = sqrt(total); }
 }
 

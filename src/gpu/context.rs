@@ -241,6 +241,14 @@ impl Gpu {
         crate::gpu::tensor::record_sizes(on)
     }
 
+    /// Allocate in `f` without recording sizes (buffers a plan counts apart).
+    pub fn unrecorded<T>(&self, f: impl FnOnce() -> T) -> T {
+        let state = crate::gpu::tensor::pause_recording();
+        let out = f();
+        crate::gpu::tensor::resume_recording(state);
+        out
+    }
+
     /// Report (and clear) an error wgpu raised outside a scope.
     pub fn check(&self, what: &str) -> Result<()> {
         let mut errs = self.uncaptured.lock().unwrap();

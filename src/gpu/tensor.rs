@@ -12,6 +12,15 @@ thread_local! {
     static SIZES: std::cell::RefCell<Option<Vec<u64>>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Stop recording for a while: returns what resuming needs.
+pub(crate) fn pause_recording() -> Option<Vec<u64>> {
+    SIZES.with_borrow_mut(|s| s.take())
+}
+
+pub(crate) fn resume_recording(state: Option<Vec<u64>>) {
+    SIZES.with_borrow_mut(|s| *s = state)
+}
+
 pub(crate) fn record_sizes(on: bool) -> Vec<u64> {
     SIZES.with_borrow_mut(|sizes| {
         let out = sizes.take().unwrap_or_default();

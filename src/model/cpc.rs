@@ -552,7 +552,9 @@ impl CpcModel {
 
     /// Record zeroing of the gradients, forward and backward (no optimiser step).
     pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.adam.zero_launch.record(pass);
+        for l in &self.adam.zero_launches {
+            l.record(pass);
+        }
         self.record_forward(pass);
         for l in &self.backward {
             l.record(pass);
@@ -570,7 +572,8 @@ impl CpcModel {
 
     /// Every launch of a step in order, with names, for profiling.
     pub fn step_launches(&self) -> Vec<&Launch> {
-        let mut v = vec![&self.adam.zero_launch, &self.patches_launch];
+        let mut v: Vec<&Launch> = self.adam.zero_launches.iter().collect();
+        v.push(&self.patches_launch);
         v.extend(self.forward.iter());
         v.extend(self.backward.iter());
         v.extend(self.adam.launches());

@@ -14,7 +14,8 @@ pub struct MemoryPlan {
     pub params_bytes: u64,
     /// Everything: parameters, gradients, Adam moments, activations, their gradients, scratch.
     pub total_bytes: u64,
-    /// The largest single buffer, which must fit the adapter's binding limit.
+    /// The largest buffer bound whole, which must fit the adapter's binding limit (the flat
+    /// parameter, gradient and moment buffers are bound in pieces and not counted here).
     pub largest_bytes: u64,
 }
 
@@ -79,7 +80,7 @@ fn plan_with_sizes(
     let plan = MemoryPlan {
         batch,
         params_bytes: 4 * ParamLayout::new(spec).total as u64,
-        total_bytes: sizes.iter().sum(),
+        total_bytes: 4 * 4 * ParamLayout::new(spec).total as u64 + sizes.iter().sum::<u64>(),
         largest_bytes: sizes.iter().copied().max().unwrap_or(0),
     };
     Ok((model, plan, sizes))
@@ -129,7 +130,7 @@ impl Estimate {
         MemoryPlan {
             batch,
             params_bytes: self.params_bytes,
-            total_bytes: each.iter().sum(),
+            total_bytes: 4 * self.params_bytes + each.iter().sum::<u64>(),
             largest_bytes: each.iter().copied().max().unwrap_or(0),
         }
     }

@@ -179,14 +179,18 @@ pub struct ParamBuffers {
 }
 
 impl ParamBuffers {
+    /// The four flat buffers. A memory plan counts them apart from the rest (see
+    /// model::memory): they may exceed the binding limit, as nothing binds them whole.
     pub fn new(gpu: &Gpu, layout: ParamLayout, init: &[f32]) -> Result<ParamBuffers> {
         let n = layout.total;
-        Ok(ParamBuffers {
-            params: Tensor::from_slice(gpu, "params", &[n], init)?,
-            grads: Tensor::zeros(gpu, "grads", &[n])?,
-            m: Tensor::zeros(gpu, "adam m", &[n])?,
-            v: Tensor::zeros(gpu, "adam v", &[n])?,
-            layout,
+        gpu.unrecorded(|| {
+            Ok(ParamBuffers {
+                params: Tensor::from_slice(gpu, "params", &[n], init)?,
+                grads: Tensor::zeros(gpu, "grads", &[n])?,
+                m: Tensor::zeros(gpu, "adam m", &[n])?,
+                v: Tensor::zeros(gpu, "adam v", &[n])?,
+                layout,
+            })
         })
     }
 }

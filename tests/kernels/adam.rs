@@ -50,6 +50,45 @@ fn adam_step_matches_reference() {
 }
 
 #[test]
+fn adam_cut_into_chunks_matches_reference() {
+    // Buffers over the binding limit are cut into chunks; 2500 elements in chunks of 1000
+    // (960 after rounding to 64) give three chunks, the last one short, and the clipping
+    // norm must still be over all of them.
+    let n = 2500;
+    let mut r = rng(77);
+    let cfg = AdamConfig {
+        max_norm: 2.0,
+        weight_decay: 0.05,
+        ..Default::default()
+    };
+    let (mut p, mut m, mut v) = (random(&mut r, n), vec![0.0; n], vec![0.0; n]);
+    let g = random(&mut r, n);
+    let (tp, tg, tm, tv) = (
+        upload(&[n], &p),
+        upload(&[n], &g),
+        upload(&[n], &m),
+        upload(&[n], &v),
+    );
+    let adam = Adam::chunked(gpu(), cfg, &tp, &tg, &tm, &tv, 1000).unwrap();
+    assert_eq!(adam.step_launches.len(), 3);
+    adam.set_step(gpu(), 1, 1e-2);
+    gpu().run(&adam.launches()).unwrap();
+    cpu::adam::step(&cfg, 1, 1e-2, &mut p, &g, &mut m, &mut v);
+    assert_close(
+        "norm",
+        &read(&adam.norm),
+        &[cpu::adam::grad_norm(&g)],
+        0.0,
+        1e-5,
+    );
+    assert_close("param", &read(&tp), &p, 2e-5, 1e-4);
+    gpu()
+        .run(&adam.zero_launches.iter().collect::<Vec<_>>())
+        .unwrap();
+    assert_close("zeroed grad", &read(&tg), &vec![0.0; n], 0.0, 0.0);
+}
+
+#[test]
 fn adam_clips_by_global_norm() {
     // With a tiny max_norm the first step of plain Adam is unchanged (sign-like), but the
     // moments see the clipped gradient: m = (1 - beta1) * g * max_norm / |g|.
@@ -81,7 +120,9 @@ fn adam_zeroes_gradients() {
         Tensor::zeros(gpu(), "v", &[n]).unwrap(),
     );
     let adam = Adam::new(gpu(), AdamConfig::default(), &tp, &tg, &tm, &tv).unwrap();
-    gpu().run(&[&adam.zero_launch]).unwrap();
+    gpu()
+        .run(&adam.zero_launches.iter().collect::<Vec<_>>())
+        .unwrap();
     assert_close("grad", &read(&tg), &vec![0.0; n], 0.0, 0.0);
 }
 
