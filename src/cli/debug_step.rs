@@ -12,7 +12,7 @@ use crate::gpu::Gpu;
 use crate::model::{CpcModel, ModelSpec, ParamLayout};
 use crate::ops::adam::AdamConfig;
 use crate::train::pretrain::flat_from_checkpoint;
-use crate::train::{Checkpoint, Config};
+use crate::train::Checkpoint;
 
 #[derive(Args, Clone, Debug)]
 pub struct DebugStepArgs {
@@ -36,16 +36,7 @@ pub struct DebugStepArgs {
 }
 
 pub fn run(args: &DebugStepArgs) -> Result<()> {
-    let cfg = match &args.config {
-        Some(p) => Config::from_toml_overrides(
-            &args.preset,
-            &std::fs::read_to_string(p).map_err(|source| Error::Io {
-                path: p.clone(),
-                source,
-            })?,
-        )?,
-        None => Config::preset(&args.preset)?,
-    };
+    let cfg = crate::cli::load_config(&args.preset, args.config.as_deref())?;
     let mut spec = ModelSpec::from(&cfg.model);
     spec.jitter = 0;
     let layout = ParamLayout::new(&spec);

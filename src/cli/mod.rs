@@ -7,7 +7,23 @@ pub mod profile;
 
 use clap::Args;
 
+use crate::error::{Error, Result};
 use crate::gpu::AdapterChoice;
+use crate::train::Config;
+
+/// The preset, with the fields of the TOML file at `config` (if any) overriding it.
+pub fn load_config(preset: &str, config: Option<&std::path::Path>) -> Result<Config> {
+    match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Config::from_toml_overrides(preset, &text)
+        }
+        None => Config::preset(preset),
+    }
+}
 
 /// Adapter choice shared by every subcommand that touches the GPU.
 #[derive(Args, Clone, Debug, Default)]

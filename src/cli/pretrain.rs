@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::cli::AdapterArgs;
 use crate::data::{Format, OnBadImage};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::ModelSpec;
@@ -76,16 +76,7 @@ pub struct PretrainArgs {
 impl PretrainArgs {
     /// The preset, the TOML overrides, then the flags.
     pub fn config(&self) -> Result<Config> {
-        let mut cfg = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                Config::from_toml_overrides(&self.preset, &text)?
-            }
-            None => Config::preset(&self.preset)?,
-        };
+        let mut cfg = crate::cli::load_config(&self.preset, self.config.as_deref())?;
         let t = &mut cfg.train;
         if let Some(b) = self.batch {
             t.batch = b;

@@ -15,7 +15,6 @@ use crate::gpu::{Gpu, Launch};
 use crate::model::memory;
 use crate::model::{ModelSpec, ParamLayout};
 use crate::ops::adam::AdamConfig;
-use crate::train::Config;
 
 #[derive(Args, Clone, Debug)]
 pub struct ProfileArgs {
@@ -118,16 +117,7 @@ fn host_timed_step(gpu: &Gpu, launches: &[&Launch]) -> Result<Vec<(String, f64)>
 }
 
 pub fn run(args: &ProfileArgs) -> Result<()> {
-    let mut cfg = match &args.config {
-        Some(p) => Config::from_toml_overrides(
-            &args.preset,
-            &std::fs::read_to_string(p).map_err(|source| Error::Io {
-                path: p.clone(),
-                source,
-            })?,
-        )?,
-        None => Config::preset(&args.preset)?,
-    };
+    let mut cfg = crate::cli::load_config(&args.preset, args.config.as_deref())?;
     if let Some(b) = args.batch {
         cfg.train.batch = b;
     }
