@@ -47,7 +47,7 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
         ("max buffer size", mib(l.max_buffer_size)),
         (
             "max storage binding size",
-            mib(l.max_storage_buffer_binding_size as u64),
+            mib(l.max_storage_buffer_binding_size),
         ),
         (
             "max uniform binding size",

@@ -53,19 +53,21 @@ struct Row {
     cpu_seconds: Option<f64>,
 }
 
+/// Per kernel (name, seconds) in order, the span from the first kernel's start to the last
+/// one's end, and the raw results for a trace.
+type TimedStep = (
+    Vec<(String, f64)>,
+    f64,
+    Vec<wgpu_profiler::GpuTimerQueryResult>,
+);
+
 /// Time every launch of one step with timestamp queries: (name, seconds) in order, the span
 /// from the first kernel's start to the last one's end, and the raw results for a trace.
 fn timed_step(
     gpu: &Gpu,
     profiler: &mut wgpu_profiler::GpuProfiler,
     launches: &[&Launch],
-) -> Result<
-    Option<(
-        Vec<(String, f64)>,
-        f64,
-        Vec<wgpu_profiler::GpuTimerQueryResult>,
-    )>,
-> {
+) -> Result<Option<TimedStep>> {
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {
         let mut scope = profiler.scope("step", &mut enc);

@@ -122,7 +122,7 @@ fn launch_name(shader: Shader, entry: &'static str) -> &'static str {
     use std::sync::Mutex;
     static NAMES: Mutex<Option<HashMap<(Shader, &'static str), &'static str>>> = Mutex::new(None);
     let mut names = NAMES.lock().unwrap();
-    *names
+    names
         .get_or_insert_with(HashMap::new)
         .entry((shader, entry))
         .or_insert_with(|| {
@@ -176,7 +176,7 @@ impl Launch {
                 value: max_dim as u64,
             });
         }
-        let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
         let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
         // Catch wgpu's validation errors here, as an Err naming the entry point, instead of
         // a panic or a poisoned submission later.

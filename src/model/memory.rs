@@ -144,7 +144,10 @@ pub fn check_fits(
     batch: usize,
     budget_bytes: Option<u64>,
 ) -> Result<MemoryPlan> {
-    let limit = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
     let fits = |p: &MemoryPlan| {
         p.largest_bytes <= limit && budget_bytes.is_none_or(|b| p.total_bytes <= b)
     };

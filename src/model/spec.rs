@@ -58,7 +58,10 @@ impl ModelSpec {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.grid < 2 || 2 * self.crop % (self.grid + 1) != 0 || self.patch() % 2 != 0 {
+        if self.grid < 2
+            || !(2 * self.crop).is_multiple_of(self.grid + 1)
+            || !self.patch().is_multiple_of(2)
+        {
             return bad(format!(
                 "crop {} and grid {} give patch 2*{}/({}+1), which must be an even integer",
                 self.crop, self.grid, self.crop, self.grid

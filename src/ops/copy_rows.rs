@@ -87,6 +87,7 @@ impl CopyRows {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn launch(
     gpu: &Gpu,
     kernel: &'static str,

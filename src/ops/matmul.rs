@@ -260,6 +260,7 @@ pub fn backward_specs(mm: &Matmul, accumulate: bool) -> (Matmul, Matmul) {
 
 /// Plan dA (+)= and dB (+)= for C = alpha op(A) op(B), given dC. The gradients take the
 /// shapes and strides of A and B.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
     mm: &Matmul,

@@ -41,7 +41,7 @@ const KERNEL: &str = "patches";
 /// [`params`] and `Launch::set_params`.
 pub fn forward(gpu: &Gpu, g: &Patches, crops: &Tensor, out: &Tensor, seed: u32) -> Result<Launch> {
     let s = g.crop();
-    if g.patch % 2 != 0 || g.jitter >= g.patch {
+    if !g.patch.is_multiple_of(2) || g.jitter >= g.patch {
         return shape_err(
             KERNEL,
             format!(

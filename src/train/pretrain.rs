@@ -367,7 +367,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
                     .join("/"),
                 summary.images_per_second
             ));
-            if (step + 1) % tc.log_every.max(1) == 0 || step + 1 == total {
+            if (step + 1).is_multiple_of(tc.log_every.max(1)) || step + 1 == total {
                 let (t0, s0) = last_log;
                 let ips =
                     ((step + 1 - s0) as f64 * batch as f64 / t0.elapsed().as_secs_f64()) as f32;
