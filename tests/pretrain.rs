@@ -275,3 +275,78 @@ fn pretraining_the_tiny_preset_on_builtin_data_learns() {
         "offset-2 accuracy {acc2} not far above chance {chance_acc}"
     );
 }
+
+#[test]
+fn debug_step_dumps_the_loss_and_every_gradient() {
+    use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
+    use cpc::model::{ModelSpec, ParamLayout};
+    let dir = temp_dir("debug-step");
+    let spec = ModelSpec::from(&Config::preset("tiny").unwrap().model);
+    let layout = ParamLayout::new(&spec);
+    let params = layout.init(11);
+    let mut init = Checkpoint::new();
+    for v in &layout.views {
+        init.push(
+            v.name.clone(),
+            v.shape.clone(),
+            layout.slice(&params, &v.name).to_vec(),
+        );
+    }
+    init.save(dir.join("init.safetensors")).unwrap();
+    let crops: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let mut batch = Checkpoint::new();
+    batch.push("crops", vec![2, 3, 32, 32], crops.clone());
+    batch.save(dir.join("batch.safetensors")).unwrap();
+    let args = DebugStepArgs {
+        init: dir.join("init.safetensors"),
+        batch: dir.join("batch.safetensors"),
+        dump: dir.join("dump.safetensors"),
+        preset: "tiny".into(),
+        config: None,
+        adapter: cpc::cli::AdapterArgs {
+            software: true,
+            ..Default::default()
+        },
+    };
+    debug_step(&args).unwrap();
+    let dump = Checkpoint::load(dir.join("dump.safetensors")).unwrap();
+    // The loss agrees with the CPU reference model on the same weights and crops.
+    let want = cpu_loss(&spec, &params, &crops);
+    let got = dump.get("loss").unwrap().data[0];
+    assert!(
+        (got - want).abs() < 1e-3,
+        "loss {got} vs CPU reference {want}"
+    );
+    assert_eq!(dump.get("loss_k").unwrap().shape, vec![2]);
+    for v in &layout.views {
+        let g = dump
+            .get(&format!("grad.{}", v.name))
+            .unwrap_or_else(|| panic!("grad.{} missing", v.name));
+        assert_eq!(g.shape, v.shape);
+        assert!(
+            g.data.iter().all(|x| x.is_finite()) && g.data.iter().any(|&x| x != 0.0),
+            "{}",
+            v.name
+        );
+    }
+    // Crops of the wrong size are refused, naming the shapes.
+    let mut bad = Checkpoint::new();
+    bad.push("crops", vec![2, 3, 30, 30], vec![0.0; 2 * 3 * 900]);
+    bad.save(dir.join("bad.safetensors")).unwrap();
+    let msg = debug_step(&DebugStepArgs {
+        batch: dir.join("bad.safetensors"),
+        ..args
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("[2, 3, 30, 30]") && msg.contains("32"),
+        "{msg}"
+    );
+}
+
+fn cpu_loss(spec: &cpc::model::ModelSpec, params: &[f32], crops: &[f32]) -> f32 {
+    cpc::cpu::model::loss(spec, params, crops, 2, 0).loss as f32
+}
