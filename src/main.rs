@@ -26,6 +26,12 @@ enum Command {
     Pretrain(cli::pretrain::PretrainArgs),
     /// One forward and backward on given weights and crops; dump loss and gradients.
     DebugStep(cli::debug_step::DebugStepArgs),
+    /// Write every image's features (mean-pooled patch vectors) to a safetensors file.
+    Embed(cli::embed::EmbedArgs),
+    /// Linear probe: a pretrained encoder against the random-weight one, top-1 and top-5.
+    Probe(cli::probe::ProbeArgs),
+    /// The nearest images of a few queries by feature similarity, as one PNG grid.
+    Neighbours(cli::neighbours::NeighboursArgs),
 }
 
 fn main() {
@@ -34,6 +40,9 @@ fn main() {
         Command::Info { adapter } => cli::info::run(&adapter.into()),
         Command::Pretrain(args) => cli::pretrain::run(args),
         Command::DebugStep(args) => cli::debug_step::run(args),
+        Command::Embed(args) => cli::embed::run(args),
+        Command::Probe(args) => cli::probe::run(args),
+        Command::Neighbours(args) => cli::neighbours::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
