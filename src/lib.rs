@@ -6,11 +6,13 @@
 //! - [`data`]: data sets, augmentation and the batch loader (CPU only).
 //! - [`train`]: GPU-free training infrastructure: configuration and presets, learning-rate
 //!   schedule, atomic safetensors checkpoints, metrics.jsonl and loss/accuracy plots.
+//! - [`eval`]: features of a frozen encoder, the linear probe and nearest-neighbour pictures.
 
 pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod model;
 pub mod ops;

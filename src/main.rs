@@ -28,6 +28,12 @@ enum Command {
     DebugStep(cli::debug_step::DebugStepArgs),
     /// Time every kernel of a training step: GPU time, FLOPs, bytes, GFLOP/s, idle time.
     Profile(cli::profile::ProfileArgs),
+    /// Write every image's features (mean-pooled patch vectors) to a safetensors file.
+    Embed(cli::embed::EmbedArgs),
+    /// Linear probe: a pretrained encoder against the random-weight one, top-1 and top-5.
+    Probe(cli::probe::ProbeArgs),
+    /// The nearest images of a few queries by feature similarity, as one PNG grid.
+    Neighbours(cli::neighbours::NeighboursArgs),
 }
 
 fn main() {
@@ -37,6 +43,9 @@ fn main() {
         Command::Pretrain(args) => cli::pretrain::run(args),
         Command::DebugStep(args) => cli::debug_step::run(args),
         Command::Profile(args) => cli::profile::run(args),
+        Command::Embed(args) => cli::embed::run(args),
+        Command::Probe(args) => cli::probe::run(args),
+        Command::Neighbours(args) => cli::neighbours::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

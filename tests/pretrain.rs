@@ -49,6 +49,7 @@ fn options(config: Config, out: &Path) -> PretrainOptions {
         progress: false,
         workers: 2,
         stop_at: None,
+        probe: None,
     }
 }
 

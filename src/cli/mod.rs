@@ -1,13 +1,20 @@
 //! The `cpc` command line: one module per subcommand.
 
 pub mod debug_step;
+pub mod embed;
 pub mod info;
+pub mod neighbours;
 pub mod pretrain;
+pub mod probe;
 pub mod profile;
+
+use std::path::PathBuf;
 
 use clap::Args;
 
 use crate::error::{Error, Result};
+pub use crate::eval::open_eval_data;
+use crate::eval::{load_checkpoint, Pretrained};
 use crate::gpu::AdapterChoice;
 use crate::train::Config;
 
@@ -46,5 +53,52 @@ impl From<&AdapterArgs> for AdapterChoice {
             name: a.adapter.clone(),
             software: a.software,
         }
+    }
+}
+
+/// The checkpoint an evaluation reads, and optionally the model it must hold.
+#[derive(Args, Clone, Debug)]
+pub struct CheckpointArgs {
+    /// A checkpoint written by `cpc pretrain`; the model's configuration is read from it.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Refuse the checkpoint unless its model is this preset's (with --config's overrides).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A TOML file of overrides the checkpoint's model must match (on --preset, default tiny).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Images per encoder pass (default: the checkpoint's training batch).
+    #[arg(long)]
+    pub batch: Option<usize>,
+}
+
+impl CheckpointArgs {
+    /// The configuration --preset and --config ask for, if either was given.
+    pub fn expected(&self) -> Result<Option<Config>> {
+        let preset = self.preset.as_deref().unwrap_or("tiny");
+        match (&self.preset, &self.config) {
+            (None, None) => Ok(None),
+            (_, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::from_toml_overrides(preset, &text).map(Some)
+            }
+            (Some(_), None) => Config::preset(preset).map(Some),
+        }
+    }
+
+    /// Read and check the checkpoint.
+    pub fn load(&self) -> Result<Pretrained> {
+        load_checkpoint(&self.checkpoint, self.expected()?.as_ref())
+    }
+
+    /// Images per encoder pass for this checkpoint.
+    pub fn batch(&self, pretrained: &Pretrained) -> usize {
+        self.batch
+            .unwrap_or(pretrained.config.train.batch as usize)
+            .max(1)
     }
 }

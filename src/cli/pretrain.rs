@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::ModelSpec;
-use crate::train::pretrain::{pretrain, PretrainOptions};
+use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring};
 use crate::train::Config;
 
 #[derive(Args, Clone, Debug)]
@@ -69,6 +69,24 @@ pub struct PretrainArgs {
     /// Data-loading threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Run the linear probe every N steps (and after the last) and log its test top-1
+    /// beside the loss (metrics.jsonl probe_top1); also once before training, on the
+    /// random initial encoder.
+    #[arg(long)]
+    pub probe_every: Option<u64>,
+    /// Labelled images for --probe-every, read as their train and test splits (default:
+    /// the built-in set).
+    #[arg(long, requires = "probe_every")]
+    pub probe_data: Option<PathBuf>,
+    /// How to read --probe-data: auto, folder, cifar10, stl10 or builtin.
+    #[arg(long, default_value = "auto")]
+    pub probe_format: Format,
+    /// Training images of each probe, a fixed random sample of the train split.
+    #[arg(long, default_value_t = 500)]
+    pub probe_train_images: usize,
+    /// Test images of each probe, a fixed random sample of the test split.
+    #[arg(long, default_value_t = 200)]
+    pub probe_test_images: usize,
     #[command(flatten)]
     pub adapter: AdapterArgs,
 }
@@ -144,6 +162,13 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         progress: true,
         workers: args.workers,
         stop_at: None,
+        probe: args.probe_every.map(|every| ProbeDuring {
+            data: args.probe_data.clone(),
+            format: args.probe_format,
+            train_images: args.probe_train_images.max(1),
+            test_images: args.probe_test_images.max(1),
+            ..ProbeDuring::every(every.max(1))
+        }),
     };
     let params = crate::model::ParamLayout::new(&spec).count();
     eprintln!(
@@ -166,6 +191,24 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         eprintln!(
             "loss {:.4} (step {}) -> {:.4} (step {}); accuracy per offset {:?}; {:.1} images/s",
             first.loss, s0, last.loss, s1, last.accuracy_k, s.images_per_second
+        );
+    }
+    if let Some(p) = &s.probe_before {
+        eprintln!(
+            "linear probe top-1: {:.4} before training (random initial encoder){}",
+            p.test.top1,
+            s.probes
+                .iter()
+                .map(|(step, p)| format!(", {:.4} after step {}", p.test.top1, step + 1))
+                .collect::<String>()
+        );
+    } else if !s.probes.is_empty() {
+        eprintln!(
+            "linear probe top-1:{}",
+            s.probes
+                .iter()
+                .map(|(step, p)| format!(" {:.4} after step {};", p.test.top1, step + 1))
+                .collect::<String>()
         );
     }
     if s.skipped_images > 0 {

@@ -13,4 +13,6 @@ pub mod matmul;
 pub mod mean_pool;
 pub mod model;
 pub mod patches;
+pub mod probe;
+pub mod softmax_xent;
 pub mod sum_channels;

@@ -5,6 +5,7 @@
 //!   built-in procedural stripes ([`builtin`], the default when no data is given).
 //! - [`augment`]: the paper's augmentation (resize so the short side is 300/256 * S, random
 //!   S x S crop, horizontal flip, grey-scale) and the centre crop used for evaluation.
+//! - [`subset`]: a fixed random sample of another set (cheap probes).
 //! - [`loader`]: worker threads that decode and augment the next batches in a deterministic
 //!   order, resumable from a [`LoaderState`]; and [`Sequential`], centre crops of a whole set.
 //!
@@ -19,6 +20,7 @@ pub mod loader;
 mod records;
 pub mod rng;
 pub mod stl;
+pub mod subset;
 
 use std::fmt;
 use std::path::Path;
@@ -32,6 +34,7 @@ pub use cifar::Cifar10;
 pub use folder::ImageFolder;
 pub use loader::{Batch, Loader, LoaderConfig, LoaderState, Sequential};
 pub use stl::Stl10;
+pub use subset::Subset;
 
 /// A decoded RGB image: f32 in [0, 1], planar, `data` is [3, height, width].
 #[derive(Clone, Debug, PartialEq)]

@@ -42,6 +42,7 @@ shaders! {
     Gru => "gru.wgsl",
     Infonce => "infonce.wgsl",
     Adam => "adam.wgsl",
+    SoftmaxXent => "softmax_xent.wgsl",
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -14,6 +14,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod mean_pool;
 pub mod patches;
+pub mod softmax_xent;
 pub mod sum_channels;
 
 use crate::gpu::{layout_of, UniformLayout};
@@ -35,5 +36,6 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<conv2d::Conv2dForwardParams>(),
         layout_of::<conv2d::Conv2dBackwardInputParams>(),
         layout_of::<conv2d::Conv2dBackwardWeightParams>(),
+        layout_of::<softmax_xent::SoftmaxXentParams>(),
     ]
 }

@@ -45,8 +45,9 @@ fn register_embedded_font() {
     });
 }
 
-/// Draws the loss panel (legend upper right, where a falling loss leaves room) and the
-/// accuracy panel (legend upper left, where a rising accuracy leaves room) for `rows` into a
+/// Draws the loss panel (legend upper right, where a falling loss leaves room), the
+/// accuracy panel (legend upper left, where a rising accuracy leaves room) and, where rows
+/// carry `probe_top1`, a panel of the linear probe's accuracy for `rows` into a
 /// PNG of [`PLOT_SIZE`] at `path`, written atomically. Lines are labelled k = 1..K, the k-th
 /// prediction offset. Non-finite values (a diverged step) are left out of the curves.
 pub fn plot_curves(rows: &[MetricsRow], path: impl AsRef<Path>) -> Result<()> {
@@ -78,7 +79,11 @@ type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 fn draw(rows: &[MetricsRow], pixels: &mut [u8]) -> DrawResult {
     let root = BitMapBackend::with_buffer(pixels, PLOT_SIZE).into_drawing_area();
     root.fill(&BACKGROUND)?;
-    let (top, bottom) = root.split_vertically(PLOT_SIZE.1 / 2);
+    // A third panel for the linear probe when it ran (`--probe-every`): its top-1 lives
+    // on another scale than the InfoNCE accuracies.
+    let probe = points(rows, |r| r.probe_top1);
+    let areas = root.split_evenly((if probe.is_empty() { 2 } else { 3 }, 1));
+    let (top, bottom) = (&areas[0], &areas[1]);
     let offsets = rows
         .iter()
         .map(|r| r.loss_k.len().max(r.accuracy_k.len()))
@@ -99,7 +104,7 @@ fn draw(rows: &[MetricsRow], pixels: &mut [u8]) -> DrawResult {
         ));
     }
     panel(
-        &top,
+        top,
         "InfoNCE loss",
         "loss",
         &loss_series,
@@ -120,12 +125,27 @@ fn draw(rows: &[MetricsRow], pixels: &mut [u8]) -> DrawResult {
         ));
     }
     panel(
-        &bottom,
+        bottom,
         "Accuracy per prediction offset",
         "accuracy",
         &accuracy_series,
         SeriesLabelPosition::UpperLeft,
     )?;
+
+    // Panel 3: the linear probe's test top-1 at the steps it ran.
+    if !probe.is_empty() {
+        panel(
+            &areas[2],
+            "Linear probe (test top-1)",
+            "top-1",
+            &[(
+                "linear probe top-1".to_string(),
+                BLACK.stroke_width(3),
+                probe,
+            )],
+            SeriesLabelPosition::UpperLeft,
+        )?;
+    }
     root.present()?;
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! batch and the step's scalars (learning rate, Adam's step, jitter seed), records one
 //! compute pass (zero gradients, forward, backward, gradient norm, Adam) and copies the few
 //! scalars the display needs into a ring of mappable buffers that are read a couple of steps
-//! later, so the host never waits on the step it just submitted.
+//! later, so the host never waits on the step it just submitted. With a [`ProbeDuring`] it
+//! also runs the linear probe (eval::probe) before the first step and every few steps.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::time::Instant;
 
 use crate::data::{self, Format, Loader, LoaderConfig, LoaderState, OnBadImage, OpenOptions};
 use crate::error::{Error, Result};
+use crate::eval::probe::{align_labels, probe_model, LabelSource, ProbeConfig, ProbeResult};
+use crate::eval::CentreCrops;
 use crate::gpu::Gpu;
 use crate::model::memory::{self, MemoryPlan};
 use crate::model::{CpcModel, ModelSpec, ParamLayout};
@@ -39,6 +42,81 @@ pub struct PretrainOptions {
     pub workers: usize,
     /// Stop after this step with a checkpoint, as Ctrl-C would (None: run to total_steps).
     pub stop_at: Option<u64>,
+    /// Run the linear probe during training (None: never).
+    pub probe: Option<ProbeDuring>,
+}
+
+/// The linear probe during pretraining: every `every` steps (and after the last), the
+/// encoder being trained is frozen for a moment, its features of a few hundred labelled
+/// images are classified, and the test top-1 goes into that step's metrics row
+/// (`probe_top1`). Before the first step the same probe scores the random initial
+/// encoder: the baseline the figures should rise above.
+#[derive(Clone, Debug)]
+pub struct ProbeDuring {
+    pub every: u64,
+    /// Labelled images, read as their train and test splits; None: the built-in set.
+    pub data: Option<PathBuf>,
+    pub format: Format,
+    /// Images of each split used, a fixed random sample of it (the probe's cost is their
+    /// encoding, about a training step's forward per batch).
+    pub train_images: usize,
+    pub test_images: usize,
+    pub config: ProbeConfig,
+}
+
+impl ProbeDuring {
+    /// Every `every` steps on 500 training and 200 test images of the built-in set.
+    pub fn every(every: u64) -> ProbeDuring {
+        ProbeDuring {
+            every,
+            data: None,
+            format: Format::Auto,
+            train_images: 500,
+            test_images: 200,
+            config: ProbeConfig::default(),
+        }
+    }
+}
+
+/// The probe's images, read once as centre crops, with their names for messages.
+struct ProbeSets {
+    train: (CentreCrops, String),
+    test: (CentreCrops, String),
+}
+
+impl ProbeSets {
+    fn open(p: &ProbeDuring, crop: usize) -> Result<ProbeSets> {
+        let read = |split: data::Split, limit: usize| -> Result<(CentreCrops, String)> {
+            let (set, source) = crate::eval::open_eval_data(
+                p.data.as_deref(),
+                p.format,
+                split,
+                Some(limit),
+                OnBadImage::Stop,
+            )?;
+            Ok((CentreCrops::read(set.as_ref(), crop)?, source))
+        };
+        let sets = ProbeSets {
+            train: read(data::Split::Train, p.train_images)?,
+            test: read(data::Split::Test, p.test_images)?,
+        };
+        // Labels and classes are checked before the first step, not at the first probe.
+        align_labels(
+            LabelSource::of_crops(&sets.train.0, &sets.train.1),
+            LabelSource::of_crops(&sets.test.0, &sets.test.1),
+        )?;
+        Ok(sets)
+    }
+
+    fn run(&self, gpu: &Gpu, model: &CpcModel, config: &ProbeConfig) -> Result<ProbeResult> {
+        probe_model(
+            gpu,
+            config,
+            model,
+            (&self.train.0, &self.train.1),
+            (&self.test.0, &self.test.1),
+        )
+    }
 }
 
 /// What a run did, for the command line's last lines and for tests.
@@ -54,9 +132,15 @@ pub struct PretrainSummary {
     pub images_per_second: f64,
     pub interrupted: bool,
     pub skipped_images: usize,
+    /// The probe of the initial (random) encoder, when probing and not resuming.
+    pub probe_before: Option<ProbeResult>,
+    /// (step, probe) after each probed step, in order.
+    pub probes: Vec<(u64, ProbeResult)>,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// The `format` metadata of the checkpoints this version writes and reads.
+pub const CHECKPOINT_FORMAT: &str = "cpc-checkpoint-1";
 const RING: usize = 3;
 
 /// The jitter seed of a step: a hash of the run's seed and the step.
@@ -279,6 +363,12 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         });
     }
 
+    let probe_sets = opts
+        .probe
+        .as_ref()
+        .map(|p| ProbeSets::open(p, spec.crop))
+        .transpose()?;
+
     let layout = ParamLayout::new(&spec);
     let resume = if opts.resume {
         Some(load_resume(&ck_path, cfg, &layout)?)
@@ -343,50 +433,65 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         images_per_second: 0.0,
         interrupted: false,
         skipped_images: 0,
+        probe_before: None,
+        probes: Vec::new(),
     };
+    if let (Some(p), Some(sets), None) = (&opts.probe, &probe_sets, &resume) {
+        summary.probe_before = Some(sets.run(gpu, &model, &p.config)?);
+    }
+    // Probe results waiting for their step's metrics row.
+    let mut probe_rows = std::collections::BTreeMap::<u64, f32>::new();
     // The loader state and step that the next checkpoint records: after the last step whose
     // stats were read and found finite.
     let mut last_log = (Instant::now(), start);
     let clock = Instant::now();
-    let mut handle =
-        |step: u64, stats: InfonceStats, norm: f32, summary: &mut PretrainSummary| -> Result<()> {
-            if !stats.loss.is_finite() {
-                return Err(Error::NonFiniteLoss {
-                    step,
-                    checkpoint: ck_path.display().to_string(),
-                });
-            }
-            bar.set_message(format!(
-                "loss {:.4} acc {} img/s {:.1}",
-                stats.loss,
-                stats
-                    .accuracy_k
-                    .iter()
-                    .map(|a| format!("{:.3}", a))
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                summary.images_per_second
-            ));
-            if (step + 1).is_multiple_of(tc.log_every.max(1)) || step + 1 == total {
-                let (t0, s0) = last_log;
-                let ips =
-                    ((step + 1 - s0) as f64 * batch as f64 / t0.elapsed().as_secs_f64()) as f32;
-                last_log = (Instant::now(), step + 1);
-                metrics.write(&MetricsRow {
-                    step,
-                    loss: stats.loss,
-                    accuracy: stats.accuracy_k.iter().sum::<f32>() / stats.accuracy_k.len() as f32,
-                    loss_k: stats.loss_k.clone(),
-                    accuracy_k: stats.accuracy_k.clone(),
-                    images_per_second: ips,
-                    lr: schedule.lr(step),
-                    grad_norm: Some(norm),
-                    probe_top1: None,
-                })?;
-            }
-            summary.history.push((step, stats));
-            Ok(())
-        };
+    let mut handle = |step: u64,
+                      stats: InfonceStats,
+                      norm: f32,
+                      probe_top1: Option<f32>,
+                      summary: &mut PretrainSummary|
+     -> Result<()> {
+        if !stats.loss.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                step,
+                checkpoint: ck_path.display().to_string(),
+            });
+        }
+        let probe = summary
+            .probes
+            .last()
+            .map_or(String::new(), |(_, p)| format!(" probe {:.3}", p.test.top1));
+        bar.set_message(format!(
+            "loss {:.4} acc {} img/s {:.1}{probe}",
+            stats.loss,
+            stats
+                .accuracy_k
+                .iter()
+                .map(|a| format!("{:.3}", a))
+                .collect::<Vec<_>>()
+                .join("/"),
+            summary.images_per_second
+        ));
+        let log_step = (step + 1).is_multiple_of(tc.log_every.max(1)) || step + 1 == total;
+        if log_step || probe_top1.is_some() {
+            let (t0, s0) = last_log;
+            let ips = ((step + 1 - s0) as f64 * batch as f64 / t0.elapsed().as_secs_f64()) as f32;
+            last_log = (Instant::now(), step + 1);
+            metrics.write(&MetricsRow {
+                step,
+                loss: stats.loss,
+                accuracy: stats.accuracy_k.iter().sum::<f32>() / stats.accuracy_k.len() as f32,
+                loss_k: stats.loss_k.clone(),
+                accuracy_k: stats.accuracy_k.clone(),
+                images_per_second: ips,
+                lr: schedule.lr(step),
+                grad_norm: Some(norm),
+                probe_top1,
+            })?;
+        }
+        summary.history.push((step, stats));
+        Ok(())
+    };
 
     let save = |model: &CpcModel, step: u64, loader: LoaderState| -> Result<()> {
         let mut ck = checkpoint_tensors(
@@ -396,7 +501,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             &model.buffers.v.read(gpu)?,
         );
         for (k, v) in [
-            ("format", "cpc-checkpoint-1".to_string()),
+            ("format", CHECKPOINT_FORMAT.to_string()),
             ("step", step.to_string()),
             ("config", cfg.to_toml()),
             ("fingerprint", cfg.fingerprint()),
@@ -447,25 +552,33 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         let index = gpu.queue.submit([enc.finish()]);
         ring.pending.push_back((step, slot, index));
         step += 1;
+        if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
+            if step.is_multiple_of(p.every.max(1)) || step == total {
+                // Waits for the step just submitted; its row is written when its stats are read.
+                let result = sets.run(gpu, &model, &p.config)?;
+                probe_rows.insert(step - 1, result.test.top1);
+                summary.probes.push((step - 1, result));
+            }
+        }
         bar.set_position(step);
         summary.images_per_second =
             ((step - start) as f64 * batch as f64) / clock.elapsed().as_secs_f64();
         if ring.pending.len() == RING {
             if let Some((s, st, norm)) = ring.pop(gpu)? {
-                handle(s, st, norm, &mut summary)?;
+                handle(s, st, norm, probe_rows.remove(&s), &mut summary)?;
             }
         }
         let checkpoint_now =
             tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0 && step < total;
         if checkpoint_now {
             while let Some((s, st, norm)) = ring.pop(gpu)? {
-                handle(s, st, norm, &mut summary)?;
+                handle(s, st, norm, probe_rows.remove(&s), &mut summary)?;
             }
             save(&model, step, loader.state())?;
         }
     }
     while let Some((s, st, norm)) = ring.pop(gpu)? {
-        handle(s, st, norm, &mut summary)?;
+        handle(s, st, norm, probe_rows.remove(&s), &mut summary)?;
     }
     if step > start || resume.is_none() {
         save(&model, step, loader.state())?;

@@ -14,4 +14,5 @@ mod matmul;
 mod mean_pool;
 mod patches;
 mod shaders;
+mod softmax_xent;
 mod sum_channels;

@@ -1,0 +1,83 @@
+//! `cpc embed`: every image's mean-pooled patch vector (centre crop, no augmentation) from a
+//! checkpoint's encoder, with labels and names where the data has them, in one safetensors
+//! file (see eval::features for its layout).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::{open_eval_data, AdapterArgs, CheckpointArgs};
+use crate::data::{Format, OnBadImage, Split};
+use crate::error::Result;
+use crate::eval::Encoder;
+use crate::gpu::Gpu;
+
+#[derive(Args, Clone, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
+    /// Images: a folder, CIFAR-10 or STL-10 binaries. Default: the built-in data set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// How to read --data: auto, folder, cifar10, stl10 or builtin.
+    #[arg(long, default_value = "auto")]
+    pub format: Format,
+    /// Which split: train, test or unlabeled.
+    #[arg(long, default_value = "train")]
+    pub split: Split,
+    /// Use only this many images, a fixed random sample of the set.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// An image that cannot be decoded: stop, or skip it (it is then left out of the file).
+    #[arg(long, default_value = "stop")]
+    pub on_bad_image: OnBadImage,
+    /// The feature file to write (safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+pub fn run(args: &EmbedArgs) -> Result<()> {
+    let pretrained = args.checkpoint.load()?;
+    let (set, source) = open_eval_data(
+        args.data.as_deref(),
+        args.format,
+        args.split,
+        args.limit,
+        args.on_bad_image,
+    )?;
+    let gpu = Gpu::new(&(&args.adapter).into())?;
+    eprintln!("adapter: {}; data: {}", gpu.info.name, set.describe());
+    let encoder = Encoder::new(
+        &gpu,
+        &pretrained.config,
+        &pretrained.params,
+        args.checkpoint.batch(&pretrained),
+    )?;
+    let features = encoder.extract(&gpu, set.as_ref())?;
+    features.save(
+        &args.out,
+        &[
+            ("checkpoint", pretrained.path.display().to_string()),
+            (
+                "step",
+                pretrained.step.map_or("unknown".into(), |s| s.to_string()),
+            ),
+            ("config", pretrained.config.to_toml()),
+            ("data", source),
+        ],
+    )?;
+    println!(
+        "wrote {} features of dimension {} ({}) to {}",
+        features.len(),
+        features.dim,
+        if features.labels.is_some() {
+            "with labels"
+        } else {
+            "no labels"
+        },
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! `cpc neighbours`: for a handful of query images, the nearest images of the same set by
+//! cosine similarity of their features, as one PNG grid, and as text on stdout.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::{open_eval_data, AdapterArgs, CheckpointArgs};
+use crate::data::{Format, OnBadImage, Split};
+use crate::error::Result;
+use crate::eval::neighbours::{describe, draw_grid, nearest, queries};
+use crate::eval::Encoder;
+use crate::gpu::Gpu;
+
+#[derive(Args, Clone, Debug)]
+pub struct NeighboursArgs {
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
+    /// Images: a folder, CIFAR-10 or STL-10 binaries. Default: the built-in data set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// How to read --data: auto, folder, cifar10, stl10 or builtin.
+    #[arg(long, default_value = "auto")]
+    pub format: Format,
+    /// Which split: train, test or unlabeled.
+    #[arg(long, default_value = "test")]
+    pub split: Split,
+    /// Search among only this many images, a fixed random sample of the set.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Query images, spread evenly over the set (one row of the grid each).
+    #[arg(long, default_value_t = 8)]
+    pub queries: usize,
+    /// Neighbours shown per query.
+    #[arg(long, short = 'k', default_value_t = 8)]
+    pub neighbours: usize,
+    /// An image that cannot be decoded: stop, or skip it.
+    #[arg(long, default_value = "stop")]
+    pub on_bad_image: OnBadImage,
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+pub fn run(args: &NeighboursArgs) -> Result<()> {
+    let pretrained = args.checkpoint.load()?;
+    let (set, _) = open_eval_data(
+        args.data.as_deref(),
+        args.format,
+        args.split,
+        args.limit,
+        args.on_bad_image,
+    )?;
+    let gpu = Gpu::new(&(&args.adapter).into())?;
+    eprintln!("adapter: {}; data: {}", gpu.info.name, set.describe());
+    let encoder = Encoder::new(
+        &gpu,
+        &pretrained.config,
+        &pretrained.params,
+        args.checkpoint.batch(&pretrained),
+    )?;
+    let features = encoder.extract(&gpu, set.as_ref())?;
+    let table = nearest(
+        &features,
+        &queries(features.len(), args.queries.max(1)),
+        args.neighbours.max(1),
+    );
+    let crop = pretrained.config.model.crop as usize;
+    draw_grid(set.as_ref(), &features, crop, &table, &args.out)?;
+    print!("{}", describe(&features, &table));
+    println!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `cpc probe`: the linear probe of a checkpoint's frozen encoder against the random-weight
+//! encoder of the same configuration, top-1 and top-5 side by side with the difference
+//! (what pretraining bought); or the probe of two feature files written by `cpc embed`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::{open_eval_data, AdapterArgs, CheckpointArgs};
+use crate::data::{Format, OnBadImage, Split};
+use crate::error::{Error, Result};
+use crate::eval::probe::{compare, probe};
+use crate::eval::{Features, ProbeConfig};
+use crate::gpu::Gpu;
+
+#[derive(Args, Clone, Debug)]
+pub struct ProbeArgs {
+    /// A checkpoint written by `cpc pretrain`.
+    #[arg(long, required_unless_present = "train_features")]
+    pub checkpoint: Option<PathBuf>,
+    /// Refuse the checkpoint unless its model is this preset's (with --config's overrides).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A TOML file of overrides the checkpoint's model must match (on --preset, default tiny).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Images per encoder pass (default: the checkpoint's training batch).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Labelled training images (its train split). Default: the built-in set's train split.
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Labelled test images (its test split). Default: --train's path, else the built-in
+    /// set's test split.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// How to read --train and --test: auto, folder, cifar10, stl10 or builtin.
+    #[arg(long, default_value = "auto")]
+    pub format: Format,
+    /// Use only this many training images, a fixed random sample of the set.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only this many test images, a fixed random sample of the set.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// An image that cannot be decoded: stop, or skip it.
+    #[arg(long, default_value = "stop")]
+    pub on_bad_image: OnBadImage,
+    /// Instead of a checkpoint and images: a training feature file of `cpc embed`.
+    #[arg(long, requires = "test_features", conflicts_with_all = ["checkpoint", "train", "test"])]
+    pub train_features: Option<PathBuf>,
+    /// The test feature file that goes with --train-features.
+    #[arg(long, requires = "train_features")]
+    pub test_features: Option<PathBuf>,
+    /// Full-batch steps of each classifier training.
+    #[arg(long, default_value_t = ProbeConfig::default().iterations)]
+    pub iterations: usize,
+    /// Print the figures as one JSON object on stdout: {"pretrained": {"top1": .., "top5":
+    /// ..}, "random": {...}} (fractions; {"features": {...}} for feature files).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
+}
+
+pub fn run(args: &ProbeArgs) -> Result<()> {
+    let cfg = ProbeConfig {
+        iterations: args.iterations.max(1),
+        ..ProbeConfig::default()
+    };
+    if let (Some(train), Some(test)) = (&args.train_features, &args.test_features) {
+        let (ftrain, ftest) = (Features::load(train)?, Features::load(test)?);
+        let gpu = Gpu::new(&(&args.adapter).into())?;
+        let (a, b) = (train.display().to_string(), test.display().to_string());
+        let r = probe(&gpu, &cfg, (&ftrain, &a), (&ftest, &b))?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"features": {"top1": r.test.top1, "top5": r.test.top5}})
+            );
+        } else {
+            println!(
+                "linear probe: {} training images, {} test images, {} classes\n\
+                 top-1 {:.4}  top-5 {:.4}  (lr {}, weight decay {})",
+                r.train_images,
+                r.test_images,
+                r.classes,
+                r.test.top1,
+                r.test.top5,
+                r.chosen.lr,
+                r.chosen.weight_decay
+            );
+        }
+        return Ok(());
+    }
+    let checkpoint = CheckpointArgs {
+        checkpoint: args.checkpoint.clone().ok_or_else(|| {
+            Error::Config("give --checkpoint (or --train-features and --test-features)".into())
+        })?,
+        preset: args.preset.clone(),
+        config: args.config.clone(),
+        batch: args.batch,
+    };
+    let pretrained = checkpoint.load()?;
+    if args.train.is_none() && args.test.is_some() {
+        return Err(Error::Config(
+            "--test needs --train (without either, the built-in set's splits are used)".into(),
+        ));
+    }
+    let test_path = args.test.as_ref().or(args.train.as_ref());
+    let (train, train_source) = open_eval_data(
+        args.train.as_deref(),
+        args.format,
+        Split::Train,
+        args.train_limit,
+        args.on_bad_image,
+    )?;
+    let (test, test_source) = open_eval_data(
+        test_path.map(|p| p.as_path()),
+        args.format,
+        Split::Test,
+        args.test_limit,
+        args.on_bad_image,
+    )?;
+    let gpu = Gpu::new(&(&args.adapter).into())?;
+    eprintln!(
+        "adapter: {}; checkpoint {} (step {}); train: {}; test: {}",
+        gpu.info.name,
+        pretrained.path.display(),
+        pretrained.step.map_or("?".into(), |s| s.to_string()),
+        train.describe(),
+        test.describe()
+    );
+    let result = compare(
+        &gpu,
+        &cfg,
+        &pretrained,
+        (train.as_ref(), &train_source),
+        (test.as_ref(), &test_source),
+        checkpoint.batch(&pretrained),
+    )?;
+    if args.json {
+        println!("{}", result.json());
+    } else {
+        println!("{}", result.table());
+    }
+    Ok(())
+}

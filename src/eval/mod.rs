@@ -1,0 +1,48 @@
+//! Judging what pretraining learned: image features from a frozen encoder ([`features`]),
+//! the linear probe against the random-weight baseline ([`probe`]) and pictures of nearest
+//! neighbours ([`neighbours`]).
+
+pub mod features;
+pub mod neighbours;
+pub mod probe;
+
+pub use features::{load_checkpoint, CentreCrops, Encoder, Features, Pretrained};
+pub use probe::{
+    compare, probe, Accuracy, Comparison, Hyper, LinearClassifier, ProbeConfig, ProbeResult,
+};
+
+use std::path::Path;
+
+use crate::data::{self, Dataset, Format, OnBadImage, OpenOptions, Split, Subset};
+use crate::error::{Error, Result};
+
+/// Open a data set for evaluation: `path` None is the built-in set; `limit` keeps that many
+/// images, a fixed random sample of the set. Returns the set and a name for messages.
+pub fn open_eval_data(
+    path: Option<&Path>,
+    format: Format,
+    split: Split,
+    limit: Option<usize>,
+    on_bad_image: OnBadImage,
+) -> Result<(Box<dyn Dataset>, String)> {
+    let options = OpenOptions {
+        split,
+        on_bad_image,
+        ..OpenOptions::default()
+    };
+    let set = data::open(path, format, &options)?;
+    let source = match path {
+        Some(p) => p.display().to_string(),
+        None => format!("builtin:{split}"),
+    };
+    if set.is_empty() {
+        return Err(Error::Data {
+            path: source,
+            message: "has no images".into(),
+        });
+    }
+    Ok(match limit {
+        Some(n) => (Box::new(Subset::sample(set, n.max(1))), source),
+        None => (set, source),
+    })
+}

@@ -1,0 +1,691 @@
+//! The linear probe on the software adapter: its classifier against the CPU reference, 100 %
+//! on linearly separable data, `cpc embed`'s feature file, bad input that must fail clearly
+//! and write nothing, and what pretraining buys over a random encoder.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+use cpc::data::{self, Builtin, BuiltinConfig, Dataset, Split, Subset};
+use cpc::eval::features::FEATURES_FORMAT;
+use cpc::eval::probe::{self, align_labels, LabelSource};
+use cpc::eval::{load_checkpoint, Features, Hyper, LinearClassifier, ProbeConfig};
+use cpc::gpu::Gpu;
+use cpc::model::{ModelSpec, ParamLayout};
+use cpc::train::pretrain::{pretrain, PretrainOptions, ProbeDuring, CHECKPOINT_FORMAT};
+use cpc::train::{Checkpoint, Config};
+use cpc::{cpu, Error};
+use rand::{Rng, SeedableRng};
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::software().expect("software adapter"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cpc-probe-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Rows around one centre per class (centres from `seed`, noise of size `noise` from
+/// `seed` and `draw`), classes in an irregular order.
+fn clusters(
+    rows: usize,
+    dim: usize,
+    classes: usize,
+    noise: f32,
+    seed: u64,
+    draw: u64,
+) -> (Vec<f32>, Vec<u32>) {
+    let mut r = rng(seed);
+    let centres: Vec<f32> = (0..classes * dim)
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
+    let mut r = rng(seed * 1000 + draw);
+    let mut x = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..rows {
+        let c = (i * 7 + i / 3) % classes;
+        labels.push(c as u32);
+        for j in 0..dim {
+            let n: f32 = (0..3).map(|_| r.random_range(-1.0f32..1.0)).sum::<f32>() / 3.0;
+            x.push(centres[c * dim + j] + noise * n);
+        }
+    }
+    (x, labels)
+}
+
+fn features(x: Vec<f32>, labels: Vec<u32>, dim: usize) -> Features {
+    Features {
+        dim,
+        names: (0..labels.len()).map(|i| format!("#{i}")).collect(),
+        indices: (0..labels.len()).collect(),
+        data: x,
+        labels: Some(labels),
+        class_names: None,
+    }
+}
+
+#[test]
+fn probe_classifier_matches_reference() {
+    // Overlapping clusters, unbalanced classes: no gradient is near zero, where Adam's
+    // normalised step would amplify rounding into a sign.
+    let (dim, classes) = (5, 4);
+    let (x, labels) = clusters(37, dim, classes, 1.5, 1, 0);
+    let (xe, le) = clusters(23, dim, classes, 1.5, 1, 1);
+    let hyper = Hyper {
+        lr: 0.05,
+        weight_decay: 0.01,
+        iterations: 40,
+    };
+    let clf = LinearClassifier::new(gpu(), dim, classes, (&x, &labels), &[(&xe, &le)], 40).unwrap();
+    clf.fit(gpu(), &hyper).unwrap();
+    let got = clf.weights(gpu()).unwrap();
+    let want = cpu::probe::fit(&x, &labels, dim, classes, &hyper);
+    // 40 Adam steps of at most lr each; f32 sums of 37 rows against f64 ones differ by
+    // ~1e-6 relative per step, which Adam's normalisation passes on at most lr-sized.
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 2e-3 * scale,
+            "parameter {i}: GPU {g}, CPU {w} (scale {scale})"
+        );
+    }
+    let (train, evals) = clf.evaluate(gpu()).unwrap();
+    for (acc, (x, l)) in [(train, (&x, &labels)), (evals[0], (&xe, &le))] {
+        let [loss, top1, top5] = cpu::probe::evaluate(&got, x, l, dim, classes);
+        // Same weights: the loss to f32 rounding; counts exactly (no near-ties here), up to
+        // the f32 division by the row count.
+        assert!((acc.loss as f64 - loss).abs() < 1e-4, "{acc:?} vs {loss}");
+        assert!((acc.top1 as f64 - top1).abs() < 1e-6, "{acc:?} vs {top1}");
+        assert!((acc.top5 as f64 - top5).abs() < 1e-6, "{acc:?} vs {top5}");
+    }
+}
+
+#[test]
+fn probe_reaches_100_percent_on_linearly_separable_data() {
+    // Ten well separated clusters in 16 dimensions: a linear classifier separates them.
+    let (dim, classes) = (16, 10);
+    let (x, labels) = clusters(400, dim, classes, 0.2, 3, 0);
+    let (xt, lt) = clusters(150, dim, classes, 0.2, 3, 1);
+    let (train, test) = (features(x, labels, dim), features(xt, lt, dim));
+    let result = probe::probe(
+        gpu(),
+        &ProbeConfig::default(),
+        (&train, "train"),
+        (&test, "test"),
+    )
+    .unwrap();
+    assert_eq!(result.train.top1, 1.0, "{result:?}");
+    assert_eq!(result.test.top1, 1.0, "{result:?}");
+    assert_eq!(result.test.top5, 1.0, "{result:?}");
+    assert_eq!(result.search.len(), 6, "every setting was tried");
+}
+
+// ---- checkpoints and data ------------------------------------------------------------------
+
+/// A checkpoint as `cpc pretrain` writes it (parameters and metadata; the optimiser state
+/// is not read by evaluation), of `config` with its initial weights.
+fn write_checkpoint(path: &Path, config: &Config) {
+    let layout = ParamLayout::new(&ModelSpec::from(&config.model));
+    let params = layout.init(config.train.seed);
+    let mut ck = Checkpoint::new();
+    for v in &layout.views {
+        ck.push(
+            v.name.clone(),
+            v.shape.clone(),
+            layout.slice(&params, &v.name).to_vec(),
+        );
+    }
+    for (k, v) in [
+        ("format", CHECKPOINT_FORMAT.to_string()),
+        ("step", "0".to_string()),
+        ("config", config.to_toml()),
+        ("fingerprint", config.fingerprint()),
+    ] {
+        ck.metadata.insert(k.into(), v);
+    }
+    ck.save(path).unwrap();
+}
+
+fn tiny() -> Config {
+    let mut c = Config::preset("tiny").unwrap();
+    c.train.batch = 8;
+    c
+}
+
+fn write_png(path: &Path, seed: u8) {
+    let img = image::RgbImage::from_fn(36, 36, |x, y| {
+        image::Rgb([
+            (x as u8).wrapping_mul(seed),
+            (y as u8).wrapping_add(seed),
+            seed,
+        ])
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+/// A folder with one sub-folder of two images per class name.
+fn class_folder(root: &Path, classes: &[&str]) {
+    for (c, name) in classes.iter().enumerate() {
+        for i in 0..2u8 {
+            write_png(
+                &root.join(name).join(format!("{i}.png")),
+                c as u8 * 10 + i + 1,
+            );
+        }
+    }
+}
+
+#[test]
+fn probe_refuses_checkpoints_of_another_configuration_or_version() {
+    let dir = temp_dir("checkpoints");
+    let path = dir.join("ck.safetensors");
+    write_checkpoint(&path, &tiny());
+    // The right expectation (training fields may differ) loads.
+    let mut same_model = tiny();
+    same_model.train.lr = 0.5;
+    let p = load_checkpoint(&path, Some(&same_model)).unwrap();
+    assert_eq!(p.config, tiny());
+
+    let mut other = tiny();
+    other.model.hidden = 32;
+    let msg = load_checkpoint(&path, Some(&other))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ck.safetensors")
+            && msg.contains("model.hidden: 32 != 64")
+            && msg.contains("another model configuration"),
+        "{msg}"
+    );
+    let small = Config::preset("small").unwrap();
+    let msg = load_checkpoint(&path, Some(&small))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("model.crop: 64 != 32"), "{msg}");
+
+    // Other versions: the format, a configuration field this version does not know, a
+    // fingerprint that does not match, a missing tensor.
+    let edit = |f: &dyn Fn(&mut Checkpoint)| {
+        let mut ck = Checkpoint::load(&path).unwrap();
+        f(&mut ck);
+        let p = dir.join("edited.safetensors");
+        ck.save(&p).unwrap();
+        load_checkpoint(&p, None).unwrap_err().to_string()
+    };
+    let msg = edit(&|ck| {
+        ck.metadata
+            .insert("format".into(), "cpc-checkpoint-2".into());
+    });
+    assert!(
+        msg.contains("cpc-checkpoint-2") && msg.contains(CHECKPOINT_FORMAT),
+        "{msg}"
+    );
+    let msg = edit(&|ck| {
+        ck.metadata.remove("format");
+    });
+    assert!(msg.contains("no `format`"), "{msg}");
+    let msg = edit(&|ck| {
+        let c = ck.metadata["config"].replace("[model]\n", "[model]\ndilation = 2\n");
+        ck.metadata.insert("config".into(), c);
+    });
+    assert!(
+        msg.contains("cannot be read by this version") && msg.contains("dilation"),
+        "{msg}"
+    );
+    let msg = edit(&|ck| {
+        ck.metadata
+            .insert("fingerprint".into(), "0123456789abcdef".into());
+    });
+    assert!(
+        msg.contains("0123456789abcdef") && msg.contains("fingerprint"),
+        "{msg}"
+    );
+    let msg = edit(&|ck| ck.tensors.retain(|t| t.name != "encoder.stem.weight"));
+    assert!(msg.contains("encoder.stem.weight"), "{msg}");
+}
+
+#[test]
+fn probe_refuses_unlabelled_data_and_test_classes_the_training_set_lacks() {
+    let dir = temp_dir("labels");
+    let pretrained = {
+        let path = dir.join("ck.safetensors");
+        write_checkpoint(&path, &tiny());
+        load_checkpoint(&path, None).unwrap()
+    };
+    let open = |p: &Path| data::open(Some(p), data::Format::Folder, &Default::default()).unwrap();
+    // A flat folder has no labels: refused, naming it, before anything is encoded.
+    let flat = dir.join("flat");
+    for i in 0..3 {
+        write_png(&flat.join(format!("{i}.png")), i + 1);
+    }
+    let labelled = dir.join("train");
+    class_folder(&labelled, &["cat", "dog"]);
+    let (flat_set, train_set) = (open(&flat), open(&labelled));
+    let cfg = ProbeConfig::default();
+    let err = probe::compare(
+        gpu(),
+        &cfg,
+        &pretrained,
+        (train_set.as_ref(), "train-dir"),
+        (flat_set.as_ref(), "flat-dir"),
+        8,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Data { .. }) && msg.contains("flat-dir") && msg.contains("no labels"),
+        "{msg}"
+    );
+    // A test class the training set lacks, by name: "frog" is class 1 of the test folder.
+    let test = dir.join("test");
+    class_folder(&test, &["cat", "frog"]);
+    let test_set = open(&test);
+    let msg = probe::compare(
+        gpu(),
+        &cfg,
+        &pretrained,
+        (train_set.as_ref(), "train-dir"),
+        (test_set.as_ref(), "test-dir"),
+        8,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("test-dir")
+            && msg.contains("frog (class 1) (2 images)")
+            && msg.contains("lacks"),
+        "{msg}"
+    );
+    // A test folder with fewer classes is renumbered by name: its "dog" is class 0 there
+    // and class 1 in training.
+    let dogs = dir.join("dogs");
+    class_folder(&dogs, &["dog"]);
+    let dog_set = open(&dogs);
+    let crops = |s: &dyn Dataset| cpc::eval::CentreCrops::read(s, 32).unwrap();
+    let (ct, cd) = (crops(train_set.as_ref()), crops(dog_set.as_ref()));
+    let (_, test_labels, classes) = align_labels(
+        LabelSource::of_crops(&ct, "train"),
+        LabelSource::of_crops(&cd, "dogs"),
+    )
+    .unwrap();
+    assert_eq!((test_labels, classes), (vec![1, 1], 2));
+    // Without class names, by index: class 2 never appears in training.
+    let (a, b) = (
+        features(vec![0.0; 4], vec![0, 1], 2),
+        features(vec![0.0; 4], vec![0, 2], 2),
+    );
+    let msg = align_labels(LabelSource::of(&a, "a"), LabelSource::of(&b, "b"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("class 2 (1 images)"), "{msg}");
+}
+
+#[test]
+fn an_empty_feature_file_is_refused_and_an_empty_set_writes_nothing() {
+    let dir = temp_dir("empty-features");
+    let empty = dir.join("empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    let msg = Features::load(&empty).unwrap_err().to_string();
+    assert!(
+        msg.contains("empty.safetensors") && msg.contains("empty"),
+        "{msg}"
+    );
+    // A file with a features tensor of no rows.
+    let mut ck = Checkpoint::new();
+    ck.push("features", vec![0, 64], vec![]);
+    ck.metadata.insert("format".into(), FEATURES_FORMAT.into());
+    let none = dir.join("none.safetensors");
+    ck.save(&none).unwrap();
+    let msg = Features::load(&none).unwrap_err().to_string();
+    assert!(
+        msg.contains("no features") && msg.contains("[0, 64]"),
+        "{msg}"
+    );
+    // A checkpoint is not a feature file.
+    let ckpt = dir.join("ck.safetensors");
+    write_checkpoint(&ckpt, &tiny());
+    let msg = Features::load(&ckpt).unwrap_err().to_string();
+    assert!(msg.contains("not a feature file"), "{msg}");
+    // No images: nothing written.
+    let out = dir.join("out.safetensors");
+    let msg = features(vec![], vec![], 64)
+        .save(&out, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no images"), "{msg}");
+    assert!(!out.exists());
+    let all: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(all.len(), 3, "no temporary files left: {all:?}");
+}
+
+// ---- the command line ----------------------------------------------------------------------
+
+fn cpc_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cpc"))
+        .args(args)
+        .output()
+        .expect("run cpc")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    o.into_owned()
+}
+
+fn failed(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected an error");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn embed_probe_and_neighbours_commands() {
+    let dir = temp_dir("commands");
+    let ck = dir.join("ck.safetensors");
+    write_checkpoint(&ck, &tiny());
+    let ck_s = ck.to_str().unwrap();
+    let dir_s = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+    // embed: 20 built-in images, with labels and names, equal to the in-process features.
+    let feats = dir_s("feats.safetensors");
+    let out = ok(&cpc_command(&[
+        "embed",
+        "--software",
+        "--checkpoint",
+        ck_s,
+        "--limit",
+        "20",
+        "--out",
+        &feats,
+    ]));
+    assert!(
+        out.contains("wrote 20 features of dimension 64 (with labels)"),
+        "{out}"
+    );
+    let f = Features::load(Path::new(&feats)).unwrap();
+    let set = Subset::sample(
+        Box::new(Builtin::new(BuiltinConfig::default(), Split::Train).unwrap()),
+        20,
+    );
+    assert_eq!(
+        f.labels.as_ref().unwrap(),
+        &(0..20).map(|i| set.label(i).unwrap()).collect::<Vec<_>>()
+    );
+    assert_eq!(f.names[3], set.name(3));
+    assert_eq!(f.class_names.as_ref().unwrap()[2], "45deg-wide");
+    let p = load_checkpoint(&ck, None).unwrap();
+    let enc = cpc::eval::Encoder::new(gpu(), &p.config, &p.params, 8).unwrap();
+    let want = enc.extract(gpu(), &set).unwrap();
+    assert_eq!(
+        f.data, want.data,
+        "same adapter, same batch: identical features"
+    );
+
+    // probe --json on small splits: both encoders, fractions.
+    let out = ok(&cpc_command(&[
+        "probe",
+        "--software",
+        "--checkpoint",
+        ck_s,
+        "--train-limit",
+        "60",
+        "--test-limit",
+        "30",
+        "--iterations",
+        "100",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for side in ["pretrained", "random"] {
+        for k in ["top1", "top5"] {
+            let x = v[side][k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&x), "{out}");
+        }
+    }
+    // This checkpoint holds its own initial weights: "pretrained" is the random encoder.
+    assert_eq!(v["pretrained"], v["random"], "{out}");
+    // The same on feature files.
+    let out = ok(&cpc_command(&[
+        "probe",
+        "--software",
+        "--train-features",
+        &feats,
+        "--test-features",
+        &feats,
+        "--json",
+    ]));
+    assert!(out.contains("\"features\""), "{out}");
+
+    // neighbours: a grid of 3 rows of 1 + 4 cells of 64 + 2 * 3 frame pixels.
+    let grid = dir_s("grid.png");
+    let out = ok(&cpc_command(&[
+        "neighbours",
+        "--software",
+        "--checkpoint",
+        ck_s,
+        "--limit",
+        "30",
+        "--queries",
+        "3",
+        "-k",
+        "4",
+        "--out",
+        &grid,
+    ]));
+    assert!(out.contains("neighbours of the query's class:"), "{out}");
+    let img = image::open(&grid).unwrap();
+    assert_eq!(
+        (img.width(), img.height()),
+        (4 + 70 + 12 + 4 * 74, 4 + 3 * 74)
+    );
+
+    // Bad input fails with a message and leaves no output behind.
+    let bad = dir_s("bad.safetensors");
+    let err = failed(&cpc_command(&[
+        "embed",
+        "--software",
+        "--checkpoint",
+        ck_s,
+        "--preset",
+        "small",
+        "--out",
+        &bad,
+    ]));
+    assert!(err.contains("model.crop: 64 != 32"), "{err}");
+    let empty = dir.join("no-images");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = failed(&cpc_command(&[
+        "embed",
+        "--software",
+        "--checkpoint",
+        ck_s,
+        "--data",
+        empty.to_str().unwrap(),
+        "--out",
+        &bad,
+    ]));
+    assert!(err.contains("no-images"), "{err}");
+    assert!(!Path::new(&bad).exists());
+    let err = failed(&cpc_command(&[
+        "probe",
+        "--software",
+        "--train-features",
+        &bad,
+        "--test-features",
+        &feats,
+    ]));
+    assert!(err.contains("bad.safetensors"), "{err}");
+}
+
+// ---- probing during pretraining ------------------------------------------------------------
+
+fn pretrain_options(config: Config, out: &Path, probe: Option<ProbeDuring>) -> PretrainOptions {
+    PretrainOptions {
+        config,
+        data: None,
+        format: data::Format::Auto,
+        on_bad_image: data::OnBadImage::Stop,
+        out: out.to_path_buf(),
+        resume: false,
+        memory_budget: None,
+        progress: false,
+        workers: 2,
+        stop_at: None,
+        probe,
+    }
+}
+
+#[test]
+fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
+    let dir = temp_dir("probe-every");
+    let mut cfg = tiny();
+    cfg.train.batch = 4;
+    cfg.train.total_steps = 5;
+    cfg.train.log_every = 10;
+    let probe = ProbeDuring {
+        train_images: 40,
+        test_images: 20,
+        config: ProbeConfig {
+            iterations: 50,
+            ..ProbeConfig::default()
+        },
+        ..ProbeDuring::every(2)
+    };
+    let stop = AtomicBool::new(false);
+    let with = pretrain(
+        gpu(),
+        &pretrain_options(cfg.clone(), &dir.join("a"), Some(probe)),
+        &stop,
+    )
+    .unwrap();
+    // Before the first step, after steps 2 and 4, and after the last (5).
+    assert!(with.probe_before.is_some());
+    let probed: Vec<u64> = with.probes.iter().map(|(s, _)| *s).collect();
+    assert_eq!(probed, vec![1, 3, 4]);
+    // Rows for the probed steps (log_every 10 would write only the last), with probe_top1.
+    let rows = cpc::train::read_metrics(dir.join("a").join("metrics.jsonl")).unwrap();
+    let logged: Vec<(u64, Option<f32>)> = rows.iter().map(|r| (r.step, r.probe_top1)).collect();
+    let want: Vec<(u64, Option<f32>)> = with
+        .probes
+        .iter()
+        .map(|(s, p)| (*s, Some(p.test.top1)))
+        .collect();
+    assert_eq!(logged, want);
+    // curves.png gains a third panel for the probe: the picture differs from the one of the
+    // same rows without probe_top1 all over its bottom third.
+    let with_probe = image::open(dir.join("a").join("curves.png"))
+        .unwrap()
+        .to_rgb8();
+    let plain_rows: Vec<_> = rows
+        .iter()
+        .map(|r| cpc::train::MetricsRow {
+            probe_top1: None,
+            ..r.clone()
+        })
+        .collect();
+    cpc::train::plot_curves(&plain_rows, dir.join("plain.png")).unwrap();
+    let plain = image::open(dir.join("plain.png")).unwrap().to_rgb8();
+    let h = with_probe.height();
+    let differ = (h * 3 / 4..h)
+        .flat_map(|y| (0..with_probe.width()).map(move |x| (x, y)))
+        .filter(|&(x, y)| with_probe.get_pixel(x, y) != plain.get_pixel(x, y))
+        .count();
+    assert!(differ > 1000, "{differ} pixels differ in the probe panel");
+    // Probing reads the model and changes nothing in the training.
+    let without = pretrain(gpu(), &pretrain_options(cfg, &dir.join("b"), None), &stop).unwrap();
+    let losses = |s: &cpc::train::pretrain::PretrainSummary| -> Vec<f32> {
+        s.history.iter().map(|(_, st)| st.loss).collect()
+    };
+    assert_eq!(losses(&with), losses(&without));
+    // A probe set without labels is refused before the first step.
+    let flat = dir.join("flat");
+    for i in 0..3 {
+        write_png(&flat.join(format!("{i}.png")), i + 1);
+    }
+    let unlabelled = ProbeDuring {
+        data: Some(flat),
+        ..ProbeDuring::every(2)
+    };
+    let mut short = tiny();
+    short.train.batch = 2;
+    short.train.total_steps = 1;
+    let msg = pretrain(
+        gpu(),
+        &pretrain_options(short, &dir.join("c"), Some(unlabelled)),
+        &stop,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("flat") && msg.contains("no labels"), "{msg}");
+    assert!(!dir.join("c").join("checkpoint.safetensors").exists());
+}
+
+// ---- what pretraining buys -----------------------------------------------------------------
+
+/// The tiny preset as the spec calibrates it (batch 16, Adam lr 1e-3, 300 steps) on the
+/// built-in data, probed on 1000 training and 500 test images against the random-weight
+/// encoder it started from.
+///
+/// Why 300 steps: the probe of the pretrained encoder first falls below the random one and
+/// only then climbs past it (seed 0, top-1 on these images: random 0.640; after step 100
+/// 0.332, 200 0.578, 300 0.754). At 150 steps it was below the random encoder with lr 1e-3
+/// (0.516 vs 0.640), lr 3e-3 (0.496) and at batch 8 (lr 2e-3, 300 steps: 0.425 vs 0.575 on
+/// 400 images), so no cheaper run shows a margin. The spec's PyTorch calibration saw
+/// +0.11 to +0.16 after 300 steps.
+///
+/// Measured on the software adapter (random -> pretrained, difference), seeds 0, 1, 2:
+///   MEASURED_RUNS
+/// The threshold, MARGIN, THRESHOLD_REASON
+///
+/// About 10 minutes on 2 cores (300 steps of about 2 s, then 2 x 1500 images encoded), so
+/// it runs on request: cargo test --release --test probe -- --ignored
+#[test]
+#[ignore = "about 10 minutes on the software adapter; run with --ignored"]
+fn pretraining_beats_the_random_encoder_by_a_margin() {
+    const MARGIN: f32 = 0.0;
+    let dir = temp_dir("margin");
+    let mut cfg = Config::preset("tiny").unwrap();
+    cfg.train.total_steps = 300;
+    cfg.train.checkpoint_every = 0;
+    let stop = AtomicBool::new(false);
+    let summary = pretrain(gpu(), &pretrain_options(cfg, &dir, None), &stop).unwrap();
+    let pretrained = load_checkpoint(&summary.checkpoint, None).unwrap();
+    let sample = |split: Split, n: usize| {
+        Subset::sample(
+            Box::new(Builtin::new(BuiltinConfig::default(), split).unwrap()),
+            n,
+        )
+    };
+    let (train, test) = (sample(Split::Train, 1000), sample(Split::Test, 500));
+    let result = probe::compare(
+        gpu(),
+        &ProbeConfig::default(),
+        &pretrained,
+        (&train, "builtin:train"),
+        (&test, "builtin:test"),
+        16,
+    )
+    .unwrap();
+    eprintln!("{}", result.table());
+    let (gain, _) = result.difference();
+    assert!(
+        gain >= MARGIN,
+        "pretraining bought {gain:+.3} top-1, less than {MARGIN}:\n{}",
+        result.table()
+    );
+}
