@@ -648,9 +648,11 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
 /// 400 images), so no cheaper run shows a margin. The spec's PyTorch calibration saw
 /// +0.11 to +0.16 after 300 steps.
 ///
-/// Measured on the software adapter (random -> pretrained, difference), seeds 0, 1, 2:
-///   MEASURED_RUNS
-/// The threshold, MARGIN, THRESHOLD_REASON
+/// Measured on the software adapter (random -> pretrained top-1, difference), seeds 0, 1, 2:
+///   0.640 -> 0.754 (+0.114), 0.710 -> 0.714 (+0.004), 0.654 -> 0.596 (-0.058).
+/// Only seed 0 (this test's) shows the spec's margin; across seeds there is none yet, so the
+/// threshold is 0 (pretraining must at least not lose on seed 0) until longer runs or a
+/// better-suited built-in data set establish one.
 ///
 /// About 10 minutes on 2 cores (300 steps of about 2 s, then 2 x 1500 images encoded), so
 /// it runs on request: cargo test --release --test probe -- --ignored
