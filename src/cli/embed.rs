@@ -6,11 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::{open_eval_data, AdapterArgs, CheckpointArgs};
+use crate::cli::{AdapterArgs, CheckpointArgs};
 use crate::data::{Format, OnBadImage, Split};
 use crate::error::Result;
-use crate::eval::Encoder;
-use crate::gpu::Gpu;
 
 #[derive(Args, Clone, Debug)]
 pub struct EmbedArgs {
@@ -39,23 +37,15 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
-    let pretrained = args.checkpoint.load()?;
-    let (set, source) = open_eval_data(
+    let (pretrained, _set, source, features) = crate::cli::encode_set(
+        &args.checkpoint,
         args.data.as_deref(),
         args.format,
         args.split,
         args.limit,
         args.on_bad_image,
+        &args.adapter,
     )?;
-    let gpu = Gpu::new(&(&args.adapter).into())?;
-    eprintln!("adapter: {}; data: {}", gpu.info.name, set.describe());
-    let encoder = Encoder::new(
-        &gpu,
-        &pretrained.config,
-        &pretrained.params,
-        args.checkpoint.batch(&pretrained),
-    )?;
-    let features = encoder.extract(&gpu, set.as_ref())?;
     features.save(
         &args.out,
         &[

@@ -56,6 +56,37 @@ impl From<&AdapterArgs> for AdapterChoice {
     }
 }
 
+/// What `embed` and `neighbours` share: the checkpoint's encoder run over every image of a
+/// data set. Returns the checkpoint, the set, a description of where it came from, and
+/// the features.
+pub fn encode_set(
+    checkpoint: &CheckpointArgs,
+    data: Option<&std::path::Path>,
+    format: crate::data::Format,
+    split: crate::data::Split,
+    limit: Option<usize>,
+    on_bad_image: crate::data::OnBadImage,
+    adapter: &AdapterArgs,
+) -> Result<(
+    Pretrained,
+    Box<dyn crate::data::Dataset>,
+    String,
+    crate::eval::features::Features,
+)> {
+    let pretrained = checkpoint.load()?;
+    let (set, source) = open_eval_data(data, format, split, limit, on_bad_image)?;
+    let gpu = crate::gpu::Gpu::new(&adapter.into())?;
+    eprintln!("adapter: {}; data: {}", gpu.info.name, set.describe());
+    let encoder = crate::eval::Encoder::new(
+        &gpu,
+        &pretrained.config,
+        &pretrained.params,
+        checkpoint.batch(&pretrained),
+    )?;
+    let features = encoder.extract(&gpu, set.as_ref())?;
+    Ok((pretrained, set, source, features))
+}
+
 /// The checkpoint an evaluation reads, and optionally the model it must hold.
 #[derive(Args, Clone, Debug)]
 pub struct CheckpointArgs {
