@@ -90,7 +90,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rows = inside_range(ky, p.h, p.oh);
     let cols = inside_range(kx, p.w, p.ow);
 
-    var acc: array<vec4<f32>, 16>; // output channel i: acc[2i] holds inputs 0..4, acc[2i+1] 4..8
+    // Accumulators, output channel i: a<2i> holds input channels 0..4, a<2i+1> 4..8.
+    // Named variables, not an array: lavapipe keeps a private array that a loop indexes in
+    // memory; unrolled over named vectors the inner loop ran 2-3x faster (conv2d_forward.wgsl).
+    var a0: vec4<f32>; var a1: vec4<f32>; var a2: vec4<f32>; var a3: vec4<f32>;
+    var a4: vec4<f32>; var a5: vec4<f32>; var a6: vec4<f32>; var a7: vec4<f32>;
+    var a8: vec4<f32>; var a9: vec4<f32>; var a10: vec4<f32>; var a11: vec4<f32>;
+    var a12: vec4<f32>; var a13: vec4<f32>; var a14: vec4<f32>; var a15: vec4<f32>;
     let n_end = min((wid.z + 1u) * p.chunk, p.n);
     for (var n = wid.z * p.chunk; n < n_end; n++) {
         let x_img = p.x_offset + n * p.cin * hw;
@@ -103,15 +109,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let x0 = vec4<f32>(x[xo + x_at[0]], x[xo + x_at[1]], x[xo + x_at[2]], x[xo + x_at[3]]);
                 let x1 = vec4<f32>(x[xo + x_at[4]], x[xo + x_at[5]], x[xo + x_at[6]], x[xo + x_at[7]]);
                 let dyo = dy_row + ox;
-                for (var i = 0u; i < TO; i++) {
-                    let g = vec4<f32>(dy[dyo + dy_at[i]]);
-                    acc[2u * i] = fma(g, x0, acc[2u * i]);
-                    acc[2u * i + 1u] = fma(g, x1, acc[2u * i + 1u]);
-                }
+                let g0 = vec4<f32>(dy[dyo + dy_at[0]]);
+                let g1 = vec4<f32>(dy[dyo + dy_at[1]]);
+                let g2 = vec4<f32>(dy[dyo + dy_at[2]]);
+                let g3 = vec4<f32>(dy[dyo + dy_at[3]]);
+                let g4 = vec4<f32>(dy[dyo + dy_at[4]]);
+                let g5 = vec4<f32>(dy[dyo + dy_at[5]]);
+                let g6 = vec4<f32>(dy[dyo + dy_at[6]]);
+                let g7 = vec4<f32>(dy[dyo + dy_at[7]]);
+                a0 = fma(g0, x0, a0); a1 = fma(g0, x1, a1);
+                a2 = fma(g1, x0, a2); a3 = fma(g1, x1, a3);
+                a4 = fma(g2, x0, a4); a5 = fma(g2, x1, a5);
+                a6 = fma(g3, x0, a6); a7 = fma(g3, x1, a7);
+                a8 = fma(g4, x0, a8); a9 = fma(g4, x1, a9);
+                a10 = fma(g5, x0, a10); a11 = fma(g5, x1, a11);
+                a12 = fma(g6, x0, a12); a13 = fma(g6, x1, a13);
+                a14 = fma(g7, x0, a14); a15 = fma(g7, x1, a15);
             }
         }
     }
 
+    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7,
+                                   a8, a9, a10, a11, a12, a13, a14, a15);
     let dw_size = p.cout * p.cin * kk;
     let out = p.partial_offset + wid.z * dw_size;
     for (var i = 0u; i < TO; i++) {

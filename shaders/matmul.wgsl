@@ -64,19 +64,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         if (TRANS_B) { b_at[i] = b_base + cc * p.k; } else { b_at[i] = b_base + cc; }
     }
 
-    var acc: array<vec4<f32>, 16>; // row i: acc[2i] holds columns 0..4, acc[2i+1] 4..8
+    // Accumulators, row i: a<2i> holds columns 0..4, a<2i+1> columns 4..8. Named variables,
+    // not an array: lavapipe keeps a private array that a loop indexes in memory, and the
+    // unrolled loop over named vectors ran 2-3x faster (measured on the conv kernels).
+    var a0: vec4<f32>; var a1: vec4<f32>; var a2: vec4<f32>; var a3: vec4<f32>;
+    var a4: vec4<f32>; var a5: vec4<f32>; var a6: vec4<f32>; var a7: vec4<f32>;
+    var a8: vec4<f32>; var a9: vec4<f32>; var a10: vec4<f32>; var a11: vec4<f32>;
+    var a12: vec4<f32>; var a13: vec4<f32>; var a14: vec4<f32>; var a15: vec4<f32>;
     for (var kk = 0u; kk < p.k; kk++) {
         let ao = kk * a_step;
         let bo = kk * b_step;
         let b0 = vec4<f32>(b[b_at[0] + bo], b[b_at[1] + bo], b[b_at[2] + bo], b[b_at[3] + bo]);
         let b1 = vec4<f32>(b[b_at[4] + bo], b[b_at[5] + bo], b[b_at[6] + bo], b[b_at[7] + bo]);
-        for (var i = 0u; i < T; i++) {
-            let av = a[a_at[i] + ao];
-            acc[2u * i] = fma(vec4<f32>(av), b0, acc[2u * i]);
-            acc[2u * i + 1u] = fma(vec4<f32>(av), b1, acc[2u * i + 1u]);
-        }
+        let r0 = vec4<f32>(a[a_at[0] + ao]);
+        let r1 = vec4<f32>(a[a_at[1] + ao]);
+        let r2 = vec4<f32>(a[a_at[2] + ao]);
+        let r3 = vec4<f32>(a[a_at[3] + ao]);
+        let r4 = vec4<f32>(a[a_at[4] + ao]);
+        let r5 = vec4<f32>(a[a_at[5] + ao]);
+        let r6 = vec4<f32>(a[a_at[6] + ao]);
+        let r7 = vec4<f32>(a[a_at[7] + ao]);
+        a0 = fma(r0, b0, a0); a1 = fma(r0, b1, a1);
+        a2 = fma(r1, b0, a2); a3 = fma(r1, b1, a3);
+        a4 = fma(r2, b0, a4); a5 = fma(r2, b1, a5);
+        a6 = fma(r3, b0, a6); a7 = fma(r3, b1, a7);
+        a8 = fma(r4, b0, a8); a9 = fma(r4, b1, a9);
+        a10 = fma(r5, b0, a10); a11 = fma(r5, b1, a11);
+        a12 = fma(r6, b0, a12); a13 = fma(r6, b1, a13);
+        a14 = fma(r7, b0, a14); a15 = fma(r7, b1, a15);
     }
 
+    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7,
+                                   a8, a9, a10, a11, a12, a13, a14, a15);
     for (var i = 0u; i < T; i++) {
         let r = row0 + i;
         if (r >= p.m) { break; }
