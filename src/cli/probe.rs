@@ -2,6 +2,7 @@
 //! encoder of the same configuration, top-1 and top-5 side by side with the difference
 //! (what pretraining bought); or the probe of two feature files written by `cpc embed`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -9,7 +10,7 @@ use clap::Args;
 use crate::cli::{open_eval_data, AdapterArgs, CheckpointArgs};
 use crate::data::{Format, OnBadImage, Split};
 use crate::error::{Error, Result};
-use crate::eval::probe::{compare, probe};
+use crate::eval::probe::{compare, probe, TopK};
 use crate::eval::{Features, ProbeConfig};
 use crate::gpu::Gpu;
 
@@ -76,7 +77,8 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({"features": {"top1": r.test.top1, "top5": r.test.top5}})
+                serde_json::to_string(&HashMap::from([("features", TopK::from(r.test))]))
+                    .expect("numbers serialise")
             );
         } else {
             println!(

@@ -88,6 +88,22 @@ pub struct Accuracy {
     pub loss: f32,
 }
 
+/// Top-1 and top-5 alone, as `--json` prints them (f32, so 0.865 prints as 0.865).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TopK {
+    pub top1: f32,
+    pub top5: f32,
+}
+
+impl From<Accuracy> for TopK {
+    fn from(a: Accuracy) -> TopK {
+        TopK {
+            top1: a.top1,
+            top5: a.top5,
+        }
+    }
+}
+
 /// Rows of features on the GPU and the launches that score them with the classifier.
 struct Scored {
     rows: usize,
@@ -162,10 +178,16 @@ impl Scored {
 
     fn read(&self, gpu: &Gpu) -> Result<Accuracy> {
         let s = self.stats.read(gpu)?;
+        // The shares are counts over rows: recover the count from the f32 mean, so that
+        // 49 of 50 reads 0.98 and not 0.97999996.
+        let share = |mean: f32| {
+            let n = self.rows as f64;
+            ((mean as f64 * n).round() / n) as f32
+        };
         Ok(Accuracy {
             loss: s[0],
-            top1: s[1],
-            top5: s[2],
+            top1: share(s[1]),
+            top5: share(s[2]),
         })
     }
 }
@@ -654,9 +676,16 @@ impl Comparison {
     /// `{"pretrained": {"top1": .., "top5": ..}, "random": {"top1": .., "top5": ..}}`
     /// (test-set fractions), one line.
     pub fn json(&self) -> String {
-        let side = |r: &ProbeResult| serde_json::json!({"top1": r.test.top1, "top5": r.test.top5});
-        serde_json::json!({"pretrained": side(&self.pretrained), "random": side(&self.random)})
-            .to_string()
+        #[derive(Serialize)]
+        struct Figures {
+            pretrained: TopK,
+            random: TopK,
+        }
+        let figures = Figures {
+            pretrained: self.pretrained.test.into(),
+            random: self.random.test.into(),
+        };
+        serde_json::to_string(&figures).expect("numbers serialise")
     }
 
     /// The side-by-side table `cpc probe` prints.
