@@ -6,6 +6,8 @@
 // Entry points (the launcher picks by the length of each sum, outer * inner):
 //   main         long sums: one workgroup of 256 per channel; the threads stride over the
 //                outer x inner elements and meet in a tree reduction in workgroup memory.
+//   main_vec4    the same, four elements of inner a load, when inner and x_offset are
+//                multiples of 4 (lavapipe pays about as much for a vec4 load as for one f32).
 //   per_thread   short sums (split partials, [chunks, W] with few chunks): one thread per
 //                channel in workgroups of 256.
 // Workgroups past 65535 spread over y.
@@ -26,24 +28,14 @@ struct SumChannelsParams {
 @group(0) @binding(0) var<uniform> p: SumChannelsParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+// x seen as vec4s, for main_vec4 (an entry point uses one view or the other).
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 
 var<workgroup> partial: array<f32, 256>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let c = wid.x + wid.y * nwg.x;
-    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
-    if (c >= p.channels) {
-        return;
-    }
-    let count = p.outer * p.inner;
-    var s = 0.0;
-    for (var e = li; e < count; e += 256u) {
-        let o = e / p.inner;
-        let i = e - o * p.inner;
-        s += x[p.x_offset + (o * p.channels + c) * p.inner + i];
-    }
+// Adds the workgroup's 256 partial sums s and writes channel c's result (thread 0).
+// Call from uniform control flow.
+fn finish(c: u32, li: u32, s: f32) {
     partial[li] = s;
     workgroupBarrier();
     for (var half = 128u; half > 0u; half >>= 1u) {
@@ -60,6 +52,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         out[at] = v;
     }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let c = wid.x + wid.y * nwg.x;
+    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    if (c >= p.channels) {
+        return;
+    }
+    let count = p.outer * p.inner;
+    var s = 0.0;
+    for (var e = li; e < count; e += 256u) {
+        let o = e / p.inner;
+        let i = e - o * p.inner;
+        s += x[p.x_offset + (o * p.channels + c) * p.inner + i];
+    }
+    finish(c, li, s);
+}
+
+@compute @workgroup_size(256)
+fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    let c = wid.x + wid.y * nwg.x;
+    if (c >= p.channels) {
+        return;
+    }
+    let inner4 = p.inner / 4u;
+    let count = p.outer * inner4;
+    var s = vec4<f32>(0.0);
+    for (var e = li; e < count; e += 256u) {
+        let o = e / inner4;
+        let i = e - o * inner4;
+        s += x4[p.x_offset / 4u + (o * p.channels + c) * inner4 + i];
+    }
+    finish(c, li, s.x + s.y + s.z + s.w);
 }
 
 @compute @workgroup_size(256)

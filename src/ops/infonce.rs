@@ -265,7 +265,7 @@ pub fn forward(
                 &[],
                 &params,
                 &[&scores, &dscores, &row_stats],
-                spread(gpu, "infonce_rows", q as u64)?,
+                spread(gpu, "infonce_rows", q.div_ceil(64) as u64)?,
             )?
             // Per score: max, exp, sum, then softmax minus one-hot (~8 FLOPs, exp counted once);
             // scores read twice, dS written once.

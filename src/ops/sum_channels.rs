@@ -53,10 +53,13 @@ pub fn launch(
         alpha,
         _pad: 0,
     };
-    // A workgroup per channel pays off for long sums; short ones (the split partial sums of
-    // the conv weight gradient) take one thread per channel.
+    // A workgroup per channel pays off for long sums, with vec4 loads where the inner rows
+    // allow; short ones (the split partial sums of the conv weight gradient) take one thread
+    // per channel.
     let (entry, groups) = if outer * inner <= PER_THREAD_MAX {
         ("per_thread", channels.div_ceil(256))
+    } else if inner % 4 == 0 && params.x_offset % 4 == 0 {
+        ("main_vec4", channels)
     } else {
         ("main", channels)
     };

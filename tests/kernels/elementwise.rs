@@ -6,6 +6,7 @@ use crate::common::*;
 #[test]
 fn elementwise_matches_reference() {
     // 1000 and 70001 are not multiples of 256; 70001 / 256 > 255 exercises many workgroups.
+    // 1000 takes the vec4 entry point, 1 and 70001 the one-element one.
     for (seed, n) in [1usize, 1000, 70001].into_iter().enumerate() {
         let mut r = rng(seed as u64);
         let (a, b, o0) = (random(&mut r, n), random(&mut r, n), random(&mut r, n));
@@ -31,6 +32,39 @@ fn elementwise_matches_reference() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn elementwise_on_views_at_any_offset() {
+    // Views into one buffer: offsets 0 and 8 allow vec4 loads, 3 and 5 do not; either way
+    // only the view's elements change.
+    let n = 64;
+    let mut r = rng(7);
+    let (a, b, o0) = (
+        random(&mut r, n + 8),
+        random(&mut r, n + 8),
+        random(&mut r, n + 8),
+    );
+    for (oa, ob, oo) in [(0, 8, 0), (3, 8, 0), (0, 0, 5), (8, 8, 8)] {
+        let (ta, tb, to) = (
+            upload(&[n + 8], &a),
+            upload(&[n + 8], &b),
+            upload(&[n + 8], &o0),
+        );
+        let (va, vb, vo) = (ta.view(oa, &[n]), tb.view(ob, &[n]), to.view(oo, &[n]));
+        run(&[elementwise::launch(gpu(), Op::Add, &va, Some(&vb), &vo, 0.5, true).unwrap()]);
+        let mut want = o0.clone();
+        for i in 0..n {
+            want[oo + i] += 0.5 * (a[oa + i] + b[ob + i]);
+        }
+        assert_close(
+            &format!("offsets {oa} {ob} {oo}"),
+            &read(&to),
+            &want,
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -72,9 +106,10 @@ fn elementwise_rejects_mismatched_shapes() {
 
 #[test]
 fn elementwise_spreads_past_65535_workgroups() {
-    // 65535 * 256 + 1000 elements need more workgroups than one dimension holds: the launch
-    // spreads them over x and y, and every element must still be written exactly once.
-    let n = 65535 * 256 + 1000;
+    // 65535 * 256 + 1001 elements (one a thread: not a multiple of 4) need more workgroups
+    // than one dimension holds: the launch spreads them over x and y, and every element
+    // must still be written exactly once.
+    let n = 65535 * 256 + 1001;
     let a: Vec<f32> = (0..n).map(|i| (i % 1013) as f32).collect();
     let out = nan_tensor(&[n]);
     let launch = elementwise::scale(gpu(), &upload(&[n], &a), &out, 2.0, false).unwrap();

@@ -14,6 +14,8 @@ fn sum_channels_matches_reference() {
         [13, 700, 1],
         [65, 7, 1],
         [8, 9, 8],
+        [40, 3, 12],
+        [7, 5, 100],
     ]
     .into_iter()
     .enumerate()
