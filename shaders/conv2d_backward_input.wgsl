@@ -47,6 +47,32 @@ const TC: u32 = 8u;  // input channels per thread
 const TP: u32 = 8u;  // input pixels per thread
 const WG: u32 = 64u; // threads per workgroup
 
+// Writes (or adds to) pixel q of phase (ry, rx), channels ci0 .. ci0 + 8 (lo: the first
+// four, hi: the next four), skipping pixels past the end or the image's edge and channels
+// past the last. Unrolled calls with vectors, not a loop over an array (see the accumulators).
+fn store(q: u32, ry: u32, rx: u32, ci0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let qhw = p.hq * p.wq;
+    if (q >= p.n * qhw) {
+        return;
+    }
+    let n = q / qhw;
+    let r = q - n * qhw;
+    let qy = r / p.wq;
+    let iy = qy * p.stride + ry;
+    let ix = (r - qy * p.wq) * p.stride + rx;
+    if (iy >= p.h || ix >= p.w) {
+        return;
+    }
+    let hw = p.h * p.w;
+    let at = p.dx_offset + (n * p.cin + ci0) * hw + iy * p.w + ix;
+    let count = min(TC, p.cin - ci0);
+    for (var i = 0u; i < count; i++) {
+        var v = select(hi[i % 4u], lo[i % 4u], i < 4u);
+        if (p.accumulate != 0u) { v += dx[at + i * hw]; }
+        dx[at + i * hw] = v;
+    }
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -136,22 +162,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 
-    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7,
-                                   a8, a9, a10, a11, a12, a13, a14, a15);
-    let hw = p.h * p.w;
-    for (var j = 0u; j < TP; j++) {
-        let q = p0 + j * WG;
-        if (q >= pixels) { break; }
-        if (iy[j] >= i32(p.h) || ix[j] >= i32(p.w)) { continue; }
-        let n = q / qhw;
-        let pix = u32(iy[j]) * p.w + u32(ix[j]);
-        for (var i = 0u; i < TC; i++) {
-            let ci = ci0 + i;
-            if (ci >= p.cin) { break; }
-            let at = p.dx_offset + (n * p.cin + ci) * hw + pix;
-            var v = acc[2u * j + i / 4u][i % 4u];
-            if (p.accumulate != 0u) { v += dx[at]; }
-            dx[at] = v;
-        }
-    }
+    store(p0, ry, rx, ci0, a0, a1);
+    store(p0 + WG, ry, rx, ci0, a2, a3);
+    store(p0 + 2u * WG, ry, rx, ci0, a4, a5);
+    store(p0 + 3u * WG, ry, rx, ci0, a6, a7);
+    store(p0 + 4u * WG, ry, rx, ci0, a8, a9);
+    store(p0 + 5u * WG, ry, rx, ci0, a10, a11);
+    store(p0 + 6u * WG, ry, rx, ci0, a12, a13);
+    store(p0 + 7u * WG, ry, rx, ci0, a14, a15);
 }

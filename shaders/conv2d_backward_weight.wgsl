@@ -59,6 +59,21 @@ fn inside_range(t: u32, size: u32, out: u32) -> vec2<u32> {
     return vec2<u32>(u32(lo), u32(max(hi, lo)));
 }
 
+// Writes output channel co's gradients for input channels ci0 .. ci0 + 8 (lo: the first
+// four, hi: the next four) at one tap of chunk partial `out`, skipping channels past the
+// last. Unrolled calls with vectors, not a loop over an array (see the accumulators).
+fn store(out: u32, co: u32, ci0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (co >= p.cout) {
+        return;
+    }
+    let kk = p.k * p.k;
+    let at = out + (co * p.cin + ci0) * kk;
+    let count = min(TI, p.cin - ci0);
+    for (var j = 0u; j < count; j++) {
+        partial[at + j * kk] = select(hi[j % 4u], lo[j % 4u], j < 4u);
+    }
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -129,17 +144,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 
-    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7,
-                                   a8, a9, a10, a11, a12, a13, a14, a15);
-    let dw_size = p.cout * p.cin * kk;
-    let out = p.partial_offset + wid.z * dw_size;
-    for (var i = 0u; i < TO; i++) {
-        let co = co0 + i;
-        if (co >= p.cout) { break; }
-        for (var j = 0u; j < TI; j++) {
-            let ci = ci0 + j;
-            if (ci >= p.cin) { break; }
-            partial[out + (co * p.cin + ci) * kk + tap] = acc[2u * i + j / 4u][j % 4u];
-        }
-    }
+    let out = p.partial_offset + wid.z * p.cout * p.cin * kk + tap;
+    store(out, co0, ci0, a0, a1);
+    store(out, co0 + 1u, ci0, a2, a3);
+    store(out, co0 + 2u, ci0, a4, a5);
+    store(out, co0 + 3u, ci0, a6, a7);
+    store(out, co0 + 4u, ci0, a8, a9);
+    store(out, co0 + 5u, ci0, a10, a11);
+    store(out, co0 + 6u, ci0, a12, a13);
+    store(out, co0 + 7u, ci0, a14, a15);
 }

@@ -70,6 +70,21 @@ fn inside(win: Window, ky: u32, kx: u32) -> vec4<bool> {
     return (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h))) & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(p.w)));
 }
 
+// Writes output pixel q's channels co0 .. co0 + 8 (lo: the first four, hi: the next four),
+// skipping a pixel past the end and channels past the last.
+fn store(q: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let ohw = p.oh * p.ow;
+    if (q >= p.n * ohw) {
+        return;
+    }
+    let n = q / ohw;
+    let at = p.y_offset + (n * p.cout + co0) * ohw + (q - n * ohw);
+    let count = min(TC, p.cout - co0);
+    for (var i = 0u; i < count; i++) {
+        y[at + i * ohw] = select(hi[i % 4u], lo[i % 4u], i < 4u);
+    }
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -137,18 +152,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 
-    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7,
-                                   a8, a9, a10, a11, a12, a13, a14, a15);
-    for (var j = 0u; j < TP; j++) {
-        let q = p0 + j * WG;
-        if (q >= pixels) { break; }
-        let n = q / ohw;
-        let r = q - n * ohw;
-        for (var i = 0u; i < TC; i++) {
-            let co = co0 + i;
-            if (co >= p.cout) { break; }
-            y[p.y_offset + (n * p.cout + co) * ohw + r] =
-                acc[2u * j + i / 4u][i % 4u] + bias[p.b_offset + co];
-        }
-    }
+    // The bias of this thread's channels (clamped), then each pixel's 8 outputs.
+    let c_lo = min(vec4<u32>(co0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.cout - 1u));
+    let c_hi = min(vec4<u32>(co0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.cout - 1u));
+    let b_lo = vec4<f32>(bias[p.b_offset + c_lo.x], bias[p.b_offset + c_lo.y],
+                         bias[p.b_offset + c_lo.z], bias[p.b_offset + c_lo.w]);
+    let b_hi = vec4<f32>(bias[p.b_offset + c_hi.x], bias[p.b_offset + c_hi.y],
+                         bias[p.b_offset + c_hi.z], bias[p.b_offset + c_hi.w]);
+    store(p0, co0, a0 + b_lo, a1 + b_hi);
+    store(p0 + WG, co0, a2 + b_lo, a3 + b_hi);
+    store(p0 + 2u * WG, co0, a4 + b_lo, a5 + b_hi);
+    store(p0 + 3u * WG, co0, a6 + b_lo, a7 + b_hi);
+    store(p0 + 4u * WG, co0, a8 + b_lo, a9 + b_hi);
+    store(p0 + 5u * WG, co0, a10 + b_lo, a11 + b_hi);
+    store(p0 + 6u * WG, co0, a12 + b_lo, a13 + b_hi);
+    store(p0 + 7u * WG, co0, a14 + b_lo, a15 + b_hi);
 }

@@ -38,6 +38,21 @@ override TRANS_B: bool = false;
 const T: u32 = 8u;   // block side per thread
 const WG: u32 = 8u;  // threads per workgroup side
 
+// Writes (or adds to) row r of C from column col0 on, 8 values (lo: the first four, hi: the
+// next four) starting at element `at`, skipping a row or columns past the edge. Unrolled
+// calls with vectors, not a loop over an array (see the accumulators).
+fn store(at: u32, r: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (r >= p.m) {
+        return;
+    }
+    let count = min(T, p.n - col0);
+    for (var j = 0u; j < count; j++) {
+        var v = p.alpha * select(hi[j % 4u], lo[j % 4u], j < 4u);
+        if (p.accumulate != 0u) { v += c[at + j]; }
+        c[at + j] = v;
+    }
+}
+
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row0 = (wid.y * WG + lid.y) * T;
@@ -94,18 +109,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         a14 = fma(r7, b0, a14); a15 = fma(r7, b1, a15);
     }
 
-    let acc = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7,
-                                   a8, a9, a10, a11, a12, a13, a14, a15);
-    for (var i = 0u; i < T; i++) {
-        let r = row0 + i;
-        if (r >= p.m) { break; }
-        for (var j = 0u; j < T; j++) {
-            let col = col0 + j;
-            if (col >= p.n) { break; }
-            let at = c_base + r * p.n + col;
-            var v = p.alpha * acc[2u * i + j / 4u][j % 4u];
-            if (p.accumulate != 0u) { v += c[at]; }
-            c[at] = v;
-        }
-    }
+    let c_at = c_base + row0 * p.n + col0;
+    store(c_at, row0, col0, a0, a1);
+    store(c_at + p.n, row0 + 1u, col0, a2, a3);
+    store(c_at + 2u * p.n, row0 + 2u, col0, a4, a5);
+    store(c_at + 3u * p.n, row0 + 3u, col0, a6, a7);
+    store(c_at + 4u * p.n, row0 + 4u, col0, a8, a9);
+    store(c_at + 5u * p.n, row0 + 5u, col0, a10, a11);
+    store(c_at + 6u * p.n, row0 + 6u, col0, a12, a13);
+    store(c_at + 7u * p.n, row0 + 7u, col0, a14, a15);
 }
