@@ -229,6 +229,18 @@ impl Gpu {
         self.check(what)
     }
 
+    /// Threads worth having in flight for one dispatch, for kernels that can trade more
+    /// threads for more work after them (the conv weight gradient's split over the batch).
+    /// A GPU wants tens of thousands; a CPU adapter (lavapipe: cores x 8 SIMD lanes) is
+    /// busy with a few hundred, and each extra split only adds partial sums to add up.
+    pub fn threads_in_flight(&self) -> usize {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            1024
+        } else {
+            16384
+        }
+    }
+
     /// Bytes of all tensors allocated on this device so far (freed ones included): the
     /// difference across a planning step is what that plan allocates.
     pub fn allocated_bytes(&self) -> u64 {

@@ -88,10 +88,6 @@ pub const STRIDES: [usize; 3] = [1, 2, 4];
 const BLOCK: usize = 8;
 const WG: usize = 64;
 
-/// Threads the weight gradient aims for: the batch is cut into enough chunks to keep a GPU
-/// busy when the channels alone give few threads (the first layer: Cin = 3).
-const WEIGHT_GRAD_THREADS: usize = 16384;
-
 /// The shape of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -148,19 +144,21 @@ impl Conv2d {
         2 * (self.n * self.cout * oh * ow * self.cin * self.k * self.k) as u64
     }
 
-    /// Images per chunk and number of chunks for the weight gradient's split reduction.
-    pub fn weight_grad_chunks(&self) -> (usize, usize) {
-        let chunks = self.weight_grad_max_chunks().min(self.n.max(1));
+    /// Images per chunk and number of chunks for the weight gradient's split reduction on
+    /// this device: the batch is cut into enough chunks to keep it busy when the channels
+    /// alone give few threads (the first layer: Cin = 3).
+    pub fn weight_grad_chunks(&self, gpu: &Gpu) -> (usize, usize) {
+        let chunks = self.weight_grad_max_chunks(gpu).min(self.n.max(1));
         let per_chunk = self.n.div_ceil(chunks).max(1);
         (per_chunk, self.n.div_ceil(per_chunk))
     }
 
-    /// The chunks aimed for (about WEIGHT_GRAD_THREADS threads in all), which the scratch
-    /// buffer is sized for whatever the batch: at most about 4 MiB, and a memory plan sees
-    /// no step in it as N grows.
-    fn weight_grad_max_chunks(&self) -> usize {
+    /// The chunks aimed for (about [`Gpu::threads_in_flight`] threads in all), which the
+    /// scratch buffer is sized for whatever the batch: at most about 4 MiB, and a memory
+    /// plan sees no step in it as N grows.
+    fn weight_grad_max_chunks(&self, gpu: &Gpu) -> usize {
         let items = self.cout.div_ceil(BLOCK) * self.cin.div_ceil(BLOCK) * self.k * self.k;
-        WEIGHT_GRAD_THREADS.div_ceil(items).max(1)
+        gpu.threads_in_flight().div_ceil(items).max(1)
     }
 
     /// The geometry alone: supported kernel size and stride, nothing empty.
@@ -348,13 +346,13 @@ pub fn backward_weight(
         ],
     )?;
     let (oh, ow) = c.out_hw();
-    let (per_chunk, chunks) = c.weight_grad_chunks();
+    let (per_chunk, chunks) = c.weight_grad_chunks(gpu);
     let dw_size = c.cout * c.cin * c.k * c.k;
     // Owned by the launches' bind groups from here on: planned once, reused every step.
     let scratch = Tensor::zeros(
         gpu,
         "conv2d weight gradient chunks",
-        &[c.weight_grad_max_chunks(), dw_size],
+        &[c.weight_grad_max_chunks(gpu), dw_size],
     )?;
     let partial = scratch.view(0, &[chunks, dw_size]);
     let params = Conv2dBackwardWeightParams {

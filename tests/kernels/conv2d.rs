@@ -157,7 +157,7 @@ fn conv2d_backward_matches_reference() {
 #[test]
 fn conv2d_backward_weight_split_over_uneven_chunks() {
     let c = conv(89, 9, 9, 3, 4, 7, 1, 3);
-    let (per_chunk, chunks) = c.weight_grad_chunks();
+    let (per_chunk, chunks) = c.weight_grad_chunks(gpu());
     assert!(
         per_chunk > 1 && chunks * per_chunk > c.n,
         "this case should have several images per chunk and a short last chunk: {per_chunk} x {chunks}"
