@@ -84,11 +84,25 @@ impl Gpu {
             .unwrap()
             .entry(shader)
             .or_insert_with(|| {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.file()),
-                        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                    })
+                // Buffer bounds checks stay on. Off: the counter naga adds to every loop in
+                // case it never ends, and the guard on every integer division against a zero
+                // divisor. Together they cost 12-15 % of a tiny training step on lavapipe
+                // (conv kernels 555 -> 480 ms, docs/performance.md).
+                // SAFETY: every loop in shaders/ counts up to a shape extent or halves a
+                // constant, so it ends; every divisor is a shape extent or stride, which the
+                // launchers in ops/ check to be nonzero before anything is dispatched.
+                unsafe {
+                    self.device.create_shader_module_trusted(
+                        wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.file()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                        },
+                        wgpu::ShaderRuntimeChecks {
+                            bounds_checks: true,
+                            ..wgpu::ShaderRuntimeChecks::unchecked()
+                        },
+                    )
+                }
             })
             .clone();
         let pipeline = self

@@ -39,6 +39,15 @@ const KERNEL: &str = "layer_norm";
 
 impl LayerNorm {
     fn check(&self, what: &[(&str, &Tensor, usize)]) -> Result<()> {
+        if self.n * self.channels * self.inner == 0 {
+            return shape_err(
+                KERNEL,
+                format!(
+                    "empty [n, channels, inner] = [{}, {}, {}]",
+                    self.n, self.channels, self.inner
+                ),
+            );
+        }
         for &(name, t, want) in what {
             if t.len() != want {
                 return shape_err(

@@ -20,6 +20,12 @@ crate::uniform_struct! {
 const KERNEL: &str = "mean_pool";
 
 fn check(x_name: &str, x: &Tensor, y_name: &str, y: &Tensor, [n, c, l]: [usize; 3]) -> Result<()> {
+    if n * c * l == 0 {
+        return shape_err(
+            KERNEL,
+            format!("empty [n, channels, inner] = [{n}, {c}, {l}]"),
+        );
+    }
     if x.len() != n * c * l || y.len() != n * c {
         return shape_err(
             KERNEL,
