@@ -175,7 +175,12 @@ fn bench_conv2d(c: &mut Criterion) {
         );
         let param = format!("{n}x{cin}x{side}x{side}->{cout}");
         let fwd = conv2d::forward(gpu(), &conv, &x, &w, &b, &y).unwrap();
-        bench(&mut g, &format!("forward/{name}"), param.clone(), &[&fwd]);
+        bench(
+            &mut g,
+            &format!("forward/{name}"),
+            param.clone(),
+            &fwd.iter().collect::<Vec<_>>(),
+        );
         let bi = conv2d::backward_input(gpu(), &conv, &y, &w, &dx, false).unwrap();
         bench(
             &mut g,

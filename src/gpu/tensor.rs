@@ -47,6 +47,16 @@ pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 impl Tensor {
     /// A new zero-filled tensor in a buffer of its own.
     pub fn zeros(gpu: &Gpu, label: &str, shape: &[usize]) -> Result<Tensor> {
+        Tensor::alloc(gpu, label, shape, STORAGE)
+    }
+
+    /// A zeroed tensor that can also be bound as a uniform buffer, in windows of at most
+    /// max_uniform_buffer_binding_size bytes at offsets that are multiples of 256 bytes.
+    pub fn uniform(gpu: &Gpu, label: &str, shape: &[usize]) -> Result<Tensor> {
+        Tensor::alloc(gpu, label, shape, STORAGE | wgpu::BufferUsages::UNIFORM)
+    }
+
+    fn alloc(gpu: &Gpu, label: &str, shape: &[usize], usage: wgpu::BufferUsages) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let bytes = (n.max(1) * 4) as u64;
         if bytes > gpu.limits.max_buffer_size {
@@ -64,7 +74,7 @@ impl Tensor {
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.next_multiple_of(4),
-            usage: STORAGE,
+            usage,
             mapped_at_creation: false,
         });
         Ok(Tensor {

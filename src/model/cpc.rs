@@ -255,7 +255,7 @@ impl CpcModel {
         let mut forward = Vec::new();
         for layer in &enc.layers {
             let act = |i: usize| &enc.acts[i].0;
-            forward.push(match layer {
+            forward.extend(match layer {
                 Layer::Conv { conv, param, x, y } => conv2d::forward(
                     gpu,
                     conv,
@@ -278,9 +278,10 @@ impl CpcModel {
                     &pv(&format!("{param}.bias")),
                     act(*y),
                     stats,
-                )?,
-                Layer::Relu { x, y } => elementwise::relu_forward(gpu, act(*x), act(*y))?,
-                Layer::Add { a, b, y } => elementwise::add(gpu, act(*a), act(*b), act(*y))?,
+                )
+                .map(|l| vec![l])?,
+                Layer::Relu { x, y } => vec![elementwise::relu_forward(gpu, act(*x), act(*y))?],
+                Layer::Add { a, b, y } => vec![elementwise::add(gpu, act(*a), act(*b), act(*y))?],
             });
         }
         let pooled = [n, d, side * side];

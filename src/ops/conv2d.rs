@@ -28,6 +28,14 @@ crate::uniform_struct! {
         pub w_offset: u32,
         pub b_offset: u32,
         pub y_offset: u32,
+        pub co_base: u32,
+        pub ci_base: u32,
+        pub ci_count: u32,
+        pub accumulate: u32,
+        pub window_rows: u32,
+        pub window_cis: u32,
+        pub ci_ranges: u32,
+        pub windows_offset: u32,
         pub _pad0: u32,
         pub _pad1: u32,
     }
@@ -88,6 +96,28 @@ pub const STRIDES: [usize; 3] = [1, 2, 4];
 const BLOCK: usize = 8;
 const WG: usize = 64;
 
+/// Floats in one window of the forward's weights: a 64 KiB uniform binding.
+const WEIGHT_WINDOW: usize = 16384;
+
+/// How the forward cuts the weights into uniform-buffer windows (see conv2d_forward.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightWindows {
+    /// Output channels per window (a multiple of 8).
+    pub rows: usize,
+    /// Input channels per window.
+    pub cis: usize,
+    /// Windows along the input channels.
+    pub ci_ranges: usize,
+    /// Windows along the output channels.
+    pub row_blocks: usize,
+}
+
+impl WeightWindows {
+    pub fn count(&self) -> usize {
+        self.ci_ranges * self.row_blocks
+    }
+}
+
 /// The shape of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -144,6 +174,26 @@ impl Conv2d {
         2 * (self.n * self.cout * oh * ow * self.cin * self.k * self.k) as u64
     }
 
+    /// The forward's weight windows: as many blocks of 8 output channels with all their
+    /// input channels as fit 64 KiB, or, where 8 channels' rows do not fit (Cin k^2 > 2048),
+    /// 8 channels over an even split of the input channels.
+    pub fn weight_windows(&self) -> WeightWindows {
+        let kk = self.k * self.k;
+        let (rows, cis, ci_ranges) = if BLOCK * self.cin * kk <= WEIGHT_WINDOW {
+            let rows = WEIGHT_WINDOW / (self.cin * kk) / BLOCK * BLOCK;
+            (rows.min(self.cout.next_multiple_of(BLOCK)), self.cin, 1)
+        } else {
+            let ranges = self.cin.div_ceil(WEIGHT_WINDOW / (BLOCK * kk));
+            (BLOCK, self.cin.div_ceil(ranges), ranges)
+        };
+        WeightWindows {
+            rows,
+            cis,
+            ci_ranges,
+            row_blocks: self.cout.div_ceil(rows),
+        }
+    }
+
     /// Images per chunk and number of chunks for the weight gradient's split reduction on
     /// this device: the batch is cut into enough chunks to keep it busy when the channels
     /// alone give few threads (the first layer: Cin = 3).
@@ -197,7 +247,8 @@ impl Conv2d {
     }
 }
 
-/// Plan y = conv(x, weight) + bias.
+/// Plan y = conv(x, weight) + bias: a copy of the weights into uniform-buffer windows,
+/// then one dispatch per window (conv2d_forward.wgsl). Allocates the windows it needs.
 pub fn forward(
     gpu: &Gpu,
     c: &Conv2d,
@@ -205,7 +256,7 @@ pub fn forward(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
-) -> Result<Launch> {
+) -> Result<Vec<Launch>> {
     let kernel = "conv2d_forward";
     c.check(
         kernel,
@@ -216,8 +267,24 @@ pub fn forward(
             ("y", y, &c.y_shape()),
         ],
     )?;
+    let limit = gpu.limits.max_uniform_buffer_binding_size;
+    if limit < (WEIGHT_WINDOW * 4) as u64 {
+        return Err(crate::error::Error::Limit {
+            kernel,
+            message: format!("a weight window of {} bytes", WEIGHT_WINDOW * 4),
+            limit: "max_uniform_buffer_binding_size",
+            value: limit,
+        });
+    }
     let (oh, ow) = c.out_hw();
-    let params = Conv2dForwardParams {
+    let win = c.weight_windows();
+    // Owned by the launches' bind groups from here on: planned once, reused every step.
+    let windows = Tensor::uniform(
+        gpu,
+        "conv2d forward weight windows",
+        &[win.count(), WEIGHT_WINDOW],
+    )?;
+    let base = Conv2dForwardParams {
         n: c.n as u32,
         cin: c.cin as u32,
         h: c.h as u32,
@@ -232,32 +299,74 @@ pub fn forward(
         w_offset: rel_offset(gpu, w),
         b_offset: rel_offset(gpu, b),
         y_offset: rel_offset(gpu, y),
+        co_base: 0,
+        ci_base: 0,
+        ci_count: 0,
+        accumulate: 0,
+        window_rows: win.rows as u32,
+        window_cis: win.cis as u32,
+        ci_ranges: win.ci_ranges as u32,
+        windows_offset: rel_offset(gpu, &windows),
         _pad0: 0,
         _pad1: 0,
     };
-    let [wx, wy, _] = spread(gpu, kernel, (c.n * oh * ow).div_ceil(WG * BLOCK) as u64)?;
-    Launch::new(
+    let staged = win.count() * WEIGHT_WINDOW;
+    let mut launches = vec![Launch::with_bindings(
         gpu,
         Shader::Conv2dForward,
-        "main",
+        "stage_weights",
         &[],
-        &params,
-        &[x, w, b, y],
-        [wx, wy, c.cout.div_ceil(BLOCK) as u32],
-    )
-    .map(|l| {
-        let conv = *c;
-        l.cost(c.flops(), c.moved()).reference(move || {
-            let mut y = vec![0.0; conv.y_len()];
-            crate::cpu::conv2d::forward(
-                &conv,
-                &vec![0.5; conv.x_len()],
-                &vec![0.5; conv.w_len()],
-                &vec![0.5; conv.cout],
-                &mut y,
-            );
-        })
-    })
+        &base,
+        &[(5, w), (6, &windows)],
+        spread(gpu, kernel, staged.div_ceil(256) as u64)?,
+    )?
+    .cost(0, (c.w_len() + staged) as u64)];
+    let [wx, wy, _] = spread(gpu, kernel, (c.n * oh * ow).div_ceil(WG * BLOCK) as u64)?;
+    let kk = c.k * c.k;
+    for rb in 0..win.row_blocks {
+        let co_base = rb * win.rows;
+        let rows = win.rows.min(c.cout - co_base);
+        for cr in 0..win.ci_ranges {
+            let ci_base = cr * win.cis;
+            let ci_count = win.cis.min(c.cin - ci_base);
+            let params = Conv2dForwardParams {
+                co_base: co_base as u32,
+                ci_base: ci_base as u32,
+                ci_count: ci_count as u32,
+                accumulate: (cr > 0) as u32,
+                ..base
+            };
+            let window = windows.view((rb * win.ci_ranges + cr) * WEIGHT_WINDOW, &[WEIGHT_WINDOW]);
+            let flops = 2 * c.n * oh * ow * rows * ci_count * kk;
+            let moved = c.n * ci_count * c.h * c.w + rows * ci_count * kk + c.n * rows * oh * ow;
+            let mut l = Launch::with_bindings(
+                gpu,
+                Shader::Conv2dForward,
+                "main",
+                &[],
+                &params,
+                &[(1, x), (2, &window), (3, b), (4, y)],
+                [wx, wy, rows.div_ceil(BLOCK) as u32],
+            )?
+            .cost(flops as u64, moved as u64);
+            if launches.len() == 1 {
+                // The whole convolution's CPU reference, once (profile --compare).
+                let conv = *c;
+                l = l.reference(move || {
+                    let mut y = vec![0.0; conv.y_len()];
+                    crate::cpu::conv2d::forward(
+                        &conv,
+                        &vec![0.5; conv.x_len()],
+                        &vec![0.5; conv.w_len()],
+                        &vec![0.5; conv.cout],
+                        &mut y,
+                    );
+                });
+            }
+            launches.push(l);
+        }
+    }
+    Ok(launches)
 }
 
 /// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy.

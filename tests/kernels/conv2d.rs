@@ -65,7 +65,7 @@ fn check_forward(c: Conv2d, x_offset: usize, seed: u64) {
     let tx = upload(&[host.len()], &host).view(x_offset, &c.x_shape());
     let (tw, tb) = (upload(&c.w_shape(), &w), upload(&[c.cout], &b));
     let ty = nan_tensor(&c.y_shape());
-    run(&[conv2d::forward(gpu(), &c, &tx, &tw, &tb, &ty).unwrap()]);
+    run(&conv2d::forward(gpu(), &c, &tx, &tw, &tb, &ty).unwrap());
     let mut want = vec![0.0; len(c.y_shape())];
     cpu::conv2d::forward(&c, &x, &w, &b, &mut want);
     assert_close(
@@ -87,6 +87,27 @@ fn conv2d_forward_matches_reference() {
     check_forward(conv(2, 9, 11, 17, 19, 5, 2, 2), 3, 101);
     // Padding wider than half the kernel: some outputs see only padding (and the bias).
     check_forward(conv(1, 2, 3, 4, 5, 3, 1, 3), 0, 102);
+}
+
+#[test]
+fn conv2d_forward_over_several_weight_windows() {
+    // 64 x 3 x 3 = 576 weights per output channel: 24 channels a 64 KiB window, so 44
+    // channels take two windows, the second one part full.
+    let c = conv(2, 64, 44, 5, 6, 3, 1, 1);
+    let win = c.weight_windows();
+    assert_eq!((win.row_blocks, win.ci_ranges), (2, 1), "{win:?}");
+    check_forward(c, 3, 103);
+    // 45 x 7 x 7 = 2205 weights per output channel: 8 channels do not fit one window, so
+    // the input channels are split in two and the second half adds to the first; 11 output
+    // channels make two row blocks, the second with 3 channels.
+    let c = conv(2, 45, 11, 7, 6, 7, 2, 3);
+    let win = c.weight_windows();
+    assert_eq!(
+        (win.row_blocks, win.ci_ranges, win.rows),
+        (2, 2, 8),
+        "{win:?}"
+    );
+    check_forward(c, 0, 104);
 }
 
 /// GPU backward against the CPU backward: dx overwritten (NaN-filled first) and accumulated,
