@@ -186,7 +186,7 @@ fn bench_conv2d(c: &mut Criterion) {
             &mut g,
             &format!("backward_input/{name}"),
             param.clone(),
-            &[&bi],
+            &bi.iter().collect::<Vec<_>>(),
         );
         let bw = conv2d::backward_weight(gpu(), &conv, &x, &y, &dw, &db).unwrap();
         bench(

@@ -8,11 +8,16 @@
 // (ry, rx): each thread's pixels share one phase and it loops over just ceil(k / stride)^2
 // taps, none of them wasted on a non-divisible offset. Stride 1 has the one phase (0, 0).
 //
+// The weights come through a uniform buffer, one 64 KiB window of them per dispatch, as
+// conv2d_weight_windows.wgsl lays them out transposed (rows: input channels; columns:
+// output channels); see conv2d_forward.wgsl for why. The launcher runs this kernel once
+// per window: each adds its window's output channels' contributions to dx.
+//
 // Bindings: 0 Conv2dBackwardInputParams (uniform), 1 dy [N, Cout, OH, OW] (read),
-// 2 weight [Cout, Cin, k, k] (read), 3 dx [N, Cin, H, W] (read_write).
+// 2 one window of weights (uniform), 3 dx [N, Cin, H, W] (read_write).
 // Dispatch: (x, y) = spread(ceil(N * HQ * WQ / 512)) pixel blocks of one phase, with
-// HQ = ceil(H / stride), WQ = ceil(W / stride); z = stride^2 phases x ceil(Cin / 8) channel
-// blocks (phase fastest). Workgroups of 64 threads; each thread computes 8 input channels x
+// HQ = ceil(H / stride), WQ = ceil(W / stride); z = stride^2 phases x the window's blocks of
+// 8 input channels (phase fastest). Workgroups of 64 threads; each thread computes 8 input channels x
 // 8 pixels of one phase in registers, no workgroup memory, its pixels 64 apart. Taps whose
 // output pixel lies outside dy read 0 through a select on an in-bounds address; channels and
 // pixels past the edge are clamped for loads and skipped for stores.
@@ -33,19 +38,31 @@ struct Conv2dBackwardInputParams {
     hq: u32,
     wq: u32,
     dy_offset: u32,
-    w_offset: u32,
     dx_offset: u32,
     accumulate: u32,
+    // This dispatch's window: its first input and output channel, how many output channels
+    // it holds, and the output channels of a full window (a row holds window_cos * k^2
+    // floats).
+    ci_base: u32,
+    co_base: u32,
+    co_count: u32,
+    window_cos: u32,
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv2dBackwardInputParams;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<uniform> weight: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
 const TC: u32 = 8u;  // input channels per thread
 const TP: u32 = 8u;  // input pixels per thread
 const WG: u32 = 64u; // threads per workgroup
+
+// Float i of this dispatch's weight window.
+fn w_at(i: u32) -> f32 {
+    return weight[i / 4u][i % 4u];
+}
 
 // Writes (or adds to) pixel q of phase (ry, rx), channels ci0 .. ci0 + 8 (lo: the first
 // four, hi: the next four), skipping pixels past the end or the image's edge and channels
@@ -86,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let phase = wid.z % (s * s);
     let ry = phase / s;
     let rx = phase - ry * s;
-    let ci0 = (wid.z / (s * s)) * TC;
+    let ci0 = p.ci_base + (wid.z / (s * s)) * TC;
     let p0 = block * WG * TP + li;
     let ohw = p.oh * p.ow;
     let kk = p.k * p.k;
@@ -108,11 +125,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         ix[j] = i32(qx * s + rx);
         dy_img[j] = p.dy_offset + n * p.cout * ohw;
     }
-    // Where each of this thread's input channels starts inside a weight row (clamped).
-    var w_at: array<u32, 8>;
-    for (var i = 0u; i < TC; i++) {
-        w_at[i] = p.w_offset + min(ci0 + i, p.cin - 1u) * kk;
-    }
+    // Where each of this thread's input channels starts in the window (clamped).
+    let row_len = p.window_cos * kk;
+    let last = vec4<u32>(p.cin - 1u);
+    let w_lo = (min(vec4<u32>(ci0) + vec4<u32>(0u, 1u, 2u, 3u), last) - p.ci_base) * row_len;
+    let w_hi = (min(vec4<u32>(ci0) + vec4<u32>(4u, 5u, 6u, 7u), last) - p.ci_base) * row_len;
 
     // Accumulators, pixel j: a<2j> holds channels 0..4, a<2j+1> channels 4..8.
     // Named variables, not an array: lavapipe keeps a private array that a loop indexes in
@@ -135,13 +152,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 at[j] = select(dy_img[j], dy_img[j] + u32(oy) * p.ow + u32(ox), inside[j]);
             }
             let tap = ky * p.k + kx;
-            for (var co = 0u; co < p.cout; co++) {
-                let dyo = co * ohw;
-                let wo = co * p.cin * kk + tap;
-                let w0 = vec4<f32>(weight[w_at[0] + wo], weight[w_at[1] + wo],
-                                   weight[w_at[2] + wo], weight[w_at[3] + wo]);
-                let w1 = vec4<f32>(weight[w_at[4] + wo], weight[w_at[5] + wo],
-                                   weight[w_at[6] + wo], weight[w_at[7] + wo]);
+            for (var co = 0u; co < p.co_count; co++) {
+                let dyo = (p.co_base + co) * ohw;
+                let wo = co * kk + tap;
+                let w0 = vec4<f32>(w_at(w_lo.x + wo), w_at(w_lo.y + wo),
+                                   w_at(w_lo.z + wo), w_at(w_lo.w + wo));
+                let w1 = vec4<f32>(w_at(w_hi.x + wo), w_at(w_hi.y + wo),
+                                   w_at(w_hi.z + wo), w_at(w_hi.w + wo));
                 let g0 = vec4<f32>(select(0.0, dy[at[0] + dyo], inside[0]));
                 let g1 = vec4<f32>(select(0.0, dy[at[1] + dyo], inside[1]));
                 let g2 = vec4<f32>(select(0.0, dy[at[2] + dyo], inside[2]));

@@ -4,28 +4,22 @@
 //   with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, x = 0 outside the image.
 // As a matrix product: M = Cout rows, N = batch * OH * OW output pixels, K = Cin * k * k.
 //
-// The weights reach main through a uniform buffer: every thread of a workgroup reads the
-// same weight at the same time, and on lavapipe a uniform load costs a tenth of a storage
-// load (the residual layer of the tiny preset ran 1.45x faster). A uniform binding holds
-// 64 KiB, so the weights are first copied (entry stage_weights) into windows of 16384
-// floats: window (rb, cr) holds output channels rb * window_rows .. + window_rows and input
-// channels cr * window_cis .. + window_cis, as [row][ci][ky][kx] with rows window_cis * k^2
-// floats apart (zeros past the edges). Then main runs once per window, adding the window's
-// input channels to y (the first window of each row block writes y with the bias).
+// The weights come through a uniform buffer, one 64 KiB window of them per dispatch, as
+// conv2d_weight_windows.wgsl lays them out (rows: output channels; columns: input
+// channels). The launcher runs this kernel once per window: each adds its window's input
+// channels to y, the first of a row block writing y with the bias. On lavapipe this ran
+// the tiny preset's residual layer 1.45x faster than reading the weights from storage.
 //
-// Entry stage_weights: one thread per window float, workgroups of 256 spread over x and y.
-//   Bindings: 0 Conv2dForwardParams, 5 weight [Cout, Cin, k, k] (read),
-//   6 windows [ci_ranges * ceil(Cout / window_rows), 16384] (read_write). Overwrites windows.
-// Entry main: Bindings: 0 Conv2dForwardParams (uniform), 1 x [N, Cin, H, W] (read),
-//   2 one window of weights (uniform), 3 bias [Cout] (read), 4 y [N, Cout, OH, OW]
-//   (read_write). Dispatch: (x, y) = spread(ceil(N * OH * OW / 512)) pixel blocks,
-//   z = the window's blocks of 8 output channels; workgroups of 64 threads. Each thread
-//   computes 8 output channels x 8 output pixels in registers, with no workgroup memory;
-//   its pixels are 64 apart, so neighbouring threads read and write neighbouring pixels.
-//   The window loops (ky, kx) sit outside the channel loop, so bounds are worked out once
-//   per tap; taps outside the image read 0 through a select on an in-bounds address.
-//   Channels and pixels past the edge are clamped for loads and skipped for stores, so any
-//   size works. Writes: overwrites y (accumulate == 0, with the bias) or adds to it.
+// Bindings: 0 Conv2dForwardParams (uniform), 1 x [N, Cin, H, W] (read),
+// 2 one window of weights (uniform), 3 bias [Cout] (read), 4 y [N, Cout, OH, OW] (read_write).
+// Dispatch: (x, y) = spread(ceil(N * OH * OW / 512)) pixel blocks, z = the window's blocks
+// of 8 output channels; workgroups of 64 threads. Each thread computes 8 output channels x
+// 8 output pixels in registers, with no workgroup memory; its pixels are 64 apart, so
+// neighbouring threads read and write neighbouring pixels. The window loops (ky, kx) sit
+// outside the channel loop, so bounds are worked out once per tap; taps outside the image
+// read 0 through a select on an in-bounds address. Channels and pixels past the edge are
+// clamped for loads and skipped for stores, so any size works.
+// Writes: overwrites y with the bias added (accumulate == 0), or adds to it.
 
 // Rust twin: ops::conv2d::Conv2dForwardParams.
 struct Conv2dForwardParams {
@@ -43,31 +37,22 @@ struct Conv2dForwardParams {
     w_offset: u32,
     b_offset: u32,
     y_offset: u32,
-    // This dispatch of main: its window's first output and input channel, how many input
-    // channels it holds, and whether to add to y.
+    // This dispatch's window: its first output and input channel, how many input channels
+    // it holds, whether to add to y, and the input channels of a full window (a row holds
+    // window_cis * k^2 floats).
     co_base: u32,
     ci_base: u32,
     ci_count: u32,
     accumulate: u32,
-    // The windows' layout.
-    window_rows: u32,
     window_cis: u32,
-    ci_ranges: u32,
-    windows_offset: u32,
     _pad0: u32,
-    _pad1: u32,
 }
-
-const WINDOW: u32 = 16384u; // floats in a window: 64 KiB, the uniform binding's size
 
 @group(0) @binding(0) var<uniform> p: Conv2dForwardParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<uniform> weight: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-// stage_weights
-@group(0) @binding(5) var<storage, read> weight_in: array<f32>;
-@group(0) @binding(6) var<storage, read_write> windows: array<f32>;
 
 const TC: u32 = 8u;  // output channels per thread
 const TP: u32 = 8u;  // output pixels per thread
@@ -113,29 +98,6 @@ fn store(q: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
         if (p.accumulate != 0u) { v += y[at + i * ohw]; }
         y[at + i * ohw] = v;
     }
-}
-
-@compute @workgroup_size(256)
-fn stage_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) li: u32) {
-    let e = (wid.x + wid.y * nwg.x) * 256u + li;
-    let row_blocks = (p.cout + p.window_rows - 1u) / p.window_rows;
-    if (e >= row_blocks * p.ci_ranges * WINDOW) {
-        return;
-    }
-    let win = e / WINDOW;
-    let i = e - win * WINDOW;
-    let kk = p.k * p.k;
-    let row_len = p.window_cis * kk;
-    let r = i / row_len;
-    let j = i - r * row_len;
-    let co = (win / p.ci_ranges) * p.window_rows + r;
-    let ci = (win % p.ci_ranges) * p.window_cis + j / kk;
-    var v = 0.0;
-    if (r < p.window_rows && co < p.cout && ci < p.cin) {
-        v = weight_in[p.w_offset + (co * p.cin + ci) * kk + j % kk];
-    }
-    windows[p.windows_offset + e] = v;
 }
 
 // Float i of this dispatch's weight window.

@@ -35,6 +35,7 @@ shaders! {
     Conv2dForward => "conv2d_forward.wgsl",
     Conv2dBackwardInput => "conv2d_backward_input.wgsl",
     Conv2dBackwardWeight => "conv2d_backward_weight.wgsl",
+    Conv2dWeightWindows => "conv2d_weight_windows.wgsl",
     LayerNorm => "layer_norm.wgsl",
     MeanPool => "mean_pool.wgsl",
     Patches => "patches.wgsl",

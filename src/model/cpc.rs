@@ -416,7 +416,7 @@ impl CpcModel {
                         &db,
                     )?);
                     if *x != x0 {
-                        backward.push(conv2d::backward_input(
+                        backward.extend(conv2d::backward_input(
                             gpu,
                             conv,
                             dact(*y),

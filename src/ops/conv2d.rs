@@ -32,9 +32,23 @@ crate::uniform_struct! {
         pub ci_base: u32,
         pub ci_count: u32,
         pub accumulate: u32,
-        pub window_rows: u32,
         pub window_cis: u32,
-        pub ci_ranges: u32,
+        pub _pad0: u32,
+    }
+}
+
+crate::uniform_struct! {
+    /// WGSL twin: WeightWindowsParams in shaders/conv2d_weight_windows.wgsl.
+    pub struct WeightWindowsParams {
+        pub cout: u32,
+        pub cin: u32,
+        pub kk: u32,
+        pub w_offset: u32,
+        pub rows: u32,
+        pub cols: u32,
+        pub col_ranges: u32,
+        pub windows: u32,
+        pub transpose: u32,
         pub windows_offset: u32,
         pub _pad0: u32,
         pub _pad1: u32,
@@ -58,9 +72,13 @@ crate::uniform_struct! {
         pub hq: u32,
         pub wq: u32,
         pub dy_offset: u32,
-        pub w_offset: u32,
         pub dx_offset: u32,
         pub accumulate: u32,
+        pub ci_base: u32,
+        pub co_base: u32,
+        pub co_count: u32,
+        pub window_cos: u32,
+        pub _pad0: u32,
     }
 }
 
@@ -99,22 +117,52 @@ const WG: usize = 64;
 /// Floats in one window of the forward's weights: a 64 KiB uniform binding.
 const WEIGHT_WINDOW: usize = 16384;
 
-/// How the forward cuts the weights into uniform-buffer windows (see conv2d_forward.wgsl).
+/// How a kernel's weights are cut into uniform-buffer windows (conv2d_weight_windows.wgsl):
+/// rows are the channels a thread computes 8 of (output channels for the forward, input
+/// channels for the input gradient), columns the channels it sums over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightWindows {
-    /// Output channels per window (a multiple of 8).
+    /// Rows per window (a multiple of 8).
     pub rows: usize,
-    /// Input channels per window.
-    pub cis: usize,
-    /// Windows along the input channels.
-    pub ci_ranges: usize,
-    /// Windows along the output channels.
+    /// Columns per window.
+    pub cols: usize,
+    /// Windows along the columns.
+    pub col_ranges: usize,
+    /// Windows along the rows.
     pub row_blocks: usize,
 }
 
 impl WeightWindows {
+    /// As many blocks of 8 rows with all their columns as fit a window, or, where 8 rows
+    /// do not fit (columns x k^2 > 2048), 8 rows over an even split of the columns.
+    fn new(rows: usize, cols: usize, kk: usize) -> WeightWindows {
+        let (per_window, cols_per_window, col_ranges) = if BLOCK * cols * kk <= WEIGHT_WINDOW {
+            let r = WEIGHT_WINDOW / (cols * kk) / BLOCK * BLOCK;
+            (r.min(rows.next_multiple_of(BLOCK)), cols, 1)
+        } else {
+            let ranges = cols.div_ceil(WEIGHT_WINDOW / (BLOCK * kk));
+            (BLOCK, cols.div_ceil(ranges), ranges)
+        };
+        WeightWindows {
+            rows: per_window,
+            cols: cols_per_window,
+            col_ranges,
+            row_blocks: rows.div_ceil(per_window),
+        }
+    }
+
     pub fn count(&self) -> usize {
-        self.ci_ranges * self.row_blocks
+        self.col_ranges * self.row_blocks
+    }
+
+    /// Each window's first row, rows, first column and columns, in window order.
+    fn each(&self, rows: usize, cols: usize) -> impl Iterator<Item = [usize; 4]> + '_ {
+        (0..self.row_blocks).flat_map(move |rb| {
+            (0..self.col_ranges).map(move |cr| {
+                let (r0, c0) = (rb * self.rows, cr * self.cols);
+                [r0, self.rows.min(rows - r0), c0, self.cols.min(cols - c0)]
+            })
+        })
     }
 }
 
@@ -174,24 +222,14 @@ impl Conv2d {
         2 * (self.n * self.cout * oh * ow * self.cin * self.k * self.k) as u64
     }
 
-    /// The forward's weight windows: as many blocks of 8 output channels with all their
-    /// input channels as fit 64 KiB, or, where 8 channels' rows do not fit (Cin k^2 > 2048),
-    /// 8 channels over an even split of the input channels.
+    /// The forward's weight windows: rows are output channels, columns input channels.
     pub fn weight_windows(&self) -> WeightWindows {
-        let kk = self.k * self.k;
-        let (rows, cis, ci_ranges) = if BLOCK * self.cin * kk <= WEIGHT_WINDOW {
-            let rows = WEIGHT_WINDOW / (self.cin * kk) / BLOCK * BLOCK;
-            (rows.min(self.cout.next_multiple_of(BLOCK)), self.cin, 1)
-        } else {
-            let ranges = self.cin.div_ceil(WEIGHT_WINDOW / (BLOCK * kk));
-            (BLOCK, self.cin.div_ceil(ranges), ranges)
-        };
-        WeightWindows {
-            rows,
-            cis,
-            ci_ranges,
-            row_blocks: self.cout.div_ceil(rows),
-        }
+        WeightWindows::new(self.cout, self.cin, self.k * self.k)
+    }
+
+    /// The input gradient's weight windows: rows are input channels, columns output ones.
+    pub fn input_grad_windows(&self) -> WeightWindows {
+        WeightWindows::new(self.cin, self.cout, self.k * self.k)
     }
 
     /// Images per chunk and number of chunks for the weight gradient's split reduction on
@@ -247,8 +285,57 @@ impl Conv2d {
     }
 }
 
-/// Plan y = conv(x, weight) + bias: a copy of the weights into uniform-buffer windows,
-/// then one dispatch per window (conv2d_forward.wgsl). Allocates the windows it needs.
+/// Plan the copy of `w` into uniform-buffer windows (conv2d_weight_windows.wgsl), rows
+/// being input channels when `transpose`. Allocates the windows: owned by the launches'
+/// bind groups from here on, planned once and rewritten every step.
+fn stage_windows(
+    gpu: &Gpu,
+    kernel: &'static str,
+    c: &Conv2d,
+    w: &Tensor,
+    win: &WeightWindows,
+    transpose: bool,
+) -> Result<(Tensor, Launch)> {
+    let limit = gpu.limits.max_uniform_buffer_binding_size;
+    if limit < (WEIGHT_WINDOW * 4) as u64 {
+        return Err(crate::error::Error::Limit {
+            kernel,
+            message: format!("a weight window of {} bytes", WEIGHT_WINDOW * 4),
+            limit: "max_uniform_buffer_binding_size",
+            value: limit,
+        });
+    }
+    let windows = Tensor::uniform(gpu, "conv2d weight windows", &[win.count(), WEIGHT_WINDOW])?;
+    let params = WeightWindowsParams {
+        cout: c.cout as u32,
+        cin: c.cin as u32,
+        kk: (c.k * c.k) as u32,
+        w_offset: rel_offset(gpu, w),
+        rows: win.rows as u32,
+        cols: win.cols as u32,
+        col_ranges: win.col_ranges as u32,
+        windows: win.count() as u32,
+        transpose: transpose as u32,
+        windows_offset: rel_offset(gpu, &windows),
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let floats = win.count() * WEIGHT_WINDOW;
+    let stage = Launch::new(
+        gpu,
+        Shader::Conv2dWeightWindows,
+        "main",
+        &[],
+        &params,
+        &[w, &windows],
+        spread(gpu, kernel, floats.div_ceil(256) as u64)?,
+    )?
+    .cost(0, (c.w_len() + floats) as u64);
+    Ok((windows, stage))
+}
+
+/// Plan y = conv(x, weight) + bias: the weights' copy into uniform-buffer windows, then one
+/// dispatch per window (conv2d_forward.wgsl).
 pub fn forward(
     gpu: &Gpu,
     c: &Conv2d,
@@ -267,109 +354,70 @@ pub fn forward(
             ("y", y, &c.y_shape()),
         ],
     )?;
-    let limit = gpu.limits.max_uniform_buffer_binding_size;
-    if limit < (WEIGHT_WINDOW * 4) as u64 {
-        return Err(crate::error::Error::Limit {
-            kernel,
-            message: format!("a weight window of {} bytes", WEIGHT_WINDOW * 4),
-            limit: "max_uniform_buffer_binding_size",
-            value: limit,
-        });
-    }
     let (oh, ow) = c.out_hw();
     let win = c.weight_windows();
-    // Owned by the launches' bind groups from here on: planned once, reused every step.
-    let windows = Tensor::uniform(
-        gpu,
-        "conv2d forward weight windows",
-        &[win.count(), WEIGHT_WINDOW],
-    )?;
-    let base = Conv2dForwardParams {
-        n: c.n as u32,
-        cin: c.cin as u32,
-        h: c.h as u32,
-        w: c.w as u32,
-        cout: c.cout as u32,
-        k: c.k as u32,
-        stride: c.stride as u32,
-        pad: c.pad as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        x_offset: rel_offset(gpu, x),
-        w_offset: rel_offset(gpu, w),
-        b_offset: rel_offset(gpu, b),
-        y_offset: rel_offset(gpu, y),
-        co_base: 0,
-        ci_base: 0,
-        ci_count: 0,
-        accumulate: 0,
-        window_rows: win.rows as u32,
-        window_cis: win.cis as u32,
-        ci_ranges: win.ci_ranges as u32,
-        windows_offset: rel_offset(gpu, &windows),
-        _pad0: 0,
-        _pad1: 0,
-    };
-    let staged = win.count() * WEIGHT_WINDOW;
-    let mut launches = vec![Launch::with_bindings(
-        gpu,
-        Shader::Conv2dForward,
-        "stage_weights",
-        &[],
-        &base,
-        &[(5, w), (6, &windows)],
-        spread(gpu, kernel, staged.div_ceil(256) as u64)?,
-    )?
-    .cost(0, (c.w_len() + staged) as u64)];
+    let (windows, stage) = stage_windows(gpu, kernel, c, w, &win, false)?;
+    let mut launches = vec![stage];
     let [wx, wy, _] = spread(gpu, kernel, (c.n * oh * ow).div_ceil(WG * BLOCK) as u64)?;
     let kk = c.k * c.k;
-    for rb in 0..win.row_blocks {
-        let co_base = rb * win.rows;
-        let rows = win.rows.min(c.cout - co_base);
-        for cr in 0..win.ci_ranges {
-            let ci_base = cr * win.cis;
-            let ci_count = win.cis.min(c.cin - ci_base);
-            let params = Conv2dForwardParams {
-                co_base: co_base as u32,
-                ci_base: ci_base as u32,
-                ci_count: ci_count as u32,
-                accumulate: (cr > 0) as u32,
-                ..base
-            };
-            let window = windows.view((rb * win.ci_ranges + cr) * WEIGHT_WINDOW, &[WEIGHT_WINDOW]);
-            let flops = 2 * c.n * oh * ow * rows * ci_count * kk;
-            let moved = c.n * ci_count * c.h * c.w + rows * ci_count * kk + c.n * rows * oh * ow;
-            let mut l = Launch::with_bindings(
-                gpu,
-                Shader::Conv2dForward,
-                "main",
-                &[],
-                &params,
-                &[(1, x), (2, &window), (3, b), (4, y)],
-                [wx, wy, rows.div_ceil(BLOCK) as u32],
-            )?
-            .cost(flops as u64, moved as u64);
-            if launches.len() == 1 {
-                // The whole convolution's CPU reference, once (profile --compare).
-                let conv = *c;
-                l = l.reference(move || {
-                    let mut y = vec![0.0; conv.y_len()];
-                    crate::cpu::conv2d::forward(
-                        &conv,
-                        &vec![0.5; conv.x_len()],
-                        &vec![0.5; conv.w_len()],
-                        &vec![0.5; conv.cout],
-                        &mut y,
-                    );
-                });
-            }
-            launches.push(l);
+    for (i, [co_base, rows, ci_base, ci_count]) in win.each(c.cout, c.cin).enumerate() {
+        let params = Conv2dForwardParams {
+            n: c.n as u32,
+            cin: c.cin as u32,
+            h: c.h as u32,
+            w: c.w as u32,
+            cout: c.cout as u32,
+            k: c.k as u32,
+            stride: c.stride as u32,
+            pad: c.pad as u32,
+            oh: oh as u32,
+            ow: ow as u32,
+            x_offset: rel_offset(gpu, x),
+            w_offset: rel_offset(gpu, w),
+            b_offset: rel_offset(gpu, b),
+            y_offset: rel_offset(gpu, y),
+            co_base: co_base as u32,
+            ci_base: ci_base as u32,
+            ci_count: ci_count as u32,
+            accumulate: (ci_base > 0) as u32,
+            window_cis: win.cols as u32,
+            _pad0: 0,
+        };
+        let window = windows.view(i * WEIGHT_WINDOW, &[WEIGHT_WINDOW]);
+        let flops = 2 * c.n * oh * ow * rows * ci_count * kk;
+        let moved = c.n * ci_count * c.h * c.w + rows * ci_count * kk + c.n * rows * oh * ow;
+        let mut l = Launch::new(
+            gpu,
+            Shader::Conv2dForward,
+            "main",
+            &[],
+            &params,
+            &[x, &window, b, y],
+            [wx, wy, rows.div_ceil(BLOCK) as u32],
+        )?
+        .cost(flops as u64, moved as u64);
+        if i == 0 {
+            // The whole convolution's CPU reference, once (profile --compare).
+            let conv = *c;
+            l = l.reference(move || {
+                let mut y = vec![0.0; conv.y_len()];
+                crate::cpu::conv2d::forward(
+                    &conv,
+                    &vec![0.5; conv.x_len()],
+                    &vec![0.5; conv.w_len()],
+                    &vec![0.5; conv.cout],
+                    &mut y,
+                );
+            });
         }
+        launches.push(l);
     }
     Ok(launches)
 }
 
-/// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy.
+/// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy:
+/// the weights' copy into uniform-buffer windows (transposed), then one dispatch per window
+/// (conv2d_backward_input.wgsl).
 pub fn backward_input(
     gpu: &Gpu,
     c: &Conv2d,
@@ -377,7 +425,7 @@ pub fn backward_input(
     w: &Tensor,
     dx: &Tensor,
     accumulate: bool,
-) -> Result<Launch> {
+) -> Result<Vec<Launch>> {
     let kernel = "conv2d_backward_input";
     c.check(
         kernel,
@@ -390,47 +438,64 @@ pub fn backward_input(
     let (oh, ow) = c.out_hw();
     let s = c.stride;
     let (hq, wq) = (c.h.div_ceil(s), c.w.div_ceil(s));
-    let params = Conv2dBackwardInputParams {
-        n: c.n as u32,
-        cin: c.cin as u32,
-        h: c.h as u32,
-        w: c.w as u32,
-        cout: c.cout as u32,
-        k: c.k as u32,
-        stride: s as u32,
-        pad: c.pad as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        hq: hq as u32,
-        wq: wq as u32,
-        dy_offset: rel_offset(gpu, dy),
-        w_offset: rel_offset(gpu, w),
-        dx_offset: rel_offset(gpu, dx),
-        accumulate: accumulate as u32,
-    };
+    let win = c.input_grad_windows();
+    let (windows, stage) = stage_windows(gpu, kernel, c, w, &win, true)?;
+    let mut launches = vec![stage];
     let [wx, wy, _] = spread(gpu, kernel, (c.n * hq * wq).div_ceil(WG * BLOCK) as u64)?;
-    Launch::new(
-        gpu,
-        Shader::Conv2dBackwardInput,
-        "main",
-        &[],
-        &params,
-        &[dy, w, dx],
-        [wx, wy, (s * s * c.cin.div_ceil(BLOCK)) as u32],
-    )
-    .map(|l| {
-        let conv = *c;
-        l.cost(c.flops(), c.moved()).reference(move || {
-            let mut dx = vec![0.0; conv.x_len()];
-            crate::cpu::conv2d::backward_input(
-                &conv,
-                &vec![0.5; conv.y_len()],
-                &vec![0.5; conv.w_len()],
-                &mut dx,
-                accumulate,
-            );
-        })
-    })
+    let kk = c.k * c.k;
+    for (i, [ci_base, rows, co_base, co_count]) in win.each(c.cin, c.cout).enumerate() {
+        let params = Conv2dBackwardInputParams {
+            n: c.n as u32,
+            cin: c.cin as u32,
+            h: c.h as u32,
+            w: c.w as u32,
+            cout: c.cout as u32,
+            k: c.k as u32,
+            stride: s as u32,
+            pad: c.pad as u32,
+            oh: oh as u32,
+            ow: ow as u32,
+            hq: hq as u32,
+            wq: wq as u32,
+            dy_offset: rel_offset(gpu, dy),
+            dx_offset: rel_offset(gpu, dx),
+            accumulate: (accumulate || co_base > 0) as u32,
+            ci_base: ci_base as u32,
+            co_base: co_base as u32,
+            co_count: co_count as u32,
+            window_cos: win.cols as u32,
+            _pad0: 0,
+        };
+        let window = windows.view(i * WEIGHT_WINDOW, &[WEIGHT_WINDOW]);
+        let flops = 2 * c.n * oh * ow * rows * co_count * kk;
+        let moved = c.n * co_count * oh * ow + rows * co_count * kk + c.n * rows * c.h * c.w;
+        let mut l = Launch::new(
+            gpu,
+            Shader::Conv2dBackwardInput,
+            "main",
+            &[],
+            &params,
+            &[dy, &window, dx],
+            [wx, wy, (s * s * rows.div_ceil(BLOCK)) as u32],
+        )?
+        .cost(flops as u64, moved as u64);
+        if i == 0 {
+            // The whole input gradient's CPU reference, once (profile --compare).
+            let conv = *c;
+            l = l.reference(move || {
+                let mut dx = vec![0.0; conv.x_len()];
+                crate::cpu::conv2d::backward_input(
+                    &conv,
+                    &vec![0.5; conv.y_len()],
+                    &vec![0.5; conv.w_len()],
+                    &mut dx,
+                    accumulate,
+                );
+            });
+        }
+        launches.push(l);
+    }
+    Ok(launches)
 }
 
 /// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy: the chunked

@@ -36,6 +36,7 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<conv2d::Conv2dForwardParams>(),
         layout_of::<conv2d::Conv2dBackwardInputParams>(),
         layout_of::<conv2d::Conv2dBackwardWeightParams>(),
+        layout_of::<conv2d::WeightWindowsParams>(),
         layout_of::<softmax_xent::SoftmaxXentParams>(),
     ]
 }

@@ -95,7 +95,7 @@ fn conv2d_forward_over_several_weight_windows() {
     // channels take two windows, the second one part full.
     let c = conv(2, 64, 44, 5, 6, 3, 1, 1);
     let win = c.weight_windows();
-    assert_eq!((win.row_blocks, win.ci_ranges), (2, 1), "{win:?}");
+    assert_eq!((win.row_blocks, win.col_ranges), (2, 1), "{win:?}");
     check_forward(c, 3, 103);
     // 45 x 7 x 7 = 2205 weights per output channel: 8 channels do not fit one window, so
     // the input channels are split in two and the second half adds to the first; 11 output
@@ -103,7 +103,7 @@ fn conv2d_forward_over_several_weight_windows() {
     let c = conv(2, 45, 11, 7, 6, 7, 2, 3);
     let win = c.weight_windows();
     assert_eq!(
-        (win.row_blocks, win.ci_ranges, win.rows),
+        (win.row_blocks, win.col_ranges, win.rows),
         (2, 2, 8),
         "{win:?}"
     );
@@ -134,7 +134,7 @@ fn check_backward(c: Conv2d, seed: u64) {
         } else {
             nan_tensor(&c.x_shape())
         };
-        run(&[conv2d::backward_input(gpu(), &c, &tdy, &tw, &tdx, accumulate).unwrap()]);
+        run(&conv2d::backward_input(gpu(), &c, &tdy, &tw, &tdx, accumulate).unwrap());
         let mut want = dx0.clone();
         cpu::conv2d::backward_input(&c, &dy, &w, &mut want, accumulate);
         let terms = c.cout * c.k.div_ceil(c.stride).pow(2);
@@ -184,6 +184,25 @@ fn conv2d_backward_weight_split_over_uneven_chunks() {
         "this case should have several images per chunk and a short last chunk: {per_chunk} x {chunks}"
     );
     check_backward(c, 7);
+}
+
+#[test]
+fn conv2d_backward_over_several_weight_windows() {
+    // The input gradient reads its weights in windows whose rows are input channels: 64
+    // rows of 44 x 3 x 3 take two windows; 9 rows of 45 x 7 x 7 (past 8 rows a window)
+    // split the output channels in two, the second half adding to the first.
+    for (seed, c, blocks, ranges) in [
+        (105, conv(2, 64, 44, 5, 6, 3, 1, 1), 2, 1),
+        (106, conv(1, 9, 45, 6, 7, 7, 1, 3), 2, 2),
+    ] {
+        let win = c.input_grad_windows();
+        assert_eq!(
+            (win.row_blocks, win.col_ranges),
+            (blocks, ranges),
+            "{win:?}"
+        );
+        check_backward(c, seed);
+    }
 }
 
 #[test]

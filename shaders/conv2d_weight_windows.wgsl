@@ -1,0 +1,63 @@
+// conv2d_weight_windows.wgsl: copies conv weights [Cout, Cin, k, k] into windows of 16384
+// floats (64 KiB), each bound whole as a uniform buffer by conv2d_forward (rows: output
+// channels, columns: input channels) or conv2d_backward_input (transposed: rows are input
+// channels, columns output channels). On lavapipe a uniform load costs a tenth of a storage
+// load, and every thread of those kernels' workgroups reads the same weight at once.
+//
+// Window win = row_block * col_ranges + col_range holds rows row_block * rows .. + rows and
+// columns col_range * cols .. + cols, as [row][column][ky][kx], rows cols * k^2 floats
+// apart; entries past the last row or column (and past rows * cols * k^2) are zero.
+//
+// Bindings: 0 WeightWindowsParams (uniform), 1 weight [Cout, Cin, k, k] (read),
+// 2 windows [windows, 16384] (read_write).
+// Dispatch: one thread per window float, workgroups of 256, spread over x and y.
+// Writes: overwrites windows.
+
+// Rust twin: ops::conv2d::WeightWindowsParams.
+struct WeightWindowsParams {
+    cout: u32,
+    cin: u32,
+    kk: u32,
+    w_offset: u32,
+    rows: u32,
+    cols: u32,
+    col_ranges: u32,
+    windows: u32,
+    transpose: u32,
+    windows_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WINDOW: u32 = 16384u;
+
+@group(0) @binding(0) var<uniform> p: WeightWindowsParams;
+@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> windows: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let e = (wid.x + wid.y * nwg.x) * 256u + li;
+    if (e >= p.windows * WINDOW) {
+        return;
+    }
+    let win = e / WINDOW;
+    let i = e - win * WINDOW;
+    let row_len = p.cols * p.kk;
+    let r = i / row_len;
+    let j = i - r * row_len;
+    let row = (win / p.col_ranges) * p.rows + r;
+    let col = (win % p.col_ranges) * p.cols + j / p.kk;
+    var co = row;
+    var ci = col;
+    if (p.transpose != 0u) {
+        co = col;
+        ci = row;
+    }
+    var v = 0.0;
+    if (r < p.rows && co < p.cout && ci < p.cin) {
+        v = weight[p.w_offset + (co * p.cin + ci) * p.kk + j % p.kk];
+    }
+    windows[p.windows_offset + e] = v;
+}
