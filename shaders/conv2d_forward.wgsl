@@ -34,7 +34,6 @@ struct Conv2dForwardParams {
     oh: u32,
     ow: u32,
     x_offset: u32,
-    w_offset: u32,
     b_offset: u32,
     y_offset: u32,
     // This dispatch's window: its first output and input channel, how many input channels
@@ -46,6 +45,7 @@ struct Conv2dForwardParams {
     accumulate: u32,
     window_cis: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv2dForwardParams;

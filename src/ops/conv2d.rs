@@ -25,7 +25,6 @@ crate::uniform_struct! {
         pub oh: u32,
         pub ow: u32,
         pub x_offset: u32,
-        pub w_offset: u32,
         pub b_offset: u32,
         pub y_offset: u32,
         pub co_base: u32,
@@ -34,6 +33,7 @@ crate::uniform_struct! {
         pub accumulate: u32,
         pub window_cis: u32,
         pub _pad0: u32,
+        pub _pad1: u32,
     }
 }
 
@@ -373,7 +373,6 @@ pub fn forward(
             oh: oh as u32,
             ow: ow as u32,
             x_offset: rel_offset(gpu, x),
-            w_offset: rel_offset(gpu, w),
             b_offset: rel_offset(gpu, b),
             y_offset: rel_offset(gpu, y),
             co_base: co_base as u32,
@@ -382,6 +381,7 @@ pub fn forward(
             accumulate: (ci_base > 0) as u32,
             window_cis: win.cols as u32,
             _pad0: 0,
+            _pad1: 0,
         };
         let window = windows.view(i * WEIGHT_WINDOW, &[WEIGHT_WINDOW]);
         let flops = 2 * c.n * oh * ow * rows * ci_count * kk;
