@@ -661,7 +661,7 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
 /// take this seed's run elsewhere; it is also about half the +0.11 to +0.16 the spec's
 /// PyTorch calibration saw.
 ///
-/// About 6 minutes on 2 cores (500 steps of about 0.65 s, then 2 x 1500 images encoded and
+/// About 5 minutes on 2 cores (500 steps of about 0.5 s, then 2 x 1500 images encoded and
 /// two classifier searches): the most expensive test of the suite, and the one that says
 /// the whole pipeline learns something a linear classifier can use.
 #[test]
