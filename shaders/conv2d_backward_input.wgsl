@@ -10,8 +10,9 @@
 //
 // The weights come through a uniform buffer, one 64 KiB window of them per dispatch, as
 // conv2d_weight_windows.wgsl lays them out transposed (rows: input channels; columns:
-// output channels); see conv2d_forward.wgsl for why. The launcher runs this kernel once
-// per window: each adds its window's output channels' contributions to dx.
+// output channels); see conv2d_forward.wgsl for why, and for the Storage variant a GPU
+// uses. The launcher runs this kernel once per window: each adds its window's output
+// channels' contributions to dx.
 //
 // Bindings: 0 Conv2dBackwardInputParams (uniform), 1 dy [N, Cout, OH, OW] (read),
 // 2 one window of weights (uniform), 3 dx [N, Cin, H, W] (read_write).

@@ -8,7 +8,10 @@
 // conv2d_weight_windows.wgsl lays them out (rows: output channels; columns: input
 // channels). The launcher runs this kernel once per window: each adds its window's input
 // channels to y, the first of a row block writing y with the bias. On lavapipe this ran
-// the tiny preset's residual layer 1.45x faster than reading the weights from storage.
+// the tiny preset's residual layer 1.45x faster than reading the weights from storage. On a
+// GPU the launcher uses this file's Storage variant instead (gpu/kernels.rs declares
+// binding 2 as `var<storage, read> weight: array<vec4<f32>>`): one window holding all the
+// weights, one dispatch (ops::conv2d::WeightBinding).
 //
 // Bindings: 0 Conv2dForwardParams (uniform), 1 x [N, Cin, H, W] (read),
 // 2 one window of weights (uniform), 3 bias [Cout] (read), 4 y [N, Cout, OH, OW] (read_write).

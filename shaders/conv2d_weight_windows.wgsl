@@ -1,15 +1,17 @@
-// conv2d_weight_windows.wgsl: copies conv weights [Cout, Cin, k, k] into windows of 16384
-// floats (64 KiB), each bound whole as a uniform buffer by conv2d_forward (rows: output
-// channels, columns: input channels) or conv2d_backward_input (transposed: rows are input
-// channels, columns output channels). On lavapipe a uniform load costs a tenth of a storage
-// load, and every thread of those kernels' workgroups reads the same weight at once.
+// conv2d_weight_windows.wgsl: copies conv weights [Cout, Cin, k, k] into windows of
+// `window` floats, each bound whole by conv2d_forward (rows: output channels, columns: input
+// channels) or conv2d_backward_input (transposed: rows are input channels, columns output
+// channels). On a CPU adapter the windows are 16384 floats (64 KiB), bound as uniform
+// buffers: on lavapipe a uniform load costs a tenth of a storage load, and every thread of
+// those kernels' workgroups reads the same weight at once. On a GPU there is one window
+// holding every row and column, bound as storage (ops::conv2d::WeightBinding).
 //
 // Window win = row_block * col_ranges + col_range holds rows row_block * rows .. + rows and
 // columns col_range * cols .. + cols, as [row][column][ky][kx], rows cols * k^2 floats
 // apart; entries past the last row or column (and past rows * cols * k^2) are zero.
 //
 // Bindings: 0 WeightWindowsParams (uniform), 1 weight [Cout, Cin, k, k] (read),
-// 2 windows [windows, 16384] (read_write).
+// 2 windows [windows, window] (read_write).
 // Dispatch: one thread per window float, workgroups of 256, spread over x and y.
 // Writes: overwrites windows.
 
@@ -25,11 +27,9 @@ struct WeightWindowsParams {
     windows: u32,
     transpose: u32,
     windows_offset: u32,
+    window: u32,
     _pad0: u32,
-    _pad1: u32,
 }
-
-const WINDOW: u32 = 16384u;
 
 @group(0) @binding(0) var<uniform> p: WeightWindowsParams;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
@@ -39,11 +39,11 @@ const WINDOW: u32 = 16384u;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let e = (wid.x + wid.y * nwg.x) * 256u + li;
-    if (e >= p.windows * WINDOW) {
+    if (e >= p.windows * p.window) {
         return;
     }
-    let win = e / WINDOW;
-    let i = e - win * WINDOW;
+    let win = e / p.window;
+    let i = e - win * p.window;
     let row_len = p.cols * p.kk;
     let r = i / row_len;
     let j = i - r * row_len;

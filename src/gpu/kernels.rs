@@ -20,8 +20,8 @@ macro_rules! shaders {
                 match self { $(Shader::$variant => $file),* }
             }
 
-            /// The WGSL source, compiled into the binary.
-            pub fn source(self) -> &'static str {
+            /// The WGSL file's text, compiled into the binary.
+            fn file_text(self) -> &'static str {
                 match self { $(Shader::$variant => include_str!(concat!("../../shaders/", $file))),* }
             }
         }
@@ -36,6 +36,9 @@ shaders! {
     Conv2dBackwardInput => "conv2d_backward_input.wgsl",
     Conv2dBackwardWeight => "conv2d_backward_weight.wgsl",
     Conv2dWeightWindows => "conv2d_weight_windows.wgsl",
+    // The same two files with their weights bound as storage (see Shader::source).
+    Conv2dForwardStorage => "conv2d_forward.wgsl",
+    Conv2dBackwardInputStorage => "conv2d_backward_input.wgsl",
     LayerNorm => "layer_norm.wgsl",
     MeanPool => "mean_pool.wgsl",
     Patches => "patches.wgsl",
@@ -44,6 +47,33 @@ shaders! {
     Infonce => "infonce.wgsl",
     Adam => "adam.wgsl",
     SoftmaxXent => "softmax_xent.wgsl",
+}
+
+/// How the conv forward and input-gradient shaders declare their weights: one 64 KiB window
+/// as a uniform buffer, as written in the files ...
+const UNIFORM_WEIGHTS: &str = "@group(0) @binding(2) var<uniform> weight: array<vec4<f32>, 4096>;";
+/// ... or, in the Storage variants, the whole (transposed) weight matrix as storage.
+const STORAGE_WEIGHTS: &str = "@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;";
+
+impl Shader {
+    /// The WGSL source. The conv forward and input-gradient files read their weights from one
+    /// 64 KiB uniform window per dispatch, which a CPU adapter reads ten times faster than
+    /// storage; a GPU would need hundreds of small dispatches for the paper's layers that
+    /// way, so their Storage variants bind all the weights as one storage array instead.
+    pub fn source(self) -> std::borrow::Cow<'static, str> {
+        let text = self.file_text();
+        match self {
+            Shader::Conv2dForwardStorage | Shader::Conv2dBackwardInputStorage => {
+                assert!(
+                    text.contains(UNIFORM_WEIGHTS),
+                    "{}: weight binding",
+                    self.file()
+                );
+                text.replace(UNIFORM_WEIGHTS, STORAGE_WEIGHTS).into()
+            }
+            _ => text.into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -78,7 +78,8 @@ pub fn launch(
         _pad: 0,
     };
     // Four elements a thread through vec4 loads where the sizes allow (nearly always).
-    let vec4 = n % 4 == 0
+    let vec4 = n > 0
+        && n % 4 == 0
         && [params.a_offset, params.b_offset, params.out_offset]
             .iter()
             .all(|o| o % 4 == 0);

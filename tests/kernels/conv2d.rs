@@ -1,4 +1,4 @@
-use cpc::ops::conv2d::{self, Conv2d};
+use cpc::ops::conv2d::{self, Conv2d, WeightBinding};
 use cpc::{cpu, Error};
 
 use crate::common::*;
@@ -53,6 +53,10 @@ fn small_cases() -> Vec<Conv2d> {
 }
 
 fn check_forward(c: Conv2d, x_offset: usize, seed: u64) {
+    check_forward_with(c, x_offset, seed, WeightBinding::for_device(gpu()));
+}
+
+fn check_forward_with(c: Conv2d, x_offset: usize, seed: u64, binding: WeightBinding) {
     let mut r = rng(seed);
     let (x, w, b) = (
         random(&mut r, len(c.x_shape())),
@@ -65,11 +69,11 @@ fn check_forward(c: Conv2d, x_offset: usize, seed: u64) {
     let tx = upload(&[host.len()], &host).view(x_offset, &c.x_shape());
     let (tw, tb) = (upload(&c.w_shape(), &w), upload(&[c.cout], &b));
     let ty = nan_tensor(&c.y_shape());
-    run(&conv2d::forward(gpu(), &c, &tx, &tw, &tb, &ty).unwrap());
+    run(&conv2d::forward_with(gpu(), &c, &tx, &tw, &tb, &ty, binding).unwrap());
     let mut want = vec![0.0; len(c.y_shape())];
     cpu::conv2d::forward(&c, &x, &w, &b, &mut want);
     assert_close(
-        &format!("{c:?}"),
+        &format!("{c:?} {binding:?}"),
         &read(&ty),
         &want,
         tol(c.cin * c.k * c.k),
@@ -94,14 +98,14 @@ fn conv2d_forward_over_several_weight_windows() {
     // 64 x 3 x 3 = 576 weights per output channel: 24 channels a 64 KiB window, so 44
     // channels take two windows, the second one part full.
     let c = conv(2, 64, 44, 5, 6, 3, 1, 1);
-    let win = c.weight_windows();
+    let win = c.weight_windows(WeightBinding::Uniform);
     assert_eq!((win.row_blocks, win.col_ranges), (2, 1), "{win:?}");
     check_forward(c, 3, 103);
     // 45 x 7 x 7 = 2205 weights per output channel: 8 channels do not fit one window, so
     // the input channels are split in two and the second half adds to the first; 11 output
     // channels make two row blocks, the second with 3 channels.
     let c = conv(2, 45, 11, 7, 6, 7, 2, 3);
-    let win = c.weight_windows();
+    let win = c.weight_windows(WeightBinding::Uniform);
     assert_eq!(
         (win.row_blocks, win.col_ranges, win.rows),
         (2, 2, 8),
@@ -113,6 +117,10 @@ fn conv2d_forward_over_several_weight_windows() {
 /// GPU backward against the CPU backward: dx overwritten (NaN-filled first) and accumulated,
 /// dw and db accumulated onto random values.
 fn check_backward(c: Conv2d, seed: u64) {
+    check_backward_with(c, seed, WeightBinding::for_device(gpu()));
+}
+
+fn check_backward_with(c: Conv2d, seed: u64, binding: WeightBinding) {
     let mut r = rng(seed);
     let (nx, nw, ny) = (len(c.x_shape()), len(c.w_shape()), len(c.y_shape()));
     let (x, w, dy) = (random(&mut r, nx), random(&mut r, nw), random(&mut r, ny));
@@ -127,14 +135,14 @@ fn check_backward(c: Conv2d, seed: u64) {
         upload(&c.y_shape(), &dy),
     );
     let (oh, ow) = c.out_hw();
-    let what = format!("{c:?}");
+    let what = format!("{c:?} {binding:?}");
     for accumulate in [false, true] {
         let tdx = if accumulate {
             upload(&c.x_shape(), &dx0)
         } else {
             nan_tensor(&c.x_shape())
         };
-        run(&conv2d::backward_input(gpu(), &c, &tdy, &tw, &tdx, accumulate).unwrap());
+        run(&conv2d::backward_input_with(gpu(), &c, &tdy, &tw, &tdx, accumulate, binding).unwrap());
         let mut want = dx0.clone();
         cpu::conv2d::backward_input(&c, &dy, &w, &mut want, accumulate);
         let terms = c.cout * c.k.div_ceil(c.stride).pow(2);
@@ -195,13 +203,31 @@ fn conv2d_backward_over_several_weight_windows() {
         (105, conv(2, 64, 44, 5, 6, 3, 1, 1), 2, 1),
         (106, conv(1, 9, 45, 6, 7, 7, 1, 3), 2, 2),
     ] {
-        let win = c.input_grad_windows();
+        let win = c.input_grad_windows(WeightBinding::Uniform);
         assert_eq!(
             (win.row_blocks, win.col_ranges),
             (blocks, ranges),
             "{win:?}"
         );
         check_backward(c, seed);
+    }
+}
+
+#[test]
+fn conv2d_with_the_weights_in_one_storage_window() {
+    // A GPU's path (WeightBinding::for_device picks it on any non-CPU adapter), run here on
+    // lavapipe: one window of all the weights, one dispatch, the Storage shader variants.
+    let cases = [
+        conv(2, 64, 44, 5, 6, 3, 1, 1),
+        conv(2, 45, 11, 7, 6, 7, 2, 3),
+        conv(3, 9, 17, 13, 15, 3, 1, 1),
+        conv(2, 5, 3, 11, 9, 5, 2, 2),
+    ];
+    for (seed, c) in cases.into_iter().enumerate() {
+        let win = c.weight_windows(WeightBinding::Storage);
+        assert_eq!(win.count(), 1, "{win:?}");
+        check_forward_with(c, 2, 200 + seed as u64, WeightBinding::Storage);
+        check_backward_with(c, 300 + seed as u64, WeightBinding::Storage);
     }
 }
 
