@@ -88,8 +88,8 @@ fn plan_with_sizes(
 
 /// Plans at batches 1, 2 and 3, counted buffer by buffer, from which [`Estimate::at`]
 /// extrapolates any batch without allocating it: a quadratic through the three for each
-/// buffer (activations grow with B, the score matrices with B^2). The conv weight-gradient
-/// scratch grows in steps of its chunking, so the total is right to a few per cent.
+/// buffer (activations grow with B, the score matrices with B^2). Buffers that do not depend
+/// on B (parameters, the conv weight-gradient scratch and weight windows) fit exactly.
 pub struct Estimate {
     params_bytes: u64,
     /// Each buffer's size at batches 1, 2 and 3 (the plan allocates the same buffers in the

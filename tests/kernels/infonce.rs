@@ -5,8 +5,8 @@ use cpc::{cpu, Error};
 
 use crate::common::*;
 
-/// Small geometries: candidate rows (B*G*G = 32, 50, 300) are never a multiple of the
-/// workgroup of 256, and the last has rows longer than one workgroup's stride.
+/// Small geometries: candidate rows of 32, 50 and 300 (B*G*G), and queries (one thread
+/// each, workgroups of 64) past one workgroup in the last (240 for offset 2).
 fn shapes() -> Vec<Infonce> {
     vec![
         Infonce::new(2, 4, 6, vec![2, 3]),
