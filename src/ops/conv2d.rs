@@ -115,7 +115,7 @@ const BLOCK: usize = 8;
 const WG: usize = 64;
 
 /// Floats in one window of the forward's weights: a 64 KiB uniform binding.
-const WEIGHT_WINDOW: usize = 16384;
+pub const WEIGHT_WINDOW: usize = 16384;
 
 /// How the conv forward and input gradient bind their weights (conv2d_weight_windows.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,7 +61,17 @@ fn uniform_structs_match_rust() {
             let naga::TypeInner::Struct { members, span } = &ty.inner else {
                 // Data read through a uniform binding (the conv forward's weight windows)
                 // has no Rust twin: only parameter structs do.
-                if matches!(ty.inner, naga::TypeInner::Array { .. }) {
+                if let naga::TypeInner::Array { stride, size, .. } = ty.inner {
+                    // Its size is the launchers' window: ops::conv2d::WEIGHT_WINDOW floats.
+                    let naga::ArraySize::Constant(n) = size else {
+                        panic!("{}: uniform array {name} without a size", shader.file())
+                    };
+                    assert_eq!(
+                        (n.get() * stride) as usize,
+                        4 * cpc::ops::conv2d::WEIGHT_WINDOW,
+                        "{}: bytes of the uniform weight window",
+                        shader.file()
+                    );
                     continue;
                 }
                 panic!(
