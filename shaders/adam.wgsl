@@ -3,19 +3,22 @@
 //
 // Bindings: 0 AdamParams (uniform), 1 param [n] (read_write), 2 grad [n] (read_write),
 // 3 m [n] (read_write), 4 v [n] (read_write), 5 partials [256 per chunk] (read_write),
-// 6 norm [1] (read_write). A parameter buffer over the binding limit is cut into chunks,
+// 6 norm [2] (read_write): the gradient norm, then the update's non-finite flag.
+// A parameter buffer over the binding limit is cut into chunks,
 // each launched on its own (ops::adam); the norm sums the partials of every chunk.
 // Entry points, in the order a step runs them:
 //   sum_squares  (2, 5)        256 workgroups of 256 threads; thread t of workgroup w sums
 //                              grad^2 over elements w*256+t, stepping by 65536; overwrites
 //                              partials[w].
 //   finish_norm  (5, 6)        one workgroup; overwrites norm[0] = sqrt(sum of all
-//                              partials_count partials).
+//                              partials_count partials) and clears the flag, norm[1] = 0.
 //   step         (1, 2, 3, 4, 6)  one thread per element, workgroups of 256 spread over y:
 //       g = grad * clip, clip = min(1, max_norm / norm) when max_norm > 0, else 1
 //       m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
 //       param -= lr * (m / bc1) / (sqrt(v / bc2) + eps) + lr * weight_decay * param
 //       (decoupled weight decay, AdamW; bc1 = 1 - beta1^t, bc2 = 1 - beta2^t)
+//       norm[1] = 1 where the new param, m or v is NaN or infinite (left alone otherwise:
+//       every writer writes the same value), so the host learns it with the norm.
 //   zero_grads   (2)           one thread per element; overwrites grad with 0.
 
 // Rust twin: ops::adam::AdamParams.
@@ -76,7 +79,16 @@ fn finish_norm(@builtin(local_invocation_index) li: u32) {
         s += partials[p.partials_offset + i];
     }
     let total = reduce(li, s);
-    if (li == 0u) { norm[0] = sqrt(total); }
+    if (li == 0u) {
+        norm[0] = sqrt(total);
+        norm[1] = 0.0;
+    }
+}
+
+// NaN or infinite: every exponent bit set. A bit test, which a compiler's fast-math
+// cannot fold away as it may fold `x != x`.
+fn non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
 @compute @workgroup_size(256)
@@ -95,7 +107,11 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     v[p.v_offset + i] = vi;
     let w = param[p.param_offset + i];
     let update = (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps) + p.weight_decay * w;
-    param[p.param_offset + i] = w - p.lr * update;
+    let w_new = w - p.lr * update;
+    param[p.param_offset + i] = w_new;
+    if (non_finite(w_new) || non_finite(mi) || non_finite(vi)) {
+        norm[1] = 1.0;
+    }
 }
 
 @compute @workgroup_size(256)

@@ -10,7 +10,9 @@
 // per row with tree reductions in workgroup memory 10x (rows of 784 candidates: the barriers
 // and workgroup-memory loads cost more than the row itself).
 //   max m = max_j S[q, j];  sum e = sum_j exp(S[q, j] - m)  (stable for any magnitude)
-//   loss[q] = log(e) + m - S[q, t];  correct[q] = 1 if S[q, t] >= m else 0
+//   loss[q] = log(e) + m - S[q, t];
+//   correct[q] = 1 if S[q, t] > S[q, j] for every j != t, else 0 (a tie is wrong: flat
+//   crops that score every candidate alike must not count as right)
 //   dS[q, j] = (exp(S[q, j] - m) / e - [j == t]) * scale,  scale = 1 / (queries * K)
 //   Bindings: 0 InfonceParams, 1 scores [queries, candidates] (read),
 //   2 dscores [queries, candidates] (read_write), 3 row_stats [queries, 2] (read_write:
@@ -89,15 +91,19 @@ fn infonce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let s_row = p.scores_offset + q * n;
     let d_row = p.dscores_offset + q * n;
 
+    let t = target_of(q);
+    // m: the row's maximum; rival: the maximum over the other candidates.
     var m = LOWEST;
+    var rival = LOWEST;
     for (var j = 0u; j < n; j++) {
-        m = max(m, scores[s_row + j]);
+        let s = scores[s_row + j];
+        m = max(m, s);
+        rival = max(rival, select(s, LOWEST, j == t));
     }
     var total = 0.0;
     for (var j = 0u; j < n; j++) {
         total += exp(scores[s_row + j] - m);
     }
-    let t = target_of(q);
     let inv_total = 1.0 / total;
     for (var j = 0u; j < n; j++) {
         dscores[d_row + j] = exp(scores[s_row + j] - m) * inv_total * p.scale;
@@ -105,7 +111,7 @@ fn infonce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let s_t = scores[s_row + t];
     dscores[d_row + t] = (exp(s_t - m) * inv_total - 1.0) * p.scale;
     row_stats[p.rows_offset + 2u * q] = log(total) + m - s_t;
-    row_stats[p.rows_offset + 2u * q + 1u] = select(0.0, 1.0, s_t >= m);
+    row_stats[p.rows_offset + 2u * q + 1u] = select(0.0, 1.0, s_t > rival);
 }
 
 @compute @workgroup_size(256)

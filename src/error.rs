@@ -68,11 +68,26 @@ pub enum Error {
     /// crop that gives no even patch size, ...).
     #[error("configuration: {0}")]
     Config(String),
-    /// Training stopped because the loss stopped being a number.
-    #[error("the loss became non-finite at step {step}; stopped. The last good checkpoint is {checkpoint} (written before that step)")]
-    NonFiniteLoss { step: u64, checkpoint: String },
+    /// Training stopped because the loss, or the parameters after an update, stopped being
+    /// numbers. `checkpoint`: the newest checkpoint this run knows good (path, step), if any.
+    #[error("{what} became NaN or infinite at step {step}; stopped. {}", last_good(.checkpoint))]
+    NonFinite {
+        step: u64,
+        what: String,
+        checkpoint: Option<(std::path::PathBuf, u64)>,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+fn last_good(checkpoint: &Option<(std::path::PathBuf, u64)>) -> String {
+    match checkpoint {
+        Some((path, step)) => format!(
+            "The last good checkpoint is {} (step {step}); `--resume` continues from it.",
+            path.display()
+        ),
+        None => "No checkpoint was written before it.".into(),
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

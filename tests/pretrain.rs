@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use cpc::data::{Format, OnBadImage};
 use cpc::gpu::Gpu;
 use cpc::train::pretrain::{pretrain, PretrainOptions, PretrainSummary, CHECKPOINT};
-use cpc::train::{Checkpoint, Config};
+use cpc::train::{Checkpoint, Config, ModelCheckpoint};
 use cpc::Error;
 
 fn gpu() -> &'static Gpu {
@@ -172,7 +172,10 @@ fn a_batch_over_the_memory_budget_says_what_fits() {
 }
 
 #[test]
-fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+fn a_non_finite_loss_stops_the_run_and_writes_no_checkpoint_of_it() {
+    // lr 1e30: the first update leaves the weights near 1e30 (finite), and the loss of the
+    // next step overflows. The checkpoint of those weights (checkpoint_every 1) waits for
+    // that loss, so it is never written, and the stop names no checkpoint.
     let dir = temp_dir("nan");
     let mut cfg = small_config(4, 40);
     cfg.train.lr = 1e30;
@@ -180,20 +183,175 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     cfg.train.warmup_steps = 0;
     cfg.train.checkpoint_every = 1;
     let err = run(&options(cfg, &dir)).unwrap_err();
-    let Error::NonFiniteLoss { step, .. } = err else {
+    let Error::NonFinite {
+        step,
+        ref checkpoint,
+        ..
+    } = err
+    else {
         panic!("{err}")
     };
     let msg = err.to_string();
     assert!(
-        msg.contains(&format!("step {step}")) && msg.contains(CHECKPOINT),
+        msg.contains(&format!("step {step}")) && msg.contains("the loss"),
         "{msg}"
     );
-    let ck = Checkpoint::load(dir.join(CHECKPOINT)).expect("the last good checkpoint is readable");
-    let saved: u64 = ck.meta("step").unwrap().parse().unwrap();
+    assert_eq!(checkpoint, &None, "{msg}");
+    assert!(msg.contains("No checkpoint was written"), "{msg}");
     assert!(
-        saved <= step,
-        "checkpoint at {saved} is from before the bad step {step}"
+        !dir.join(CHECKPOINT).exists(),
+        "no checkpoint of weights whose loss is not finite"
     );
+}
+
+/// A layer-norm model (its norm weights start at 1) that has trained 2 good steps, resumed
+/// with lr 3e38 and weight decay 1: the update of step 2 pushes those weights past f32's
+/// range while step 2's loss (of the good weights) is still finite.
+#[test]
+fn an_update_that_leaves_parameters_non_finite_keeps_the_previous_checkpoint_and_names_it() {
+    let dir = temp_dir("inf-update");
+    let mut cfg = small_config(4, 6);
+    cfg.model.encoder.layer_norm = true;
+    cfg.train.checkpoint_every = 1;
+    let mut first = options(cfg.clone(), &dir);
+    first.stop_at = Some(2);
+    run(&first).unwrap();
+    let before = std::fs::read(dir.join(CHECKPOINT)).unwrap();
+
+    cfg.train.lr = 3e38;
+    cfg.train.min_lr = 3e38;
+    cfg.train.weight_decay = 1.0;
+    let mut second = options(cfg, &dir);
+    second.resume = true;
+    let err = run(&second).unwrap_err();
+    let msg = err.to_string();
+    let Error::NonFinite {
+        step, checkpoint, ..
+    } = err
+    else {
+        panic!("{msg}")
+    };
+    assert_eq!(step, 2, "{msg}");
+    assert!(msg.contains("the parameters") && msg.contains("norm"), "{msg}");
+    assert_eq!(checkpoint, Some((dir.join(CHECKPOINT), 2)), "{msg}");
+    assert_eq!(
+        std::fs::read(dir.join(CHECKPOINT)).unwrap(),
+        before,
+        "the step-2 checkpoint is left as it was"
+    );
+    ModelCheckpoint::read(&dir.join(CHECKPOINT), None).expect("and it loads");
+}
+
+#[test]
+fn a_resume_drops_the_rows_logged_after_its_checkpoint() {
+    // A run killed after its checkpoint at step 3 had logged steps 3 and 4: the resumed run
+    // trains them again, and each step is in the log once.
+    let dir = temp_dir("resume-log");
+    let mut first = options(small_config(4, 6), &dir);
+    first.stop_at = Some(3);
+    run(&first).unwrap();
+    let log = dir.join("metrics.jsonl");
+    let rows = cpc::train::read_metrics(&log).unwrap();
+    let mut writer = cpc::train::MetricsWriter::create(&log, Some(99)).unwrap();
+    for step in [3, 4] {
+        writer
+            .write(&cpc::train::MetricsRow {
+                step,
+                ..rows[2].clone()
+            })
+            .unwrap();
+    }
+    drop(writer);
+    let mut second = options(small_config(4, 6), &dir);
+    second.resume = true;
+    run(&second).unwrap();
+    let steps: Vec<u64> = cpc::train::read_metrics(&log)
+        .unwrap()
+        .iter()
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_run_removes_the_temporary_files_a_killed_run_left() {
+    let dir = temp_dir("stale");
+    std::fs::create_dir_all(&dir).unwrap();
+    // pid_max is at most 2^22 on Linux: no process 4999999 exists.
+    let stale = [
+        dir.join(".checkpoint.safetensors.4999999.0.tmp"),
+        dir.join(".metrics.jsonl.4999999.3.tmp"),
+    ];
+    // Someone else's files, and the temporary of a live process (this one's parent stays
+    // alive while the test runs), are left alone.
+    let parent = std::os::unix::process::parent_id();
+    let kept = [
+        dir.join("notes.tmp"),
+        dir.join(".checkpoint.safetensors.backup.tmp"),
+        dir.join(format!(".checkpoint.safetensors.{parent}.0.tmp")),
+    ];
+    for f in stale.iter().chain(&kept) {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    run(&options(small_config(2, 1), &dir)).unwrap();
+    for f in &stale {
+        assert!(!f.exists(), "{} was not removed", f.display());
+    }
+    for f in &kept {
+        assert!(f.exists(), "{} was removed", f.display());
+    }
+}
+
+#[test]
+fn resume_refuses_foreign_finished_and_non_finite_checkpoints() {
+    let dir = temp_dir("resume-refusals");
+    run(&options(small_config(2, 2), &dir)).unwrap();
+    let path = dir.join(CHECKPOINT);
+    let good = Checkpoint::load(&path).unwrap();
+    let resume = |steps: u64| {
+        let mut opts = options(small_config(2, steps), &dir);
+        opts.resume = true;
+        run(&opts).unwrap_err().to_string()
+    };
+    // At the run's end, or past it: nothing to do, and it says so.
+    let msg = resume(2);
+    assert!(
+        msg.contains("step 2") && msg.contains("nothing to resume") && msg.contains("--steps"),
+        "{msg}"
+    );
+    let msg = resume(1);
+    assert!(msg.contains("nothing to resume"), "{msg}");
+    // Another format version.
+    let mut ck = good.clone();
+    ck.metadata
+        .insert("format".into(), "cpc-checkpoint-9".into());
+    ck.save(&path).unwrap();
+    let msg = resume(4);
+    assert!(msg.contains("cpc-checkpoint-9") && msg.contains(CHECKPOINT), "{msg}");
+    // NaN weights (a ReLU would hide them from the loss): refused, naming the tensor.
+    let mut ck = good.clone();
+    for t in &mut ck.tensors {
+        if t.name == "encoder.stem.weight" || t.name == "optimizer.exp_avg_sq.gru.bias_hh_l0" {
+            t.data[1] = f32::NAN;
+        }
+    }
+    ck.save(&path).unwrap();
+    let msg = resume(4);
+    assert!(
+        msg.contains("encoder.stem.weight (1 values)")
+            && msg.contains("optimizer.exp_avg_sq.gru.bias_hh_l0")
+            && msg.contains("NaN"),
+        "{msg}"
+    );
+    // The same checkpoint is refused by evaluation's reader, the one reader.
+    let msg = ModelCheckpoint::read(&path, None).unwrap_err().to_string();
+    assert!(msg.contains("encoder.stem.weight"), "{msg}");
+    // Without the optimiser state there is nothing to resume.
+    let mut ck = good.clone();
+    ck.tensors.retain(|t| !t.name.starts_with("optimizer."));
+    ck.save(&path).unwrap();
+    let msg = resume(4);
+    assert!(msg.contains("optimiser state"), "{msg}");
 }
 
 fn write_png(path: &Path, side: u32, seed: u8) {
@@ -304,7 +462,7 @@ fn debug_step_dumps_the_loss_and_every_gradient() {
         init: dir.join("init.safetensors"),
         batch: dir.join("batch.safetensors"),
         dump: dir.join("dump.safetensors"),
-        preset: "tiny".into(),
+        preset: Some("tiny".into()),
         config: None,
         adapter: cpc::cli::AdapterArgs {
             software: true,

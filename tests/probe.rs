@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 use cpc::data::{self, Builtin, BuiltinConfig, Dataset, Split, Subset};
 use cpc::eval::features::FEATURES_FORMAT;
 use cpc::eval::probe::{self, align_labels, LabelSource};
-use cpc::eval::{load_checkpoint, Features, Hyper, LinearClassifier, ProbeConfig};
+use cpc::eval::{Features, Hyper, LinearClassifier, ProbeConfig};
 use cpc::gpu::Gpu;
 use cpc::model::{ModelSpec, ParamLayout};
-use cpc::train::pretrain::{pretrain, PretrainOptions, ProbeDuring, CHECKPOINT_FORMAT};
+use cpc::train::pretrain::{pretrain, PretrainOptions, ProbeDuring};
+use cpc::train::{ModelCheckpoint, CHECKPOINT_FORMAT};
 use cpc::train::{Checkpoint, Config};
 use cpc::{cpu, Error};
 use rand::{Rng, SeedableRng};
@@ -192,12 +193,12 @@ fn probe_refuses_checkpoints_of_another_configuration_or_version() {
     // The right expectation (training fields may differ) loads.
     let mut same_model = tiny();
     same_model.train.lr = 0.5;
-    let p = load_checkpoint(&path, Some(&same_model)).unwrap();
+    let p = ModelCheckpoint::read(&path, Some(&same_model)).unwrap();
     assert_eq!(p.config, tiny());
 
     let mut other = tiny();
     other.model.hidden = 32;
-    let msg = load_checkpoint(&path, Some(&other))
+    let msg = ModelCheckpoint::read(&path, Some(&other))
         .unwrap_err()
         .to_string();
     assert!(
@@ -207,7 +208,7 @@ fn probe_refuses_checkpoints_of_another_configuration_or_version() {
         "{msg}"
     );
     let small = Config::preset("small").unwrap();
-    let msg = load_checkpoint(&path, Some(&small))
+    let msg = ModelCheckpoint::read(&path, Some(&small))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("model.crop: 64 != 32"), "{msg}");
@@ -219,7 +220,7 @@ fn probe_refuses_checkpoints_of_another_configuration_or_version() {
         f(&mut ck);
         let p = dir.join("edited.safetensors");
         ck.save(&p).unwrap();
-        load_checkpoint(&p, None).unwrap_err().to_string()
+        ModelCheckpoint::read(&p, None).unwrap_err().to_string()
     };
     let msg = edit(&|ck| {
         ck.metadata
@@ -259,7 +260,7 @@ fn probe_refuses_unlabelled_data_and_test_classes_the_training_set_lacks() {
     let pretrained = {
         let path = dir.join("ck.safetensors");
         write_checkpoint(&path, &tiny());
-        load_checkpoint(&path, None).unwrap()
+        ModelCheckpoint::read(&path, None).unwrap()
     };
     let open = |p: &Path| data::open(Some(p), data::Format::Folder, &Default::default()).unwrap();
     // A flat folder has no labels: refused, naming it, before anything is encoded.
@@ -428,7 +429,7 @@ fn embed_probe_and_neighbours_commands() {
     );
     assert_eq!(f.names[3], set.name(3));
     assert_eq!(f.class_names.as_ref().unwrap()[2], "45deg-wide");
-    let p = load_checkpoint(&ck, None).unwrap();
+    let p = ModelCheckpoint::read(&ck, None).unwrap();
     let enc = cpc::eval::Encoder::new(gpu(), &p.config, &p.params, 8).unwrap();
     let want = enc.extract(gpu(), &set).unwrap();
     assert_eq!(
@@ -598,7 +599,7 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
             ..r.clone()
         })
         .collect();
-    cpc::train::plot_curves(&plain_rows, dir.join("plain.png")).unwrap();
+    cpc::train::plot_curves(&plain_rows, &[2, 3], dir.join("plain.png")).unwrap();
     let plain = image::open(dir.join("plain.png")).unwrap().to_rgb8();
     let h = with_probe.height();
     let differ = (h * 3 / 4..h)
@@ -673,7 +674,7 @@ fn pretraining_beats_the_random_encoder_by_a_margin() {
     cfg.train.checkpoint_every = 0;
     let stop = AtomicBool::new(false);
     let summary = pretrain(gpu(), &pretrain_options(cfg, &dir, None), &stop).unwrap();
-    let pretrained = load_checkpoint(&summary.checkpoint, None).unwrap();
+    let pretrained = ModelCheckpoint::read(&summary.checkpoint, None).unwrap();
     let sample = |split: Split, n: usize| {
         Subset::sample(
             Box::new(Builtin::new(BuiltinConfig::default(), split).unwrap()),

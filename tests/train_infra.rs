@@ -332,7 +332,7 @@ fn plot_is_a_png_of_the_stated_size_and_not_blank() {
     let path = dir.path().join("curves.png");
     let mut rows: Vec<MetricsRow> = (0..=300).step_by(10).map(row).collect();
     rows[3].loss = f32::NAN; // a diverged step must not break the plot
-    plot_curves(&rows, &path).unwrap();
+    plot_curves(&rows, &[2, 3], &path).unwrap();
 
     let img = image::open(&path).unwrap().to_rgb8();
     assert_eq!((img.width(), img.height()), cpc::train::plot::PLOT_SIZE);
@@ -354,7 +354,7 @@ fn plot_is_a_png_of_the_stated_size_and_not_blank() {
         "no coloured pixel"
     );
 
-    assert!(plot_curves(&[], &path)
+    assert!(plot_curves(&[], &[2, 3], &path)
         .unwrap_err()
         .to_string()
         .contains("curves.png"));

@@ -1,6 +1,12 @@
 //! `cpc debug-step`: one forward and backward on given weights and crops, with the loss,
-//! per-step losses and accuracies and every parameter gradient written to safetensors, for
-//! checking against other implementations (e.g. a PyTorch module with the same names).
+//! per-offset losses and accuracies, every parameter gradient and the activations on the way
+//! written to safetensors, for checking against another implementation (e.g. a PyTorch
+//! module with the same names) and for finding where the two part.
+//!
+//! The model is the one the `--init` checkpoint was trained as (its stored configuration);
+//! `--preset` / `--config` then only say what it must be, and are needed for bare weights
+//! without cpc's metadata. The per-patch jitter is random, so it is turned off, and the dump
+//! records the configuration as it ran (jitter 0).
 
 use std::path::PathBuf;
 
@@ -11,57 +17,94 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::{CpcModel, ModelSpec, ParamLayout};
 use crate::ops::adam::AdamConfig;
-use crate::train::pretrain::flat_from_checkpoint;
-use crate::train::Checkpoint;
+use crate::train::model_checkpoint::read_weights;
+use crate::train::{Checkpoint, Config, ModelCheckpoint};
 
 #[derive(Args, Clone, Debug)]
 pub struct DebugStepArgs {
-    /// Parameters under the model's PyTorch names (a cpc checkpoint will do).
+    /// Parameters under the model's PyTorch names: a cpc checkpoint (its configuration is
+    /// used), or bare weights with --preset or --config.
     #[arg(long)]
     pub init: PathBuf,
     /// A tensor `crops` of shape [B, 3, S, S], already normalised.
     #[arg(long)]
     pub batch: PathBuf,
-    /// Where to write loss, loss_k, accuracy_k and grad.<name> for every parameter.
+    /// Where to write the losses, accuracies, activations and gradients (see the README).
     #[arg(long)]
     pub dump: PathBuf,
-    /// Model preset (the per-patch jitter is turned off: it is random).
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// A TOML file overriding the preset.
+    /// The model the weights are for (default: the configuration in the --init checkpoint,
+    /// which must then equal it).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A TOML file overriding the preset (tiny unless --preset names another).
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub adapter: AdapterArgs,
 }
 
+/// The configuration and parameters to run: the checkpoint's own, or the flags' for bare
+/// weights. Both readers refuse tensors the model does not use and values that are not
+/// finite, naming them.
+fn weights(args: &DebugStepArgs) -> Result<(Config, Vec<f32>, Option<u64>)> {
+    let asked = match (&args.preset, &args.config) {
+        (None, None) => None,
+        (preset, config) => Some(crate::cli::load_config(
+            preset.as_deref().unwrap_or("tiny"),
+            config.as_deref(),
+        )?),
+    };
+    let init = Checkpoint::load(&args.init)?;
+    if init.meta("format").is_some() {
+        let ck = ModelCheckpoint::read(&args.init, asked.as_ref())?;
+        return Ok((ck.config, ck.params, Some(ck.step)));
+    }
+    let config = asked.ok_or_else(|| Error::Checkpoint {
+        path: args.init.clone(),
+        message: "holds no cpc configuration (no `format` metadata): say which model the \
+                  weights are for with --preset or --config"
+            .into(),
+    })?;
+    let params = read_weights(&args.init, &config)?;
+    Ok((config, params, None))
+}
+
 pub fn run(args: &DebugStepArgs) -> Result<()> {
-    let cfg = crate::cli::load_config(&args.preset, args.config.as_deref())?;
-    let mut spec = ModelSpec::from(&cfg.model);
-    spec.jitter = 0;
+    let (mut cfg, params, step) = weights(args)?;
+    // Jitter draws random windows: off, and the dump's configuration says so.
+    cfg.model.jitter = 0;
+    let spec = ModelSpec::from(&cfg.model);
     let layout = ParamLayout::new(&spec);
-    let params = flat_from_checkpoint(&layout, &Checkpoint::load(&args.init)?, "", &args.init)?;
     let batch_ck = Checkpoint::load(&args.batch)?;
     let crops = batch_ck.get("crops").ok_or_else(|| Error::Checkpoint {
         path: args.batch.clone(),
         message: "has no tensor `crops` [B, 3, S, S]".into(),
     })?;
     let s = spec.crop;
-    if crops.shape.len() != 4 || crops.shape[1..] != [3, s, s] {
+    if crops.shape.len() != 4 || crops.shape[0] == 0 || crops.shape[1..] != [3, s, s] {
         return Err(Error::Checkpoint {
             path: args.batch.clone(),
             message: format!(
-                "crops has shape {:?}, the model needs [B, 3, {s}, {s}]",
+                "crops has shape {:?}, the model needs [B, 3, {s}, {s}] with B >= 1",
                 crops.shape
             ),
         });
     }
+    if let Some(bad) = crops.data.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Checkpoint {
+            path: args.batch.clone(),
+            message: format!("crops holds a value that is not finite (element {bad})"),
+        });
+    }
+    let batch = crops.shape[0];
     let gpu = Gpu::new(&(&args.adapter).into())?;
-    let model = CpcModel::new(&gpu, &spec, crops.shape[0], &params, AdamConfig::default())?;
+    let model = CpcModel::new(&gpu, &spec, batch, &params, AdamConfig::default())?;
     model.set_inputs(&gpu, &crops.data, 1, 0.0, 0)?;
     model.run(&gpu, |m, pass| m.record_gradients(pass))?;
     let stats = model.read_stats(&gpu)?;
     let grads = model.buffers.grads.read(&gpu)?;
+    let (g, d, h) = (spec.grid, spec.dim(), spec.hidden);
+
     let mut out = Checkpoint::new();
     out.push("loss", vec![1], vec![stats.loss]);
     out.push("loss_k", vec![stats.loss_k.len()], stats.loss_k.clone());
@@ -70,6 +113,12 @@ pub fn run(args: &DebugStepArgs) -> Result<()> {
         vec![stats.accuracy_k.len()],
         stats.accuracy_k.clone(),
     );
+    // Activations, in the order they are computed: patch vectors, contexts, scores.
+    out.push("z", vec![batch, g, g, d], model.z.read(&gpu)?);
+    out.push("c", vec![batch, g, g, h], model.c.read(&gpu)?);
+    for (k, scores) in model.scores.iter().enumerate() {
+        out.push(format!("scores.{k}"), scores.shape.clone(), scores.read(&gpu)?);
+    }
     for v in &layout.views {
         out.push(
             format!("grad.{}", v.name),
@@ -77,10 +126,24 @@ pub fn run(args: &DebugStepArgs) -> Result<()> {
             layout.slice(&grads, &v.name).to_vec(),
         );
     }
+    let offsets = cfg.model.offsets();
     out.metadata.insert("config".into(), cfg.to_toml());
+    out.metadata.insert(
+        "offsets".into(),
+        serde_json::to_string(&offsets).expect("numbers serialise"),
+    );
+    out.metadata
+        .insert("init".into(), args.init.display().to_string());
+    if let Some(step) = step {
+        out.metadata.insert("step".into(), step.to_string());
+    }
+    out.metadata.insert(
+        "adapter".into(),
+        format!("{} ({:?})", gpu.info.name, gpu.info.backend),
+    );
     out.save(&args.dump)?;
     println!(
-        "loss {:.6}, loss_k {:?}, accuracy_k {:?}; wrote {}",
+        "loss {:.6}, loss_k {:?}, accuracy_k {:?} (offsets {offsets:?}, jitter off); wrote {}",
         stats.loss,
         stats.loss_k,
         stats.accuracy_k,

@@ -52,7 +52,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
             ("checkpoint", pretrained.path.display().to_string()),
             (
                 "step",
-                pretrained.step.map_or("unknown".into(), |s| s.to_string()),
+                pretrained.step.to_string(),
             ),
             ("config", pretrained.config.to_toml()),
             ("data", source),

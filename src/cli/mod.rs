@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
-use crate::eval::{load_checkpoint, Pretrained};
+use crate::train::ModelCheckpoint;
 use crate::gpu::AdapterChoice;
 use crate::train::Config;
 
@@ -68,7 +68,7 @@ pub fn encode_set(
     on_bad_image: crate::data::OnBadImage,
     adapter: &AdapterArgs,
 ) -> Result<(
-    Pretrained,
+    ModelCheckpoint,
     Box<dyn crate::data::Dataset>,
     String,
     crate::eval::features::Features,
@@ -122,12 +122,12 @@ impl CheckpointArgs {
     }
 
     /// Read and check the checkpoint.
-    pub fn load(&self) -> Result<Pretrained> {
-        load_checkpoint(&self.checkpoint, self.expected()?.as_ref())
+    pub fn load(&self) -> Result<ModelCheckpoint> {
+        ModelCheckpoint::read(&self.checkpoint, self.expected()?.as_ref())
     }
 
     /// Images per encoder pass for this checkpoint.
-    pub fn batch(&self, pretrained: &Pretrained) -> usize {
+    pub fn batch(&self, pretrained: &ModelCheckpoint) -> usize {
         self.batch
             .unwrap_or(pretrained.config.train.batch as usize)
             .max(1)

@@ -129,7 +129,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         "adapter: {}; checkpoint {} (step {}); train: {}; test: {}",
         gpu.info.name,
         pretrained.path.display(),
-        pretrained.step.map_or("?".into(), |s| s.to_string()),
+        pretrained.step.to_string(),
         train.describe(),
         test.describe()
     );

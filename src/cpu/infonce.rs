@@ -67,7 +67,14 @@ pub fn rows(inf: &Infonce, k: usize, scores: &[f64]) -> InfonceRows {
         let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let sum: f64 = row.iter().map(|s| (s - max).exp()).sum();
         out.loss.push(sum.ln() + max - row[t]);
-        out.correct.push(row[t] >= max);
+        // Right only when the true candidate scores strictly highest: a tie is wrong.
+        let rival = row
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != t)
+            .map(|(_, &s)| s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        out.correct.push(row[t] > rival);
         for (j, s) in row.iter().enumerate() {
             let onehot = if j == t { 1.0 } else { 0.0 };
             out.dscores[q * n + j] = ((s - max).exp() / sum - onehot) * scale;

@@ -8,96 +8,17 @@
 //!   metadata `format`, `names` (JSON list of N image names), `class_names` (JSON list, when
 //!   the data names its classes), and what produced it: `checkpoint`, `step`, `config`, `data`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::data::{Dataset, Sequential};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::{memory, CpcModel, ModelSpec, ParamLayout};
+use crate::model::{memory, CpcModel, ModelSpec};
 use crate::ops::adam::AdamConfig;
-use crate::train::pretrain::{flat_from_checkpoint, CHECKPOINT_FORMAT};
 use crate::train::{Checkpoint, Config};
 
 /// The `format` metadata of feature files.
 pub const FEATURES_FORMAT: &str = "cpc-features-1";
-
-/// A trained encoder as read from a checkpoint.
-#[derive(Clone, Debug)]
-pub struct Pretrained {
-    pub path: PathBuf,
-    pub config: Config,
-    /// The flat parameter vector of the model's [`ParamLayout`].
-    pub params: Vec<f32>,
-    /// The optimiser step the checkpoint was written at.
-    pub step: Option<u64>,
-}
-
-impl Pretrained {
-    /// The same configuration with fresh weights from its own training seed: the encoder
-    /// the pretraining run started from, the probe's baseline.
-    pub fn random_params(&self) -> Vec<f32> {
-        ParamLayout::new(&ModelSpec::from(&self.config.model)).init(self.config.train.seed)
-    }
-}
-
-/// Read a checkpoint written by `cpc pretrain`. Refused, with the reason: another format
-/// version, a configuration this version cannot read or whose fingerprint does not match,
-/// a model other than `expect` (the differing fields named), a missing or misshapen tensor.
-pub fn load_checkpoint(path: &Path, expect: Option<&Config>) -> Result<Pretrained> {
-    let ck = Checkpoint::load(path)?;
-    let err = |message: String| Error::Checkpoint {
-        path: path.into(),
-        message,
-    };
-    match ck.meta("format") {
-        Some(CHECKPOINT_FORMAT) => {}
-        Some(other) => {
-            return Err(err(format!(
-                "has format `{other}`, but this version of cpc reads `{CHECKPOINT_FORMAT}`"
-            )))
-        }
-        None => {
-            return Err(err(format!(
-                "has no `format` metadata: not written by `cpc pretrain` (format \
-                 `{CHECKPOINT_FORMAT}`)"
-            )))
-        }
-    }
-    let text = ck
-        .meta("config")
-        .ok_or_else(|| err("has no `config` metadata".into()))?;
-    let config = Config::from_toml(text).map_err(|e| {
-        err(format!(
-            "its configuration cannot be read by this version: {e}"
-        ))
-    })?;
-    if let Some(saved) = ck.meta("fingerprint") {
-        if saved != config.fingerprint() {
-            return Err(err(format!(
-                "its model fingerprint {saved} does not match its configuration's {} \
-                 (written by another version?)",
-                config.fingerprint()
-            )));
-        }
-    }
-    if let Some(expect) = expect {
-        let diff = expect.model_differences(&config);
-        if !diff.is_empty() {
-            return Err(err(format!(
-                "was written by another model configuration (expected != the checkpoint's): {}",
-                diff.join("; ")
-            )));
-        }
-    }
-    let layout = ParamLayout::new(&ModelSpec::from(&config.model));
-    let params = flat_from_checkpoint(&layout, &ck, "", path)?;
-    Ok(Pretrained {
-        path: path.into(),
-        step: ck.meta("step").and_then(|s| s.parse().ok()),
-        config,
-        params,
-    })
-}
 
 /// Features of a set of images, on the host.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,7 +6,7 @@ pub mod features;
 pub mod neighbours;
 pub mod probe;
 
-pub use features::{load_checkpoint, CentreCrops, Encoder, Features, Pretrained};
+pub use features::{CentreCrops, Encoder, Features};
 pub use probe::{
     compare, probe, Accuracy, Comparison, Hyper, LinearClassifier, ProbeConfig, ProbeResult,
 };

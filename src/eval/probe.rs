@@ -25,7 +25,7 @@ use crate::data::rng::rng_for;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::features::{
-    class_names, features_of_crops, CentreCrops, Encoder, Features, Pretrained,
+    class_names, features_of_crops, CentreCrops, Encoder, Features,
 };
 use crate::gpu::{Gpu, Launch, Shader, Tensor};
 use crate::ops::adam::{Adam, AdamConfig};
@@ -727,7 +727,7 @@ impl Comparison {
 pub fn compare(
     gpu: &Gpu,
     cfg: &ProbeConfig,
-    pretrained: &Pretrained,
+    pretrained: &crate::train::ModelCheckpoint,
     train: (&dyn Dataset, &str),
     test: (&dyn Dataset, &str),
     batch: usize,

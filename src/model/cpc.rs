@@ -152,6 +152,9 @@ pub struct CpcModel {
     /// Patch vectors [N, D] and contexts [N, H] of the last forward.
     pub z: Tensor,
     pub c: Tensor,
+    /// Per prediction offset k, the scores S_k [Q_k, N] of the last forward: row q is query q's
+    /// prediction against every patch vector of the batch (ops::infonce).
+    pub scores: Vec<Tensor>,
     pub adam: Adam,
     patches: Patches,
     patches_launch: Launch,
@@ -336,6 +339,7 @@ impl CpcModel {
         }
         let stats = alloc("stats", &[inf.stats_len()])?;
         let inf_fwd = infonce::forward(gpu, &inf, &preds, &z, &stats)?;
+        let scores = inf_fwd.scores.clone();
 
         // ---- backward ------------------------------------------------------------------
         let dz = alloc("dz", &[n, d])?;
@@ -486,6 +490,7 @@ impl CpcModel {
             stats,
             z,
             c,
+            scores,
             adam,
             patches: geometry,
             patches_launch,

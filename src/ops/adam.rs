@@ -69,7 +69,8 @@ pub struct Adam {
     pub step_launches: Vec<Launch>,
     /// Zeroing of the gradients, one launch per chunk.
     pub zero_launches: Vec<Launch>,
-    /// The global gradient norm of the last step, [1].
+    /// [2]: the global gradient norm of the last step, and 1.0 when its update left a
+    /// parameter or moment NaN or infinite (0.0 otherwise).
     pub norm: Tensor,
 }
 
@@ -114,7 +115,7 @@ impl Adam {
         let per_chunk = (max_chunk / 64 * 64).max(64).min(n.max(1));
         let count = n.div_ceil(per_chunk).max(1);
         let partials = Tensor::zeros(gpu, "adam partials", &[count * NORM_GROUPS as usize])?;
-        let norm = Tensor::zeros(gpu, "grad norm", &[1])?;
+        let norm = Tensor::zeros(gpu, "grad norm", &[2])?;
         let mut adam = Adam {
             config,
             chunks: Vec::new(),

@@ -39,6 +39,62 @@ pub fn temp_path_for(path: &Path) -> Result<PathBuf> {
     Ok(path.with_file_name(name))
 }
 
+/// Removes the temporary files of `path` (named as [`temp_path_for`] names them) that a
+/// process killed mid-write left behind, and returns how many. Only the names this module
+/// gives, and only those of processes that are gone: a live writer's file (another run on
+/// the same folder) is left alone. Where a process cannot be looked up (no /proc), every
+/// match but this process's own is taken as stale.
+pub fn remove_stale_temps(path: &Path) -> Result<usize> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(0);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        // `.<name>.<pid>.<n>.tmp`
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(_, n)| n.parse::<u64>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let stale = entry.path();
+        fs::remove_file(&stale).map_err(|source| Error::Io {
+            path: stale.clone(),
+            source,
+        })?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Whether process `pid` exists, where the system says (Linux's /proc); false elsewhere.
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Writes `path` atomically: `write` fills a buffered temporary file in the same directory,
 /// which then replaces `path` (see the module doc for the steps). Errors name `path`.
 ///

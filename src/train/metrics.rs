@@ -91,9 +91,9 @@ impl MetricsWriter {
     /// Opens the log at `path` (usually `<out>/metrics.jsonl`).
     ///
     /// - `resume_at = None`: a fresh run; an existing file is truncated.
-    /// - `resume_at = Some(step)`: a run resumed from the checkpoint of `step`. Rows with
-    ///   `step > resume_at` were logged after that checkpoint and will be logged again, so
-    ///   they are dropped (the file is rewritten atomically, see [`super::atomic`]); new rows
+    /// - `resume_at = Some(step)`: a run resumed from the checkpoint of `step`, written after
+    ///   steps 0..step - 1: the run trains step `step` next. Rows with `row.step >= step`
+    ///   were logged after that checkpoint and will be logged again, so they are dropped (the file is rewritten atomically, see [`super::atomic`]); new rows
     ///   are appended after the rest. A missing file is created.
     pub fn create(path: impl AsRef<Path>, resume_at: Option<u64>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -106,7 +106,7 @@ impl MetricsWriter {
                 if path.exists() {
                     let kept: Vec<MetricsRow> = read_metrics(&path)?
                         .into_iter()
-                        .filter(|row| row.step <= step)
+                        .filter(|row| row.step < step)
                         .collect();
                     write_atomically(&path, |w| {
                         for row in &kept {

@@ -48,9 +48,10 @@ fn register_embedded_font() {
 /// Draws the loss panel (legend upper right, where a falling loss leaves room), the
 /// accuracy panel (legend upper left, where a rising accuracy leaves room) and, where rows
 /// carry `probe_top1`, a panel of the linear probe's accuracy for `rows` into a
-/// PNG of [`PLOT_SIZE`] at `path`, written atomically. Lines are labelled k = 1..K, the k-th
-/// prediction offset. Non-finite values (a diverged step) are left out of the curves.
-pub fn plot_curves(rows: &[MetricsRow], path: impl AsRef<Path>) -> Result<()> {
+/// PNG of [`PLOT_SIZE`] at `path`, written atomically. The k-th curve of a panel is labelled
+/// with the row offset it predicts, `offsets[k]` (`ModelConfig::offsets`: 2, 3, ... with the
+/// default skip), not with its index. Non-finite values (a diverged step) are left out.
+pub fn plot_curves(rows: &[MetricsRow], offsets: &[u32], path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let plot_err = |message: String| Error::Plot {
         path: path.to_path_buf(),
@@ -62,7 +63,7 @@ pub fn plot_curves(rows: &[MetricsRow], path: impl AsRef<Path>) -> Result<()> {
     register_embedded_font();
     let (width, height) = PLOT_SIZE;
     let mut pixels = vec![0u8; (width * height * 3) as usize];
-    draw(rows, &mut pixels).map_err(|e| plot_err(e.to_string()))?;
+    draw(rows, offsets, &mut pixels).map_err(|e| plot_err(e.to_string()))?;
 
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
@@ -76,7 +77,17 @@ type Series = (String, ShapeStyle, Vec<(f64, f64)>);
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn draw(rows: &[MetricsRow], pixels: &mut [u8]) -> DrawResult {
+/// The name of the k-th (0-based) per-offset curve: the row offset it predicts,
+/// `offsets[k]`; a row with more offsets than named (a log of another configuration) shows
+/// its index instead.
+pub fn offset_label(offsets: &[u32], k: usize) -> String {
+    offsets
+        .get(k)
+        .map_or_else(|| format!("#{}", k + 1), |o| format!("offset {o}"))
+}
+
+fn draw(rows: &[MetricsRow], offset_names: &[u32], pixels: &mut [u8]) -> DrawResult {
+    let offset = |k: usize| offset_label(offset_names, k);
     let root = BitMapBackend::with_buffer(pixels, PLOT_SIZE).into_drawing_area();
     root.fill(&BACKGROUND)?;
     // A third panel for the linear probe when it ran (`--probe-every`): its top-1 lives
@@ -98,7 +109,7 @@ fn draw(rows: &[MetricsRow], pixels: &mut [u8]) -> DrawResult {
     )];
     for k in 0..offsets {
         loss_series.push((
-            format!("loss k={}", k + 1),
+            format!("loss, {}", offset(k)),
             OFFSET_COLOURS[k % OFFSET_COLOURS.len()].stroke_width(2),
             points(rows, |r| r.loss_k.get(k).copied()),
         ));
@@ -119,7 +130,7 @@ fn draw(rows: &[MetricsRow], pixels: &mut [u8]) -> DrawResult {
     )];
     for k in 0..offsets {
         accuracy_series.push((
-            format!("accuracy k={}", k + 1),
+            format!("accuracy, {}", offset(k)),
             OFFSET_COLOURS[k % OFFSET_COLOURS.len()].stroke_width(2),
             points(rows, |r| r.accuracy_k.get(k).copied()),
         ));

@@ -20,7 +20,8 @@ use crate::model::memory::{self, MemoryPlan};
 use crate::model::{CpcModel, ModelSpec, ParamLayout};
 use crate::ops::adam::AdamConfig;
 use crate::ops::infonce::InfonceStats;
-use crate::train::{plot_curves, Checkpoint, Config, LrSchedule, MetricsRow, MetricsWriter};
+use crate::train::model_checkpoint::{ModelCheckpoint, Moments};
+use crate::train::{atomic, plot_curves, Config, LrSchedule, MetricsRow, MetricsWriter};
 
 /// Everything `cpc pretrain` is asked to do.
 #[derive(Clone, Debug)]
@@ -139,8 +140,6 @@ pub struct PretrainSummary {
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
-/// The `format` metadata of the checkpoints this version writes and reads.
-pub const CHECKPOINT_FORMAT: &str = "cpc-checkpoint-1";
 const RING: usize = 3;
 
 /// The jitter seed of a step: a hash of the run's seed and the step.
@@ -151,95 +150,39 @@ fn step_seed(seed: u64, step: u64) -> u32 {
     (x ^ (x >> 33)) as u32
 }
 
-/// A checkpoint's tensors: parameters under their PyTorch names, then Adam's moments.
-fn checkpoint_tensors(layout: &ParamLayout, params: &[f32], m: &[f32], v: &[f32]) -> Checkpoint {
-    let mut ck = Checkpoint::new();
-    for (prefix, flat) in [
-        ("", params),
-        ("optimizer.exp_avg.", m),
-        ("optimizer.exp_avg_sq.", v),
-    ] {
-        for view in &layout.views {
-            ck.push(
-                format!("{prefix}{}", view.name),
-                view.shape.clone(),
-                layout.slice(flat, &view.name).to_vec(),
-            );
-        }
-    }
-    ck
-}
-
-/// Fill a flat buffer of `layout` from a checkpoint's tensors named `prefix` + name; every
-/// tensor must be there with its shape.
-pub fn flat_from_checkpoint(
-    layout: &ParamLayout,
-    ck: &Checkpoint,
-    prefix: &str,
-    path: &Path,
-) -> Result<Vec<f32>> {
-    let mut flat = vec![0.0; layout.total];
-    for view in &layout.views {
-        let name = format!("{prefix}{}", view.name);
-        let t = ck.get(&name).ok_or_else(|| Error::Checkpoint {
-            path: path.into(),
-            message: format!("has no tensor {name} (shape {:?})", view.shape),
-        })?;
-        if t.shape != view.shape {
-            return Err(Error::Checkpoint {
-                path: path.into(),
-                message: format!(
-                    "tensor {name} has shape {:?}, the model needs {:?}",
-                    t.shape, view.shape
-                ),
-            });
-        }
-        flat[view.offset..view.offset + view.len()].copy_from_slice(&t.data);
-    }
-    Ok(flat)
-}
-
-/// The state a run resumes from.
-struct Resume {
-    step: u64,
-    params: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    loader: LoaderState,
-}
-
-fn load_resume(path: &Path, config: &Config, layout: &ParamLayout) -> Result<Resume> {
-    let ck = Checkpoint::load(path)?;
+/// The checkpoint a run resumes from: of this run's model, with the optimiser's moments and
+/// the loader's position, and not already at or past the run's end.
+fn load_resume(path: &Path, config: &Config) -> Result<ModelCheckpoint> {
     let err = |message: String| Error::Checkpoint {
         path: path.into(),
         message,
     };
-    let saved = Config::from_toml(
-        ck.meta("config")
-            .ok_or_else(|| err("has no configuration".into()))?,
-    )?;
-    let diff = config.model_differences(&saved);
-    if !diff.is_empty() {
+    let ck = ModelCheckpoint::read(path, Some(config))?;
+    if ck.moments.is_none() {
+        return Err(err("has no optimiser state (optimizer.exp_avg.*): cannot resume".into()));
+    }
+    if ck.loader.is_none() {
+        return Err(err("has no data-loader position (loader_epoch, loader_position): cannot resume".into()));
+    }
+    let total = config.train.total_steps;
+    if ck.step >= total {
         return Err(err(format!(
-            "was written by another model configuration (this run's != the checkpoint's): {}",
-            diff.join("; ")
+            "is at step {}, and this run ends at step {total}: nothing to resume (ask for more \
+             steps, e.g. --steps {}, to train further)",
+            ck.step,
+            ck.step + 1
         )));
     }
-    let num = |key: &str| -> Result<u64> {
-        ck.meta(key)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| err(format!("has no valid `{key}`")))
-    };
-    Ok(Resume {
-        step: num("step")?,
-        loader: LoaderState {
-            epoch: num("loader_epoch")?,
-            position: num("loader_position")?,
-        },
-        params: flat_from_checkpoint(layout, &ck, "", path)?,
-        m: flat_from_checkpoint(layout, &ck, "optimizer.exp_avg.", path)?,
-        v: flat_from_checkpoint(layout, &ck, "optimizer.exp_avg_sq.", path)?,
-    })
+    Ok(ck)
+}
+
+/// What a step reads back: its loss statistics (of the parameters before its update), the
+/// gradient norm, and whether its update left every parameter and moment finite.
+struct StepStats {
+    step: u64,
+    stats: InfonceStats,
+    norm: f32,
+    params_finite: bool,
 }
 
 /// Mappable copies of the stats of recent steps, read a few steps after submission.
@@ -269,8 +212,8 @@ impl StatsRing {
         }
     }
 
-    /// Wait for the oldest pending step and return its stats and gradient norm.
-    fn pop(&mut self, gpu: &Gpu) -> Result<Option<(u64, InfonceStats, f32)>> {
+    /// Wait for the oldest pending step and return what it read back.
+    fn pop(&mut self, gpu: &Gpu) -> Result<Option<StepStats>> {
         let Some((step, slot, index)) = self.pending.pop_front() else {
             return Ok(None);
         };
@@ -307,11 +250,12 @@ impl StatsRing {
         };
         buf.unmap();
         let n = self.floats;
-        Ok(Some((
+        Ok(Some(StepStats {
             step,
-            InfonceStats::from_slice(&values[..n - 1]),
-            values[n - 1],
-        )))
+            stats: InfonceStats::from_slice(&values[..n - 2]),
+            norm: values[n - 2],
+            params_finite: values[n - 1] == 0.0,
+        }))
     }
 }
 
@@ -371,11 +315,17 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
 
     let layout = ParamLayout::new(&spec);
     let resume = if opts.resume {
-        Some(load_resume(&ck_path, cfg, &layout)?)
+        Some(load_resume(&ck_path, cfg)?)
     } else {
         None
     };
     let start = resume.as_ref().map_or(0, |r| r.step);
+    // Temporary files that a killed run left behind (ours, by name; never another live
+    // process's) go before this run writes its own.
+    let metrics_path = opts.out.join("metrics.jsonl");
+    for target in [&ck_path, &metrics_path] {
+        atomic::remove_stale_temps(target)?;
+    }
 
     // Memory, before anything runs: the planned buffers must fit.
     memory::check_fits(gpu, &spec, batch, opts.memory_budget)?;
@@ -388,9 +338,9 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         .as_ref()
         .map_or_else(|| layout.init(tc.seed), |r| r.params.clone());
     let (model, plan) = memory::plan(gpu, &spec, batch, &init, adam)?;
-    if let Some(r) = &resume {
-        model.buffers.m.write(gpu, &r.m)?;
-        model.buffers.v.write(gpu, &r.v)?;
+    if let Some(m) = resume.as_ref().and_then(|r| r.moments.as_ref()) {
+        model.buffers.m.write(gpu, &m.exp_avg)?;
+        model.buffers.v.write(gpu, &m.exp_avg_sq)?;
     }
 
     let mut loader_cfg = LoaderConfig::new(batch, spec.crop, tc.seed);
@@ -400,14 +350,12 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         loader_cfg,
         resume
             .as_ref()
-            .map_or_else(LoaderState::default, |r| r.loader),
+            .and_then(|r| r.loader)
+            .unwrap_or_default(),
     )?;
     let schedule = LrSchedule::from_config(tc);
-    let mut metrics = MetricsWriter::create(
-        opts.out.join("metrics.jsonl"),
-        resume.as_ref().map(|r| r.step),
-    )?;
-    let mut ring = StatsRing::new(gpu, model.stats.len() + 1);
+    let mut metrics = MetricsWriter::create(&metrics_path, resume.as_ref().map(|r| r.step))?;
+    let mut ring = StatsRing::new(gpu, model.stats.len() + 2);
 
     let total = tc.total_steps;
     let bar = if opts.progress {
@@ -439,24 +387,75 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     if let (Some(p), Some(sets), None) = (&opts.probe, &probe_sets, &resume) {
         summary.probe_before = Some(sets.run(gpu, &model, &p.config)?);
     }
+    // The model as it stands after `step` updates, read back for a checkpoint.
+    let snapshot = |model: &CpcModel, step: u64, loader: LoaderState| -> Result<ModelCheckpoint> {
+        Ok(ModelCheckpoint {
+            path: ck_path.clone(),
+            config: cfg.clone(),
+            step,
+            params: model.buffers.params.read(gpu)?,
+            moments: Some(Moments {
+                exp_avg: model.buffers.m.read(gpu)?,
+                exp_avg_sq: model.buffers.v.read(gpu)?,
+            }),
+            loader: Some(loader),
+        })
+    };
+    // Checkpoints are written only of parameters that have shown a finite loss: a
+    // checkpoint of the model after `s` updates waits here until step `s`'s loss (computed
+    // with exactly those parameters) is read and found finite. The last one, after the
+    // final step, has no loss to wait for and is checked for finite values alone.
+    let mut pending: Option<ModelCheckpoint> = None;
+    // The newest checkpoint on disk that this run may name as good: (step, path).
+    let mut written: Option<u64> = resume.as_ref().map(|r| r.step);
+    let stopped = |step: u64, what: String, written: Option<u64>| Error::NonFinite {
+        step,
+        what,
+        checkpoint: written.map(|s| (ck_path.clone(), s)),
+    };
     // Probe results waiting for their step's metrics row.
     let mut probe_rows = std::collections::BTreeMap::<u64, f32>::new();
-    // The loader state and step that the next checkpoint records: after the last step whose
-    // stats were read and found finite.
     let mut last_log = (Instant::now(), start);
     let clock = Instant::now();
-    let mut handle = |step: u64,
-                      stats: InfonceStats,
-                      norm: f32,
+    // One step's read-back figures: checks, the display, the metrics row, the pending
+    // checkpoint.
+    let mut handle = |read: StepStats,
                       probe_top1: Option<f32>,
-                      summary: &mut PretrainSummary|
+                      summary: &mut PretrainSummary,
+                      pending: &mut Option<ModelCheckpoint>,
+                      written: &mut Option<u64>|
      -> Result<()> {
+        let StepStats {
+            step,
+            stats,
+            norm,
+            params_finite,
+        } = read;
         if !stats.loss.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                step,
-                checkpoint: ck_path.display().to_string(),
-            });
+            return Err(stopped(step, "the loss".into(), *written));
         }
+        if let Some(ck) = pending.take_if(|ck| ck.step == step) {
+            ck.save()?;
+            *written = Some(ck.step);
+        }
+        if !params_finite {
+            // The update of this step made a parameter or moment NaN or infinite (a ReLU may
+            // hide it from the loss): name the tensors, from one read-back on this rare path.
+            let bad = snapshot(&model, step + 1, LoaderState::default())?.non_finite_tensors()?;
+            let shown = bad.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+            let more = match bad.len() {
+                n if n > 8 => format!(" and {} more tensors", n - 8),
+                _ => String::new(),
+            };
+            return Err(stopped(
+                step,
+                format!("in the update, the parameters {shown}{more}"),
+                *written,
+            ));
+        }
+        // Throughput of the steps whose results are in: the GPU has finished them.
+        summary.images_per_second =
+            ((step + 1 - start) as f64 * batch as f64) / clock.elapsed().as_secs_f64();
         let probe = summary
             .probes
             .last()
@@ -493,27 +492,6 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         Ok(())
     };
 
-    let save = |model: &CpcModel, step: u64, loader: LoaderState| -> Result<()> {
-        let mut ck = checkpoint_tensors(
-            &layout,
-            &model.buffers.params.read(gpu)?,
-            &model.buffers.m.read(gpu)?,
-            &model.buffers.v.read(gpu)?,
-        );
-        for (k, v) in [
-            ("format", CHECKPOINT_FORMAT.to_string()),
-            ("step", step.to_string()),
-            ("config", cfg.to_toml()),
-            ("fingerprint", cfg.fingerprint()),
-            ("loader_epoch", loader.epoch.to_string()),
-            ("loader_position", loader.position.to_string()),
-            ("seed", tc.seed.to_string()),
-        ] {
-            ck.metadata.insert(k.into(), v);
-        }
-        ck.save(&ck_path)
-    };
-
     let mut step = start;
     while step < total {
         if stop.load(Ordering::Relaxed) || opts.stop_at.is_some_and(|s| step >= s) {
@@ -542,12 +520,13 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             0,
             stats_bytes,
         );
+        // The gradient norm and the update's non-finite flag (ops::adam).
         enc.copy_buffer_to_buffer(
             &model.adam.norm.buffer,
             0,
             &ring.slots[slot],
             stats_bytes,
-            4,
+            8,
         );
         let index = gpu.queue.submit([enc.finish()]);
         ring.pending.push_back((step, slot, index));
@@ -561,35 +540,36 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             }
         }
         bar.set_position(step);
-        summary.images_per_second =
-            ((step - start) as f64 * batch as f64) / clock.elapsed().as_secs_f64();
         if ring.pending.len() == RING {
-            if let Some((s, st, norm)) = ring.pop(gpu)? {
-                handle(s, st, norm, probe_rows.remove(&s), &mut summary)?;
+            if let Some(read) = ring.pop(gpu)? {
+                let top1 = probe_rows.remove(&read.step);
+                handle(read, top1, &mut summary, &mut pending, &mut written)?;
             }
         }
         let checkpoint_now =
             tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0 && step < total;
         if checkpoint_now {
-            while let Some((s, st, norm)) = ring.pop(gpu)? {
-                handle(s, st, norm, probe_rows.remove(&s), &mut summary)?;
+            while let Some(read) = ring.pop(gpu)? {
+                let top1 = probe_rows.remove(&read.step);
+                handle(read, top1, &mut summary, &mut pending, &mut written)?;
             }
-            save(&model, step, loader.state())?;
+            pending = Some(snapshot(&model, step, loader.state())?);
         }
     }
-    while let Some((s, st, norm)) = ring.pop(gpu)? {
-        handle(s, st, norm, probe_rows.remove(&s), &mut summary)?;
+    while let Some(read) = ring.pop(gpu)? {
+        let top1 = probe_rows.remove(&read.step);
+        handle(read, top1, &mut summary, &mut pending, &mut written)?;
     }
     if step > start || resume.is_none() {
-        save(&model, step, loader.state())?;
+        snapshot(&model, step, loader.state())?.save()?;
     }
     bar.finish_and_clear();
     summary.last_step = step;
     summary.skipped_images = dataset.skipped();
     drop(metrics);
-    let rows = crate::train::read_metrics(opts.out.join("metrics.jsonl"))?;
+    let rows = crate::train::read_metrics(&metrics_path)?;
     if !rows.is_empty() {
-        plot_curves(&rows, opts.out.join("curves.png"))?;
+        plot_curves(&rows, &cfg.model.offsets(), opts.out.join("curves.png"))?;
     }
     Ok(summary)
 }

@@ -32,10 +32,11 @@ fn adam_step_matches_reference() {
             adam.set_step(gpu(), t, 1e-2);
             gpu().run(&adam.launches()).unwrap();
             cpu::adam::step(&cfg, t, 1e-2, &mut p, &g, &mut m, &mut v);
+            assert_eq!(read(&adam.norm)[1], 0.0, "finite update, flag clear");
             // The norm is a sum of 70001 squares in f32: relative 1e-5.
             assert_close(
                 "norm",
-                &read(&adam.norm),
+                &read(&adam.norm)[..1],
                 &[cpu::adam::grad_norm(&g)],
                 0.0,
                 1e-4,
@@ -76,7 +77,7 @@ fn adam_cut_into_chunks_matches_reference() {
     cpu::adam::step(&cfg, 1, 1e-2, &mut p, &g, &mut m, &mut v);
     assert_close(
         "norm",
-        &read(&adam.norm),
+        &read(&adam.norm)[..1],
         &[cpu::adam::grad_norm(&g)],
         0.0,
         1e-5,
@@ -106,7 +107,7 @@ fn adam_clips_by_global_norm() {
     let adam = Adam::new(gpu(), cfg, &tp, &tg, &tm, &tv).unwrap();
     adam.set_step(gpu(), 1, 0.1);
     gpu().run(&adam.launches()).unwrap();
-    assert_close("norm", &read(&adam.norm), &[5.0], 1e-6, 0.0);
+    assert_close("norm", &read(&adam.norm)[..1], &[5.0], 1e-6, 0.0);
     assert_close("m", &read(&tm), &[0.1 * 0.6, 0.1 * 0.8], 1e-7, 1e-6);
 }
 
@@ -137,4 +138,40 @@ fn adam_rejects_mismatched_shapes() {
         msg.contains("adam") && msg.contains("[5]") && msg.contains("[4]"),
         "{msg}"
     );
+}
+
+#[test]
+fn adam_flags_an_update_that_leaves_a_value_not_finite() {
+    // Three chunks (2500 elements in chunks of 960); each case puts its bad value in the
+    // last chunk, so every chunk's step must be able to raise the flag that finish_norm
+    // cleared. Flag = norm[1].
+    let n = 2500;
+    let run = |p: &[f32], g: &[f32], lr: f32| -> f32 {
+        let (tp, tg, tm, tv) = (
+            upload(&[n], p),
+            upload(&[n], g),
+            upload(&[n], &vec![0.0; n]),
+            upload(&[n], &vec![0.0; n]),
+        );
+        let adam = Adam::chunked(gpu(), AdamConfig::default(), &tp, &tg, &tm, &tv, 1000).unwrap();
+        // The flag buffer starts as NaN: finish_norm must write it.
+        adam.norm.write(gpu(), &[f32::NAN, f32::NAN]).unwrap();
+        adam.set_step(gpu(), 1, lr);
+        gpu().run(&adam.launches()).unwrap();
+        read(&adam.norm)[1]
+    };
+    let mut r = rng(5);
+    let (p, g) = (random(&mut r, n), random(&mut r, n));
+    assert_eq!(run(&p, &g, 1e-3), 0.0, "a finite update");
+    let mut nan_param = p.clone();
+    nan_param[2400] = f32::NAN;
+    assert_eq!(run(&nan_param, &g, 1e-3), 1.0, "a NaN parameter stays NaN");
+    let mut inf_grad = g.clone();
+    inf_grad[2499] = f32::INFINITY;
+    assert_eq!(run(&p, &inf_grad, 1e-3), 1.0, "an infinite gradient: v overflows");
+    let mut big = p.clone();
+    big[2000] = 3e38;
+    let mut push = g.clone();
+    push[2000] = -1.0;
+    assert_eq!(run(&big, &push, 1e38), 1.0, "the update overflows the parameter");
 }

@@ -123,6 +123,39 @@ fn check_forward(inf: &Infonce, preds: &[Vec<f32>], z: &[f32]) -> infonce::Infon
 }
 
 #[test]
+fn infonce_counts_a_tie_as_wrong() {
+    // Flat crops give every query the same score for every candidate: chance loss, and an
+    // accuracy of 0, not 1. Then z rows that equal the target's make exact ties too.
+    let inf = Infonce::new(2, 4, 6, vec![2, 3]);
+    let preds: Vec<Vec<f32>> = (0..inf.steps())
+        .map(|k| vec![0.0; inf.queries(k) * inf.dim])
+        .collect();
+    let (_, z) = random_inputs(&inf, 9, 1.0);
+    check_forward(&inf, &preds, &z);
+    let (tp, tz) = (
+        upload_preds(&inf, &preds),
+        upload(&[inf.candidates(), inf.dim], &z),
+    );
+    let stats = nan_tensor(&[inf.stats_len()]);
+    run(&infonce::forward(gpu(), &inf, &tp, &tz, &stats).unwrap().launches);
+    let got = InfonceStats::from_slice(&read(&stats));
+    let chance = (inf.candidates() as f32).ln();
+    assert_close("flat loss", &got.loss_k, &[chance, chance], 1e-5, 1e-6);
+    assert_eq!(got.accuracy_k, vec![0.0, 0.0], "ties are not right");
+    let want = cpu::infonce::forward(&inf, &preds, &z);
+    assert_eq!(want.accuracy_k, vec![0.0, 0.0], "the reference agrees");
+
+    // Every z row the same: each prediction ties all candidates whatever its values.
+    let z_same: Vec<f32> = (0..inf.candidates())
+        .flat_map(|_| z[..inf.dim].to_vec())
+        .collect();
+    let (preds, _) = random_inputs(&inf, 10, 1.0);
+    check_forward(&inf, &preds, &z_same);
+    let want = cpu::infonce::forward(&inf, &preds, &z_same);
+    assert_eq!(want.accuracy_k, vec![0.0, 0.0]);
+}
+
+#[test]
 fn infonce_forward_matches_reference() {
     for (seed, inf) in shapes().iter().enumerate() {
         let (preds, z) = random_inputs(inf, seed as u64, 1.0);
