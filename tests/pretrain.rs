@@ -506,6 +506,132 @@ fn debug_step_dumps_the_loss_and_every_gradient() {
     );
 }
 
+#[test]
+fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
+    use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
+    use cpc::model::{ModelSpec, ParamLayout};
+    let dir = temp_dir("debug-step-small");
+    // A small-preset checkpoint (jitter 1), given without --preset: the checkpoint's own
+    // configuration runs, jitter off, and the dump records that.
+    let config = Config::preset("small").unwrap();
+    let layout = ParamLayout::new(&ModelSpec::from(&config.model));
+    let params = layout.init(3);
+    ModelCheckpoint {
+        path: dir.join("small.safetensors"),
+        config: config.clone(),
+        step: 7,
+        params: params.clone(),
+        moments: None,
+        loader: None,
+    }
+    .save()
+    .unwrap();
+    let crops: Vec<f32> = (0..3 * 64 * 64)
+        .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    let mut batch = Checkpoint::new();
+    batch.push("crops", vec![1, 3, 64, 64], crops.clone());
+    batch.save(dir.join("batch.safetensors")).unwrap();
+    let args = DebugStepArgs {
+        init: dir.join("small.safetensors"),
+        batch: dir.join("batch.safetensors"),
+        dump: dir.join("dump.safetensors"),
+        preset: None,
+        config: None,
+        adapter: cpc::cli::AdapterArgs {
+            software: true,
+            ..Default::default()
+        },
+    };
+    debug_step(&args).unwrap();
+    let dump = Checkpoint::load(&args.dump).unwrap();
+    let ran = Config::from_toml(dump.meta("config").unwrap()).unwrap();
+    assert_eq!(ran.model.crop, 64);
+    assert_eq!(ran.model.jitter, 0, "the dump records jitter off");
+    assert_eq!(dump.meta("offsets"), Some("[2,3,4]"));
+    assert_eq!(dump.meta("step"), Some("7"));
+    // Activations against the CPU reference model: z, then each offset's scores.
+    let mut spec = ModelSpec::from(&ran.model);
+    spec.jitter = 0;
+    let z = dump.get("z").unwrap();
+    assert_eq!(z.shape, vec![1, 7, 7, 256]);
+    let want_z = cpc::cpu::model::encode(&spec, &params, &crops, 1, 0);
+    let scale = want_z.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in z.data.iter().zip(&want_z).enumerate() {
+        assert!((g - w).abs() <= 1e-3 * scale, "z[{i}] {g} vs {w}");
+    }
+    assert_eq!(dump.get("c").unwrap().shape, vec![1, 7, 7, 256]);
+    let want = cpc::cpu::model::loss(&spec, &params, &crops, 1, 0);
+    for (k, q) in [(0, 5 * 7), (1, 4 * 7), (2, 3 * 7)] {
+        let s = dump.get(&format!("scores.{k}")).unwrap();
+        assert_eq!(s.shape, vec![q, 49], "scores.{k}");
+        let scale = want.scores[k].iter().fold(0.0f64, |m, v| m.max(v.abs())) as f32;
+        for (g, w) in s.data.iter().zip(&want.scores[k]) {
+            assert!((g - *w as f32).abs() <= 2e-3 * scale.max(1e-3), "scores.{k}");
+        }
+    }
+    let got = dump.get("loss").unwrap().data[0];
+    assert!((got - want.loss as f32).abs() < 1e-3, "{got} vs {}", want.loss);
+
+    // --preset naming another model is refused, naming the difference.
+    let msg = debug_step(&DebugStepArgs {
+        preset: Some("tiny".into()),
+        ..args.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("model.crop: 32 != 64"), "{msg}");
+}
+
+#[test]
+fn debug_step_refuses_bare_weights_it_cannot_place() {
+    use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
+    use cpc::model::{ModelSpec, ParamLayout};
+    let dir = temp_dir("debug-step-bare");
+    let spec = ModelSpec::from(&Config::preset("tiny").unwrap().model);
+    let layout = ParamLayout::new(&spec);
+    let params = layout.init(11);
+    let mut init = Checkpoint::new();
+    for v in &layout.views {
+        init.push(
+            v.name.clone(),
+            v.shape.clone(),
+            layout.slice(&params, &v.name).to_vec(),
+        );
+    }
+    // Layer-norm weights, which only a layer-norm configuration uses.
+    init.push("encoder.stem_norm.weight", vec![32], vec![1.0; 32]);
+    init.save(dir.join("init.safetensors")).unwrap();
+    let mut batch = Checkpoint::new();
+    batch.push("crops", vec![2, 3, 32, 32], vec![0.5; 2 * 3 * 32 * 32]);
+    batch.save(dir.join("batch.safetensors")).unwrap();
+    let args = DebugStepArgs {
+        init: dir.join("init.safetensors"),
+        batch: dir.join("batch.safetensors"),
+        dump: dir.join("dump.safetensors"),
+        preset: Some("tiny".into()),
+        config: None,
+        adapter: cpc::cli::AdapterArgs {
+            software: true,
+            ..Default::default()
+        },
+    };
+    let msg = debug_step(&args).unwrap_err().to_string();
+    assert!(
+        msg.contains("encoder.stem_norm.weight") && msg.contains("does not use"),
+        "{msg}"
+    );
+    // Bare weights and no --preset or --config: which model is not guessed.
+    let msg = debug_step(&DebugStepArgs {
+        preset: None,
+        ..args.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("--preset"), "{msg}");
+    assert!(!args.dump.exists(), "nothing was written");
+}
+
 fn cpu_loss(spec: &cpc::model::ModelSpec, params: &[f32], crops: &[f32]) -> f32 {
     cpc::cpu::model::loss(spec, params, crops, 2, 0).loss as f32
 }

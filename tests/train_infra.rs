@@ -522,3 +522,16 @@ fn crop_must_give_an_even_patch() {
         .to_string();
     assert!(text.contains("grid = 7"), "{text}");
 }
+
+#[test]
+fn curves_name_each_offset_by_the_row_it_predicts() {
+    // The tiny preset predicts rows 2 and 3 ahead (prediction_skip 2): its curves say so,
+    // not k=1, k=2.
+    let offsets = Config::preset("tiny").unwrap().model.offsets();
+    assert_eq!(offsets, vec![2, 3]);
+    let label = cpc::train::plot::offset_label;
+    assert_eq!(label(&offsets, 0), "offset 2");
+    assert_eq!(label(&offsets, 1), "offset 3");
+    // A log with more offsets than the configuration names shows the index.
+    assert_eq!(label(&offsets, 2), "#3");
+}
