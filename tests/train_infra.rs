@@ -267,8 +267,8 @@ fn metrics_round_trip_and_resume_drops_later_rows() {
         (0..=100).step_by(10).map(row).collect::<Vec<_>>()
     );
 
-    // Resume from the checkpoint of step 50: rows 60..100 are dropped, new rows follow on,
-    // and a line cut off by a crash is dropped too.
+    // Resume from the checkpoint of step 50 (written after steps 0..49; step 50 runs next):
+    // rows 50..100 are dropped and logged anew, and a line cut off by a crash is dropped too.
     fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -281,7 +281,8 @@ fn metrics_round_trip_and_resume_drops_later_rows() {
         "unterminated last line is ignored"
     );
     let mut w = MetricsWriter::create(&path, Some(50)).unwrap();
-    for step in (60..=80).step_by(10) {
+    assert_eq!(read_metrics(&path).unwrap().last().unwrap().step, 40);
+    for step in (50..=80).step_by(10) {
         w.write(&row(step)).unwrap();
     }
     drop(w);
