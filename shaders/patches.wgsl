@@ -1,7 +1,7 @@
 // patches.wgsl: cut a batch of S x S crops into the G x G grid of P x P patches at stride
 // P / 2 (50 % overlap), in the layout the encoder reads, with the optional per-patch jitter
-// of cpc-spec.md: a random (P - J) x (P - J) window of the patch, placed at a random offset
-// in a zero P x P canvas (J = P / 16 in the spec; J = 0 is plain extraction).
+// of docs/model.md ("Data path"): a random (P - J) x (P - J) window of the patch, placed at a random offset
+// in a zero P x P canvas (J = P / 16 in the presets; J = 0 is plain extraction).
 //
 //   x   [batch, 3, crop, crop]                  crop = S, with S = P * (G + 1) / 2
 //   out [batch * G * G, 3, P, P]                patch n = (b * G + r) * G + c

@@ -14,7 +14,7 @@ fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| Gpu::software().expect("software adapter"))
 }
 
-/// The tiny preset's model (cpc-spec.md): 8x8 patches, conv 3->32, conv s2 32->64, one
+/// The tiny preset's model (docs/model.md, "Tiny-scale calibration"): 8x8 patches, conv 3->32, conv s2 32->64, one
 /// residual conv, D = H = 64, offsets 2 and 3.
 fn tiny() -> ModelSpec {
     let from_preset = ModelSpec::from(&cpc::train::Config::preset("tiny").unwrap().model);
@@ -42,7 +42,7 @@ fn tiny() -> ModelSpec {
     };
     assert_eq!(
         spec, from_preset,
-        "the tiny preset is the spec's calibration model"
+        "the tiny preset is the calibration model of docs/model.md"
     );
     spec
 }

@@ -398,7 +398,7 @@ fn bad_data_fails_clearly() {
 
 /// The tiny preset on the built-in stripes learns: the loss falls well below chance and the
 /// offset-2 accuracy rises far above it. Batch 8 and lr 2e-3 keep this to ~150 steps on 2
-/// CPU cores (the spec's calibration runs batch 16 at lr 1e-3 for 300 steps).
+/// CPU cores (docs/model.md's calibration runs batch 16 at lr 1e-3 for 300 steps).
 #[test]
 fn pretraining_the_tiny_preset_on_builtin_data_learns() {
     let dir = temp_dir("learns");

@@ -638,7 +638,7 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
 
 // ---- what pretraining buys -----------------------------------------------------------------
 
-/// The tiny preset as the spec calibrates it (batch 16, Adam lr 1e-3), pretrained for
+/// The tiny preset as docs/model.md calibrates it (batch 16, Adam lr 1e-3), pretrained for
 /// 500 steps on the built-in data, then `cpc probe`'s comparison on 1000 training and 500
 /// test images: the pretrained encoder against the random-weight encoder it started from.
 ///
@@ -659,7 +659,7 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
 /// every seed gained at least +0.156. The threshold, +0.08, sits about 2.5 standard errors
 /// below that smallest margin (a top-1 on 500 test images has a standard error of about
 /// 0.02, a difference of two about 0.03), leaving room for another adapter's rounding to
-/// take this seed's run elsewhere; it is also about half the +0.11 to +0.16 the spec's
+/// take this seed's run elsewhere; it is also about half the +0.11 to +0.16 docs/model.md's
 /// PyTorch calibration saw.
 ///
 /// About 5 minutes on 2 cores (500 steps of about 0.5 s, then 2 x 1500 images encoded and

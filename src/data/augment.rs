@@ -1,4 +1,4 @@
-//! The paper's augmentation and the evaluation crop (cpc-spec.md, Optimiser and augmentation).
+//! The paper's augmentation and the evaluation crop (docs/model.md, "Data path").
 //!
 //! Training ([`Augment::random`]): resize the image so its short side is 300/256 * S (the
 //! aspect ratio kept), take a random S x S crop, flip it left-right with probability 0.5,

@@ -1,7 +1,7 @@
 //! The built-in labelled set: stripes whose every band has its own random colour, 10 classes
 //! by orientation x band width, generated on the fly from (seed, split, index).
 //!
-//! Why this set (cpc-spec.md, tiny-scale calibration): with one colour pair per image, CPC
+//! Why this set (docs/model.md, "Tiny-scale calibration"): with one colour pair per image, CPC
 //! learns the colour, which identifies an image inside a batch, and the probe gets worse;
 //! grey gratings are solved by a random encoder. With a fresh colour per band the class is
 //! independent of colour and nearly of coarse pixel statistics, and only the structure

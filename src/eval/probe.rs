@@ -1,4 +1,4 @@
-//! The linear probe (cpc-spec.md, "Linear evaluation"): freeze the encoder, take each
+//! The linear probe (docs/model.md, "Linear probe"): freeze the encoder, take each
 //! image's mean-pooled D-vector, train a linear soft-max classifier on labelled images and
 //! report top-1 and top-5 on held-out ones; the same for the random-weight encoder of the
 //! same configuration, whose score is what pretraining must beat.

@@ -1,5 +1,5 @@
 //! The InfoNCE loss of vision CPC (shaders/infonce.wgsl, with matmul.wgsl for the scores and
-//! their gradients). See cpc-spec.md, "Predictions and the InfoNCE loss".
+//! their gradients). See docs/model.md, "Predictions and the InfoNCE loss".
 //!
 //! Z [B*G*G, D] holds the patch vectors, row n = (b * G + r) * G + c. For step k with row
 //! offset o_k the queries are every (b, r, c) with r + o_k < G, in the order
@@ -57,7 +57,8 @@ impl Infonce {
         }
     }
 
-    /// The spec's offsets for K steps: 2 ..= K + 1 (row r + 1 overlaps row r, a shortcut).
+    /// The default offsets for K steps: 2 ..= K + 1 (row r + 1 overlaps row r, a shortcut;
+    /// docs/model.md, "Choices, and why").
     pub fn default_offsets(steps: usize) -> Vec<usize> {
         (2..steps + 2).collect()
     }
