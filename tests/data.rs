@@ -257,6 +257,93 @@ fn image_below_minimum_side_names_file_and_sizes() {
     assert_eq!(ds.name(0), "big.png");
 }
 
+/// `open` on another thread, failing the test (not hanging it) after 20 s.
+fn open_in_time(path: &Path, options: &OpenOptions) -> cpc::Result<Box<dyn Dataset>> {
+    let (send, recv) = std::sync::mpsc::channel();
+    let (path, options) = (path.to_path_buf(), options.clone());
+    std::thread::spawn(move || send.send(open(&path, &options)));
+    recv.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("open did not finish within 20 s")
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_symlink_loops_end_and_each_folder_is_read_once() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("link-loops");
+    for k in 0..3 {
+        write_image(&dir.path(&format!("cat/{k}.png")), 4, 4, k as u8);
+    }
+    write_image(&dir.path("dog/0.png"), 4, 4, 0);
+    // Two links to `.` used to branch the walk until the path got too long (hours); one to
+    // `..` re-read every class under dog/; a class folder linked to `.` held everything.
+    symlink(".", dir.path("cat/self1")).unwrap();
+    symlink(".", dir.path("cat/self2")).unwrap();
+    symlink("..", dir.path("dog/up")).unwrap();
+    symlink(".", dir.path("all")).unwrap();
+    // A link to a class folder from inside another: that folder is read where it is.
+    symlink("../cat", dir.path("dog/cats")).unwrap();
+
+    let ds = open_in_time(&dir.0, &opts()).unwrap();
+    let names: Vec<_> = (0..ds.len()).map(|i| ds.name(i)).collect();
+    assert_eq!(names, ["cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png"]);
+    assert_eq!(ds.num_classes(), Some(2));
+    assert_eq!(ds.class_name(1).as_deref(), Some("dog"));
+    assert!(
+        ds.describe().contains("5 folder links skipped"),
+        "{}",
+        ds.describe()
+    );
+    let folder = data::ImageFolder::open(&dir.0, &opts()).unwrap();
+    let mut links: Vec<_> = folder.skipped_links().to_vec();
+    links.sort();
+    let expected: Vec<PathBuf> = ["all", "cat/self1", "cat/self2", "dog/cats", "dog/up"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(links, expected);
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_symlinks_to_files_and_outside_folders_are_followed_once() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("link-outside");
+    write_image(&dir.path("ext/e.png"), 4, 4, 1);
+    write_image(&dir.path("ext/inner/f.png"), 4, 4, 2);
+    write_image(&dir.path("lone.png"), 4, 4, 3);
+    symlink("..", dir.path("ext/inner/back")).unwrap(); // a loop inside the outside folder
+    write_image(&dir.path("data/cat/0.png"), 4, 4, 0);
+    write_image(&dir.path("data/dog/0.png"), 4, 4, 0);
+    let ext = dir.0.join("ext");
+    symlink(&ext, dir.path("data/cat/ext")).unwrap();
+    symlink(&ext, dir.path("data/dog/ext-again")).unwrap();
+    symlink(ext.join("inner"), dir.path("data/dog/inner-again")).unwrap();
+    symlink(dir.0.join("lone.png"), dir.path("data/cat/one.png")).unwrap();
+
+    let ds = open_in_time(&dir.0.join("data"), &opts()).unwrap();
+    let names: Vec<_> = (0..ds.len()).map(|i| ds.name(i)).collect();
+    assert_eq!(
+        names,
+        [
+            "cat/0.png",
+            "cat/one.png",
+            "cat/ext/e.png",
+            "cat/ext/inner/f.png",
+            "dog/0.png"
+        ]
+    );
+    assert_eq!(
+        ds.image(1).unwrap(),
+        data::folder::decode(&dir.0.join("lone.png")).unwrap()
+    );
+    assert!(
+        ds.describe().contains("3 folder links skipped"),
+        "{}",
+        ds.describe()
+    );
+}
+
 // ---------------------------------------------------------------- CIFAR-10
 
 /// CIFAR byte of record `r`, channel c, row y, column x.
