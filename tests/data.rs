@@ -344,6 +344,117 @@ fn folder_symlinks_to_files_and_outside_folders_are_followed_once() {
     );
 }
 
+/// A `w` x `h` JPEG of noise (so the entropy-coded data is most of the file), cut to half.
+fn write_half_jpeg(path: &Path, w: u32, h: u32) {
+    let mut state = 1u32;
+    let full = image::RgbImage::from_fn(w, h, |_, _| {
+        state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+        let b = state.to_le_bytes();
+        image::Rgb([b[1], b[2], b[3]])
+    });
+    let mut bytes = Vec::new();
+    full.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+}
+
+#[test]
+fn truncated_jpeg_stops_naming_it_or_is_skipped() {
+    let dir = TempDir::new("half-jpeg");
+    write_image(&dir.path("a.jpg"), 32, 32, 0);
+    write_half_jpeg(&dir.path("b.jpg"), 64, 64);
+    write_image(&dir.path("c.jpg"), 32, 32, 9);
+
+    // Caught at open, where the JPEG decoder reads each JPEG whole.
+    let e = expect_err(open(&dir.0, &opts()), "b.jpg");
+    assert!(matches!(e, Error::BadImage { .. }), "{e:?}");
+    assert!(e.to_string().contains("cut short"), "{e}");
+    let ds = open(&dir.0, &skip()).unwrap();
+    assert_eq!((ds.len(), ds.skipped()), (2, 1));
+    assert_eq!(ds.name(1), "c.jpg");
+
+    // And while decoding: c.jpg cut short after open stops naming it, or is skipped.
+    write_half_jpeg(&dir.path("c.jpg"), 64, 64);
+    let e = expect_err(ds.image(1), "c.jpg");
+    assert!(e.to_string().contains("cut short"), "{e}");
+    let seen: Vec<usize> = Sequential::new(&*ds, 8, 2)
+        .flat_map(|b| b.unwrap().indices)
+        .collect();
+    assert_eq!(seen, [0]);
+    assert_eq!(ds.skipped(), 2);
+    expect_err(data::folder::decode(&dir.0.join("b.jpg")), "b.jpg");
+}
+
+#[test]
+fn every_folder_format_cut_short_is_a_bad_image() {
+    let dir = TempDir::new("half-any");
+    for ext in ["png", "jpg", "bmp", "ppm", "tga"] {
+        let full = dir.path(&format!("full.{ext}"));
+        write_image(&full, 48, 48, 0);
+        let bytes = std::fs::read(&full).unwrap();
+        let half = dir.path(&format!("half.{ext}"));
+        std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+        data::folder::decode(&full).unwrap();
+        expect_err(data::folder::decode(&half), &format!("half.{ext}"));
+    }
+}
+
+/// CRC-32 (ISO 3309, as PNG uses), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small real PNG whose IHDR is patched to declare `w` x `h` (with its CRC recomputed).
+fn write_png_declaring(path: &Path, w: u32, h: u32) {
+    write_image(path, 4, 4, 0);
+    let mut bytes = std::fs::read(path).unwrap();
+    // Signature (8), IHDR length (4), "IHDR" (4), width (4), height (4), 5 more, CRC (4).
+    assert_eq!(&bytes[12..16], b"IHDR");
+    bytes[16..20].copy_from_slice(&w.to_be_bytes());
+    bytes[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn image_declaring_too_many_pixels_fails_at_open_naming_it() {
+    let dir = TempDir::new("huge");
+    write_image(&dir.path("a/fine.png"), 4, 4, 0);
+    write_png_declaring(&dir.path("a/huge.png"), 100_000, 100_000);
+
+    let e = expect_err(open(&dir.0, &opts()), "huge.png");
+    assert!(matches!(e, Error::BadImage { .. }), "{e:?}");
+    let text = e.to_string();
+    let limit = data::folder::MAX_PIXELS.to_string();
+    assert!(
+        text.contains("declares 100000 x 100000 = 10000000000 pixels, over the limit of")
+            && text.contains(&limit),
+        "{text}"
+    );
+    // The decoder checks it too (a file may change after open).
+    let e = expect_err(data::folder::decode(&dir.0.join("a/huge.png")), "huge.png");
+    assert!(e.to_string().contains(&limit), "{e}");
+
+    let ds = open(&dir.0, &skip()).unwrap();
+    assert_eq!((ds.len(), ds.skipped()), (1, 1));
+    assert_eq!(ds.name(0), "a/fine.png");
+}
+
 // ---------------------------------------------------------------- CIFAR-10
 
 /// CIFAR byte of record `r`, channel c, row y, column x.
