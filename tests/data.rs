@@ -615,6 +615,30 @@ fn stl_files_of_wrong_size_name_file_size_and_expected() {
     expect_err(open(&dir.0, &opts()), "1..10");
 }
 
+#[test]
+fn binaries_cut_short_are_errors_naming_the_file() {
+    // Cut mid-record: the size is no multiple of the record, for either format.
+    let dir = TempDir::new("binaries-cut");
+    let cifar_path = dir.path("cifar/data_batch_1.bin");
+    write_cifar(&cifar_path, 3, 0);
+    let bytes = std::fs::read(&cifar_path).unwrap();
+    std::fs::write(&cifar_path, &bytes[..bytes.len() / 2]).unwrap();
+    expect_err(open(&dir.0.join("cifar"), &opts()), "data_batch_1.bin");
+
+    // STL-10 reads images on demand: a file cut short after open is an error naming it
+    // when the missing image is read, not a panic or a zero image.
+    let x = dir.path("stl/train_X.bin");
+    std::fs::write(&x, vec![7u8; 3 * stl::IMAGE_BYTES]).unwrap();
+    std::fs::write(dir.path("stl/train_y.bin"), [1u8, 2, 3]).unwrap();
+    let ds = open(&dir.0.join("stl"), &opts()).unwrap();
+    std::fs::write(&x, vec![7u8; stl::IMAGE_BYTES + 5]).unwrap();
+    ds.image(0).unwrap();
+    expect_err(ds.image(2), "train_X.bin");
+    // At a record boundary the labels' count gives the cut away.
+    std::fs::write(&x, vec![7u8; 2 * stl::IMAGE_BYTES]).unwrap();
+    expect_err(open(&dir.0.join("stl"), &opts()), "train_y.bin");
+}
+
 // ---------------------------------------------------------------- built-in stripes
 
 fn stripes(seed: u64, split: Split, side: usize) -> Builtin {
