@@ -257,6 +257,204 @@ fn image_below_minimum_side_names_file_and_sizes() {
     assert_eq!(ds.name(0), "big.png");
 }
 
+/// `open` on another thread, failing the test (not hanging it) after 20 s.
+fn open_in_time(path: &Path, options: &OpenOptions) -> cpc::Result<Box<dyn Dataset>> {
+    let (send, recv) = std::sync::mpsc::channel();
+    let (path, options) = (path.to_path_buf(), options.clone());
+    std::thread::spawn(move || send.send(open(&path, &options)));
+    recv.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("open did not finish within 20 s")
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_symlink_loops_end_and_each_folder_is_read_once() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("link-loops");
+    for k in 0..3 {
+        write_image(&dir.path(&format!("cat/{k}.png")), 4, 4, k as u8);
+    }
+    write_image(&dir.path("dog/0.png"), 4, 4, 0);
+    // Two links to `.` used to branch the walk until the path got too long (hours); one to
+    // `..` re-read every class under dog/; a class folder linked to `.` held everything.
+    symlink(".", dir.path("cat/self1")).unwrap();
+    symlink(".", dir.path("cat/self2")).unwrap();
+    symlink("..", dir.path("dog/up")).unwrap();
+    symlink(".", dir.path("all")).unwrap();
+    // A link to a class folder from inside another: that folder is read where it is.
+    symlink("../cat", dir.path("dog/cats")).unwrap();
+
+    let ds = open_in_time(&dir.0, &opts()).unwrap();
+    let names: Vec<_> = (0..ds.len()).map(|i| ds.name(i)).collect();
+    assert_eq!(names, ["cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png"]);
+    assert_eq!(ds.num_classes(), Some(2));
+    assert_eq!(ds.class_name(1).as_deref(), Some("dog"));
+    assert!(
+        ds.describe().contains("5 folder links skipped"),
+        "{}",
+        ds.describe()
+    );
+    let folder = data::ImageFolder::open(&dir.0, &opts()).unwrap();
+    let mut links: Vec<_> = folder.skipped_links().to_vec();
+    links.sort();
+    let expected: Vec<PathBuf> = ["all", "cat/self1", "cat/self2", "dog/cats", "dog/up"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(links, expected);
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_symlinks_to_files_and_outside_folders_are_followed_once() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("link-outside");
+    write_image(&dir.path("ext/e.png"), 4, 4, 1);
+    write_image(&dir.path("ext/inner/f.png"), 4, 4, 2);
+    write_image(&dir.path("lone.png"), 4, 4, 3);
+    symlink("..", dir.path("ext/inner/back")).unwrap(); // a loop inside the outside folder
+    write_image(&dir.path("data/cat/0.png"), 4, 4, 0);
+    write_image(&dir.path("data/dog/0.png"), 4, 4, 0);
+    let ext = dir.0.join("ext");
+    symlink(&ext, dir.path("data/cat/ext")).unwrap();
+    symlink(&ext, dir.path("data/dog/ext-again")).unwrap();
+    symlink(ext.join("inner"), dir.path("data/dog/inner-again")).unwrap();
+    symlink(dir.0.join("lone.png"), dir.path("data/cat/one.png")).unwrap();
+
+    let ds = open_in_time(&dir.0.join("data"), &opts()).unwrap();
+    let names: Vec<_> = (0..ds.len()).map(|i| ds.name(i)).collect();
+    assert_eq!(
+        names,
+        [
+            "cat/0.png",
+            "cat/one.png",
+            "cat/ext/e.png",
+            "cat/ext/inner/f.png",
+            "dog/0.png"
+        ]
+    );
+    assert_eq!(
+        ds.image(1).unwrap(),
+        data::folder::decode(&dir.0.join("lone.png")).unwrap()
+    );
+    assert!(
+        ds.describe().contains("3 folder links skipped"),
+        "{}",
+        ds.describe()
+    );
+}
+
+/// A `w` x `h` JPEG of noise (so the entropy-coded data is most of the file), cut to half.
+fn write_half_jpeg(path: &Path, w: u32, h: u32) {
+    let mut state = 1u32;
+    let full = image::RgbImage::from_fn(w, h, |_, _| {
+        state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+        let b = state.to_le_bytes();
+        image::Rgb([b[1], b[2], b[3]])
+    });
+    let mut bytes = Vec::new();
+    full.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+}
+
+#[test]
+fn truncated_jpeg_stops_naming_it_or_is_skipped() {
+    let dir = TempDir::new("half-jpeg");
+    write_image(&dir.path("a.jpg"), 32, 32, 0);
+    write_half_jpeg(&dir.path("b.jpg"), 64, 64);
+    write_image(&dir.path("c.jpg"), 32, 32, 9);
+
+    // Caught at open, where the JPEG decoder reads each JPEG whole.
+    let e = expect_err(open(&dir.0, &opts()), "b.jpg");
+    assert!(matches!(e, Error::BadImage { .. }), "{e:?}");
+    assert!(e.to_string().contains("cut short"), "{e}");
+    let ds = open(&dir.0, &skip()).unwrap();
+    assert_eq!((ds.len(), ds.skipped()), (2, 1));
+    assert_eq!(ds.name(1), "c.jpg");
+
+    // And while decoding: c.jpg cut short after open stops naming it, or is skipped.
+    write_half_jpeg(&dir.path("c.jpg"), 64, 64);
+    let e = expect_err(ds.image(1), "c.jpg");
+    assert!(e.to_string().contains("cut short"), "{e}");
+    let seen: Vec<usize> = Sequential::new(&*ds, 8, 2)
+        .flat_map(|b| b.unwrap().indices)
+        .collect();
+    assert_eq!(seen, [0]);
+    assert_eq!(ds.skipped(), 2);
+    expect_err(data::folder::decode(&dir.0.join("b.jpg")), "b.jpg");
+}
+
+#[test]
+fn every_folder_format_cut_short_is_a_bad_image() {
+    let dir = TempDir::new("half-any");
+    for ext in ["png", "jpg", "bmp", "ppm", "tga"] {
+        let full = dir.path(&format!("full.{ext}"));
+        write_image(&full, 48, 48, 0);
+        let bytes = std::fs::read(&full).unwrap();
+        let half = dir.path(&format!("half.{ext}"));
+        std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+        data::folder::decode(&full).unwrap();
+        expect_err(data::folder::decode(&half), &format!("half.{ext}"));
+    }
+}
+
+/// CRC-32 (ISO 3309, as PNG uses), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small real PNG whose IHDR is patched to declare `w` x `h` (with its CRC recomputed).
+fn write_png_declaring(path: &Path, w: u32, h: u32) {
+    write_image(path, 4, 4, 0);
+    let mut bytes = std::fs::read(path).unwrap();
+    // Signature (8), IHDR length (4), "IHDR" (4), width (4), height (4), 5 more, CRC (4).
+    assert_eq!(&bytes[12..16], b"IHDR");
+    bytes[16..20].copy_from_slice(&w.to_be_bytes());
+    bytes[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn image_declaring_too_many_pixels_fails_at_open_naming_it() {
+    let dir = TempDir::new("huge");
+    write_image(&dir.path("a/fine.png"), 4, 4, 0);
+    write_png_declaring(&dir.path("a/huge.png"), 100_000, 100_000);
+
+    let e = expect_err(open(&dir.0, &opts()), "huge.png");
+    assert!(matches!(e, Error::BadImage { .. }), "{e:?}");
+    let text = e.to_string();
+    let limit = data::folder::MAX_PIXELS.to_string();
+    assert!(
+        text.contains("declares 100000 x 100000 = 10000000000 pixels, over the limit of")
+            && text.contains(&limit),
+        "{text}"
+    );
+    // The decoder checks it too (a file may change after open).
+    let e = expect_err(data::folder::decode(&dir.0.join("a/huge.png")), "huge.png");
+    assert!(e.to_string().contains(&limit), "{e}");
+
+    let ds = open(&dir.0, &skip()).unwrap();
+    assert_eq!((ds.len(), ds.skipped()), (1, 1));
+    assert_eq!(ds.name(0), "a/fine.png");
+}
+
 // ---------------------------------------------------------------- CIFAR-10
 
 /// CIFAR byte of record `r`, channel c, row y, column x.
@@ -415,6 +613,30 @@ fn stl_files_of_wrong_size_name_file_size_and_expected() {
 
     std::fs::write(dir.path("train_y.bin"), [1u8, 11]).unwrap();
     expect_err(open(&dir.0, &opts()), "1..10");
+}
+
+#[test]
+fn binaries_cut_short_are_errors_naming_the_file() {
+    // Cut mid-record: the size is no multiple of the record, for either format.
+    let dir = TempDir::new("binaries-cut");
+    let cifar_path = dir.path("cifar/data_batch_1.bin");
+    write_cifar(&cifar_path, 3, 0);
+    let bytes = std::fs::read(&cifar_path).unwrap();
+    std::fs::write(&cifar_path, &bytes[..bytes.len() / 2]).unwrap();
+    expect_err(open(&dir.0.join("cifar"), &opts()), "data_batch_1.bin");
+
+    // STL-10 reads images on demand: a file cut short after open is an error naming it
+    // when the missing image is read, not a panic or a zero image.
+    let x = dir.path("stl/train_X.bin");
+    std::fs::write(&x, vec![7u8; 3 * stl::IMAGE_BYTES]).unwrap();
+    std::fs::write(dir.path("stl/train_y.bin"), [1u8, 2, 3]).unwrap();
+    let ds = open(&dir.0.join("stl"), &opts()).unwrap();
+    std::fs::write(&x, vec![7u8; stl::IMAGE_BYTES + 5]).unwrap();
+    ds.image(0).unwrap();
+    expect_err(ds.image(2), "train_X.bin");
+    // At a record boundary the labels' count gives the cut away.
+    std::fs::write(&x, vec![7u8; 2 * stl::IMAGE_BYTES]).unwrap();
+    expect_err(open(&dir.0.join("stl"), &opts()), "train_y.bin");
 }
 
 // ---------------------------------------------------------------- built-in stripes
