@@ -37,7 +37,7 @@ pub struct PretrainOptions {
     pub resume: bool,
     /// Refuse a batch whose planned buffers exceed this many bytes.
     pub memory_budget: Option<u64>,
-    /// Draw a progress bar on the terminal.
+    /// Draw a progress bar on the terminal, and say on stderr what data was opened.
     pub progress: bool,
     /// Data-loading threads.
     pub workers: usize,
@@ -296,6 +296,10 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     };
     let dataset: Arc<dyn data::Dataset> =
         Arc::from(data::open(opts.data.as_deref(), opts.format, &open)?);
+    if opts.progress {
+        // What was read, and what was left out (bad images, folder links skipped).
+        eprintln!("data: {}", dataset.describe());
+    }
     if dataset.len() < batch {
         return Err(Error::Data {
             path: opts
