@@ -1,18 +1,14 @@
 //! The whole CPC model on the software adapter: its forward against the CPU reference model,
 //! and its gradients against finite differences of the CPU reference's loss.
 
-use std::sync::OnceLock;
-
 use cpc::cpu;
-use cpc::gpu::Gpu;
 use cpc::model::{ConvSpec, CpcModel, ModelSpec, ParamLayout, StageSpec};
 use cpc::ops::adam::AdamConfig;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::software().expect("software adapter"))
-}
+mod common;
+use common::gpu;
+
 
 /// The tiny preset's model (docs/model.md, "Tiny-scale calibration"): 8x8 patches, conv 3->32, conv s2 32->64, one
 /// residual conv, D = H = 64, offsets 2 and 3.
@@ -85,7 +81,7 @@ fn narrow_with_norm() -> ModelSpec {
 }
 
 fn crops(spec: &ModelSpec, batch: usize, seed: u64) -> Vec<f32> {
-    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut r = common::rng(seed);
     (0..batch * 3 * spec.crop * spec.crop)
         .map(|_| r.random_range(-0.5f32..0.5))
         .collect()
@@ -137,7 +133,7 @@ fn check_model(spec: &ModelSpec, batch: usize, samples_per_tensor: usize) {
 
     // The gradients: central differences of the CPU loss for a few entries of every tensor,
     // the entry with the largest GPU gradient among them.
-    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    let mut r = common::rng(9);
     // A small step: ReLU kinks within +-h of an input blur larger ones (measured: at h = 1e-3
     // the differences of the layer-norm model wander by 20 % of an entry, at 3e-5 they agree
     // with the GPU to 1 %), and the reference's f64 sums keep rounding noise below that.

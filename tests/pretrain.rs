@@ -1,57 +1,15 @@
 //! `cpc pretrain` end to end on the software adapter: learning on the built-in data,
 //! determinism, resume equivalence, checkpoints, and bad input that must fail clearly.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::OnceLock;
 
-use cpc::data::{Format, OnBadImage};
-use cpc::gpu::Gpu;
+use cpc::data::OnBadImage;
 use cpc::train::pretrain::{pretrain, PretrainOptions, PretrainSummary, CHECKPOINT};
 use cpc::train::{Checkpoint, Config, ModelCheckpoint};
 use cpc::Error;
 
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::software().expect("software adapter"))
-}
-
-/// A fresh, empty folder under the system's temp dir.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cpc-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The tiny preset with a small batch and few steps: cheap runs for the bookkeeping tests.
-fn small_config(batch: u32, steps: u64) -> Config {
-    let mut cfg = Config::preset("tiny").unwrap();
-    cfg.train.batch = batch;
-    cfg.train.total_steps = steps;
-    cfg.train.log_every = 1;
-    cfg.train.checkpoint_every = 0;
-    // A schedule that moves, so resuming must restore the step exactly.
-    cfg.train.warmup_steps = steps.min(2);
-    cfg.train.min_lr = 1e-4;
-    cfg
-}
-
-fn options(config: Config, out: &Path) -> PretrainOptions {
-    PretrainOptions {
-        config,
-        data: None,
-        format: Format::Auto,
-        on_bad_image: OnBadImage::Stop,
-        out: out.to_path_buf(),
-        resume: false,
-        memory_budget: None,
-        progress: false,
-        workers: 2,
-        stop_at: None,
-        probe: None,
-    }
-}
+mod common;
+use common::{gpu, pretrain_options, tiny_run, write_png, TestDir};
 
 fn run(opts: &PretrainOptions) -> cpc::Result<PretrainSummary> {
     pretrain(gpu(), opts, &AtomicBool::new(false))
@@ -66,34 +24,34 @@ fn losses(s: &PretrainSummary) -> Vec<(u64, f32)> {
 
 #[test]
 fn two_runs_with_one_seed_give_the_same_losses() {
-    let dir = temp_dir("determinism");
-    let a = run(&options(small_config(4, 3), &dir.join("a"))).unwrap();
-    let b = run(&options(small_config(4, 3), &dir.join("b"))).unwrap();
+    let dir = TestDir::new("determinism");
+    let a = run(&pretrain_options(tiny_run(4, 3), &dir.join("a"))).unwrap();
+    let b = run(&pretrain_options(tiny_run(4, 3), &dir.join("b"))).unwrap();
     assert_eq!(losses(&a).len(), 3);
     assert_eq!(
         losses(&a),
         losses(&b),
         "same adapter, same seed: bit-identical losses"
     );
-    let mut other = small_config(4, 3);
+    let mut other = tiny_run(4, 3);
     other.train.seed = 1;
-    let c = run(&options(other, &dir.join("c"))).unwrap();
+    let c = run(&pretrain_options(other, &dir.join("c"))).unwrap();
     assert_ne!(losses(&a), losses(&c), "another seed changes the run");
 }
 
 #[test]
 fn a_resumed_run_matches_an_uninterrupted_one() {
-    let dir = temp_dir("resume");
-    let whole = run(&options(small_config(4, 6), &dir.join("whole"))).unwrap();
+    let dir = TestDir::new("resume");
+    let whole = run(&pretrain_options(tiny_run(4, 6), &dir.join("whole"))).unwrap();
 
-    let mut first = options(small_config(4, 6), &dir.join("split"));
+    let mut first = pretrain_options(tiny_run(4, 6), &dir.join("split"));
     first.stop_at = Some(3);
     let part1 = run(&first).unwrap();
     assert!(part1.interrupted && part1.last_step == 3);
     let ck = Checkpoint::load(dir.join("split").join(CHECKPOINT)).unwrap();
     assert_eq!(ck.meta("step"), Some("3"));
 
-    let mut second = options(small_config(4, 6), &dir.join("split"));
+    let mut second = pretrain_options(tiny_run(4, 6), &dir.join("split"));
     second.resume = true;
     let part2 = run(&second).unwrap();
     assert_eq!(part2.first_step, 3);
@@ -114,8 +72,8 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
 
 #[test]
 fn the_checkpoint_holds_every_parameter_and_the_optimiser_state() {
-    let dir = temp_dir("checkpoint");
-    let s = run(&options(small_config(4, 2), &dir)).unwrap();
+    let dir = TestDir::new("checkpoint");
+    let s = run(&pretrain_options(tiny_run(4, 2), &dir)).unwrap();
     let ck = Checkpoint::load(&s.checkpoint).unwrap();
     let layout = cpc::model::ParamLayout::new(&cpc::model::ModelSpec::from(
         &Config::preset("tiny").unwrap().model,
@@ -142,11 +100,11 @@ fn the_checkpoint_holds_every_parameter_and_the_optimiser_state() {
 
 #[test]
 fn resuming_from_another_configuration_names_both() {
-    let dir = temp_dir("other-config");
-    run(&options(small_config(4, 1), &dir)).unwrap();
-    let mut other = small_config(4, 2);
+    let dir = TestDir::new("other-config");
+    run(&pretrain_options(tiny_run(4, 1), &dir)).unwrap();
+    let mut other = tiny_run(4, 2);
     other.model.hidden = 32;
-    let mut opts = options(other, &dir);
+    let mut opts = pretrain_options(other, &dir);
     opts.resume = true;
     let msg = run(&opts).unwrap_err().to_string();
     assert!(
@@ -160,8 +118,8 @@ fn resuming_from_another_configuration_names_both() {
 
 #[test]
 fn a_batch_over_the_memory_budget_says_what_fits() {
-    let dir = temp_dir("memory");
-    let mut opts = options(small_config(64, 1), &dir);
+    let dir = TestDir::new("memory");
+    let mut opts = pretrain_options(tiny_run(64, 1), &dir);
     opts.memory_budget = Some(64 << 20);
     let msg = run(&opts).unwrap_err().to_string();
     assert!(
@@ -176,13 +134,13 @@ fn a_non_finite_loss_stops_the_run_and_writes_no_checkpoint_of_it() {
     // lr 1e30: the first update leaves the weights near 1e30 (finite), and the loss of the
     // next step overflows. The checkpoint of those weights (checkpoint_every 1) waits for
     // that loss, so it is never written, and the stop names no checkpoint.
-    let dir = temp_dir("nan");
-    let mut cfg = small_config(4, 40);
+    let dir = TestDir::new("nan");
+    let mut cfg = tiny_run(4, 40);
     cfg.train.lr = 1e30;
     cfg.train.min_lr = 1e30;
     cfg.train.warmup_steps = 0;
     cfg.train.checkpoint_every = 1;
-    let err = run(&options(cfg, &dir)).unwrap_err();
+    let err = run(&pretrain_options(cfg, &dir)).unwrap_err();
     let Error::NonFinite {
         step,
         ref checkpoint,
@@ -209,11 +167,11 @@ fn a_non_finite_loss_stops_the_run_and_writes_no_checkpoint_of_it() {
 /// range while step 2's loss (of the good weights) is still finite.
 #[test]
 fn an_update_that_leaves_parameters_non_finite_keeps_the_previous_checkpoint_and_names_it() {
-    let dir = temp_dir("inf-update");
-    let mut cfg = small_config(4, 6);
+    let dir = TestDir::new("inf-update");
+    let mut cfg = tiny_run(4, 6);
     cfg.model.encoder.layer_norm = true;
     cfg.train.checkpoint_every = 1;
-    let mut first = options(cfg.clone(), &dir);
+    let mut first = pretrain_options(cfg.clone(), &dir);
     first.stop_at = Some(2);
     run(&first).unwrap();
     let before = std::fs::read(dir.join(CHECKPOINT)).unwrap();
@@ -221,7 +179,7 @@ fn an_update_that_leaves_parameters_non_finite_keeps_the_previous_checkpoint_and
     cfg.train.lr = 3e38;
     cfg.train.min_lr = 3e38;
     cfg.train.weight_decay = 1.0;
-    let mut second = options(cfg, &dir);
+    let mut second = pretrain_options(cfg, &dir);
     second.resume = true;
     let err = run(&second).unwrap_err();
     let msg = err.to_string();
@@ -232,7 +190,10 @@ fn an_update_that_leaves_parameters_non_finite_keeps_the_previous_checkpoint_and
         panic!("{msg}")
     };
     assert_eq!(step, 2, "{msg}");
-    assert!(msg.contains("the parameters") && msg.contains("norm"), "{msg}");
+    assert!(
+        msg.contains("the parameters") && msg.contains("norm"),
+        "{msg}"
+    );
     assert_eq!(checkpoint, Some((dir.join(CHECKPOINT), 2)), "{msg}");
     assert_eq!(
         std::fs::read(dir.join(CHECKPOINT)).unwrap(),
@@ -246,8 +207,8 @@ fn an_update_that_leaves_parameters_non_finite_keeps_the_previous_checkpoint_and
 fn a_resume_drops_the_rows_logged_after_its_checkpoint() {
     // A run killed after its checkpoint at step 3 had logged steps 3 and 4: the resumed run
     // trains them again, and each step is in the log once.
-    let dir = temp_dir("resume-log");
-    let mut first = options(small_config(4, 6), &dir);
+    let dir = TestDir::new("resume-log");
+    let mut first = pretrain_options(tiny_run(4, 6), &dir);
     first.stop_at = Some(3);
     run(&first).unwrap();
     let log = dir.join("metrics.jsonl");
@@ -262,7 +223,7 @@ fn a_resume_drops_the_rows_logged_after_its_checkpoint() {
             .unwrap();
     }
     drop(writer);
-    let mut second = options(small_config(4, 6), &dir);
+    let mut second = pretrain_options(tiny_run(4, 6), &dir);
     second.resume = true;
     run(&second).unwrap();
     let steps: Vec<u64> = cpc::train::read_metrics(&log)
@@ -275,7 +236,7 @@ fn a_resume_drops_the_rows_logged_after_its_checkpoint() {
 
 #[test]
 fn a_run_removes_the_temporary_files_a_killed_run_left() {
-    let dir = temp_dir("stale");
+    let dir = TestDir::new("stale");
     std::fs::create_dir_all(&dir).unwrap();
     // pid_max is at most 2^22 on Linux: no process 4999999 exists.
     let stale = [
@@ -293,7 +254,7 @@ fn a_run_removes_the_temporary_files_a_killed_run_left() {
     for f in stale.iter().chain(&kept) {
         std::fs::write(f, b"partial").unwrap();
     }
-    run(&options(small_config(2, 1), &dir)).unwrap();
+    run(&pretrain_options(tiny_run(2, 1), &dir)).unwrap();
     for f in &stale {
         assert!(!f.exists(), "{} was not removed", f.display());
     }
@@ -304,12 +265,12 @@ fn a_run_removes_the_temporary_files_a_killed_run_left() {
 
 #[test]
 fn resume_refuses_foreign_finished_and_non_finite_checkpoints() {
-    let dir = temp_dir("resume-refusals");
-    run(&options(small_config(2, 2), &dir)).unwrap();
+    let dir = TestDir::new("resume-refusals");
+    run(&pretrain_options(tiny_run(2, 2), &dir)).unwrap();
     let path = dir.join(CHECKPOINT);
     let good = Checkpoint::load(&path).unwrap();
     let resume = |steps: u64| {
-        let mut opts = options(small_config(2, steps), &dir);
+        let mut opts = pretrain_options(tiny_run(2, steps), &dir);
         opts.resume = true;
         run(&opts).unwrap_err().to_string()
     };
@@ -327,7 +288,10 @@ fn resume_refuses_foreign_finished_and_non_finite_checkpoints() {
         .insert("format".into(), "cpc-checkpoint-9".into());
     ck.save(&path).unwrap();
     let msg = resume(4);
-    assert!(msg.contains("cpc-checkpoint-9") && msg.contains(CHECKPOINT), "{msg}");
+    assert!(
+        msg.contains("cpc-checkpoint-9") && msg.contains(CHECKPOINT),
+        "{msg}"
+    );
     // NaN weights (a ReLU would hide them from the loss): refused, naming the tensor.
     let mut ck = good.clone();
     for t in &mut ck.tensors {
@@ -354,17 +318,10 @@ fn resume_refuses_foreign_finished_and_non_finite_checkpoints() {
     assert!(msg.contains("optimiser state"), "{msg}");
 }
 
-fn write_png(path: &Path, side: u32, seed: u8) {
-    let img = image::RgbImage::from_fn(side, side, |x, y| {
-        image::Rgb([(x as u8).wrapping_mul(seed), y as u8, seed])
-    });
-    img.save(path).unwrap();
-}
-
 #[test]
 fn bad_data_fails_clearly() {
-    let dir = temp_dir("bad-data");
-    let mut opts = options(small_config(2, 1), &dir.join("out"));
+    let dir = TestDir::new("bad-data");
+    let mut opts = pretrain_options(tiny_run(2, 1), &dir.join("out"));
     // A missing folder.
     opts.data = Some(dir.join("nowhere"));
     let msg = run(&opts).unwrap_err().to_string();
@@ -401,14 +358,14 @@ fn bad_data_fails_clearly() {
 /// CPU cores (docs/model.md's calibration runs batch 16 at lr 1e-3 for 300 steps).
 #[test]
 fn pretraining_the_tiny_preset_on_builtin_data_learns() {
-    let dir = temp_dir("learns");
+    let dir = TestDir::new("learns");
     let mut cfg = Config::preset("tiny").unwrap();
     cfg.train.batch = 8;
     cfg.train.lr = 2e-3;
     cfg.train.min_lr = 2e-3;
     cfg.train.total_steps = 150;
     cfg.train.log_every = 10;
-    let s = run(&options(cfg, &dir)).unwrap();
+    let s = run(&pretrain_options(cfg, &dir)).unwrap();
     let chance_loss = (8.0f32 * 49.0).ln();
     let chance_acc = 1.0 / (8.0 * 49.0);
     let window = |from: usize, to: usize, f: &dyn Fn(&cpc::ops::infonce::InfonceStats) -> f32| {
@@ -439,7 +396,7 @@ fn pretraining_the_tiny_preset_on_builtin_data_learns() {
 fn debug_step_dumps_the_loss_and_every_gradient() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
     use cpc::model::{ModelSpec, ParamLayout};
-    let dir = temp_dir("debug-step");
+    let dir = TestDir::new("debug-step");
     let spec = ModelSpec::from(&Config::preset("tiny").unwrap().model);
     let layout = ParamLayout::new(&spec);
     let params = layout.init(11);
@@ -510,7 +467,7 @@ fn debug_step_dumps_the_loss_and_every_gradient() {
 fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
     use cpc::model::{ModelSpec, ParamLayout};
-    let dir = temp_dir("debug-step-small");
+    let dir = TestDir::new("debug-step-small");
     // A small-preset checkpoint (jitter 1), given without --preset: the checkpoint's own
     // configuration runs, jitter off, and the dump records that.
     let config = Config::preset("small").unwrap();
@@ -567,11 +524,18 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
         assert_eq!(s.shape, vec![q, 49], "scores.{k}");
         let scale = want.scores[k].iter().fold(0.0f64, |m, v| m.max(v.abs())) as f32;
         for (g, w) in s.data.iter().zip(&want.scores[k]) {
-            assert!((g - *w as f32).abs() <= 2e-3 * scale.max(1e-3), "scores.{k}");
+            assert!(
+                (g - *w as f32).abs() <= 2e-3 * scale.max(1e-3),
+                "scores.{k}"
+            );
         }
     }
     let got = dump.get("loss").unwrap().data[0];
-    assert!((got - want.loss as f32).abs() < 1e-3, "{got} vs {}", want.loss);
+    assert!(
+        (got - want.loss as f32).abs() < 1e-3,
+        "{got} vs {}",
+        want.loss
+    );
 
     // --preset naming another model is refused, naming the difference.
     let msg = debug_step(&DebugStepArgs {
@@ -587,7 +551,7 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
 fn debug_step_refuses_bare_weights_it_cannot_place() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
     use cpc::model::{ModelSpec, ParamLayout};
-    let dir = temp_dir("debug-step-bare");
+    let dir = TestDir::new("debug-step-bare");
     let spec = ModelSpec::from(&Config::preset("tiny").unwrap().model);
     let layout = ParamLayout::new(&spec);
     let params = layout.init(11);

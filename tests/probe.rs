@@ -2,37 +2,22 @@
 //! on linearly separable data, `cpc embed`'s feature file, bad input that must fail clearly
 //! and write nothing, and what pretraining buys over a random encoder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::OnceLock;
 
 use cpc::data::{self, Builtin, BuiltinConfig, Dataset, Split, Subset};
 use cpc::eval::features::FEATURES_FORMAT;
 use cpc::eval::probe::{self, align_labels, LabelSource};
 use cpc::eval::{Features, Hyper, LinearClassifier, ProbeConfig};
-use cpc::gpu::Gpu;
 use cpc::model::{ModelSpec, ParamLayout};
 use cpc::train::pretrain::{pretrain, PretrainOptions, ProbeDuring};
-use cpc::train::{ModelCheckpoint, CHECKPOINT_FORMAT};
 use cpc::train::{Checkpoint, Config};
+use cpc::train::{ModelCheckpoint, CHECKPOINT_FORMAT};
 use cpc::{cpu, Error};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::software().expect("software adapter"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cpc-probe-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rng(seed: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
+mod common;
+use common::{gpu, pretrain_options, rng, write_png, TestDir};
 
 /// Rows around one centre per class (centres from `seed`, noise of size `noise` from
 /// `seed` and `draw`), classes in an irregular order.
@@ -161,24 +146,13 @@ fn tiny() -> Config {
     c
 }
 
-fn write_png(path: &Path, seed: u8) {
-    let img = image::RgbImage::from_fn(36, 36, |x, y| {
-        image::Rgb([
-            (x as u8).wrapping_mul(seed),
-            (y as u8).wrapping_add(seed),
-            seed,
-        ])
-    });
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    img.save(path).unwrap();
-}
-
 /// A folder with one sub-folder of two images per class name.
 fn class_folder(root: &Path, classes: &[&str]) {
     for (c, name) in classes.iter().enumerate() {
         for i in 0..2u8 {
             write_png(
                 &root.join(name).join(format!("{i}.png")),
+                36,
                 c as u8 * 10 + i + 1,
             );
         }
@@ -187,7 +161,7 @@ fn class_folder(root: &Path, classes: &[&str]) {
 
 #[test]
 fn probe_refuses_checkpoints_of_another_configuration_or_version() {
-    let dir = temp_dir("checkpoints");
+    let dir = TestDir::new("checkpoints");
     let path = dir.join("ck.safetensors");
     write_checkpoint(&path, &tiny());
     // The right expectation (training fields may differ) loads.
@@ -256,7 +230,7 @@ fn probe_refuses_checkpoints_of_another_configuration_or_version() {
 
 #[test]
 fn probe_refuses_unlabelled_data_and_test_classes_the_training_set_lacks() {
-    let dir = temp_dir("labels");
+    let dir = TestDir::new("labels");
     let pretrained = {
         let path = dir.join("ck.safetensors");
         write_checkpoint(&path, &tiny());
@@ -266,7 +240,7 @@ fn probe_refuses_unlabelled_data_and_test_classes_the_training_set_lacks() {
     // A flat folder has no labels: refused, naming it, before anything is encoded.
     let flat = dir.join("flat");
     for i in 0..3 {
-        write_png(&flat.join(format!("{i}.png")), i + 1);
+        write_png(&flat.join(format!("{i}.png")), 36, i + 1);
     }
     let labelled = dir.join("train");
     class_folder(&labelled, &["cat", "dog"]);
@@ -332,7 +306,7 @@ fn probe_refuses_unlabelled_data_and_test_classes_the_training_set_lacks() {
 
 #[test]
 fn an_empty_feature_file_is_refused_and_an_empty_set_writes_nothing() {
-    let dir = temp_dir("empty-features");
+    let dir = TestDir::new("empty-features");
     let empty = dir.join("empty.safetensors");
     std::fs::write(&empty, b"").unwrap();
     let msg = Features::load(&empty).unwrap_err().to_string();
@@ -396,7 +370,7 @@ fn failed(out: &std::process::Output) -> String {
 
 #[test]
 fn embed_probe_and_neighbours_commands() {
-    let dir = temp_dir("commands");
+    let dir = TestDir::new("commands");
     let ck = dir.join("ck.safetensors");
     write_checkpoint(&ck, &tiny());
     let ck_s = ck.to_str().unwrap();
@@ -535,25 +509,9 @@ fn embed_probe_and_neighbours_commands() {
 
 // ---- probing during pretraining ------------------------------------------------------------
 
-fn pretrain_options(config: Config, out: &Path, probe: Option<ProbeDuring>) -> PretrainOptions {
-    PretrainOptions {
-        config,
-        data: None,
-        format: data::Format::Auto,
-        on_bad_image: data::OnBadImage::Stop,
-        out: out.to_path_buf(),
-        resume: false,
-        memory_budget: None,
-        progress: false,
-        workers: 2,
-        stop_at: None,
-        probe,
-    }
-}
-
 #[test]
 fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
-    let dir = temp_dir("probe-every");
+    let dir = TestDir::new("probe-every");
     let mut cfg = tiny();
     cfg.train.batch = 4;
     cfg.train.total_steps = 5;
@@ -570,7 +528,10 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
     let stop = AtomicBool::new(false);
     let with = pretrain(
         gpu(),
-        &pretrain_options(cfg.clone(), &dir.join("a"), Some(probe)),
+        &PretrainOptions {
+            probe: Some(probe),
+            ..pretrain_options(cfg.clone(), &dir.join("a"))
+        },
         &stop,
     )
     .unwrap();
@@ -608,7 +569,7 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
         .count();
     assert!(differ > 1000, "{differ} pixels differ in the probe panel");
     // Probing reads the model and changes nothing in the training.
-    let without = pretrain(gpu(), &pretrain_options(cfg, &dir.join("b"), None), &stop).unwrap();
+    let without = pretrain(gpu(), &pretrain_options(cfg, &dir.join("b")), &stop).unwrap();
     let losses = |s: &cpc::train::pretrain::PretrainSummary| -> Vec<f32> {
         s.history.iter().map(|(_, st)| st.loss).collect()
     };
@@ -616,7 +577,7 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
     // A probe set without labels is refused before the first step.
     let flat = dir.join("flat");
     for i in 0..3 {
-        write_png(&flat.join(format!("{i}.png")), i + 1);
+        write_png(&flat.join(format!("{i}.png")), 36, i + 1);
     }
     let unlabelled = ProbeDuring {
         data: Some(flat),
@@ -627,7 +588,10 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
     short.train.total_steps = 1;
     let msg = pretrain(
         gpu(),
-        &pretrain_options(short, &dir.join("c"), Some(unlabelled)),
+        &PretrainOptions {
+            probe: Some(unlabelled),
+            ..pretrain_options(short, &dir.join("c"))
+        },
         &stop,
     )
     .unwrap_err()
@@ -668,12 +632,12 @@ fn pretrain_probe_every_logs_probe_accuracy_beside_the_loss() {
 #[test]
 fn pretraining_beats_the_random_encoder_by_a_margin() {
     const MARGIN: f32 = 0.08;
-    let dir = temp_dir("margin");
+    let dir = TestDir::new("margin");
     let mut cfg = Config::preset("tiny").unwrap();
     cfg.train.total_steps = 500;
     cfg.train.checkpoint_every = 0;
     let stop = AtomicBool::new(false);
-    let summary = pretrain(gpu(), &pretrain_options(cfg, &dir, None), &stop).unwrap();
+    let summary = pretrain(gpu(), &pretrain_options(cfg, &dir), &stop).unwrap();
     let pretrained = ModelCheckpoint::read(&summary.checkpoint, None).unwrap();
     let sample = |split: Split, n: usize| {
         Subset::sample(

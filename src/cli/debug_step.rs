@@ -117,7 +117,11 @@ pub fn run(args: &DebugStepArgs) -> Result<()> {
     out.push("z", vec![batch, g, g, d], model.z.read(&gpu)?);
     out.push("c", vec![batch, g, g, h], model.c.read(&gpu)?);
     for (k, scores) in model.scores.iter().enumerate() {
-        out.push(format!("scores.{k}"), scores.shape.clone(), scores.read(&gpu)?);
+        out.push(
+            format!("scores.{k}"),
+            scores.shape.clone(),
+            scores.read(&gpu)?,
+        );
     }
     for v in &layout.views {
         out.push(

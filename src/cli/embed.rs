@@ -50,10 +50,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         &args.out,
         &[
             ("checkpoint", pretrained.path.display().to_string()),
-            (
-                "step",
-                pretrained.step.to_string(),
-            ),
+            ("step", pretrained.step.to_string()),
             ("config", pretrained.config.to_toml()),
             ("data", source),
         ],

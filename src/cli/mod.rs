@@ -14,9 +14,9 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
-use crate::train::ModelCheckpoint;
 use crate::gpu::AdapterChoice;
 use crate::train::Config;
+use crate::train::ModelCheckpoint;
 
 /// The preset, with the fields of the TOML file at `config` (if any) overriding it.
 pub fn load_config(preset: &str, config: Option<&std::path::Path>) -> Result<Config> {

@@ -24,9 +24,7 @@ use serde::Serialize;
 use crate::data::rng::rng_for;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::features::{
-    class_names, features_of_crops, CentreCrops, Encoder, Features,
-};
+use crate::eval::features::{class_names, features_of_crops, CentreCrops, Encoder, Features};
 use crate::gpu::{Gpu, Launch, Shader, Tensor};
 use crate::ops::adam::{Adam, AdamConfig};
 use crate::ops::elementwise;

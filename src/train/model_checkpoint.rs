@@ -128,8 +128,9 @@ impl ModelCheckpoint {
         let number = |key: &str| -> Result<Option<u64>> {
             ck.meta(key)
                 .map(|s| {
-                    s.parse()
-                        .map_err(|_| err(path, format!("its `{key}` metadata `{s}` is not a count")))
+                    s.parse().map_err(|_| {
+                        err(path, format!("its `{key}` metadata `{s}` is not a count"))
+                    })
                 })
                 .transpose()
         };

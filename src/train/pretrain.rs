@@ -159,10 +159,14 @@ fn load_resume(path: &Path, config: &Config) -> Result<ModelCheckpoint> {
     };
     let ck = ModelCheckpoint::read(path, Some(config))?;
     if ck.moments.is_none() {
-        return Err(err("has no optimiser state (optimizer.exp_avg.*): cannot resume".into()));
+        return Err(err(
+            "has no optimiser state (optimizer.exp_avg.*): cannot resume".into(),
+        ));
     }
     if ck.loader.is_none() {
-        return Err(err("has no data-loader position (loader_epoch, loader_position): cannot resume".into()));
+        return Err(err(
+            "has no data-loader position (loader_epoch, loader_position): cannot resume".into(),
+        ));
     }
     let total = config.train.total_steps;
     if ck.step >= total {
@@ -352,10 +356,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     let mut loader = Loader::new(
         dataset.clone(),
         loader_cfg,
-        resume
-            .as_ref()
-            .and_then(|r| r.loader)
-            .unwrap_or_default(),
+        resume.as_ref().and_then(|r| r.loader).unwrap_or_default(),
     )?;
     let schedule = LrSchedule::from_config(tc);
     let mut metrics = MetricsWriter::create(&metrics_path, resume.as_ref().map(|r| r.step))?;

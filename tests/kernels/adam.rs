@@ -168,10 +168,18 @@ fn adam_flags_an_update_that_leaves_a_value_not_finite() {
     assert_eq!(run(&nan_param, &g, 1e-3), 1.0, "a NaN parameter stays NaN");
     let mut inf_grad = g.clone();
     inf_grad[2499] = f32::INFINITY;
-    assert_eq!(run(&p, &inf_grad, 1e-3), 1.0, "an infinite gradient: v overflows");
+    assert_eq!(
+        run(&p, &inf_grad, 1e-3),
+        1.0,
+        "an infinite gradient: v overflows"
+    );
     let mut big = p.clone();
     big[2000] = 3e38;
     let mut push = g.clone();
     push[2000] = -1.0;
-    assert_eq!(run(&big, &push, 1e38), 1.0, "the update overflows the parameter");
+    assert_eq!(
+        run(&big, &push, 1e38),
+        1.0,
+        "the update overflows the parameter"
+    );
 }

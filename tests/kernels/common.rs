@@ -1,27 +1,10 @@
-//! Shared test helpers: one software device per test binary, seeded random data, closeness
+//! The kernel tests' helpers, on top of those every test binary shares (tests/common: the
+//! software device, seeded random data): tensors up and down, NaN-filled outputs, closeness
 //! checks with stated tolerances, and finite differences in f64.
 
-use std::sync::OnceLock;
+use cpc::gpu::{Launch, Tensor};
 
-use cpc::gpu::{Gpu, Launch, Tensor};
-use rand::{Rng, SeedableRng};
-
-/// The software adapter (lavapipe), opened once for all tests in this binary.
-pub fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Gpu::software().expect("software adapter (apt-get install mesa-vulkan-drivers)")
-    })
-}
-
-pub fn rng(seed: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
-
-/// Uniform values in [-1, 1).
-pub fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
+pub use crate::shared::{gpu, random, rng};
 
 /// Upload host data as a new tensor.
 pub fn upload(shape: &[usize], data: &[f32]) -> Tensor {

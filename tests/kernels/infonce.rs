@@ -137,7 +137,9 @@ fn infonce_counts_a_tie_as_wrong() {
         upload(&[inf.candidates(), inf.dim], &z),
     );
     let stats = nan_tensor(&[inf.stats_len()]);
-    run(&infonce::forward(gpu(), &inf, &tp, &tz, &stats).unwrap().launches);
+    run(&infonce::forward(gpu(), &inf, &tp, &tz, &stats)
+        .unwrap()
+        .launches);
     let got = InfonceStats::from_slice(&read(&stats));
     let chance = (inf.candidates() as f32).ln();
     assert_close("flat loss", &got.loss_k, &[chance, chance], 1e-5, 1e-6);

@@ -1,6 +1,9 @@
 //! Every kernel against its CPU reference on the software adapter, and every backward by
 //! finite differences. One test binary, so the device and pipelines are shared.
 
+#[path = "../common/mod.rs"]
+mod shared;
+
 mod common;
 
 mod adam;

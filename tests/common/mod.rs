@@ -1,0 +1,110 @@
+//! Helpers every test binary shares (`mod common;` at the top of each): the software
+//! adapter, temporary folders, seeded random numbers, small image fixtures, and pretraining
+//! options for short runs. Each binary uses some of them.
+#![allow(dead_code)]
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use cpc::data::{Format, OnBadImage};
+use cpc::gpu::Gpu;
+use cpc::train::pretrain::PretrainOptions;
+use cpc::train::Config;
+use rand::{Rng, SeedableRng};
+
+/// The software adapter (lavapipe), opened once for all tests in this binary.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::software().expect("software adapter (apt-get install mesa-vulkan-drivers)")
+    })
+}
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [-1, 1).
+pub fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// A fresh, empty folder of its own (tempfile's), removed when dropped; it reads as the
+/// `Path` of the folder.
+pub struct TestDir(tempfile::TempDir);
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        TestDir(
+            tempfile::Builder::new()
+                .prefix(&format!("cpc-test-{name}-"))
+                .tempdir()
+                .expect("a temporary folder"),
+        )
+    }
+
+    /// `rel` under the folder, with its parent folders created.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        let p = self.0.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        p
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// A side x side PNG at `path` (parent folders created) whose pixels depend on `seed`.
+pub fn write_png(path: &Path, side: u32, seed: u8) {
+    let img = image::RgbImage::from_fn(side, side, |x, y| {
+        image::Rgb([
+            (x as u8).wrapping_mul(seed),
+            (y as u8).wrapping_add(seed),
+            seed,
+        ])
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+/// The tiny preset with a small batch and few steps: cheap runs for the bookkeeping tests.
+/// Logs every step, checkpoints only at the end, and has a schedule that moves (warm-up of
+/// two steps to lr 1e-3 from a floor of 1e-4), so resuming must restore the step exactly.
+pub fn tiny_run(batch: u32, steps: u64) -> Config {
+    let mut cfg = Config::preset("tiny").unwrap();
+    cfg.train.batch = batch;
+    cfg.train.total_steps = steps;
+    cfg.train.log_every = 1;
+    cfg.train.checkpoint_every = 0;
+    cfg.train.warmup_steps = steps.min(2);
+    cfg.train.min_lr = 1e-4;
+    cfg
+}
+
+/// `cpc pretrain`'s options for `config` on the built-in data, writing to `out`, quiet.
+pub fn pretrain_options(config: Config, out: &Path) -> PretrainOptions {
+    PretrainOptions {
+        config,
+        data: None,
+        format: Format::Auto,
+        on_bad_image: OnBadImage::Stop,
+        out: out.to_path_buf(),
+        resume: false,
+        memory_budget: None,
+        progress: false,
+        workers: 2,
+        stop_at: None,
+        probe: None,
+    }
+}
