@@ -1,7 +1,6 @@
 //! Data sets, augmentation and the loader, on fixtures each test writes into its own temp dir.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cpc::data::augment::{self, normalise, Augment};
@@ -12,33 +11,8 @@ use cpc::data::{
 use cpc::Error;
 use rand::SeedableRng;
 
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let k = COUNT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("cpc-data-test-{}-{k}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// `rel` under the folder, with its parent folders created.
-    fn path(&self, rel: &str) -> PathBuf {
-        let p = self.0.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TestDir;
 
 /// A w x h image whose pixel (x, y) is (10x, 10y, 7(x+y)) + `tint`, saved by extension.
 fn write_image(path: &Path, w: u32, h: u32, tint: u8) {
@@ -86,7 +60,7 @@ fn expect_err(result: cpc::Result<impl Sized>, what: &str) -> Error {
 
 #[test]
 fn folder_with_class_folders_labels_by_sorted_names() {
-    let dir = TempDir::new("classes");
+    let dir = TestDir::new("classes");
     write_image(&dir.path("dog/c.png"), 6, 5, 0);
     write_image(&dir.path("cat/b.jpg"), 8, 8, 0);
     write_image(&dir.path("cat/a.png"), 4, 3, 20);
@@ -94,7 +68,7 @@ fn folder_with_class_folders_labels_by_sorted_names() {
     std::fs::write(dir.path("dog/notes.txt"), "not an image").unwrap();
     std::fs::write(dir.path("cat/.hidden.png"), "macOS resource fork").unwrap();
 
-    let ds = open(&dir.0, &opts()).unwrap();
+    let ds = open(&dir, &opts()).unwrap();
     assert_eq!(ds.len(), 4);
     assert_eq!(ds.num_classes(), Some(2));
     let names: Vec<_> = (0..4).map(|i| ds.name(i)).collect();
@@ -120,11 +94,11 @@ fn folder_with_class_folders_labels_by_sorted_names() {
 
 #[test]
 fn flat_folder_is_unlabelled() {
-    let dir = TempDir::new("flat");
+    let dir = TestDir::new("flat");
     for name in ["b.png", "a.png", "c.bmp"] {
         write_image(&dir.path(name), 4, 4, 0);
     }
-    let ds = data::open(Some(&dir.0), Format::Folder, &opts()).unwrap();
+    let ds = data::open(Some(&dir), Format::Folder, &opts()).unwrap();
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.num_classes(), None);
     assert_eq!(ds.label(0), None);
@@ -134,14 +108,14 @@ fn flat_folder_is_unlabelled() {
 
 #[test]
 fn folder_split_into_train_and_test() {
-    let dir = TempDir::new("split");
+    let dir = TestDir::new("split");
     write_image(&dir.path("train/x/1.png"), 4, 4, 0);
     write_image(&dir.path("train/y/2.png"), 4, 4, 0);
     write_image(&dir.path("val/x/3.png"), 4, 4, 0);
-    let train = open(&dir.0, &opts()).unwrap();
+    let train = open(&dir, &opts()).unwrap();
     assert_eq!((train.len(), train.num_classes()), (2, Some(2)));
     let test = open(
-        &dir.0,
+        &dir,
         &OpenOptions {
             split: Split::Test,
             ..opts()
@@ -153,14 +127,14 @@ fn folder_split_into_train_and_test() {
 
 #[test]
 fn corrupt_image_stops_naming_it_or_is_skipped_and_counted() {
-    let dir = TempDir::new("corrupt");
+    let dir = TestDir::new("corrupt");
     write_image(&dir.path("a/good.png"), 4, 4, 0);
     std::fs::write(dir.path("a/broken.png"), b"this is not a PNG at all").unwrap();
 
-    let e = expect_err(open(&dir.0, &opts()), "broken.png");
+    let e = expect_err(open(&dir, &opts()), "broken.png");
     assert!(matches!(e, Error::BadImage { .. }), "{e:?}");
 
-    let ds = open(&dir.0, &skip()).unwrap();
+    let ds = open(&dir, &skip()).unwrap();
     assert_eq!(ds.len(), 1);
     assert_eq!(ds.skipped(), 1);
     assert_eq!(ds.name(0), "a/good.png");
@@ -177,13 +151,13 @@ fn write_truncated_png(path: &Path) {
 
 #[test]
 fn image_failing_only_while_decoding_stops_or_is_skipped() {
-    let dir = TempDir::new("truncated");
+    let dir = TestDir::new("truncated");
     for k in 0..4 {
         write_image(&dir.path(&format!("{k}.png")), 8, 8, k as u8);
     }
     write_truncated_png(&dir.path("2b.png")); // index 3 in sorted order
 
-    let ds = open(&dir.0, &opts()).unwrap();
+    let ds = open(&dir, &opts()).unwrap();
     assert_eq!(ds.len(), 5);
     let results: Vec<_> = Sequential::new(&*ds, 8, 2).collect();
     let e = results
@@ -193,7 +167,7 @@ fn image_failing_only_while_decoding_stops_or_is_skipped() {
     assert!(e.to_string().contains("2b.png"), "{e}");
 
     // Skip: Sequential leaves it out; the loader puts the next image of the order in its place.
-    let ds: Arc<dyn Dataset> = open(&dir.0, &skip()).unwrap().into();
+    let ds: Arc<dyn Dataset> = open(&dir, &skip()).unwrap().into();
     let seen: Vec<usize> = Sequential::new(&*ds, 8, 2)
         .flat_map(|b| b.unwrap().indices)
         .collect();
@@ -210,7 +184,7 @@ fn image_failing_only_while_decoding_stops_or_is_skipped() {
 
 #[test]
 fn empty_and_missing_folders_are_errors_naming_them() {
-    let dir = TempDir::new("empty");
+    let dir = TestDir::new("empty");
     let empty = dir.path("nothing/x");
     std::fs::create_dir_all(&empty).unwrap();
     let e = expect_err(
@@ -225,28 +199,28 @@ fn empty_and_missing_folders_are_errors_naming_them() {
 
     let classes_empty = dir.path("classes/a/.keep");
     std::fs::write(&classes_empty, "").unwrap();
-    expect_err(open(&dir.0.join("classes"), &opts()), "class folders");
+    expect_err(open(&dir.join("classes"), &opts()), "class folders");
 
-    let missing = dir.0.join("not-there");
+    let missing = dir.join("not-there");
     let e = expect_err(open(&missing, &opts()), "not-there");
     assert!(e.to_string().contains("no such"), "{e}");
 }
 
 #[test]
 fn image_below_minimum_side_names_file_and_sizes() {
-    let dir = TempDir::new("small");
+    let dir = TestDir::new("small");
     write_image(&dir.path("big.png"), 12, 10, 0);
     write_image(&dir.path("tiny.png"), 6, 4, 0);
     let min8 = OpenOptions {
         min_side: 8,
         ..opts()
     };
-    let e = expect_err(open(&dir.0, &min8), "tiny.png");
+    let e = expect_err(open(&dir, &min8), "tiny.png");
     let text = e.to_string();
     assert!(text.contains("6x4") && text.contains('8'), "{text}");
 
     let ds = open(
-        &dir.0,
+        &dir,
         &OpenOptions {
             min_side: 8,
             ..skip()
@@ -270,7 +244,7 @@ fn open_in_time(path: &Path, options: &OpenOptions) -> cpc::Result<Box<dyn Datas
 #[test]
 fn folder_symlink_loops_end_and_each_folder_is_read_once() {
     use std::os::unix::fs::symlink;
-    let dir = TempDir::new("link-loops");
+    let dir = TestDir::new("link-loops");
     for k in 0..3 {
         write_image(&dir.path(&format!("cat/{k}.png")), 4, 4, k as u8);
     }
@@ -284,7 +258,7 @@ fn folder_symlink_loops_end_and_each_folder_is_read_once() {
     // A link to a class folder from inside another: that folder is read where it is.
     symlink("../cat", dir.path("dog/cats")).unwrap();
 
-    let ds = open_in_time(&dir.0, &opts()).unwrap();
+    let ds = open_in_time(&dir, &opts()).unwrap();
     let names: Vec<_> = (0..ds.len()).map(|i| ds.name(i)).collect();
     assert_eq!(names, ["cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png"]);
     assert_eq!(ds.num_classes(), Some(2));
@@ -294,7 +268,7 @@ fn folder_symlink_loops_end_and_each_folder_is_read_once() {
         "{}",
         ds.describe()
     );
-    let folder = data::ImageFolder::open(&dir.0, &opts()).unwrap();
+    let folder = data::ImageFolder::open(&dir, &opts()).unwrap();
     let mut links: Vec<_> = folder.skipped_links().to_vec();
     links.sort();
     let expected: Vec<PathBuf> = ["all", "cat/self1", "cat/self2", "dog/cats", "dog/up"]
@@ -308,20 +282,20 @@ fn folder_symlink_loops_end_and_each_folder_is_read_once() {
 #[test]
 fn folder_symlinks_to_files_and_outside_folders_are_followed_once() {
     use std::os::unix::fs::symlink;
-    let dir = TempDir::new("link-outside");
+    let dir = TestDir::new("link-outside");
     write_image(&dir.path("ext/e.png"), 4, 4, 1);
     write_image(&dir.path("ext/inner/f.png"), 4, 4, 2);
     write_image(&dir.path("lone.png"), 4, 4, 3);
     symlink("..", dir.path("ext/inner/back")).unwrap(); // a loop inside the outside folder
     write_image(&dir.path("data/cat/0.png"), 4, 4, 0);
     write_image(&dir.path("data/dog/0.png"), 4, 4, 0);
-    let ext = dir.0.join("ext");
+    let ext = dir.join("ext");
     symlink(&ext, dir.path("data/cat/ext")).unwrap();
     symlink(&ext, dir.path("data/dog/ext-again")).unwrap();
     symlink(ext.join("inner"), dir.path("data/dog/inner-again")).unwrap();
-    symlink(dir.0.join("lone.png"), dir.path("data/cat/one.png")).unwrap();
+    symlink(dir.join("lone.png"), dir.path("data/cat/one.png")).unwrap();
 
-    let ds = open_in_time(&dir.0.join("data"), &opts()).unwrap();
+    let ds = open_in_time(&dir.join("data"), &opts()).unwrap();
     let names: Vec<_> = (0..ds.len()).map(|i| ds.name(i)).collect();
     assert_eq!(
         names,
@@ -335,7 +309,7 @@ fn folder_symlinks_to_files_and_outside_folders_are_followed_once() {
     );
     assert_eq!(
         ds.image(1).unwrap(),
-        data::folder::decode(&dir.0.join("lone.png")).unwrap()
+        data::folder::decode(&dir.join("lone.png")).unwrap()
     );
     assert!(
         ds.describe().contains("3 folder links skipped"),
@@ -363,16 +337,16 @@ fn write_half_jpeg(path: &Path, w: u32, h: u32) {
 
 #[test]
 fn truncated_jpeg_stops_naming_it_or_is_skipped() {
-    let dir = TempDir::new("half-jpeg");
+    let dir = TestDir::new("half-jpeg");
     write_image(&dir.path("a.jpg"), 32, 32, 0);
     write_half_jpeg(&dir.path("b.jpg"), 64, 64);
     write_image(&dir.path("c.jpg"), 32, 32, 9);
 
     // Caught at open, where the JPEG decoder reads each JPEG whole.
-    let e = expect_err(open(&dir.0, &opts()), "b.jpg");
+    let e = expect_err(open(&dir, &opts()), "b.jpg");
     assert!(matches!(e, Error::BadImage { .. }), "{e:?}");
     assert!(e.to_string().contains("cut short"), "{e}");
-    let ds = open(&dir.0, &skip()).unwrap();
+    let ds = open(&dir, &skip()).unwrap();
     assert_eq!((ds.len(), ds.skipped()), (2, 1));
     assert_eq!(ds.name(1), "c.jpg");
 
@@ -385,12 +359,12 @@ fn truncated_jpeg_stops_naming_it_or_is_skipped() {
         .collect();
     assert_eq!(seen, [0]);
     assert_eq!(ds.skipped(), 2);
-    expect_err(data::folder::decode(&dir.0.join("b.jpg")), "b.jpg");
+    expect_err(data::folder::decode(&dir.join("b.jpg")), "b.jpg");
 }
 
 #[test]
 fn every_folder_format_cut_short_is_a_bad_image() {
-    let dir = TempDir::new("half-any");
+    let dir = TestDir::new("half-any");
     for ext in ["png", "jpg", "bmp", "ppm", "tga"] {
         let full = dir.path(&format!("full.{ext}"));
         write_image(&full, 48, 48, 0);
@@ -433,11 +407,11 @@ fn write_png_declaring(path: &Path, w: u32, h: u32) {
 
 #[test]
 fn image_declaring_too_many_pixels_fails_at_open_naming_it() {
-    let dir = TempDir::new("huge");
+    let dir = TestDir::new("huge");
     write_image(&dir.path("a/fine.png"), 4, 4, 0);
     write_png_declaring(&dir.path("a/huge.png"), 100_000, 100_000);
 
-    let e = expect_err(open(&dir.0, &opts()), "huge.png");
+    let e = expect_err(open(&dir, &opts()), "huge.png");
     assert!(matches!(e, Error::BadImage { .. }), "{e:?}");
     let text = e.to_string();
     let limit = data::folder::MAX_PIXELS.to_string();
@@ -447,10 +421,10 @@ fn image_declaring_too_many_pixels_fails_at_open_naming_it() {
         "{text}"
     );
     // The decoder checks it too (a file may change after open).
-    let e = expect_err(data::folder::decode(&dir.0.join("a/huge.png")), "huge.png");
+    let e = expect_err(data::folder::decode(&dir.join("a/huge.png")), "huge.png");
     assert!(e.to_string().contains(&limit), "{e}");
 
-    let ds = open(&dir.0, &skip()).unwrap();
+    let ds = open(&dir, &skip()).unwrap();
     assert_eq!((ds.len(), ds.skipped()), (1, 1));
     assert_eq!(ds.name(0), "a/fine.png");
 }
@@ -479,7 +453,7 @@ fn write_cifar(path: &Path, records: usize, first_label: usize) {
 
 #[test]
 fn cifar_pixels_and_labels_land_where_the_format_says() {
-    let dir = TempDir::new("cifar");
+    let dir = TestDir::new("cifar");
     let folder = dir
         .path("cifar-10-batches-bin/x")
         .parent()
@@ -490,8 +464,8 @@ fn cifar_pixels_and_labels_land_where_the_format_says() {
     write_cifar(&folder.join("test_batch.bin"), 4, 5);
 
     // Auto finds the batches inside cifar-10-batches-bin/.
-    assert_eq!(data::detect(&dir.0).unwrap(), Format::Cifar10);
-    let train = open(&dir.0, &opts()).unwrap();
+    assert_eq!(data::detect(&dir).unwrap(), Format::Cifar10);
+    let train = open(&dir, &opts()).unwrap();
     assert_eq!(train.len(), 5);
     assert_eq!(train.num_classes(), Some(10));
     let labels: Vec<_> = (0..5).map(|i| train.label(i).unwrap()).collect();
@@ -527,15 +501,15 @@ fn cifar_pixels_and_labels_land_where_the_format_says() {
 
 #[test]
 fn cifar_file_of_wrong_size_names_file_size_and_record() {
-    let dir = TempDir::new("cifar-bad");
+    let dir = TestDir::new("cifar-bad");
     let path = dir.path("data_batch_1.bin");
     std::fs::write(&path, vec![0u8; cifar::RECORD * 2 + 5]).unwrap();
-    let e = expect_err(open(&dir.0, &opts()), "data_batch_1.bin");
+    let e = expect_err(open(&dir, &opts()), "data_batch_1.bin");
     let text = e.to_string();
     assert!(text.contains("6151") && text.contains("3073"), "{text}");
     expect_err(
         open(
-            &dir.0,
+            &dir,
             &OpenOptions {
                 split: Split::Test,
                 ..opts()
@@ -549,7 +523,7 @@ fn cifar_file_of_wrong_size_names_file_size_and_record() {
 
 #[test]
 fn stl_pixels_are_column_major_and_labels_shift_to_zero() {
-    let dir = TempDir::new("stl");
+    let dir = TestDir::new("stl");
     let folder = dir.path("stl10_binary/x").parent().unwrap().to_path_buf();
     // Two images, all zero but image 1, channel 1, column x=5, row y=70, which is 200.
     let mut x_bytes = vec![0u8; 2 * stl::IMAGE_BYTES];
@@ -558,8 +532,8 @@ fn stl_pixels_are_column_major_and_labels_shift_to_zero() {
     std::fs::write(folder.join("train_y.bin"), [3u8, 10]).unwrap();
     std::fs::write(folder.join("unlabeled_X.bin"), vec![9u8; stl::IMAGE_BYTES]).unwrap();
 
-    assert_eq!(data::detect(&dir.0).unwrap(), Format::Stl10);
-    let train = open(&dir.0, &opts()).unwrap();
+    assert_eq!(data::detect(&dir).unwrap(), Format::Stl10);
+    let train = open(&dir, &opts()).unwrap();
     assert_eq!(train.len(), 2);
     assert_eq!((train.label(0), train.label(1)), (Some(2), Some(9)));
     assert_eq!(train.name(1), "stl:train_X.bin#1");
@@ -595,48 +569,48 @@ fn stl_pixels_are_column_major_and_labels_shift_to_zero() {
 
 #[test]
 fn stl_files_of_wrong_size_name_file_size_and_expected() {
-    let dir = TempDir::new("stl-bad");
+    let dir = TestDir::new("stl-bad");
     std::fs::write(dir.path("train_X.bin"), vec![0u8; stl::IMAGE_BYTES + 1]).unwrap();
     std::fs::write(dir.path("train_y.bin"), [1u8]).unwrap();
-    let e = expect_err(open(&dir.0, &opts()), "train_X.bin");
+    let e = expect_err(open(&dir, &opts()), "train_X.bin");
     assert!(
         e.to_string().contains("27649") && e.to_string().contains("27648"),
         "{e}"
     );
 
     std::fs::write(dir.path("train_X.bin"), vec![0u8; 2 * stl::IMAGE_BYTES]).unwrap();
-    let e = expect_err(open(&dir.0, &opts()), "train_y.bin");
+    let e = expect_err(open(&dir, &opts()), "train_y.bin");
     assert!(
         e.to_string().contains("1 bytes") && e.to_string().contains('2'),
         "{e}"
     );
 
     std::fs::write(dir.path("train_y.bin"), [1u8, 11]).unwrap();
-    expect_err(open(&dir.0, &opts()), "1..10");
+    expect_err(open(&dir, &opts()), "1..10");
 }
 
 #[test]
 fn binaries_cut_short_are_errors_naming_the_file() {
     // Cut mid-record: the size is no multiple of the record, for either format.
-    let dir = TempDir::new("binaries-cut");
+    let dir = TestDir::new("binaries-cut");
     let cifar_path = dir.path("cifar/data_batch_1.bin");
     write_cifar(&cifar_path, 3, 0);
     let bytes = std::fs::read(&cifar_path).unwrap();
     std::fs::write(&cifar_path, &bytes[..bytes.len() / 2]).unwrap();
-    expect_err(open(&dir.0.join("cifar"), &opts()), "data_batch_1.bin");
+    expect_err(open(&dir.join("cifar"), &opts()), "data_batch_1.bin");
 
     // STL-10 reads images on demand: a file cut short after open is an error naming it
     // when the missing image is read, not a panic or a zero image.
     let x = dir.path("stl/train_X.bin");
     std::fs::write(&x, vec![7u8; 3 * stl::IMAGE_BYTES]).unwrap();
     std::fs::write(dir.path("stl/train_y.bin"), [1u8, 2, 3]).unwrap();
-    let ds = open(&dir.0.join("stl"), &opts()).unwrap();
+    let ds = open(&dir.join("stl"), &opts()).unwrap();
     std::fs::write(&x, vec![7u8; stl::IMAGE_BYTES + 5]).unwrap();
     ds.image(0).unwrap();
     expect_err(ds.image(2), "train_X.bin");
     // At a record boundary the labels' count gives the cut away.
     std::fs::write(&x, vec![7u8; 2 * stl::IMAGE_BYTES]).unwrap();
-    expect_err(open(&dir.0.join("stl"), &opts()), "train_y.bin");
+    expect_err(open(&dir.join("stl"), &opts()), "train_y.bin");
 }
 
 // ---------------------------------------------------------------- built-in stripes
