@@ -9,7 +9,6 @@ use rand::Rng;
 mod common;
 use common::gpu;
 
-
 /// The tiny preset's model (docs/model.md, "Tiny-scale calibration"): 8x8 patches, conv 3->32, conv s2 32->64, one
 /// residual conv, D = H = 64, offsets 2 and 3.
 fn tiny() -> ModelSpec {

@@ -599,3 +599,76 @@ fn debug_step_refuses_bare_weights_it_cannot_place() {
 fn cpu_loss(spec: &cpc::model::ModelSpec, params: &[f32], crops: &[f32]) -> f32 {
     cpc::cpu::model::loss(spec, params, crops, 2, 0).loss as f32
 }
+
+/// `cpc pretrain` killed with SIGKILL again and again, at moments spread over startup,
+/// training and checkpointing, then resumed each time: when it finally ends, every step is in
+/// metrics.jsonl exactly once, with the loss an uninterrupted run logs for that step.
+#[test]
+fn a_run_killed_at_any_moment_resumes_to_the_uninterrupted_log() {
+    let tmp = TestDir::new("killed");
+    let (steps, batch) = (30u64, 2u32);
+    let mut cfg = tiny_run(batch, steps);
+    cfg.train.checkpoint_every = 3;
+    cfg.train.warmup_steps = 0;
+    cfg.train.min_lr = cfg.train.lr;
+    let whole = run(&pretrain_options(cfg, &tmp.join("whole"))).unwrap();
+
+    let out = tmp.join("killed");
+    let args = [
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--software",
+        "--batch",
+        "2",
+        "--steps",
+        "30",
+        "--checkpoint-every",
+        "3",
+        "--log-every",
+        "1",
+    ];
+    let mut kills = 0;
+    // Twelve attempts are killed (unless they finish first); the thirteenth runs to the end.
+    let finished = (0..13).any(|attempt| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cpc"));
+        cmd.args(args).arg("--out").arg(&out);
+        if out.join(CHECKPOINT).exists() {
+            cmd.arg("--resume");
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // 0.6 s, 0.85 s, 1.1 s ... : the later kills land in training, a few in a save.
+        let wait = std::time::Duration::from_millis(600 + 250 * attempt);
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "attempt {attempt}: {status}");
+                return true;
+            }
+            if attempt < 12 && start.elapsed() >= wait {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    assert!(finished, "the run never finished between kills");
+    eprintln!("{kills} kills before the run finished");
+    assert!(
+        kills >= 3,
+        "only {kills} kills: the test did not interrupt the run"
+    );
+    let rows = cpc::train::read_metrics(out.join("metrics.jsonl")).unwrap();
+    let logged: Vec<(u64, f32)> = rows.iter().map(|r| (r.step, r.loss)).collect();
+    assert_eq!(logged, losses(&whole), "after {kills} kills");
+    assert_eq!(
+        Checkpoint::load(out.join(CHECKPOINT)).unwrap().meta("step"),
+        Some("30")
+    );
+}
