@@ -395,19 +395,8 @@ fn pretraining_the_tiny_preset_on_builtin_data_learns() {
 #[test]
 fn debug_step_dumps_the_loss_and_every_gradient() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
-    use cpc::model::{ModelSpec, ParamLayout};
     let dir = TestDir::new("debug-step");
-    let spec = ModelSpec::from(&Config::preset("tiny").unwrap().model);
-    let layout = ParamLayout::new(&spec);
-    let params = layout.init(11);
-    let mut init = Checkpoint::new();
-    for v in &layout.views {
-        init.push(
-            v.name.clone(),
-            v.shape.clone(),
-            layout.slice(&params, &v.name).to_vec(),
-        );
-    }
+    let (spec, layout, params, init) = bare_tiny_weights(11);
     init.save(dir.join("init.safetensors")).unwrap();
     let crops: Vec<f32> = (0..2 * 3 * 32 * 32)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
@@ -415,17 +404,7 @@ fn debug_step_dumps_the_loss_and_every_gradient() {
     let mut batch = Checkpoint::new();
     batch.push("crops", vec![2, 3, 32, 32], crops.clone());
     batch.save(dir.join("batch.safetensors")).unwrap();
-    let args = DebugStepArgs {
-        init: dir.join("init.safetensors"),
-        batch: dir.join("batch.safetensors"),
-        dump: dir.join("dump.safetensors"),
-        preset: Some("tiny".into()),
-        config: None,
-        adapter: cpc::cli::AdapterArgs {
-            software: true,
-            ..Default::default()
-        },
-    };
+    let args = debug_args(&dir, "init.safetensors", Some("tiny"));
     debug_step(&args).unwrap();
     let dump = Checkpoint::load(dir.join("dump.safetensors")).unwrap();
     // The loss agrees with the CPU reference model on the same weights and crops.
@@ -489,17 +468,7 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
     let mut batch = Checkpoint::new();
     batch.push("crops", vec![1, 3, 64, 64], crops.clone());
     batch.save(dir.join("batch.safetensors")).unwrap();
-    let args = DebugStepArgs {
-        init: dir.join("small.safetensors"),
-        batch: dir.join("batch.safetensors"),
-        dump: dir.join("dump.safetensors"),
-        preset: None,
-        config: None,
-        adapter: cpc::cli::AdapterArgs {
-            software: true,
-            ..Default::default()
-        },
-    };
+    let args = debug_args(&dir, "small.safetensors", None);
     debug_step(&args).unwrap();
     let dump = Checkpoint::load(&args.dump).unwrap();
     let ran = Config::from_toml(dump.meta("config").unwrap()).unwrap();
@@ -550,36 +519,15 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
 #[test]
 fn debug_step_refuses_bare_weights_it_cannot_place() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
-    use cpc::model::{ModelSpec, ParamLayout};
     let dir = TestDir::new("debug-step-bare");
-    let spec = ModelSpec::from(&Config::preset("tiny").unwrap().model);
-    let layout = ParamLayout::new(&spec);
-    let params = layout.init(11);
-    let mut init = Checkpoint::new();
-    for v in &layout.views {
-        init.push(
-            v.name.clone(),
-            v.shape.clone(),
-            layout.slice(&params, &v.name).to_vec(),
-        );
-    }
+    let (_, _, _, mut init) = bare_tiny_weights(11);
     // Layer-norm weights, which only a layer-norm configuration uses.
     init.push("encoder.stem_norm.weight", vec![32], vec![1.0; 32]);
     init.save(dir.join("init.safetensors")).unwrap();
     let mut batch = Checkpoint::new();
     batch.push("crops", vec![2, 3, 32, 32], vec![0.5; 2 * 3 * 32 * 32]);
     batch.save(dir.join("batch.safetensors")).unwrap();
-    let args = DebugStepArgs {
-        init: dir.join("init.safetensors"),
-        batch: dir.join("batch.safetensors"),
-        dump: dir.join("dump.safetensors"),
-        preset: Some("tiny".into()),
-        config: None,
-        adapter: cpc::cli::AdapterArgs {
-            software: true,
-            ..Default::default()
-        },
-    };
+    let args = debug_args(&dir, "init.safetensors", Some("tiny"));
     let msg = debug_step(&args).unwrap_err().to_string();
     assert!(
         msg.contains("encoder.stem_norm.weight") && msg.contains("does not use"),
@@ -594,6 +542,50 @@ fn debug_step_refuses_bare_weights_it_cannot_place() {
     .to_string();
     assert!(msg.contains("--preset"), "{msg}");
     assert!(!args.dump.exists(), "nothing was written");
+}
+
+/// The tiny preset's initial weights from `seed` as a file of bare weights would hold them:
+/// PyTorch's names and shapes, no cpc metadata.
+fn bare_tiny_weights(
+    seed: u64,
+) -> (
+    cpc::model::ModelSpec,
+    cpc::model::ParamLayout,
+    Vec<f32>,
+    Checkpoint,
+) {
+    let spec = cpc::model::ModelSpec::from(&Config::preset("tiny").unwrap().model);
+    let layout = cpc::model::ParamLayout::new(&spec);
+    let params = layout.init(seed);
+    let mut ck = Checkpoint::new();
+    for v in &layout.views {
+        ck.push(
+            v.name.clone(),
+            v.shape.clone(),
+            layout.slice(&params, &v.name).to_vec(),
+        );
+    }
+    (spec, layout, params, ck)
+}
+
+/// debug-step on `dir/<init>` and `dir/batch.safetensors`, dumping to `dir/dump.safetensors`
+/// on the software adapter.
+fn debug_args(
+    dir: &std::path::Path,
+    init: &str,
+    preset: Option<&str>,
+) -> cpc::cli::debug_step::DebugStepArgs {
+    cpc::cli::debug_step::DebugStepArgs {
+        init: dir.join(init),
+        batch: dir.join("batch.safetensors"),
+        dump: dir.join("dump.safetensors"),
+        preset: preset.map(String::from),
+        config: None,
+        adapter: cpc::cli::AdapterArgs {
+            software: true,
+            ..Default::default()
+        },
+    }
 }
 
 fn cpu_loss(spec: &cpc::model::ModelSpec, params: &[f32], crops: &[f32]) -> f32 {
