@@ -236,3 +236,48 @@ fn features_are_the_mean_patch_vector_of_each_image() {
         }
     }
 }
+
+// ---------------------------------------------------------------- limits
+
+#[test]
+fn an_absurd_spec_is_an_error_not_a_panic() {
+    // Specs built directly, not from a validated configuration: the planner's own check
+    // must refuse them before any size is computed (grid + 1 wrapped to a division by 0).
+    let stage = |blocks, convs_per_block| StageSpec {
+        down: ConvSpec {
+            kernel: 3,
+            out: 64,
+            stride: 2,
+        },
+        blocks,
+        convs_per_block,
+    };
+    let absurd = [
+        ModelSpec {
+            grid: usize::MAX,
+            ..tiny()
+        },
+        ModelSpec {
+            crop: usize::MAX,
+            ..tiny()
+        },
+        ModelSpec {
+            hidden: usize::MAX,
+            ..tiny()
+        },
+        ModelSpec {
+            stages: vec![stage(1, usize::MAX)],
+            ..tiny()
+        },
+        ModelSpec {
+            stages: vec![stage(usize::MAX, 1)],
+            ..tiny()
+        },
+    ];
+    for spec in absurd {
+        let text = spec.validate().unwrap_err().to_string();
+        let planned = CpcModel::new(gpu(), &spec, 1, &[], AdamConfig::default());
+        assert!(planned.is_err(), "{text}");
+        assert!(text.contains(&usize::MAX.to_string()), "{text}");
+    }
+}
