@@ -187,11 +187,19 @@ pub struct ParamBuffers {
 impl ParamBuffers {
     /// The four flat buffers. A memory plan counts them apart from the rest (see
     /// model::memory): they may exceed the binding limit, as nothing binds them whole.
+    ///
+    /// An empty `init` leaves the parameters zero: a memory plan sizes the buffers and needs
+    /// no values, so it passes none rather than a host vector of the parameter count. (Every
+    /// model has parameters, so an empty slice is never a whole initialisation.)
     pub fn new(gpu: &Gpu, layout: ParamLayout, init: &[f32]) -> Result<ParamBuffers> {
         let n = layout.total;
         gpu.unrecorded(|| {
             Ok(ParamBuffers {
-                params: Tensor::from_slice(gpu, "params", &[n], init)?,
+                params: if init.is_empty() {
+                    Tensor::zeros(gpu, "params", &[n])?
+                } else {
+                    Tensor::from_slice(gpu, "params", &[n], init)?
+                },
                 grads: Tensor::zeros(gpu, "grads", &[n])?,
                 m: Tensor::zeros(gpu, "adam m", &[n])?,
                 v: Tensor::zeros(gpu, "adam v", &[n])?,
