@@ -691,3 +691,192 @@ fn the_step_counts_are_bounded() {
         assert!(text.contains(name), "{toml}: {text}");
     }
 }
+
+// ---------------------------------------------------------------- the pretrain command line
+
+#[derive(clap::Parser)]
+struct PretrainCli {
+    #[command(flatten)]
+    args: cpc::cli::pretrain::PretrainArgs,
+}
+
+fn pretrain_args(flags: &[&str]) -> cpc::cli::pretrain::PretrainArgs {
+    use clap::Parser;
+    PretrainCli::parse_from(std::iter::once("pretrain").chain(flags.iter().copied())).args
+}
+
+#[test]
+fn a_short_try_of_any_preset_shortens_its_warm_up() {
+    for preset in cpc::train::config::PRESETS {
+        let c = pretrain_args(&["--preset", preset, "--steps", "2"])
+            .config()
+            .unwrap_or_else(|e| panic!("{preset} --steps 2: {e}"));
+        assert_eq!(c.train.total_steps, 2, "{preset}");
+        assert!(
+            c.train.warmup_steps <= 2,
+            "{preset}: {}",
+            c.train.warmup_steps
+        );
+        let full = Config::preset(preset).unwrap();
+        assert_eq!(
+            c.train.warmup_steps,
+            full.train.warmup_steps.min(2),
+            "{preset}"
+        );
+        // Said in a note, only when the warm-up was shortened.
+        let (_, notes) = pretrain_args(&["--preset", preset, "--steps", "2"])
+            .config_noted()
+            .unwrap();
+        if full.train.warmup_steps > 2 {
+            let warmup = full.train.warmup_steps.to_string();
+            assert!(
+                notes.len() == 1
+                    && notes[0].contains("warm-up")
+                    && notes[0].contains(&warmup)
+                    && notes[0].contains("--steps 2"),
+                "{preset}: {notes:?}"
+            );
+        } else {
+            assert!(notes.is_empty(), "{preset}: {notes:?}");
+        }
+    }
+}
+
+#[test]
+fn a_toml_total_below_the_presets_warm_up_shortens_it() {
+    let dir = std::env::temp_dir().join(format!("cpc-warmup-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    // The file sets only the total: the preset's 500 warm-up steps give way.
+    let short = dir.join("short.toml");
+    fs::write(&short, "[train]\ntotal_steps = 10\n").unwrap();
+    let c = pretrain_args(&["--preset", "laptop", "--config", short.to_str().unwrap()])
+        .config()
+        .unwrap();
+    assert_eq!((c.train.warmup_steps, c.train.total_steps), (10, 10));
+    let (_, notes) =
+        Config::from_toml_overrides_noted("laptop", "[train]\ntotal_steps = 10\n").unwrap();
+    assert!(
+        notes.len() == 1 && notes[0].contains("500") && notes[0].contains("total_steps = 10"),
+        "{notes:?}"
+    );
+    // The file says both, and they contradict each other: refused, naming both.
+    let both = dir.join("both.toml");
+    fs::write(&both, "[train]\nwarmup_steps = 20\ntotal_steps = 10\n").unwrap();
+    let text = pretrain_args(&["--preset", "laptop", "--config", both.to_str().unwrap()])
+        .config()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("warmup_steps = 20") && text.contains("total_steps = 10"),
+        "{text}"
+    );
+    // A flag is a try of the file's run: the file's own warm-up gives way to --steps.
+    let explicit = dir.join("explicit.toml");
+    fs::write(&explicit, "[train]\nwarmup_steps = 20\ntotal_steps = 100\n").unwrap();
+    let c = pretrain_args(&[
+        "--preset",
+        "laptop",
+        "--config",
+        explicit.to_str().unwrap(),
+        "--steps",
+        "5",
+    ])
+    .config()
+    .unwrap();
+    assert_eq!((c.train.warmup_steps, c.train.total_steps), (5, 5));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `cpc pretrain FLAGS`: (exit code, stderr), or None when it ran past `seconds`.
+fn cpc_pretrain(flags: &[&str], seconds: u64) -> Option<(Option<i32>, String)> {
+    use std::process::{Command, Stdio};
+    let out = std::env::temp_dir().join(format!("cpc-flags-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpc"))
+        .arg("pretrain")
+        .args(flags)
+        .arg("--out")
+        .arg(&out)
+        .arg("--software")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            let _ = fs::remove_dir_all(&out);
+            return Some((status.code(), err));
+        }
+        if start.elapsed().as_secs() >= seconds {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = fs::remove_dir_all(&out);
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn pretrain_flags_that_make_no_sense_are_refused() {
+    for (flags, names) in [
+        (
+            vec!["--workers", "0", "--steps", "1"],
+            vec!["--workers", "0"],
+        ),
+        (
+            vec!["--probe-every", "0", "--steps", "1"],
+            vec!["--probe-every", "0"],
+        ),
+        (
+            vec![
+                "--probe-every",
+                "1",
+                "--probe-train-images",
+                "0",
+                "--steps",
+                "1",
+            ],
+            vec!["--probe-train-images", "0"],
+        ),
+        (
+            vec![
+                "--probe-every",
+                "1",
+                "--probe-test-images",
+                "0",
+                "--steps",
+                "1",
+            ],
+            vec!["--probe-test-images", "0"],
+        ),
+        (vec!["--epochs", "0"], vec!["--epochs", "0"]),
+        (vec!["--steps", "0"], vec!["--steps", "0"]),
+        (
+            vec!["--memory-budget-gib", "NaN", "--steps", "1"],
+            vec!["--memory-budget-gib", "NaN"],
+        ),
+        (
+            vec!["--memory-budget-gib", "0", "--steps", "1"],
+            vec!["--memory-budget-gib", "0"],
+        ),
+        // The step count wrapped and the run went on for ever.
+        (
+            vec!["--epochs", "18446744073709551615"],
+            vec!["--epochs", "18446744073709551615", "1000000000"],
+        ),
+    ] {
+        let Some((code, err)) = cpc_pretrain(&flags, 60) else {
+            panic!("{flags:?}: still running after 60 s")
+        };
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "{flags:?}: exit {code:?}: {err}"
+        );
+        for name in names {
+            assert!(err.contains(name), "{flags:?}: `{name}` not in: {err}");
+        }
+    }
+}

@@ -345,23 +345,45 @@ impl Config {
     /// The preset `preset`, with every field that `toml` names replaced by its value. Tables
     /// merge key by key (`[model.encoder] layer_norm = true` keeps the stem and stages);
     /// arrays such as `model.encoder.stages` are replaced whole. A key the preset does not
-    /// have is an error naming it.
+    /// have is an error naming it. A warm-up may be shortened, as
+    /// [`Config::from_toml_overrides_noted`] says (its note dropped).
     pub fn from_toml_overrides(preset: &str, toml: &str) -> Result<Config> {
+        Config::from_toml_overrides_noted(preset, toml).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_toml_overrides`], with notes on what it adjusted. A file that sets
+    /// `train.total_steps` below the preset's warm-up without setting `train.warmup_steps`
+    /// asks for a short run of the preset: the warm-up is shortened to the run, and a note
+    /// says so. A file that sets both, the warm-up longer than the run, contradicts itself
+    /// and is refused, as is a `warmup_steps` it sets above the preset's total.
+    pub fn from_toml_overrides_noted(preset: &str, toml: &str) -> Result<(Config, Vec<String>)> {
         let base = Config::preset(preset)?;
         let overrides: toml::Table = toml
             .parse()
             .map_err(|e| Error::Config(format!("overrides are not valid TOML: {e}")))?;
+        let train = overrides.get("train").and_then(toml::Value::as_table);
+        let sets = |key: &str| train.is_some_and(|t| t.contains_key(key));
+        let shorten = sets("total_steps") && !sets("warmup_steps");
         let mut merged = toml::Table::try_from(&base)
             .map_err(|e| Error::Config(format!("cannot write preset `{preset}` as TOML: {e}")))?;
         merge(&mut merged, overrides, "")?;
-        let config: Config =
+        let mut config: Config =
             toml::Value::Table(merged)
                 .try_into()
                 .map_err(|e: toml::de::Error| {
                     Error::Config(format!("overrides of preset `{preset}`: {e}"))
                 })?;
+        let mut notes = Vec::new();
+        if shorten {
+            let why = format!("train.total_steps = {}", config.train.total_steps);
+            notes.extend(
+                config
+                    .train
+                    .fit_warmup_to_run(&format!("preset {preset}'s"), &why),
+            );
+        }
         config.validate()?;
-        Ok(config)
+        Ok((config, notes))
     }
 
     /// A complete configuration as [`Config::to_toml`] wrote it (e.g. from a checkpoint).
@@ -625,6 +647,23 @@ impl ModelConfig {
 }
 
 impl TrainConfig {
+    /// Shortens a warm-up longer than the run to the whole run (the rate then reaches its
+    /// peak at the last step), returning a note that says so; None when the warm-up fits.
+    /// For a run length given apart from the warm-up (`--steps 2` on a preset of 500
+    /// warm-up steps: a short try of a preset must run); `whose` and `why` name where the
+    /// warm-up and the length came from.
+    pub fn fit_warmup_to_run(&mut self, whose: &str, why: &str) -> Option<String> {
+        (self.warmup_steps > self.total_steps).then(|| {
+            let note = format!(
+                "{whose} warm-up of {} steps is longer than the run ({why}): shortened to {} \
+                 steps",
+                self.warmup_steps, self.total_steps
+            );
+            self.warmup_steps = self.total_steps;
+            note
+        })
+    }
+
     /// Checks every number: the integers against their bounds, the floats finite and in
     /// range (a NaN compares false with everything, so every test is written to fail on it).
     /// The batch's upper bound is the adapter's memory, checked when a run is planned
