@@ -231,3 +231,136 @@ fn features_are_the_mean_patch_vector_of_each_image() {
         }
     }
 }
+
+// ---------------------------------------------------------------- memory limits
+
+/// The batch in "batch N fits" of a memory error.
+fn fitting_batch(message: &str) -> usize {
+    let at = message
+        .rfind(" fits")
+        .unwrap_or_else(|| panic!("no fitting batch in: {message}"));
+    let words: Vec<&str> = message[..at].split_whitespace().collect();
+    words
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{message}"))
+}
+
+#[test]
+fn a_batch_of_two_to_the_31_is_refused_quickly_with_the_batch_that_fits() {
+    use cpc::model::memory::{check_fits, Estimate};
+    let spec = tiny();
+    let budget = 256u64 << 20;
+    let limit = gpu()
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu().limits.max_buffer_size);
+    for (batch, budget) in [(1usize << 31, Some(budget)), (u32::MAX as usize, None)] {
+        let start = std::time::Instant::now();
+        let message = check_fits(gpu(), &spec, batch, budget)
+            .unwrap_err()
+            .to_string();
+        assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
+        assert!(
+            message.contains(&format!("batch {batch} does not fit")),
+            "{message}"
+        );
+        // The batch named is the largest the estimate lets through.
+        let best = fitting_batch(&message);
+        let est = Estimate::new(gpu(), &spec).unwrap();
+        let fits = |b: usize| {
+            let p = est.at(b);
+            p.largest_bytes <= limit && budget.is_none_or(|x| p.total_bytes <= x)
+        };
+        assert!(fits(best) && !fits(best + 1), "{message}");
+    }
+}
+
+#[test]
+fn parameter_buffers_over_the_budget_are_refused_before_planning() {
+    use cpc::model::memory::check_fits;
+    // About 51 M parameters: 200 MiB a buffer, 800 MiB for the four, over a 256 MiB budget.
+    let spec = ModelSpec {
+        hidden: 4096,
+        ..tiny()
+    };
+    let message = check_fits(gpu(), &spec, 1, Some(256 << 20))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("parameter") && message.contains("budget") && message.contains("0.25 GiB"),
+        "{message}"
+    );
+    // Buffers larger than the adapter allocates: refused at any batch, by the estimate too
+    // (`cpc pretrain --plan`), from the shapes alone.
+    let max = gpu().limits.max_buffer_size;
+    let hidden = (1..=16).map(|i| i << 10).find(|&h| {
+        let big = ModelSpec {
+            hidden: h,
+            ..tiny()
+        };
+        4 * ParamLayout::new(&big).total as u64 > max
+    });
+    let Some(hidden) = hidden else {
+        return; // An adapter with buffers over 3 GiB: nothing this test can exceed cheaply.
+    };
+    let spec = ModelSpec { hidden, ..tiny() };
+    for message in [
+        check_fits(gpu(), &spec, 1, None).unwrap_err().to_string(),
+        cpc::model::memory::Estimate::new(gpu(), &spec)
+            .err()
+            .unwrap()
+            .to_string(),
+    ] {
+        assert!(
+            message.contains("parameter")
+                && message.contains("max_buffer_size")
+                && message.contains(&max.to_string()),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn an_absurd_spec_is_an_error_not_a_panic() {
+    // Specs built directly, not from a validated configuration: the planner's own check
+    // must refuse them before any size is computed (grid + 1 wrapped to a division by 0).
+    let stage = |blocks, convs_per_block| StageSpec {
+        down: ConvSpec {
+            kernel: 3,
+            out: 64,
+            stride: 2,
+        },
+        blocks,
+        convs_per_block,
+    };
+    let absurd = [
+        ModelSpec {
+            grid: usize::MAX,
+            ..tiny()
+        },
+        ModelSpec {
+            crop: usize::MAX,
+            ..tiny()
+        },
+        ModelSpec {
+            hidden: usize::MAX,
+            ..tiny()
+        },
+        ModelSpec {
+            stages: vec![stage(1, usize::MAX)],
+            ..tiny()
+        },
+        ModelSpec {
+            stages: vec![stage(usize::MAX, 1)],
+            ..tiny()
+        },
+    ];
+    for spec in absurd {
+        let text = spec.validate().unwrap_err().to_string();
+        let planned = CpcModel::new(gpu(), &spec, 1, &[], AdamConfig::default());
+        assert!(planned.is_err(), "{text}");
+        assert!(text.contains(&usize::MAX.to_string()), "{text}");
+    }
+}

@@ -536,3 +536,361 @@ fn curves_name_each_offset_by_the_row_it_predicts() {
     // A log with more offsets than the configuration names shows the index.
     assert_eq!(label(&offsets, 2), "#3");
 }
+
+// ---------------------------------------------------------------- limits
+
+/// The configuration error of `result`, which must be one.
+fn config_error(result: cpc::Result<Config>, what: &str) -> String {
+    match result {
+        Err(e @ Error::Config(_)) => e.to_string(),
+        Err(e) => panic!("{what}: not a configuration error: {e}"),
+        Ok(c) => panic!("{what}: accepted: {c:?}"),
+    }
+}
+
+/// The tiny preset's one stage, `[[model.encoder.stages]]` with these numbers.
+fn stage(stride: u64, channels: u64, blocks: u64, convs: u64) -> String {
+    format!(
+        "[[model.encoder.stages]]\nstride = {stride}\nchannels = {channels}\nblocks = {blocks}\n\
+         convs_per_block = {convs}\n"
+    )
+}
+
+#[test]
+fn absurd_model_sizes_are_refused_naming_field_value_and_bound() {
+    // (overrides of the tiny preset, what the message must name)
+    let many_stages: String = (0..17).map(|_| stage(1, 8, 0, 0)).collect();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        // `g + 1` wrapped to 0: a remainder by zero.
+        (
+            "[model]\ngrid = 4294967295\n".into(),
+            vec!["model.grid", "4294967295", "64"],
+        ),
+        // `prediction_skip + steps - 1` wrapped: a 16 GiB vector of offsets.
+        (
+            "[model]\nsteps = 4294967295\n".into(),
+            vec!["model.steps", "4294967295"],
+        ),
+        (
+            "[model]\nprediction_skip = 4294967295\n".into(),
+            vec!["model.prediction_skip", "4294967295"],
+        ),
+        (
+            "[model]\ncrop = 4294967295\n".into(),
+            vec!["model.crop", "4294967295", "4096"],
+        ),
+        (
+            "[model]\nhidden = 2147483647\n".into(),
+            vec!["model.hidden", "2147483647", "65536"],
+        ),
+        (
+            "[model]\njitter = 4294967295\n".into(),
+            vec!["model.jitter", "4294967295"],
+        ),
+        (
+            "[model.encoder.stem]\nkernel = 100001\n".into(),
+            vec!["model.encoder.stem.kernel", "100001", "31"],
+        ),
+        (
+            "[model.encoder.stem]\nkernel = 4\n".into(),
+            vec!["model.encoder.stem.kernel", "4", "odd"],
+        ),
+        (
+            "[model.encoder.stem]\nchannels = 1000000000\n".into(),
+            vec!["model.encoder.stem.channels", "1000000000", "65536"],
+        ),
+        (
+            "[model.encoder.stem]\nstride = 4294967295\n".into(),
+            vec!["model.encoder.stem.stride", "4294967295", "8"],
+        ),
+        (
+            stage(2, 1_000_000_000, 1, 1),
+            vec!["model.encoder.stages[0].channels", "1000000000", "65536"],
+        ),
+        (
+            stage(100, 64, 1, 1),
+            vec!["model.encoder.stages[0].stride", "100", "8"],
+        ),
+        (
+            stage(2, 64, 100_000, 1),
+            vec!["model.encoder.stages[0]", "100000", "1024"],
+        ),
+        (
+            stage(2, 64, 1, 4_294_967_295),
+            vec!["model.encoder.stages[0].convs_per_block", "4294967295"],
+        ),
+        (many_stages, vec!["model.encoder.stages", "17", "16"]),
+        // Every field in bounds, but a 65536 x 65536 x 3 x 3 conv: 38.7 G parameters.
+        (
+            stage(2, 65536, 0, 0) + &stage(2, 65536, 0, 0),
+            vec!["parameters", "2147483648"],
+        ),
+    ];
+    for (toml, names) in cases {
+        let text = config_error(Config::from_toml_overrides("tiny", &toml), &toml);
+        for name in names {
+            assert!(text.contains(name), "{toml}: `{name}` not in: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_checkpoints_absurd_configuration_is_refused_by_validation() {
+    // What a checkpoint's `config` metadata may say: read by Config::from_toml, whose
+    // validation is all that stands between it and the planner's allocations.
+    let tiny = Config::preset("tiny").unwrap().to_toml();
+    for (from, to, name) in [
+        (
+            "convs_per_block = 1",
+            "convs_per_block = 4294967295",
+            "convs_per_block",
+        ),
+        ("blocks = 1", "blocks = 4294967295", "blocks"),
+        ("hidden = 64", "hidden = 2147483647", "model.hidden"),
+        ("grid = 7", "grid = 4294967295", "model.grid"),
+    ] {
+        assert!(tiny.contains(from), "{tiny}");
+        let toml = tiny.replacen(from, to, 1);
+        let text = config_error(Config::from_toml(&toml), to);
+        assert!(
+            text.contains(name) && text.contains("4294967295") || text.contains("2147483647"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn every_float_of_the_training_must_be_finite_and_in_range() {
+    for (toml, name) in [
+        ("weight_decay = nan", "train.weight_decay"),
+        ("weight_decay = inf", "train.weight_decay"),
+        ("weight_decay = -0.1", "train.weight_decay"),
+        ("weight_decay = 2.0", "train.weight_decay"),
+        ("lr = nan", "train.lr"),
+        ("lr = inf", "train.lr"),
+        ("lr = 0.0", "train.lr"),
+        ("lr = -1e-3", "train.lr"),
+        ("lr = 10.0\nweight_decay = 0.5", "train.weight_decay"),
+        ("min_lr = nan", "train.min_lr"),
+        ("min_lr = -1e-3", "train.min_lr"),
+        ("min_lr = 0.5", "train.min_lr"),
+        ("clip_norm = nan", "train.clip_norm"),
+        ("clip_norm = inf", "train.clip_norm"),
+        ("clip_norm = -1.0", "train.clip_norm"),
+    ] {
+        let text = config_error(
+            Config::from_toml_overrides("tiny", &format!("[train]\n{toml}\n")),
+            toml,
+        );
+        assert!(text.contains(name), "{toml}: {text}");
+    }
+    // In range: accepted.
+    Config::from_toml_overrides("tiny", "[train]\nweight_decay = 0.05\nclip_norm = 5.0\n").unwrap();
+}
+
+#[test]
+fn the_step_counts_are_bounded() {
+    for (toml, name) in [
+        ("total_steps = 0", "train.total_steps"),
+        ("total_steps = 18446744073709551615", "train.total_steps"),
+        ("log_every = 0", "train.log_every"),
+        ("batch = 0", "train.batch"),
+    ] {
+        // TOML integers are i64: the largest u64 is written as a float-free string here.
+        let toml = toml.replace("18446744073709551615", "9223372036854775807");
+        let text = config_error(
+            Config::from_toml_overrides("tiny", &format!("[train]\n{toml}\n")),
+            &toml,
+        );
+        assert!(text.contains(name), "{toml}: {text}");
+    }
+}
+
+// ---------------------------------------------------------------- the pretrain command line
+
+#[derive(clap::Parser)]
+struct PretrainCli {
+    #[command(flatten)]
+    args: cpc::cli::pretrain::PretrainArgs,
+}
+
+fn pretrain_args(flags: &[&str]) -> cpc::cli::pretrain::PretrainArgs {
+    use clap::Parser;
+    PretrainCli::parse_from(std::iter::once("pretrain").chain(flags.iter().copied())).args
+}
+
+#[test]
+fn a_short_try_of_any_preset_shortens_its_warm_up() {
+    for preset in cpc::train::config::PRESETS {
+        let c = pretrain_args(&["--preset", preset, "--steps", "2"])
+            .config()
+            .unwrap_or_else(|e| panic!("{preset} --steps 2: {e}"));
+        assert_eq!(c.train.total_steps, 2, "{preset}");
+        assert!(
+            c.train.warmup_steps <= 2,
+            "{preset}: {}",
+            c.train.warmup_steps
+        );
+        let full = Config::preset(preset).unwrap();
+        assert_eq!(
+            c.train.warmup_steps,
+            full.train.warmup_steps.min(2),
+            "{preset}"
+        );
+        // Said in a note, only when the warm-up was shortened.
+        let (_, notes) = pretrain_args(&["--preset", preset, "--steps", "2"])
+            .config_noted()
+            .unwrap();
+        if full.train.warmup_steps > 2 {
+            let warmup = full.train.warmup_steps.to_string();
+            assert!(
+                notes.len() == 1
+                    && notes[0].contains("warm-up")
+                    && notes[0].contains(&warmup)
+                    && notes[0].contains("--steps 2"),
+                "{preset}: {notes:?}"
+            );
+        } else {
+            assert!(notes.is_empty(), "{preset}: {notes:?}");
+        }
+    }
+}
+
+#[test]
+fn a_toml_total_below_the_presets_warm_up_shortens_it() {
+    let dir = std::env::temp_dir().join(format!("cpc-warmup-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    // The file sets only the total: the preset's 500 warm-up steps give way.
+    let short = dir.join("short.toml");
+    fs::write(&short, "[train]\ntotal_steps = 10\n").unwrap();
+    let c = pretrain_args(&["--preset", "laptop", "--config", short.to_str().unwrap()])
+        .config()
+        .unwrap();
+    assert_eq!((c.train.warmup_steps, c.train.total_steps), (10, 10));
+    let (_, notes) =
+        Config::from_toml_overrides_noted("laptop", "[train]\ntotal_steps = 10\n").unwrap();
+    assert!(
+        notes.len() == 1 && notes[0].contains("500") && notes[0].contains("total_steps = 10"),
+        "{notes:?}"
+    );
+    // The file says both, and they contradict each other: refused, naming both.
+    let both = dir.join("both.toml");
+    fs::write(&both, "[train]\nwarmup_steps = 20\ntotal_steps = 10\n").unwrap();
+    let text = pretrain_args(&["--preset", "laptop", "--config", both.to_str().unwrap()])
+        .config()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("warmup_steps = 20") && text.contains("total_steps = 10"),
+        "{text}"
+    );
+    // A flag is a try of the file's run: the file's own warm-up gives way to --steps.
+    let explicit = dir.join("explicit.toml");
+    fs::write(&explicit, "[train]\nwarmup_steps = 20\ntotal_steps = 100\n").unwrap();
+    let c = pretrain_args(&[
+        "--preset",
+        "laptop",
+        "--config",
+        explicit.to_str().unwrap(),
+        "--steps",
+        "5",
+    ])
+    .config()
+    .unwrap();
+    assert_eq!((c.train.warmup_steps, c.train.total_steps), (5, 5));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `cpc pretrain FLAGS`: (exit code, stderr), or None when it ran past `seconds`.
+fn cpc_pretrain(flags: &[&str], seconds: u64) -> Option<(Option<i32>, String)> {
+    use std::process::{Command, Stdio};
+    let out = std::env::temp_dir().join(format!("cpc-flags-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpc"))
+        .arg("pretrain")
+        .args(flags)
+        .arg("--out")
+        .arg(&out)
+        .arg("--software")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            let _ = fs::remove_dir_all(&out);
+            return Some((status.code(), err));
+        }
+        if start.elapsed().as_secs() >= seconds {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = fs::remove_dir_all(&out);
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn pretrain_flags_that_make_no_sense_are_refused() {
+    for (flags, names) in [
+        (
+            vec!["--workers", "0", "--steps", "1"],
+            vec!["--workers", "0"],
+        ),
+        (
+            vec!["--probe-every", "0", "--steps", "1"],
+            vec!["--probe-every", "0"],
+        ),
+        (
+            vec![
+                "--probe-every",
+                "1",
+                "--probe-train-images",
+                "0",
+                "--steps",
+                "1",
+            ],
+            vec!["--probe-train-images", "0"],
+        ),
+        (
+            vec![
+                "--probe-every",
+                "1",
+                "--probe-test-images",
+                "0",
+                "--steps",
+                "1",
+            ],
+            vec!["--probe-test-images", "0"],
+        ),
+        (vec!["--epochs", "0"], vec!["--epochs", "0"]),
+        (vec!["--steps", "0"], vec!["--steps", "0"]),
+        (
+            vec!["--memory-budget-gib", "NaN", "--steps", "1"],
+            vec!["--memory-budget-gib", "NaN"],
+        ),
+        (
+            vec!["--memory-budget-gib", "0", "--steps", "1"],
+            vec!["--memory-budget-gib", "0"],
+        ),
+        // The step count wrapped and the run went on for ever.
+        (
+            vec!["--epochs", "18446744073709551615"],
+            vec!["--epochs", "18446744073709551615", "1000000000"],
+        ),
+    ] {
+        let Some((code, err)) = cpc_pretrain(&flags, 60) else {
+            panic!("{flags:?}: still running after 60 s")
+        };
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "{flags:?}: exit {code:?}: {err}"
+        );
+        for name in names {
+            assert!(err.contains(name), "{flags:?}: `{name}` not in: {err}");
+        }
+    }
+}

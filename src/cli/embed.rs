@@ -24,7 +24,7 @@ pub struct EmbedArgs {
     #[arg(long, default_value = "train")]
     pub split: Split,
     /// Use only this many images, a fixed random sample of the set.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one())]
     pub limit: Option<usize>,
     /// An image that cannot be decoded: stop, or skip it (it is then left out of the file).
     #[arg(long, default_value = "stop")]

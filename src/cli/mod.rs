@@ -18,18 +18,42 @@ use crate::gpu::AdapterChoice;
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
 
-/// The preset, with the fields of the TOML file at `config` (if any) overriding it.
+/// The preset, with the fields of the TOML file at `config` (if any) overriding it; what
+/// was adjusted (a warm-up shortened to the run) is printed as a note.
 pub fn load_config(preset: &str, config: Option<&std::path::Path>) -> Result<Config> {
+    let (config, notes) = load_config_noted(preset, config)?;
+    print_notes(&notes);
+    Ok(config)
+}
+
+/// [`load_config`], returning the notes instead of printing them.
+pub fn load_config_noted(
+    preset: &str,
+    config: Option<&std::path::Path>,
+) -> Result<(Config, Vec<String>)> {
     match config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
-            Config::from_toml_overrides(preset, &text)
+            Config::from_toml_overrides_noted(preset, &text)
         }
-        None => Config::preset(preset),
+        None => Ok((Config::preset(preset)?, Vec::new())),
     }
+}
+
+/// Notes on a configuration, one `note:` line each on stderr.
+pub fn print_notes(notes: &[String]) {
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+}
+
+/// clap parser of a count that must be at least 1: a flag of 0 images, queries, threads or
+/// iterations makes no sense, and taking it as 1 would hide the mistake.
+pub fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// Adapter choice shared by every subcommand that touches the GPU.
@@ -100,7 +124,7 @@ pub struct CheckpointArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Images per encoder pass (default: the checkpoint's training batch).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     pub batch: Option<usize>,
 }
 
@@ -126,10 +150,9 @@ impl CheckpointArgs {
         ModelCheckpoint::read(&self.checkpoint, self.expected()?.as_ref())
     }
 
-    /// Images per encoder pass for this checkpoint.
+    /// Images per encoder pass for this checkpoint: at least 1, the flag by its parser and
+    /// the checkpoint's batch by its configuration's validation.
     pub fn batch(&self, pretrained: &ModelCheckpoint) -> usize {
-        self.batch
-            .unwrap_or(pretrained.config.train.batch as usize)
-            .max(1)
+        self.batch.unwrap_or(pretrained.config.train.batch as usize)
     }
 }

@@ -24,13 +24,13 @@ pub struct NeighboursArgs {
     #[arg(long, default_value = "test")]
     pub split: Split,
     /// Search among only this many images, a fixed random sample of the set.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one())]
     pub limit: Option<usize>,
     /// Query images, spread evenly over the set (one row of the grid each).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::at_least_one())]
     pub queries: usize,
     /// Neighbours shown per query.
-    #[arg(long, short = 'k', default_value_t = 8)]
+    #[arg(long, short = 'k', default_value_t = 8, value_parser = crate::cli::at_least_one())]
     pub neighbours: usize,
     /// An image that cannot be decoded: stop, or skip it.
     #[arg(long, default_value = "stop")]
@@ -54,8 +54,8 @@ pub fn run(args: &NeighboursArgs) -> Result<()> {
     )?;
     let table = nearest(
         &features,
-        &queries(features.len(), args.queries.max(1)),
-        args.neighbours.max(1),
+        &queries(features.len(), args.queries),
+        args.neighbours,
     );
     let crop = pretrained.config.model.crop as usize;
     draw_grid(set.as_ref(), &features, crop, &table, &args.out)?;

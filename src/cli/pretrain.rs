@@ -6,14 +6,18 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::cli::AdapterArgs;
+use crate::cli::{at_least_one, print_notes, AdapterArgs};
 use crate::data::{Format, OnBadImage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::ModelSpec;
+use crate::train::config::MAX_TOTAL_STEPS;
 use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring};
 use crate::train::Config;
+
+/// Most data-loading threads `--workers` takes.
+pub const MAX_WORKERS: usize = 256;
 
 #[derive(Args, Clone, Debug)]
 pub struct PretrainArgs {
@@ -31,13 +35,16 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Images per step (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
-    /// Optimiser steps in all (overrides the configuration).
-    #[arg(long, conflicts_with = "epochs")]
+    /// Optimiser steps in all (overrides the configuration); a warm-up longer than that is
+    /// shortened to the run, with a note.
+    #[arg(long, conflicts_with = "epochs",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TOTAL_STEPS))]
     pub steps: Option<u64>,
-    /// Passes over the data instead of --steps.
-    #[arg(long)]
+    /// Passes over the data instead of --steps (at least one step each; at most 10^9 steps
+    /// in all).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: Option<u64>,
     /// Peak learning rate (overrides the configuration).
     #[arg(long)]
@@ -49,7 +56,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// Write a metrics.jsonl row every N steps.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_every: Option<u64>,
     /// Output folder: checkpoint.safetensors, metrics.jsonl, curves.png.
     #[arg(long, default_value = "runs/cpc")]
@@ -66,13 +73,15 @@ pub struct PretrainArgs {
     /// Print the planned GPU memory of this preset and batch, then exit.
     #[arg(long)]
     pub plan: bool,
-    /// Data-loading threads.
-    #[arg(long, default_value_t = 2)]
+    /// Data-loading threads, 1 to 256.
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=MAX_WORKERS as u64))]
     pub workers: usize,
     /// Run the linear probe every N steps (and after the last) and log its test top-1
     /// beside the loss (metrics.jsonl probe_top1); also once before training, on the
     /// random initial encoder.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub probe_every: Option<u64>,
     /// Labelled images for --probe-every, read as their train and test splits (default:
     /// the built-in set).
@@ -82,25 +91,42 @@ pub struct PretrainArgs {
     #[arg(long, default_value = "auto")]
     pub probe_format: Format,
     /// Training images of each probe, a fixed random sample of the train split.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one())]
     pub probe_train_images: usize,
     /// Test images of each probe, a fixed random sample of the test split.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = at_least_one())]
     pub probe_test_images: usize,
     #[command(flatten)]
     pub adapter: AdapterArgs,
 }
 
 impl PretrainArgs {
-    /// The preset, the TOML overrides, then the flags.
+    /// The preset, the TOML overrides, then the flags (but --epochs, which needs the data:
+    /// see [`steps_for_epochs`]); notes on what was adjusted are printed.
     pub fn config(&self) -> Result<Config> {
-        let mut cfg = crate::cli::load_config(&self.preset, self.config.as_deref())?;
+        let (cfg, notes) = self.config_noted()?;
+        print_notes(&notes);
+        Ok(cfg)
+    }
+
+    /// [`PretrainArgs::config`], returning the notes instead of printing them. `--steps`
+    /// below the warm-up shortens the warm-up to the run, whether it came from the preset or
+    /// the file: the flag asks for a short try of that configuration, which must run.
+    pub fn config_noted(&self) -> Result<(Config, Vec<String>)> {
+        let (mut cfg, mut notes) =
+            crate::cli::load_config_noted(&self.preset, self.config.as_deref())?;
         let t = &mut cfg.train;
         if let Some(b) = self.batch {
             t.batch = b;
         }
         if let Some(s) = self.steps {
             t.total_steps = s;
+            let whose = if self.config.is_some() {
+                "the configuration's"
+            } else {
+                "the preset's"
+            };
+            notes.extend(t.fit_warmup_to_run(whose, &format!("--steps {s}")));
         }
         if let Some(lr) = self.lr {
             t.lr = lr;
@@ -116,12 +142,50 @@ impl PretrainArgs {
             t.log_every = n;
         }
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, notes))
+    }
+}
+
+/// Optimiser steps of `epochs` passes over `images` images, `batch` a step (at least one
+/// step an epoch), in checked arithmetic: an error naming the numbers when the product
+/// overflows or exceeds [`MAX_TOTAL_STEPS`].
+pub fn steps_for_epochs(epochs: u64, images: u64, batch: u32) -> Result<u64> {
+    let per_epoch = (images / batch.max(1) as u64).max(1);
+    match epochs.checked_mul(per_epoch) {
+        Some(steps) if steps <= MAX_TOTAL_STEPS => Ok(steps),
+        steps => Err(Error::Config(format!(
+            "--epochs {epochs} over {images} images at batch {batch} ({per_epoch} steps an \
+             epoch) is {} steps; a run has at most {MAX_TOTAL_STEPS}",
+            steps.map_or("more than 2^64".into(), |s| s.to_string())
+        ))),
     }
 }
 
 pub fn run(args: &PretrainArgs) -> Result<()> {
-    let mut cfg = args.config()?;
+    let (mut cfg, mut notes) = args.config_noted()?;
+    // Everything the flags can get wrong is refused before the GPU is touched.
+    let memory_budget = match args.memory_budget_gib {
+        Some(g) if !(g.is_finite() && g > 0.0) => {
+            return Err(Error::Config(format!(
+                "--memory-budget-gib {g} must be a positive number of GiB"
+            )))
+        }
+        // `as` saturates: a budget above 2^34 GiB is no budget.
+        g => g.map(|g| (g * (1u64 << 30) as f64) as u64),
+    };
+    if let (Some(epochs), false) = (args.epochs, args.plan) {
+        let open = crate::data::OpenOptions {
+            on_bad_image: args.on_bad_image,
+            ..Default::default()
+        };
+        let n = crate::data::open(args.data.as_deref(), args.format, &open)?.len() as u64;
+        let t = &mut cfg.train;
+        t.total_steps = steps_for_epochs(epochs, n, t.batch)?;
+        let why = format!("--epochs {epochs}: {} steps", t.total_steps);
+        notes.extend(t.fit_warmup_to_run("the configured", &why));
+        cfg.validate()?;
+    }
+    print_notes(&notes);
     let gpu = Gpu::new(&(&args.adapter).into())?;
     eprintln!(
         "adapter: {} ({:?}, {:?})",
@@ -137,14 +201,6 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         println!("  this run: {}", est.at(cfg.train.batch as usize));
         return Ok(());
     }
-    if let Some(epochs) = args.epochs {
-        let open = crate::data::OpenOptions {
-            on_bad_image: args.on_bad_image,
-            ..Default::default()
-        };
-        let n = crate::data::open(args.data.as_deref(), args.format, &open)?.len() as u64;
-        cfg.train.total_steps = epochs * (n / cfg.train.batch as u64).max(1);
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // Ctrl-C: finish the step in flight, write a checkpoint, exit.
@@ -156,18 +212,16 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         on_bad_image: args.on_bad_image,
         out: args.out.clone(),
         resume: args.resume,
-        memory_budget: args
-            .memory_budget_gib
-            .map(|g| (g * (1u64 << 30) as f64) as u64),
+        memory_budget,
         progress: true,
         workers: args.workers,
         stop_at: None,
         probe: args.probe_every.map(|every| ProbeDuring {
             data: args.probe_data.clone(),
             format: args.probe_format,
-            train_images: args.probe_train_images.max(1),
-            test_images: args.probe_test_images.max(1),
-            ..ProbeDuring::every(every.max(1))
+            train_images: args.probe_train_images,
+            test_images: args.probe_test_images,
+            ..ProbeDuring::every(every)
         }),
     };
     let params = crate::model::ParamLayout::new(&spec).count();

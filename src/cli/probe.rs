@@ -26,7 +26,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Images per encoder pass (default: the checkpoint's training batch).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one())]
     pub batch: Option<usize>,
     /// Labelled training images (its train split). Default: the built-in set's train split.
     #[arg(long)]
@@ -39,10 +39,10 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "auto")]
     pub format: Format,
     /// Use only this many training images, a fixed random sample of the set.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one())]
     pub train_limit: Option<usize>,
     /// Use only this many test images, a fixed random sample of the set.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::at_least_one())]
     pub test_limit: Option<usize>,
     /// An image that cannot be decoded: stop, or skip it.
     #[arg(long, default_value = "stop")]
@@ -54,7 +54,8 @@ pub struct ProbeArgs {
     #[arg(long, requires = "train_features")]
     pub test_features: Option<PathBuf>,
     /// Full-batch steps of each classifier training.
-    #[arg(long, default_value_t = ProbeConfig::default().iterations)]
+    #[arg(long, default_value_t = ProbeConfig::default().iterations,
+          value_parser = crate::cli::at_least_one())]
     pub iterations: usize,
     /// Print the figures as one JSON object on stdout: {"pretrained": {"top1": .., "top5":
     /// ..}, "random": {...}} (fractions; {"features": {...}} for feature files).
@@ -66,7 +67,7 @@ pub struct ProbeArgs {
 
 pub fn run(args: &ProbeArgs) -> Result<()> {
     let cfg = ProbeConfig {
-        iterations: args.iterations.max(1),
+        iterations: args.iterations,
         ..ProbeConfig::default()
     };
     if let (Some(train), Some(test)) = (&args.train_features, &args.test_features) {

@@ -1,5 +1,11 @@
 //! What a model costs in GPU memory at a batch size, counted from the buffers its plan
 //! allocates, and the largest batch that fits the adapter's limits, found before a run.
+//!
+//! The order matters for absurd models and batches (a checkpoint's configuration may say
+//! anything the bounds of train::config allow): the parameter buffers are counted from the
+//! shapes and checked first, before anything is planned; only then is the model planned, at
+//! batches 1 to 3, from which any batch is extrapolated without allocating it, and the
+//! batch that fits is found by bisection rather than one batch at a time.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -42,6 +48,46 @@ impl std::fmt::Display for MemoryPlan {
             mib(self.largest_bytes)
         )
     }
+}
+
+/// Bytes of one flat parameter buffer of `spec`, counted from its shapes (the gradients and
+/// both Adam moments are as large): nothing is allocated. The spec is validated first, which
+/// bounds the count (train::config::MAX_PARAMS), so the product cannot overflow.
+pub fn params_bytes(spec: &ModelSpec) -> Result<u64> {
+    spec.validate()?;
+    Ok(4 * ParamLayout::new(spec).total as u64)
+}
+
+/// The four flat parameter buffers (parameters, gradients, two Adam moments) must each fit
+/// the adapter's largest buffer (they are allocated whole, though bound in pieces) and
+/// together the memory budget: checked from the shapes before any plan allocates them.
+/// Returns the bytes of one.
+fn check_params_fit(gpu: &Gpu, spec: &ModelSpec, budget_bytes: Option<u64>) -> Result<u64> {
+    let one = params_bytes(spec)?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let what = format!(
+        "the model's {} parameters need four flat buffers (parameters, gradients, two Adam \
+         moments) of {one} bytes ({:.2} GiB) each, {:.2} GiB in all",
+        ParamLayout::new(spec).count(),
+        gib(one),
+        gib(4 * one)
+    );
+    let max = gpu.limits.max_buffer_size;
+    if one > max {
+        return Err(Error::Config(format!(
+            "{what}, but this adapter allocates at most {max} bytes ({:.2} GiB) a buffer \
+             (max_buffer_size)",
+            gib(max)
+        )));
+    }
+    if let Some(budget) = budget_bytes.filter(|&b| 4 * one > b) {
+        return Err(Error::Config(format!(
+            "{what}, but the memory budget is {budget} bytes ({:.2} GiB), before any \
+             activation",
+            gib(budget)
+        )));
+    }
+    Ok(one)
 }
 
 /// Plan the model for `batch` and count its buffers.
@@ -98,22 +144,28 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// Plans `spec` three times. The parameter buffers are checked against the adapter's
+    /// largest buffer first, from the shapes; the plans get no initial values (zero
+    /// parameters size the same buffers), so no host vector of the parameter count is made.
     pub fn new(gpu: &Gpu, spec: &ModelSpec) -> Result<Estimate> {
-        let init = vec![0.0; ParamLayout::new(spec).total];
+        let params_bytes = check_params_fit(gpu, spec, None)?;
         let mut runs = Vec::new();
         for b in 1..=3 {
-            let (_, _, sizes) = plan_with_sizes(gpu, spec, b, &init, AdamConfig::default())?;
+            let (_, _, sizes) = plan_with_sizes(gpu, spec, b, &[], AdamConfig::default())?;
             runs.push(sizes);
         }
-        assert!(
-            runs.iter().all(|r| r.len() == runs[0].len()),
-            "a plan allocates the same buffers at any batch"
-        );
+        if runs.iter().any(|r| r.len() != runs[0].len()) {
+            return Err(Error::Other(format!(
+                "memory estimate: the plans at batches 1, 2 and 3 allocate {:?} buffers, but \
+                 a plan must allocate the same buffers at any batch",
+                runs.iter().map(Vec::len).collect::<Vec<_>>()
+            )));
+        }
         let sizes = (0..runs[0].len())
             .map(|i| [runs[0][i], runs[1][i], runs[2][i]])
             .collect();
         Ok(Estimate {
-            params_bytes: 4 * init.len() as u64,
+            params_bytes,
             sizes,
         })
     }
@@ -126,11 +178,15 @@ impl Estimate {
             let (d1, d2) = (y2 - y1, (y3 - 2.0 * y2 + y1) / 2.0);
             (y1 + d1 * (x - 1.0) + d2 * (x - 1.0) * (x - 2.0)).max(0.0) as u64
         };
+        // A huge batch saturates a buffer at u64::MAX (`as` does); the sum saturates too
+        // rather than wrap to something that would seem to fit.
         let each: Vec<u64> = self.sizes.iter().map(|&s| fit(s)).collect();
         MemoryPlan {
             batch,
             params_bytes: self.params_bytes,
-            total_bytes: 4 * self.params_bytes + each.iter().sum::<u64>(),
+            total_bytes: each
+                .iter()
+                .fold(4 * self.params_bytes, |sum, &b| sum.saturating_add(b)),
             largest_bytes: each.iter().copied().max().unwrap_or(0),
         }
     }
@@ -138,6 +194,8 @@ impl Estimate {
 
 /// Check, before anything runs, that `batch` fits the adapter's buffer limits and the
 /// optional memory budget; the error says what the batch needs and which batch would fit.
+/// The parameter buffers are checked first, from the shapes, so a model too large at any
+/// batch is refused before it is planned.
 pub fn check_fits(
     gpu: &Gpu,
     spec: &ModelSpec,
@@ -151,23 +209,41 @@ pub fn check_fits(
     let fits = |p: &MemoryPlan| {
         p.largest_bytes <= limit && budget_bytes.is_none_or(|b| p.total_bytes <= b)
     };
+    check_params_fit(gpu, spec, budget_bytes)?;
     let estimate = Estimate::new(gpu, spec)?;
     let want = estimate.at(batch);
     if fits(&want) {
         return Ok(want);
     }
-    let best = (1..batch).rev().find(|&b| fits(&estimate.at(b)));
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    // The largest batch below `batch` that fits, by bisection (a batch of 2^31 must not be
+    // searched one at a time): `lo` fits (0 standing for none), `hi` does not. The estimate
+    // grows with the batch, so this is the largest; were it not monotone somewhere, `lo`
+    // would still be a batch that fits with `lo + 1` one that does not.
+    let (mut lo, mut hi) = (0, batch);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(&estimate.at(mid)) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let best = (lo > 0).then_some(lo);
+    // A size the estimate saturated (batch 2^31) is said as such, not as 2^34 GiB.
+    let gib = |b: u64| match b {
+        u64::MAX => "more than 2^64 bytes".to_string(),
+        b => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+    };
     let what = if want.largest_bytes > limit {
         format!(
-            "its largest buffer needs {:.2} GiB but this adapter binds at most {:.2} GiB \
+            "its largest buffer needs {} but this adapter binds at most {} \
              (max_storage_buffer_binding_size)",
             gib(want.largest_bytes),
             gib(limit)
         )
     } else {
         format!(
-            "it needs {:.2} GiB in all but the memory budget is {:.2} GiB",
+            "it needs {} in all but the memory budget is {}",
             gib(want.total_bytes),
             gib(budget_bytes.unwrap_or(0))
         )

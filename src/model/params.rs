@@ -100,15 +100,21 @@ impl ParamLayout {
     }
 
     fn push(&mut self, name: &str, shape: &[usize], init: Init) {
-        let offset = self.total.next_multiple_of(ALIGN);
-        let len: usize = shape.iter().product();
+        // Saturating: a spec is checked against the bounds before its layout is built (see
+        // ModelSpec::validate, which compares `total` with MAX_PARAMS), but an unchecked one
+        // must still give a huge total rather than wrap to a small one.
+        let offset = self
+            .total
+            .checked_next_multiple_of(ALIGN)
+            .unwrap_or(usize::MAX);
+        let len = shape.iter().fold(1usize, |n, &d| n.saturating_mul(d));
         self.views.push(ParamView {
             name: name.into(),
             shape: shape.to_vec(),
             offset,
             init,
         });
-        self.total = offset + len;
+        self.total = offset.saturating_add(len);
     }
 
     /// torch.nn.Conv2d: kaiming_uniform(a=sqrt(5)) gives U(+-1/sqrt(fan_in)), bias alike.
@@ -181,11 +187,19 @@ pub struct ParamBuffers {
 impl ParamBuffers {
     /// The four flat buffers. A memory plan counts them apart from the rest (see
     /// model::memory): they may exceed the binding limit, as nothing binds them whole.
+    ///
+    /// An empty `init` leaves the parameters zero: a memory plan sizes the buffers and needs
+    /// no values, so it passes none rather than a host vector of the parameter count. (Every
+    /// model has parameters, so an empty slice is never a whole initialisation.)
     pub fn new(gpu: &Gpu, layout: ParamLayout, init: &[f32]) -> Result<ParamBuffers> {
         let n = layout.total;
         gpu.unrecorded(|| {
             Ok(ParamBuffers {
-                params: Tensor::from_slice(gpu, "params", &[n], init)?,
+                params: if init.is_empty() {
+                    Tensor::zeros(gpu, "params", &[n])?
+                } else {
+                    Tensor::from_slice(gpu, "params", &[n], init)?
+                },
                 grads: Tensor::zeros(gpu, "grads", &[n])?,
                 m: Tensor::zeros(gpu, "adam m", &[n])?,
                 v: Tensor::zeros(gpu, "adam v", &[n])?,

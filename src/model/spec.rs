@@ -3,7 +3,12 @@
 //! [`crate::train::ModelConfig`] (presets, TOML) by `From`, or directly in tests.
 
 use crate::error::{Error, Result};
+use crate::model::ParamLayout;
 use crate::ops::conv2d::Conv2d;
+use crate::train::config::{
+    MAX_BLOCK_CONVS, MAX_CHANNELS, MAX_CROP, MAX_GRID, MAX_HIDDEN, MAX_KERNEL, MAX_PARAMS,
+    MAX_STAGES, MAX_STRIDE,
+};
 use crate::train::ModelConfig;
 
 /// A 3x3 (or k x k) convolution layer's hyper-parameters.
@@ -56,12 +61,63 @@ impl ModelSpec {
         self.offsets.len()
     }
 
+    /// Checks that the spec is a model the planner can build: the same bounds as
+    /// [`ModelConfig::validate`] (for specs built directly; a validated configuration's spec
+    /// always passes them), checked before any size is computed from them, then what the
+    /// shapes give: the encoder must leave a non-empty patch and the parameters, counted from
+    /// the shapes, must not exceed [`MAX_PARAMS`].
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.grid < 2
-            || !(2 * self.crop).is_multiple_of(self.grid + 1)
-            || !self.patch().is_multiple_of(2)
-        {
+        let range = |what: &str, value: usize, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&(value as u64)) {
+                Ok(())
+            } else {
+                bad(format!("{what} = {value} must lie in {lo}..={hi}"))
+            }
+        };
+        range("crop", self.crop, 1, MAX_CROP as u64)?;
+        range("grid", self.grid, 2, MAX_GRID as u64)?;
+        range("hidden", self.hidden, 1, MAX_HIDDEN as u64)?;
+        if self.stages.len() > MAX_STAGES {
+            return bad(format!(
+                "{} encoder stages; at most {MAX_STAGES}",
+                self.stages.len()
+            ));
+        }
+        let convs = std::iter::once(("stem".to_string(), &self.stem)).chain(
+            (self.stages.iter().enumerate()).map(|(i, s)| (format!("stage {i} down"), &s.down)),
+        );
+        for (name, conv) in convs {
+            let max = |m: u32| m as u64;
+            range(&format!("{name} kernel"), conv.kernel, 1, max(MAX_KERNEL))?;
+            range(&format!("{name} channels"), conv.out, 1, max(MAX_CHANNELS))?;
+            range(&format!("{name} stride"), conv.stride, 1, max(MAX_STRIDE))?;
+            if conv.kernel.is_multiple_of(2) {
+                return bad(format!("{name} kernel = {} must be odd", conv.kernel));
+            }
+        }
+        let mut block_convs = 0u64;
+        for (i, st) in self.stages.iter().enumerate() {
+            range(&format!("stage {i} blocks"), st.blocks, 0, MAX_BLOCK_CONVS)?;
+            let convs = st.convs_per_block;
+            range(
+                &format!("stage {i} convs_per_block"),
+                convs,
+                0,
+                MAX_BLOCK_CONVS,
+            )?;
+            if st.blocks > 0 && convs == 0 {
+                return bad(format!("stage {i}: blocks need at least one conv"));
+            }
+            block_convs += (st.blocks * convs) as u64;
+        }
+        if block_convs > MAX_BLOCK_CONVS {
+            return bad(format!(
+                "{block_convs} residual-block convs; at most {MAX_BLOCK_CONVS}"
+            ));
+        }
+        // The bounds above keep these sums and products far from overflowing.
+        if !(2 * self.crop).is_multiple_of(self.grid + 1) || !self.patch().is_multiple_of(2) {
             return bad(format!(
                 "crop {} and grid {} give patch 2*{}/({}+1), which must be an even integer",
                 self.crop, self.grid, self.crop, self.grid
@@ -84,6 +140,18 @@ impl ModelSpec {
                 "jitter {} must be below half the patch ({})",
                 self.jitter,
                 self.patch()
+            ));
+        }
+        // Counted from the shapes (no buffer), before anything sized by them is allocated.
+        let layout = ParamLayout::new(self);
+        if layout.total as u64 > MAX_PARAMS {
+            return bad(format!(
+                "the model has {} parameters, a flat buffer of {} floats with its alignment \
+                 padding ({:.1} GiB; the gradients and both Adam moments are as large again); \
+                 at most {MAX_PARAMS} floats (2^31): narrow the widest convs or the GRU",
+                layout.count(),
+                layout.total,
+                4.0 * layout.total as f64 / (1u64 << 30) as f64
             ));
         }
         // Every conv must see a non-empty input.

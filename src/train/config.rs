@@ -24,6 +24,39 @@
 //! the channels), so it is derived rather than stored: [`ModelConfig::code_dim`].
 //! [`ModelConfig::forward_flops_per_image`] checks the presets against the spec's compute line
 //! (tiny about 100 MFLOP, small about 1.2 GFLOP, paper about 57 GFLOP per image forward).
+//!
+//! # Limits
+//!
+//! [`Config::validate`] checks every number before anything is planned or allocated: a
+//! configuration may come from a TOML file or from a checkpoint's metadata, and an absurd
+//! value there must be an error naming the field, not an overflow, a 16 GiB allocation or a
+//! loop of four billion layers. The bounds are far above any real model (the paper preset:
+//! crop 256, grid 7, D = H = 1024, 8 encoder convs, 34.6 M parameters) and keep every size
+//! computed from a configuration well inside 64-bit arithmetic:
+//!
+//! | field | range |
+//! |---|---|
+//! | model.crop | 1..=[`MAX_CROP`] (4096), with an even patch 2 S / (G + 1) |
+//! | model.grid | 2..=[`MAX_GRID`] (64) |
+//! | model.prediction_skip, model.steps | >= 1, the last offset `skip + steps - 1` below grid |
+//! | model.hidden | 1..=[`MAX_HIDDEN`] (65536) |
+//! | model.jitter | below half the patch (the planner's bound, model::spec) |
+//! | stem and stage channels | 1..=[`MAX_CHANNELS`] (65536) |
+//! | stem kernel | odd, 1..=[`MAX_KERNEL`] (31); stage convs are 3x3 |
+//! | strides | 1..=[`MAX_STRIDE`] (8) |
+//! | model.encoder.stages | at most [`MAX_STAGES`] (16) |
+//! | blocks x convs_per_block | at most [`MAX_BLOCK_CONVS`] (1024) over all stages |
+//! | parameters | at most [`MAX_PARAMS`] (2^31) floats in the flat buffer, padding included |
+//! | train.batch | >= 1; the upper bound is the adapter's memory (model::memory::check_fits) |
+//! | train.total_steps | 1..=[`MAX_TOTAL_STEPS`] (10^9); warmup_steps at most total_steps |
+//! | train.log_every | >= 1 |
+//! | train.lr | finite, > 0 (a huge rate is how a test makes a run diverge on purpose) |
+//! | train.min_lr | finite, in [0, lr] |
+//! | train.weight_decay | finite, in [0, [`MAX_WEIGHT_DECAY`]] (1), and lr x weight_decay <= 1 |
+//! | train.clip_norm | finite, >= 0 (0: no clipping) |
+//!
+//! The GPU's own limits (buffer sizes, memory) depend on the adapter and are checked when a
+//! run is planned (model::memory), which also finds the largest batch that fits.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +64,44 @@ use crate::error::{Error, Result};
 
 /// The names [`Config::preset`] knows.
 pub const PRESETS: [&str; 4] = ["paper", "laptop", "small", "tiny"];
+
+/// Largest crop side S, pixels (the presets use at most 256).
+pub const MAX_CROP: u32 = 4096;
+/// Largest grid G: G^2 = 4096 patches an image (the presets use 7).
+pub const MAX_GRID: u32 = 64;
+/// Widest conv (stem or stage), so the largest D (the paper preset: 1024).
+pub const MAX_CHANNELS: u32 = 65536;
+/// Largest GRU hidden size H (the paper preset: 1024).
+pub const MAX_HIDDEN: u32 = 65536;
+/// Largest stem kernel side (odd: convs pad by kernel / 2 and keep the centre).
+pub const MAX_KERNEL: u32 = 31;
+/// Largest conv stride.
+pub const MAX_STRIDE: u32 = 8;
+/// Most encoder stages (each has at least its downsampling conv).
+pub const MAX_STAGES: usize = 16;
+/// Most residual-block convs, `blocks * convs_per_block` summed over the stages (ResNet-152
+/// has about 150 convs; every conv is a layer the planner builds).
+pub const MAX_BLOCK_CONVS: u64 = 1024;
+/// Most floats in the flat parameter buffer, padding included: 8 GiB a buffer, 32 GiB with
+/// the gradients and Adam's two moments (the paper preset has 34.6 M). Views' element
+/// offsets then fit the kernels' 32-bit uniforms.
+pub const MAX_PARAMS: u64 = 1 << 31;
+/// Most optimiser steps of a run (a million steps is a long run).
+pub const MAX_TOTAL_STEPS: u64 = 1_000_000_000;
+/// Largest weight decay (AdamW's usual values are 0.01 to 0.1). It shrinks the weights by
+/// lr * weight_decay a step, so that product must not exceed 1 either (it would flip them).
+pub const MAX_WEIGHT_DECAY: f32 = 1.0;
+
+/// `field = value` must lie in `lo..=hi`: an error naming all three otherwise.
+fn check_range(field: &str, value: u64, lo: u64, hi: u64) -> Result<()> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{field} = {value} is out of range: it must lie in {lo}..={hi}"
+        )))
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,23 +345,45 @@ impl Config {
     /// The preset `preset`, with every field that `toml` names replaced by its value. Tables
     /// merge key by key (`[model.encoder] layer_norm = true` keeps the stem and stages);
     /// arrays such as `model.encoder.stages` are replaced whole. A key the preset does not
-    /// have is an error naming it.
+    /// have is an error naming it. A warm-up may be shortened, as
+    /// [`Config::from_toml_overrides_noted`] says (its note dropped).
     pub fn from_toml_overrides(preset: &str, toml: &str) -> Result<Config> {
+        Config::from_toml_overrides_noted(preset, toml).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_toml_overrides`], with notes on what it adjusted. A file that sets
+    /// `train.total_steps` below the preset's warm-up without setting `train.warmup_steps`
+    /// asks for a short run of the preset: the warm-up is shortened to the run, and a note
+    /// says so. A file that sets both, the warm-up longer than the run, contradicts itself
+    /// and is refused, as is a `warmup_steps` it sets above the preset's total.
+    pub fn from_toml_overrides_noted(preset: &str, toml: &str) -> Result<(Config, Vec<String>)> {
         let base = Config::preset(preset)?;
         let overrides: toml::Table = toml
             .parse()
             .map_err(|e| Error::Config(format!("overrides are not valid TOML: {e}")))?;
+        let train = overrides.get("train").and_then(toml::Value::as_table);
+        let sets = |key: &str| train.is_some_and(|t| t.contains_key(key));
+        let shorten = sets("total_steps") && !sets("warmup_steps");
         let mut merged = toml::Table::try_from(&base)
             .map_err(|e| Error::Config(format!("cannot write preset `{preset}` as TOML: {e}")))?;
         merge(&mut merged, overrides, "")?;
-        let config: Config =
+        let mut config: Config =
             toml::Value::Table(merged)
                 .try_into()
                 .map_err(|e: toml::de::Error| {
                     Error::Config(format!("overrides of preset `{preset}`: {e}"))
                 })?;
+        let mut notes = Vec::new();
+        if shorten {
+            let why = format!("train.total_steps = {}", config.train.total_steps);
+            notes.extend(
+                config
+                    .train
+                    .fit_warmup_to_run(&format!("preset {preset}'s"), &why),
+            );
+        }
         config.validate()?;
-        Ok(config)
+        Ok((config, notes))
     }
 
     /// A complete configuration as [`Config::to_toml`] wrote it (e.g. from a checkpoint).
@@ -349,7 +442,8 @@ impl ModelConfig {
     /// P = 2 S / (G + 1): patches of side P at stride P/2 tile the crop exactly.
     /// Defined when [`ModelConfig::validate`] passes (it checks that P is an even integer).
     pub fn patch(&self) -> u32 {
-        2 * self.crop / (self.grid + 1)
+        // In 64 bits, so that an unchecked configuration gives a number rather than a panic.
+        (2 * self.crop as u64 / (self.grid as u64 + 1)) as u32
     }
 
     /// P/2: distance between neighbouring patches (50 % overlap).
@@ -366,8 +460,11 @@ impl ModelConfig {
     }
 
     /// The row offsets predicted, o_k for k = 1..K: prediction_skip, prediction_skip + 1, ...
+    /// K values: call it on a validated configuration (steps below the grid).
     pub fn offsets(&self) -> Vec<u32> {
-        (0..self.steps).map(|k| self.prediction_skip + k).collect()
+        (0..self.steps)
+            .map(|k| self.prediction_skip.saturating_add(k))
+            .collect()
     }
 
     /// Multiply-adds counted twice, for one image's forward pass: encoder on G*G patches,
@@ -379,7 +476,8 @@ impl ModelConfig {
         let mut channels = 3.0;
         let mut conv = |kernel: u32, stride: u32, out: u32, side: &mut f64, channels: &mut f64| {
             *side = (*side / stride as f64).ceil();
-            macs_per_patch += *side * *side * (kernel * kernel) as f64 * *channels * out as f64;
+            let taps = kernel as f64 * kernel as f64;
+            macs_per_patch += *side * *side * taps * *channels * out as f64;
             *channels = out as f64;
         };
         let stem = self.encoder.stem;
@@ -392,7 +490,8 @@ impl ModelConfig {
         );
         for s in &self.encoder.stages {
             conv(3, s.stride, s.channels, &mut side, &mut channels);
-            for _ in 0..s.blocks * s.convs_per_block {
+            // u64: the product of two u32 (at most MAX_BLOCK_CONVS once validated).
+            for _ in 0..s.blocks as u64 * s.convs_per_block as u64 {
                 conv(3, 1, s.channels, &mut side, &mut channels);
             }
         }
@@ -421,12 +520,16 @@ impl ModelConfig {
         format!("{hash:016x}")
     }
 
+    /// Checks every field against its bound (module docs, Limits) before anything is derived
+    /// from them, in an order where each check's arithmetic only uses fields already checked;
+    /// then the planner's checks on the shapes ([`crate::model::ModelSpec::validate`]: the
+    /// encoder leaves a non-empty patch, the parameter count). Errors name the field, its
+    /// value and the bound.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(Error::Config(m));
         let (s, g) = (self.crop, self.grid);
-        if g < 2 {
-            return err(format!("model.grid = {g}: need at least 2 rows of patches"));
-        }
+        check_range("model.crop", s as u64, 1, MAX_CROP as u64)?;
+        check_range("model.grid", g as u64, 2, MAX_GRID as u64)?;
         if (2 * s) % (g + 1) != 0 || (2 * s / (g + 1)) % 2 != 0 {
             return err(format!(
                 "model.crop = {s} with model.grid = {g} gives patch 2*{s}/({g}+1) = {:.3}, \
@@ -438,9 +541,6 @@ impl ModelConfig {
                 64
             ));
         }
-        if s == 0 {
-            return err("model.crop = 0".into());
-        }
         if self.steps == 0 {
             return err("model.steps = 0: need at least one prediction offset".into());
         }
@@ -449,71 +549,174 @@ impl ModelConfig {
                 "model.prediction_skip = 0: offset 0 would predict a patch from itself".into(),
             );
         }
-        let last = self.prediction_skip + self.steps - 1;
-        if last >= g {
+        // In 64 bits: two u32 near their maximum must not wrap below the grid.
+        let last = self.prediction_skip as u64 + self.steps as u64 - 1;
+        if last >= g as u64 {
             return err(format!(
-                "the last offset, prediction_skip + steps - 1 = {} + {} - 1 = {last}, must be \
-                 below grid = {g} so that every offset has a row to predict",
+                "model.prediction_skip = {} and model.steps = {}: the last offset, \
+                 prediction_skip + steps - 1 = {last}, must be below model.grid = {g} so that \
+                 every offset has a row to predict",
                 self.prediction_skip, self.steps
             ));
         }
-        if self.hidden == 0 {
-            return err("model.hidden = 0".into());
-        }
-        if self.jitter >= self.patch() {
+        check_range("model.hidden", self.hidden as u64, 1, MAX_HIDDEN as u64)?;
+        let p = self.patch();
+        if self.jitter >= p / 2 {
             return err(format!(
-                "model.jitter = {} must be below the patch side {}",
+                "model.jitter = {} must be below half the patch side, {p}/2 = {}",
                 self.jitter,
-                self.patch()
+                p / 2
             ));
         }
         let stem = self.encoder.stem;
-        if stem.kernel.is_multiple_of(2) || stem.channels == 0 || stem.stride == 0 {
+        let field = "model.encoder.stem";
+        check_range(
+            &format!("{field}.kernel"),
+            stem.kernel as u64,
+            1,
+            MAX_KERNEL as u64,
+        )?;
+        if stem.kernel.is_multiple_of(2) {
             return err(format!(
-                "model.encoder.stem = {stem:?}: kernel must be odd, channels and stride positive"
+                "{field}.kernel = {} must be odd (convs pad by kernel / 2 on each side)",
+                stem.kernel
             ));
         }
-        for (i, st) in self.encoder.stages.iter().enumerate() {
-            if st.channels == 0 || st.stride == 0 || (st.blocks > 0 && st.convs_per_block == 0) {
+        check_range(
+            &format!("{field}.channels"),
+            stem.channels as u64,
+            1,
+            MAX_CHANNELS as u64,
+        )?;
+        check_range(
+            &format!("{field}.stride"),
+            stem.stride as u64,
+            1,
+            MAX_STRIDE as u64,
+        )?;
+        let stages = &self.encoder.stages;
+        if stages.len() > MAX_STAGES {
+            return err(format!(
+                "model.encoder.stages has {} stages; at most {MAX_STAGES}",
+                stages.len()
+            ));
+        }
+        let mut block_convs = 0u64;
+        for (i, st) in stages.iter().enumerate() {
+            let field = format!("model.encoder.stages[{i}]");
+            check_range(
+                &format!("{field}.stride"),
+                st.stride as u64,
+                1,
+                MAX_STRIDE as u64,
+            )?;
+            let (channels, max) = (st.channels as u64, MAX_CHANNELS as u64);
+            check_range(&format!("{field}.channels"), channels, 1, max)?;
+            check_range(
+                &format!("{field}.blocks"),
+                st.blocks as u64,
+                0,
+                MAX_BLOCK_CONVS,
+            )?;
+            let convs = st.convs_per_block as u64;
+            check_range(
+                &format!("{field}.convs_per_block"),
+                convs,
+                0,
+                MAX_BLOCK_CONVS,
+            )?;
+            if st.blocks > 0 && st.convs_per_block == 0 {
                 return err(format!(
-                    "model.encoder.stages[{i}] = {st:?}: channels and stride must be positive, \
-                     and blocks need at least one conv"
+                    "{field}.blocks = {} with convs_per_block = 0: blocks need at least one conv",
+                    st.blocks
+                ));
+            }
+            // Both factors are at most MAX_BLOCK_CONVS: no overflow.
+            block_convs += st.blocks as u64 * convs;
+            if block_convs > MAX_BLOCK_CONVS {
+                return err(format!(
+                    "{field}: blocks x convs_per_block = {} x {convs} brings the encoder to \
+                     {block_convs} block convs; at most {MAX_BLOCK_CONVS} over all stages",
+                    st.blocks
                 ));
             }
         }
-        Ok(())
+        // Every field is in range: the shapes can now be computed without overflow.
+        crate::model::ModelSpec::from(self).validate()
     }
 }
 
 impl TrainConfig {
+    /// Shortens a warm-up longer than the run to the whole run (the rate then reaches its
+    /// peak at the last step), returning a note that says so; None when the warm-up fits.
+    /// For a run length given apart from the warm-up (`--steps 2` on a preset of 500
+    /// warm-up steps: a short try of a preset must run); `whose` and `why` name where the
+    /// warm-up and the length came from.
+    pub fn fit_warmup_to_run(&mut self, whose: &str, why: &str) -> Option<String> {
+        (self.warmup_steps > self.total_steps).then(|| {
+            let note = format!(
+                "{whose} warm-up of {} steps is longer than the run ({why}): shortened to {} \
+                 steps",
+                self.warmup_steps, self.total_steps
+            );
+            self.warmup_steps = self.total_steps;
+            note
+        })
+    }
+
+    /// Checks every number: the integers against their bounds, the floats finite and in
+    /// range (a NaN compares false with everything, so every test is written to fail on it).
+    /// The batch's upper bound is the adapter's memory, checked when a run is planned
+    /// (model::memory::check_fits), which says which batch fits.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(Error::Config(m));
         if self.batch == 0 {
-            return err("train.batch = 0".into());
+            return err("train.batch = 0: need at least one image a step".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return err(format!("train.lr = {} must be positive", self.lr));
-        }
-        if !(self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+        check_range("train.total_steps", self.total_steps, 1, MAX_TOTAL_STEPS)?;
+        if self.warmup_steps > self.total_steps {
             return err(format!(
-                "train.min_lr = {} must lie in 0..=lr ({})",
-                self.min_lr, self.lr
-            ));
-        }
-        if self.total_steps == 0 || self.warmup_steps > self.total_steps {
-            return err(format!(
-                "train.total_steps = {} must be positive and at least train.warmup_steps = {}",
-                self.total_steps, self.warmup_steps
-            ));
-        }
-        if self.weight_decay < 0.0 || self.clip_norm < 0.0 {
-            return err(format!(
-                "train.weight_decay = {} and train.clip_norm = {} must not be negative",
-                self.weight_decay, self.clip_norm
+                "train.warmup_steps = {} must be at most train.total_steps = {} (the warm-up \
+                 is part of the run)",
+                self.warmup_steps, self.total_steps
             ));
         }
         if self.log_every == 0 {
             return err("train.log_every = 0: must log at least every N steps".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return err(format!(
+                "train.lr = {} must be a finite positive number",
+                self.lr
+            ));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return err(format!(
+                "train.min_lr = {} must be a finite number in 0..=lr ({})",
+                self.min_lr, self.lr
+            ));
+        }
+        let wd = self.weight_decay;
+        if !(wd.is_finite() && (0.0..=MAX_WEIGHT_DECAY).contains(&wd)) {
+            return err(format!(
+                "train.weight_decay = {wd} must be a finite number in 0..={MAX_WEIGHT_DECAY}"
+            ));
+        }
+        // In f64: lr may be large (a deliberately diverging run) and the product must not
+        // round to infinity before it is compared.
+        if self.lr as f64 * wd as f64 > 1.0 {
+            return err(format!(
+                "train.weight_decay = {wd} with train.lr = {}: AdamW shrinks the weights by \
+                 lr x weight_decay = {} a step, which must not exceed 1",
+                self.lr,
+                self.lr as f64 * wd as f64
+            ));
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm >= 0.0) {
+            return err(format!(
+                "train.clip_norm = {} must be a finite number >= 0 (0 turns clipping off)",
+                self.clip_norm
+            ));
         }
         Ok(())
     }
