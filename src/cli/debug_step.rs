@@ -15,7 +15,7 @@ use clap::Args;
 use crate::cli::AdapterArgs;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::{CpcModel, ModelSpec, ParamLayout};
+use crate::model::{memory, CpcModel, ModelSpec, ParamLayout};
 use crate::ops::adam::AdamConfig;
 use crate::train::model_checkpoint::read_weights;
 use crate::train::{Checkpoint, Config, ModelCheckpoint};
@@ -98,6 +98,8 @@ pub fn run(args: &DebugStepArgs) -> Result<()> {
     }
     let batch = crops.shape[0];
     let gpu = Gpu::new(&(&args.adapter).into())?;
+    // The crops file's batch must fit the adapter before anything is allocated.
+    memory::check_fits(&gpu, &spec, batch, None)?;
     let model = CpcModel::new(&gpu, &spec, batch, &params, AdamConfig::default())?;
     model.set_inputs(&gpu, &crops.data, 1, 0.0, 0)?;
     model.run(&gpu, |m, pass| m.record_gradients(pass))?;

@@ -13,11 +13,8 @@ use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::ModelSpec;
 use crate::train::config::MAX_TOTAL_STEPS;
-use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring};
+use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring, MAX_WORKERS};
 use crate::train::Config;
-
-/// Most data-loading threads `--workers` takes.
-pub const MAX_WORKERS: usize = 256;
 
 #[derive(Args, Clone, Debug)]
 pub struct PretrainArgs {

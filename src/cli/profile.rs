@@ -25,14 +25,14 @@ pub struct ProfileArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Images per step (default: the preset's).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
-    /// Steps to measure, after the warm-up.
-    #[arg(long, default_value_t = 3)]
-    pub steps: usize,
-    /// Steps run first and not measured (pipeline compilation, caches).
-    #[arg(long, default_value_t = 1)]
-    pub warmup: usize,
+    /// Steps to measure, after the warm-up (1 to 10000).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub steps: u32,
+    /// Steps run first and not measured (pipeline compilation, caches; 0 to 10000).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub warmup: u32,
     /// Write one step as a Chrome trace (chrome://tracing, Perfetto).
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -156,7 +156,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     }
     // The whole step as training runs it: one pass, one submission.
     let mut step_times = Vec::new();
-    for t in 0..args.steps.max(1) {
+    for t in 0..args.steps {
         step_times.push(whole_step((args.warmup + t) as u64 + 1)?.as_secs_f64());
     }
     step_times.sort_by(f64::total_cmp);
@@ -178,7 +178,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let mut spans = Vec::new();
     let mut trace = None;
     let mut source = "GPU timestamps, one compute pass per kernel";
-    for _ in 0..args.steps.max(1) {
+    for _ in 0..args.steps {
         let timed = match profiler.as_mut() {
             Some(p) => timed_step(&gpu, p, &launches)?,
             None => None,

@@ -170,7 +170,8 @@ pub struct CpcModel {
 
 impl CpcModel {
     /// Plan the model for `batch` images with parameters `init` (a flat vector of the
-    /// spec's [`ParamLayout`]).
+    /// spec's [`ParamLayout`]; an empty `init` leaves the parameters zero, which the memory
+    /// estimate uses to plan without a host copy of them).
     pub fn new(
         gpu: &Gpu,
         spec: &ModelSpec,

@@ -295,9 +295,10 @@ fn flat_tensors(
 }
 
 /// One flat buffer of `layout` from the tensors named `prefix` + name; every one must be
-/// there with its shape.
+/// there with its shape. They are all checked before the buffer is allocated, so a
+/// configuration that claims a large model is refused by its file, not by the allocator.
 fn flat(layout: &ParamLayout, ck: &Checkpoint, prefix: &str, path: &Path) -> Result<Vec<f32>> {
-    let mut flat = vec![0.0; layout.total];
+    let mut found = Vec::with_capacity(layout.views.len());
     for view in &layout.views {
         let name = format!("{prefix}{}", view.name);
         let t = ck.get(&name).ok_or_else(|| {
@@ -315,6 +316,10 @@ fn flat(layout: &ParamLayout, ck: &Checkpoint, prefix: &str, path: &Path) -> Res
                 ),
             ));
         }
+        found.push((view, t));
+    }
+    let mut flat = vec![0.0; layout.total];
+    for (view, t) in found {
         flat[view.offset..view.offset + view.len()].copy_from_slice(&t.data);
     }
     Ok(flat)

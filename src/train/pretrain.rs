@@ -140,6 +140,8 @@ pub struct PretrainSummary {
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Most data-loading threads a run takes.
+pub const MAX_WORKERS: usize = 256;
 const RING: usize = 3;
 
 /// The jitter seed of a step: a hash of the run's seed and the step.
@@ -268,6 +270,17 @@ impl StatsRing {
 pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<PretrainSummary> {
     let cfg = &opts.config;
     cfg.validate()?;
+    if !(1..=MAX_WORKERS).contains(&opts.workers) {
+        return Err(Error::Config(format!(
+            "workers = {}: need 1..={MAX_WORKERS} data-loading threads",
+            opts.workers
+        )));
+    }
+    if opts.probe.as_ref().is_some_and(|p| p.every == 0) {
+        return Err(Error::Config(
+            "probe every 0 steps: give a positive number of steps".into(),
+        ));
+    }
     let spec = ModelSpec::from(&cfg.model);
     spec.validate()?;
     let tc = &cfg.train;
@@ -352,7 +365,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     }
 
     let mut loader_cfg = LoaderConfig::new(batch, spec.crop, tc.seed);
-    loader_cfg.workers = opts.workers.max(1);
+    loader_cfg.workers = opts.workers;
     let mut loader = Loader::new(
         dataset.clone(),
         loader_cfg,
@@ -476,7 +489,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
                 .join("/"),
             summary.images_per_second
         ));
-        let log_step = (step + 1).is_multiple_of(tc.log_every.max(1)) || step + 1 == total;
+        let log_step = (step + 1).is_multiple_of(tc.log_every) || step + 1 == total;
         if log_step || probe_top1.is_some() {
             let (t0, s0) = last_log;
             let ips = ((step + 1 - s0) as f64 * batch as f64 / t0.elapsed().as_secs_f64()) as f32;
@@ -537,7 +550,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         ring.pending.push_back((step, slot, index));
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
-            if step.is_multiple_of(p.every.max(1)) || step == total {
+            if step.is_multiple_of(p.every) || step == total {
                 // Waits for the step just submitted; its row is written when its stats are read.
                 let result = sets.run(gpu, &model, &p.config)?;
                 probe_rows.insert(step - 1, result.test.top1);
