@@ -160,6 +160,37 @@ fn a_non_finite_loss_stops_the_run_and_writes_no_checkpoint_of_it() {
         !dir.join(CHECKPOINT).exists(),
         "no checkpoint of weights whose loss is not finite"
     );
+
+    // A run of one step: its final weights get a forward pass of their own before the
+    // checkpoint, so they too are not written.
+    let mut one = tiny_run(4, 1);
+    one.train.lr = 1e30;
+    one.train.min_lr = 1e30;
+    one.train.warmup_steps = 0;
+    let err = run(&pretrain_options(one, &dir)).unwrap_err().to_string();
+    assert!(
+        err.contains("final weights") && err.contains("No checkpoint"),
+        "{err}"
+    );
+    assert!(!dir.join(CHECKPOINT).exists());
+
+    // A checkpoint whose (finite) weights give a non-finite loss is not named as good by
+    // the run that resumes from it.
+    run(&pretrain_options(tiny_run(4, 2), &dir)).unwrap();
+    let mut ck = Checkpoint::load(dir.join(CHECKPOINT)).unwrap();
+    for t in &mut ck.tensors {
+        if !t.name.starts_with("optimizer.") {
+            t.data.iter_mut().for_each(|x| *x *= 1e30);
+        }
+    }
+    ck.save(dir.join(CHECKPOINT)).unwrap();
+    let mut resume = pretrain_options(tiny_run(4, 4), &dir);
+    resume.resume = true;
+    let err = run(&resume).unwrap_err().to_string();
+    assert!(
+        err.contains("at step 2") && err.contains("No checkpoint was written"),
+        "{err}"
+    );
 }
 
 /// A run of 2 good steps whose checkpoint then holds, for one stem weight, a first moment
@@ -550,6 +581,13 @@ fn debug_step_refuses_bare_weights_it_cannot_place() {
     .to_string();
     assert!(msg.contains("--preset"), "{msg}");
     assert!(!args.dump.exists(), "nothing was written");
+    // PyTorch's safetensors carry `format = "pt"`: bare weights all the same.
+    init.tensors
+        .retain(|t| t.name != "encoder.stem_norm.weight");
+    init.metadata.insert("format".into(), "pt".into());
+    init.save(dir.join("init.safetensors")).unwrap();
+    debug_step(&args).unwrap();
+    assert!(args.dump.exists());
 }
 
 /// The tiny preset's initial weights from `seed` as a file of bare weights would hold them:
@@ -628,40 +666,60 @@ fn a_run_killed_at_any_moment_resumes_to_the_uninterrupted_log() {
         "--log-every",
         "1",
     ];
+    let log = out.join("metrics.jsonl");
+    let saved_step = || -> Option<u64> {
+        let ck = Checkpoint::load(out.join(CHECKPOINT)).ok()?;
+        ck.meta("step")?.parse().ok()
+    };
+    let logged_rows = || cpc::train::read_metrics(&log).map_or(0, |r| r.len());
     let mut kills = 0;
-    // Twelve attempts are killed (unless they finish first); the thirteenth runs to the end.
-    let finished = (0..13).any(|attempt| {
+    // Kills are timed by progress, not the clock, so a slow or fast machine sees the same
+    // story: the first during start-up, the others 1 to 5 logged steps into a resumed run,
+    // a few milliseconds apart (some land in a checkpoint's write). After twelve, the run
+    // is let finish.
+    for attempt in 0.. {
+        if saved_step() == Some(steps) {
+            break;
+        }
+        assert!(attempt <= 13, "the run never finished");
+        let resume = saved_step();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cpc"));
         cmd.args(args).arg("--out").arg(&out);
-        if out.join(CHECKPOINT).exists() {
+        if resume.is_some() {
             cmd.arg("--resume");
         }
+        // The rows a resumed run keeps: those before its checkpoint's step.
+        let kept = resume.map_or(0, |s| s as usize);
+        let target = kept + 1 + attempt % 5;
         let mut child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // 0.6 s, 0.85 s, 1.1 s ... : the later kills land in training, a few in a save.
-        let wait = std::time::Duration::from_millis(600 + 250 * attempt);
         let start = std::time::Instant::now();
+        let due = |elapsed: std::time::Duration| match attempt {
+            0 => elapsed >= std::time::Duration::from_millis(200),
+            1..=11 => logged_rows() >= target || elapsed.as_secs() >= 120,
+            _ => false,
+        };
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 assert!(status.success(), "attempt {attempt}: {status}");
-                return true;
+                break;
             }
-            if attempt < 12 && start.elapsed() >= wait {
+            if due(start.elapsed()) {
+                std::thread::sleep(std::time::Duration::from_millis(attempt as u64 * 7 % 40));
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills += 1;
-                return false;
+                break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
-    });
-    assert!(finished, "the run never finished between kills");
+    }
     eprintln!("{kills} kills before the run finished");
     assert!(
-        kills >= 3,
+        kills >= 6,
         "only {kills} kills: the test did not interrupt the run"
     );
     let rows = cpc::train::read_metrics(out.join("metrics.jsonl")).unwrap();

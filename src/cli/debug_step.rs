@@ -54,14 +54,21 @@ fn weights(args: &DebugStepArgs) -> Result<(Config, Vec<f32>, Option<u64>)> {
             config.as_deref(),
         )?),
     };
+    // A cpc checkpoint (this version's or another's: the reader names the version) carries
+    // its configuration; other files (PyTorch's, whose `format` is "pt") are bare weights.
     let init = Checkpoint::load(&args.init)?;
-    if init.meta("format").is_some() {
+    let is_cpc = init
+        .meta("format")
+        .is_some_and(|f| f.starts_with("cpc-checkpoint"))
+        || init.meta("config").is_some();
+    drop(init);
+    if is_cpc {
         let ck = ModelCheckpoint::read(&args.init, asked.as_ref())?;
         return Ok((ck.config, ck.params, Some(ck.step)));
     }
     let config = asked.ok_or_else(|| Error::Checkpoint {
         path: args.init.clone(),
-        message: "holds no cpc configuration (no `format` metadata): say which model the \
+        message: "holds no cpc configuration (not a cpc checkpoint): say which model the \
                   weights are for with --preset or --config"
             .into(),
     })?;

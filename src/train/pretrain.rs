@@ -422,10 +422,11 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     // Checkpoints are written only of parameters that have shown a finite loss: a
     // checkpoint of the model after `s` updates waits here until step `s`'s loss (computed
     // with exactly those parameters) is read and found finite. The last one, after the
-    // final step, has no loss to wait for and is checked for finite values alone.
+    // final (or interrupted) step, gets one more forward pass for its loss.
     let mut pending: Option<ModelCheckpoint> = None;
-    // The newest checkpoint on disk that this run may name as good: (step, path).
-    let mut written: Option<u64> = resume.as_ref().map(|r| r.step);
+    // The step of the newest checkpoint on disk that this run may name as good. The one a
+    // run resumed from counts once its loss, step `start`'s, is read and finite.
+    let mut written: Option<u64> = None;
     let stopped = |step: u64, what: String, written: Option<u64>| Error::NonFinite {
         step,
         what,
@@ -455,6 +456,9 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         if let Some(ck) = pending.take_if(|ck| ck.step == step) {
             ck.save()?;
             *written = Some(ck.step);
+        }
+        if step == start && resume.is_some() {
+            *written = Some(start);
         }
         if !params_finite {
             // The update of this step made a parameter or moment NaN or infinite (a ReLU may
@@ -577,6 +581,18 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     while let Some(read) = ring.pop(gpu)? {
         let top1 = probe_rows.remove(&read.step);
         handle(read, top1, &mut summary, &mut pending, &mut written)?;
+    }
+    if step > start {
+        // The final weights' loss, on the last batch (a forward pass alone: the parameters
+        // stay as they are), so that this checkpoint too holds weights of a finite loss.
+        model.run(gpu, |m, pass| m.record_forward(pass))?;
+        if !model.read_stats(gpu)?.loss.is_finite() {
+            return Err(stopped(
+                step,
+                "the loss of the final weights (on the last batch)".into(),
+                written,
+            ));
+        }
     }
     if step > start || resume.is_none() {
         snapshot(&model, step, loader.state())?.save()?;
