@@ -281,6 +281,7 @@ fn a_run_removes_the_temporary_files_a_killed_run_left() {
     let stale = [
         dir.join(".checkpoint.safetensors.4999999.0.tmp"),
         dir.join(".metrics.jsonl.4999999.3.tmp"),
+        dir.join(".curves.png.4999999.1.tmp"),
     ];
     // Someone else's files, and the temporary of a live process (this one's parent stays
     // alive while the test runs), are left alone.
@@ -293,7 +294,13 @@ fn a_run_removes_the_temporary_files_a_killed_run_left() {
     for f in stale.iter().chain(&kept) {
         std::fs::write(f, b"partial").unwrap();
     }
+    // A writer whose pid means nothing here (another container's) holds its file's lock.
+    let locked = dir.join(".checkpoint.safetensors.4999998.0.tmp");
+    let held = std::fs::File::create(&locked).unwrap();
+    held.lock().unwrap();
     run(&pretrain_options(tiny_run(2, 1), &dir)).unwrap();
+    assert!(locked.exists(), "a locked temporary is a live writer's");
+    drop(held);
     for f in &stale {
         assert!(!f.exists(), "{} was not removed", f.display());
     }

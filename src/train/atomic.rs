@@ -4,7 +4,8 @@
 //!
 //! The steps, each for a reason:
 //! 1. create a temporary file in the SAME directory (a rename is atomic only within one
-//!    file system), with `create_new` so two writers never share one;
+//!    file system), with `create_new` so two writers never share one, and lock it until
+//!    the rename, so that a clean-up by another process leaves it alone;
 //! 2. write the content through the caller's closure, then `sync_all`: the data is on disk
 //!    before the name points at it (otherwise a crash after the rename can leave an empty file);
 //! 3. rename the temporary over the target: POSIX makes this atomic;
@@ -40,10 +41,12 @@ pub fn temp_path_for(path: &Path) -> Result<PathBuf> {
 }
 
 /// Removes the temporary files of `path` (named as [`temp_path_for`] names them) that a
-/// process killed mid-write left behind, and returns how many. Only the names this module
-/// gives, and only those of processes that are gone: a live writer's file (another run on
-/// the same folder) is left alone. Where a process cannot be looked up (no /proc), every
-/// match but this process's own is taken as stale.
+/// process killed mid-write left behind, and returns how many. Only names this module gives,
+/// only plain files, and only those no live writer holds: a writer keeps an exclusive lock
+/// on its temporary file until the rename (see [`write_atomically`]), so a file whose lock
+/// can be taken has no writer, and where the system says (Linux's /proc) the process named
+/// in the file must be gone too. Another run writing into the same folder, even from
+/// another container, keeps its files.
 pub fn remove_stale_temps(path: &Path) -> Result<usize> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(0);
@@ -53,19 +56,19 @@ pub fn remove_stale_temps(path: &Path) -> Result<usize> {
     } else {
         dir
     };
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
     let prefix = format!(".{}.", name.to_string_lossy());
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => {
-            return Err(Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(io_error(dir)(source)),
     };
     let mut removed = 0;
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
         let file = entry.file_name().to_string_lossy().into_owned();
         // `.<name>.<pid>.<n>.tmp`
         let Some(pid) = file
@@ -77,20 +80,30 @@ pub fn remove_stale_temps(path: &Path) -> Result<usize> {
         else {
             continue;
         };
-        if pid == std::process::id() || process_alive(pid) {
+        let stale = entry.path();
+        if !entry.file_type().map_err(io_error(&stale))?.is_file()
+            || pid == std::process::id()
+            || process_alive(pid)
+        {
             continue;
         }
-        let stale = entry.path();
-        fs::remove_file(&stale).map_err(|source| Error::Io {
-            path: stale.clone(),
-            source,
-        })?;
+        let Ok(handle) = File::open(&stale) else {
+            continue; // gone already, or not ours to read
+        };
+        match handle.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => continue, // a live writer
+            Err(fs::TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(fs::TryLockError::Error(e)) => return Err(io_error(&stale)(e)),
+        }
+        fs::remove_file(&stale).map_err(io_error(&stale))?;
         removed += 1;
     }
     Ok(removed)
 }
 
-/// Whether process `pid` exists, where the system says (Linux's /proc); false elsewhere.
+/// Whether process `pid` exists here, where the system says (Linux's /proc); false where it
+/// cannot say, which leaves the decision to the file lock.
 fn process_alive(pid: u32) -> bool {
     Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -113,8 +126,14 @@ where
         .create_new(true)
         .open(&temp)
         .map_err(named)?;
-    // From here on, any failure must remove the temporary file.
-    let written = fill_and_sync(file, write).and_then(|()| fs::rename(&temp, path));
+    // From here on, any failure must remove the temporary file. The lock, held until after
+    // the rename, tells [`remove_stale_temps`] of another process that the file is live
+    // (a file system without locks still writes, unguarded).
+    let written = match file.lock() {
+        Err(e) if e.kind() != io::ErrorKind::Unsupported => Err(e),
+        _ => fill_and_sync(&file, write).and_then(|()| fs::rename(&temp, path)),
+    };
+    drop(file);
     if let Err(source) = written {
         // Best effort: the error that matters is the one we return.
         let _ = fs::remove_file(&temp);
@@ -124,7 +143,7 @@ where
 }
 
 /// Step 2: write through a buffer, flush it, and fsync the file.
-fn fill_and_sync<F>(file: File, write: F) -> io::Result<()>
+fn fill_and_sync<F>(file: &File, write: F) -> io::Result<()>
 where
     F: FnOnce(&mut dyn Write) -> io::Result<()>,
 {

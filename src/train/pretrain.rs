@@ -344,7 +344,8 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     // Temporary files that a killed run left behind (ours, by name; never another live
     // process's) go before this run writes its own.
     let metrics_path = opts.out.join("metrics.jsonl");
-    for target in [&ck_path, &metrics_path] {
+    let curves_path = opts.out.join("curves.png");
+    for target in [&ck_path, &metrics_path, &curves_path] {
         atomic::remove_stale_temps(target)?;
     }
 
@@ -603,7 +604,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     drop(metrics);
     let rows = crate::train::read_metrics(&metrics_path)?;
     if !rows.is_empty() {
-        plot_curves(&rows, &cfg.model.offsets(), opts.out.join("curves.png"))?;
+        plot_curves(&rows, &cfg.model.offsets(), &curves_path)?;
     }
     Ok(summary)
 }
