@@ -528,6 +528,7 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
     let z = dump.get("z").unwrap();
     assert_eq!(z.shape, vec![1, 7, 7, 256]);
     let want_z = cpc::cpu::model::encode(&spec, &params, &crops, 1, 0);
+    assert_eq!(z.data.len(), want_z.len());
     let scale = want_z.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     for (i, (g, w)) in z.data.iter().zip(&want_z).enumerate() {
         assert!((g - w).abs() <= 1e-3 * scale, "z[{i}] {g} vs {w}");
@@ -537,6 +538,7 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
     for (k, q) in [(0, 5 * 7), (1, 4 * 7), (2, 3 * 7)] {
         let s = dump.get(&format!("scores.{k}")).unwrap();
         assert_eq!(s.shape, vec![q, 49], "scores.{k}");
+        assert_eq!(s.data.len(), want.scores[k].len(), "scores.{k}");
         let scale = want.scores[k].iter().fold(0.0f64, |m, v| m.max(v.abs())) as f32;
         for (g, w) in s.data.iter().zip(&want.scores[k]) {
             assert!(

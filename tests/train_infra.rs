@@ -653,7 +653,7 @@ fn a_checkpoints_absurd_configuration_is_refused_by_validation() {
         let toml = tiny.replacen(from, to, 1);
         let text = config_error(Config::from_toml(&toml), to);
         assert!(
-            text.contains(name) && text.contains("4294967295") || text.contains("2147483647"),
+            text.contains(name) && (text.contains("4294967295") || text.contains("2147483647")),
             "{text}"
         );
     }

@@ -142,9 +142,9 @@ fn adam_rejects_mismatched_shapes() {
 
 #[test]
 fn adam_flags_an_update_that_leaves_a_value_not_finite() {
-    // Three chunks (2500 elements in chunks of 960); each case puts its bad value in the
-    // last chunk, so every chunk's step must be able to raise the flag that finish_norm
-    // cleared. Flag = norm[1].
+    // Three chunks (2500 elements in chunks of 960); the bad values sit in the first and the
+    // last chunk: the flag finish_norm cleared must be raised by any chunk's step and left
+    // raised by the others. Flag = norm[1].
     let n = 2500;
     let run = |p: &[f32], g: &[f32], lr: f32| -> f32 {
         let (tp, tg, tm, tv) = (
@@ -166,6 +166,10 @@ fn adam_flags_an_update_that_leaves_a_value_not_finite() {
     let mut nan_param = p.clone();
     nan_param[2400] = f32::NAN;
     assert_eq!(run(&nan_param, &g, 1e-3), 1.0, "a NaN parameter stays NaN");
+    // In the first chunk: the later chunks' updates must not clear it.
+    let mut nan_first = p.clone();
+    nan_first[10] = f32::NAN;
+    assert_eq!(run(&nan_first, &g, 1e-3), 1.0, "a NaN in chunk 0");
     let mut inf_grad = g.clone();
     inf_grad[2499] = f32::INFINITY;
     assert_eq!(
