@@ -130,7 +130,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         "adapter: {}; checkpoint {} (step {}); train: {}; test: {}",
         gpu.info.name,
         pretrained.path.display(),
-        pretrained.step.to_string(),
+        pretrained.step,
         train.describe(),
         test.describe()
     );

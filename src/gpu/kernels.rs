@@ -126,7 +126,7 @@ impl Gpu {
                     self.device.create_shader_module_trusted(
                         wgpu::ShaderModuleDescriptor {
                             label: Some(shader.file()),
-                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source()),
                         },
                         wgpu::ShaderRuntimeChecks {
                             bounds_checks: true,

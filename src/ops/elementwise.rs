@@ -79,7 +79,7 @@ pub fn launch(
     };
     // Four elements a thread through vec4 loads where the sizes allow (nearly always).
     let vec4 = n > 0
-        && n % 4 == 0
+        && n.is_multiple_of(4)
         && [params.a_offset, params.b_offset, params.out_offset]
             .iter()
             .all(|o| o % 4 == 0);

@@ -58,7 +58,7 @@ pub fn launch(
     // per channel.
     let (entry, groups) = if outer * inner <= PER_THREAD_MAX {
         ("per_thread", channels.div_ceil(256))
-    } else if inner % 4 == 0 && params.x_offset % 4 == 0 {
+    } else if inner.is_multiple_of(4) && params.x_offset.is_multiple_of(4) {
         ("main_vec4", channels)
     } else {
         ("main", channels)
