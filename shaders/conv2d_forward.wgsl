@@ -144,11 +144,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var ky = 0u; ky < p.k; ky++) {
         for (var kx = 0u; kx < p.k; kx++) {
             // This tap's input element for each pixel in channel 0, or the image's first
-            // element (in bounds, read as 0) where the tap falls in the padding.
+            // element (in bounds, read as 0) where the tap falls in the padding: the offset
+            // in the image times 0 or 1 (u32 arithmetic wraps, so 0 times a negative offset
+            // is 0). Not a select: GLSL before 4.50 has no mix on unsigned vectors.
             let in_lo = inside(lo, ky, kx);
             let in_hi = inside(hi, ky, kx);
-            let at_lo = select(lo.img, lo.img + vec4<u32>(lo.iy + i32(ky)) * p.w + vec4<u32>(lo.ix + i32(kx)), in_lo);
-            let at_hi = select(hi.img, hi.img + vec4<u32>(hi.iy + i32(ky)) * p.w + vec4<u32>(hi.ix + i32(kx)), in_hi);
+            let at_lo = lo.img + vec4<u32>(in_lo) * (vec4<u32>(lo.iy + i32(ky)) * p.w + vec4<u32>(lo.ix + i32(kx)));
+            let at_hi = hi.img + vec4<u32>(in_hi) * (vec4<u32>(hi.iy + i32(ky)) * p.w + vec4<u32>(hi.ix + i32(kx)));
             let tap = ky * p.k + kx;
             for (var ci = 0u; ci < p.ci_count; ci++) {
                 let xo = (p.ci_base + ci) * hw;

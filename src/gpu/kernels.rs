@@ -1,5 +1,8 @@
 //! The table of WGSL shaders (one file per kernel family under shaders/) and the cache of
 //! compute pipelines built from them, keyed by shader, entry point and override constants.
+//! The cache lists what it has built ([`Gpu::built_pipelines`]), with the options every
+//! module and pipeline is created with ([`RUNTIME_CHECKS`], [`ZERO_INITIALIZE_WORKGROUP_MEMORY`]),
+//! so a test can translate each pipeline for other backends exactly as it was built here.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +12,7 @@ use crate::gpu::Gpu;
 macro_rules! shaders {
     ($($variant:ident => $file:literal),* $(,)?) => {
         /// Every shader of the crate.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Shader { $($variant),* }
 
         impl Shader {
@@ -76,12 +79,56 @@ impl Shader {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Key {
-    shader: Shader,
-    entry: &'static str,
+/// Buffer bounds checks stay on. Off: the counter naga adds to every loop in case it never
+/// ends, and the guard on every integer division against a zero divisor. Together they cost
+/// 12-15 % of a tiny training step on lavapipe (conv kernels 555 -> 480 ms,
+/// docs/performance.md).
+/// SAFETY (of creating modules with these): every loop in shaders/ counts up to a shape
+/// extent or halves a constant, so it ends; every divisor is a shape extent or stride, which
+/// the launchers in ops/ check to be nonzero before anything is dispatched.
+pub const RUNTIME_CHECKS: wgpu::ShaderRuntimeChecks = wgpu::ShaderRuntimeChecks {
+    bounds_checks: true,
+    ..wgpu::ShaderRuntimeChecks::unchecked()
+};
+
+/// The kernels with workgroup memory (reduction trees) write each element before reading
+/// it, so none pays for zeroing it.
+pub const ZERO_INITIALIZE_WORKGROUP_MEMORY: bool = false;
+
+/// One pipeline: its shader (file and source variant), entry point and override constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PipelineKey {
+    pub shader: Shader,
+    pub entry: &'static str,
     /// Override constants, as (name, value bits) so the key can be hashed.
     constants: Vec<(&'static str, u64)>,
+}
+
+impl PipelineKey {
+    /// The override constants, as the pipeline was created with them.
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        self.constants
+            .iter()
+            .map(|&(n, bits)| (n, f64::from_bits(bits)))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for PipelineKey {
+    /// `conv2d_forward.wgsl (Conv2dForwardStorage) main`, then `TRANS_A=1` and so on.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({:?}) {}",
+            self.shader.file(),
+            self.shader,
+            self.entry
+        )?;
+        for (name, value) in self.constants() {
+            write!(f, " {name}={value}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Pipelines are built on first use and kept for the device's lifetime: none is created
@@ -89,7 +136,7 @@ struct Key {
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<Key, wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
 }
 
 impl Gpu {
@@ -100,7 +147,7 @@ impl Gpu {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> wgpu::ComputePipeline {
-        let key = Key {
+        let key = PipelineKey {
             shader,
             entry,
             constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
@@ -115,23 +162,14 @@ impl Gpu {
             .unwrap()
             .entry(shader)
             .or_insert_with(|| {
-                // Buffer bounds checks stay on. Off: the counter naga adds to every loop in
-                // case it never ends, and the guard on every integer division against a zero
-                // divisor. Together they cost 12-15 % of a tiny training step on lavapipe
-                // (conv kernels 555 -> 480 ms, docs/performance.md).
-                // SAFETY: every loop in shaders/ counts up to a shape extent or halves a
-                // constant, so it ends; every divisor is a shape extent or stride, which the
-                // launchers in ops/ check to be nonzero before anything is dispatched.
+                // SAFETY: see RUNTIME_CHECKS.
                 unsafe {
                     self.device.create_shader_module_trusted(
                         wgpu::ShaderModuleDescriptor {
                             label: Some(shader.file()),
                             source: wgpu::ShaderSource::Wgsl(shader.source()),
                         },
-                        wgpu::ShaderRuntimeChecks {
-                            bounds_checks: true,
-                            ..wgpu::ShaderRuntimeChecks::unchecked()
-                        },
+                        RUNTIME_CHECKS,
                     )
                 }
             })
@@ -146,7 +184,7 @@ impl Gpu {
                 entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants,
-                    zero_initialize_workgroup_memory: false,
+                    zero_initialize_workgroup_memory: ZERO_INITIALIZE_WORKGROUP_MEMORY,
                 },
                 cache: None,
             });
@@ -156,5 +194,20 @@ impl Gpu {
             .unwrap()
             .insert(key, pipeline.clone());
         pipeline
+    }
+
+    /// Every pipeline built on this device so far, sorted by shader, entry point and
+    /// constants.
+    pub fn built_pipelines(&self) -> Vec<PipelineKey> {
+        let mut keys: Vec<PipelineKey> = self
+            .pipelines
+            .pipelines
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
     }
 }

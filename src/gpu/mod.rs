@@ -6,7 +6,7 @@ mod launch;
 pub(crate) mod tensor;
 
 pub use context::{list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu};
-pub use kernels::Shader;
+pub use kernels::{PipelineKey, Shader};
 pub use launch::{
     layout_of, rel_offset, spread, Cost, Launch, Reference, Uniform, UniformLayout, SPREAD_X,
 };

@@ -19,3 +19,4 @@ mod patches;
 mod shaders;
 mod softmax_xent;
 mod sum_channels;
+mod translate;
