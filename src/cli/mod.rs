@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
-use crate::gpu::AdapterChoice;
+use crate::gpu::{AdapterChoice, LimitsChoice};
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
 
@@ -68,6 +68,10 @@ pub struct AdapterArgs {
     /// Use the software (CPU) adapter, e.g. Mesa's lavapipe.
     #[arg(long)]
     pub software: bool,
+    /// Open the device with the adapter's own limits, WebGPU's baseline, or the downlevel
+    /// (GL ES class) ones.
+    #[arg(long, value_enum, env = "CPC_LIMITS", default_value = "adapter")]
+    pub limits: LimitsChoice,
 }
 
 impl From<&AdapterArgs> for AdapterChoice {
@@ -76,6 +80,7 @@ impl From<&AdapterArgs> for AdapterChoice {
             backend: a.backend.clone(),
             name: a.adapter.clone(),
             software: a.software,
+            limits: a.limits,
         }
     }
 }

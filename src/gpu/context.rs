@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::PipelineCache;
 
-/// How the user asked for an adapter (`--backend`, `--adapter`, `--software`).
+/// How the user asked for an adapter (`--backend`, `--adapter`, `--software`, `--limits`).
 #[derive(Clone, Debug, Default)]
 pub struct AdapterChoice {
     /// Restrict to one backend: vulkan, metal, dx12 or gl.
@@ -18,6 +18,35 @@ pub struct AdapterChoice {
     pub name: Option<String>,
     /// Take the software (CPU) adapter, e.g. Mesa's lavapipe.
     pub software: bool,
+    /// The limits to open the device with.
+    pub limits: LimitsChoice,
+}
+
+/// The limits a device is opened with: what decides which buffers bind whole, how many
+/// storage buffers a kernel may use, how much workgroup memory it gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitsChoice {
+    /// The adapter's own (wgpu's defaults would cap buffers at 256 MiB).
+    #[default]
+    Adapter,
+    /// WebGPU's baseline, `wgpu::Limits::default()`: 128 MiB storage bindings, 8 storage
+    /// buffers per stage, 16 KiB workgroup memory, 256 invocations, 64 KiB uniform
+    /// bindings. What a browser or a typical laptop GPU offers at least.
+    Webgpu,
+    /// `wgpu::Limits::downlevel_defaults()`: the GL ES class of device (4 storage buffers
+    /// per stage, 16 KiB uniform bindings).
+    Downlevel,
+}
+
+impl LimitsChoice {
+    /// The limits to request from an adapter that offers `adapter`.
+    pub fn limits(self, adapter: &wgpu::Limits) -> wgpu::Limits {
+        match self {
+            LimitsChoice::Adapter => adapter.clone(),
+            LimitsChoice::Webgpu => wgpu::Limits::default(),
+            LimitsChoice::Downlevel => wgpu::Limits::downlevel_defaults(),
+        }
+    }
 }
 
 /// One adapter as `cpc info` reports it.
@@ -33,8 +62,10 @@ pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
-    /// The limits the device was opened with: the adapter's own.
+    /// The limits the device was opened with (the adapter's own unless asked otherwise).
     pub limits: wgpu::Limits,
+    /// Which limits were asked for.
+    pub limits_choice: LimitsChoice,
     pub features: wgpu::Features,
     /// Why this adapter was chosen, in words, for `cpc info`.
     pub reason: String,
@@ -173,12 +204,12 @@ pub fn wanted_features() -> wgpu::Features {
 }
 
 impl Gpu {
-    /// Open the adapter the choice asks for with its own limits and the useful features.
+    /// Open the adapter the choice asks for with the limits it asks for (by default the
+    /// adapter's own) and the useful features.
     pub fn new(choice: &AdapterChoice) -> Result<Gpu> {
         let (adapter, reason) = pick(choice)?;
         let info = adapter.get_info();
-        // Ask for the adapter's own limits: wgpu's defaults cap buffers at 256 MiB.
-        let limits = adapter.limits();
+        let limits = choice.limits.limits(&adapter.limits());
         let features = adapter.features() & wanted_features();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cpc"),
@@ -201,6 +232,7 @@ impl Gpu {
             queue,
             info,
             limits,
+            limits_choice: choice.limits,
             features,
             reason,
             pipelines: PipelineCache::default(),
@@ -211,8 +243,14 @@ impl Gpu {
 
     /// The software adapter, for tests and benches (honours WGPU_ADAPTER_NAME if set).
     pub fn software() -> Result<Gpu> {
+        Gpu::software_with(LimitsChoice::Adapter)
+    }
+
+    /// The software adapter opened with `limits`.
+    pub fn software_with(limits: LimitsChoice) -> Result<Gpu> {
         Gpu::new(&AdapterChoice {
             software: true,
+            limits,
             ..Default::default()
         })
     }

@@ -8,16 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cpc::data::{Format, OnBadImage};
-use cpc::gpu::Gpu;
+use cpc::gpu::{Gpu, LimitsChoice};
 use cpc::train::pretrain::PretrainOptions;
 use cpc::train::Config;
 use rand::{Rng, SeedableRng};
 
-/// The software adapter (lavapipe), opened once for all tests in this binary.
+/// The software adapter (lavapipe), opened once for all tests in this binary with
+/// WebGPU's baseline limits rather than lavapipe's larger ones: what runs here runs on any
+/// GPU that offers WebGPU (the commands the tests spawn use the adapter's own limits).
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        Gpu::software().expect("software adapter (apt-get install mesa-vulkan-drivers)")
+        Gpu::software_with(LimitsChoice::Webgpu)
+            .expect("software adapter (apt-get install mesa-vulkan-drivers)")
     })
 }
 
