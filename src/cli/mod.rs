@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
-use crate::gpu::AdapterChoice;
+use crate::gpu::{AdapterChoice, Kernels};
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
 
@@ -68,6 +68,17 @@ pub struct AdapterArgs {
     /// Use the software (CPU) adapter, e.g. Mesa's lavapipe.
     #[arg(long)]
     pub software: bool,
+    /// Kernel path: auto (CPU-tuned kernels on a CPU adapter, GPU-tuned ones elsewhere),
+    /// gpu or cpu, on any adapter (default: CPC_KERNELS, else auto).
+    #[arg(long, value_parser = kernels_parser())]
+    pub kernels: Option<Kernels>,
+}
+
+/// clap parser of `--kernels`: the values listed in `--help`, parsed by [`Kernels`].
+fn kernels_parser() -> impl clap::builder::TypedValueParser<Value = Kernels> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["auto", "gpu", "cpu"])
+        .map(|s| s.parse::<Kernels>().expect("one of the possible values"))
 }
 
 impl From<&AdapterArgs> for AdapterChoice {
@@ -76,6 +87,7 @@ impl From<&AdapterArgs> for AdapterChoice {
             backend: a.backend.clone(),
             name: a.adapter.clone(),
             software: a.software,
+            kernels: a.kernels,
         }
     }
 }

@@ -30,6 +30,7 @@ macro_rules! shaders {
 
 shaders! {
     Matmul => "matmul.wgsl",
+    MatmulTiled => "matmul_tiled.wgsl",
     Elementwise => "elementwise.wgsl",
     SumChannels => "sum_channels.wgsl",
     Conv2dForward => "conv2d_forward.wgsl",

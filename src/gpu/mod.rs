@@ -5,7 +5,9 @@ pub mod kernels;
 mod launch;
 pub(crate) mod tensor;
 
-pub use context::{list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu};
+pub use context::{
+    list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu, KernelPath, Kernels,
+};
 pub use kernels::Shader;
 pub use launch::{
     layout_of, rel_offset, spread, Cost, Launch, Reference, Uniform, UniformLayout, SPREAD_X,
