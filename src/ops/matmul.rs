@@ -217,11 +217,11 @@ impl Tiling {
         let t = self.threads();
         (self.tm == 4 || self.tm == 8)
             && (self.tn == 4 || self.tn == 8)
-            && self.bm % self.tm == 0
-            && self.bn % self.tn == 0
-            && self.bk % 4 == 0
-            && (self.bm * self.bk) % (4 * t) == 0
-            && (self.bn * self.bk) % (4 * t) == 0
+            && self.bm.is_multiple_of(self.tm)
+            && self.bn.is_multiple_of(self.tn)
+            && self.bk.is_multiple_of(4)
+            && (self.bm * self.bk).is_multiple_of(4 * t)
+            && (self.bn * self.bk).is_multiple_of(4 * t)
             && t <= 256
             && self.workgroup_bytes() <= 16384
     }
@@ -260,7 +260,7 @@ impl MatmulKernel {
 /// its first element in the binding and its batch stride are all multiples of 4, so every
 /// vector lies whole inside the operand and on a 16-byte boundary.
 fn vec4_loads(row: usize, offset: u32, batch_stride: usize) -> bool {
-    row > 0 && row % 4 == 0 && offset % 4 == 0 && batch_stride % 4 == 0
+    row > 0 && row.is_multiple_of(4) && offset.is_multiple_of(4) && batch_stride.is_multiple_of(4)
 }
 
 /// Plan C = alpha op(A) op(B) (+ C) with the device's kernel.
