@@ -122,7 +122,8 @@ impl Gpu {
                 // (conv kernels 555 -> 480 ms, docs/performance.md).
                 // SAFETY: every loop in shaders/ counts up to a shape extent or halves a
                 // constant, so it ends; every divisor is a shape extent or stride, which the
-                // launchers in ops/ check to be nonzero before anything is dispatched.
+                // launchers in ops/ check to be nonzero before anything is dispatched, or a
+                // tile size, which ops::matmul::Tiling::new checks.
                 unsafe {
                     self.device.create_shader_module_trusted(
                         wgpu::ShaderModuleDescriptor {
