@@ -57,6 +57,7 @@ override BN4: u32 = BN / 4u;
 override TM4: u32 = TM / 4u;
 override TN4: u32 = TN / 4u;
 
+// a and a4 (b and b4) view one binding; that is allowed because no entry point uses both.
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
