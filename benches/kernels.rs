@@ -7,8 +7,10 @@
 //! element is one FLOP (criterion's Gelem/s reads as GFLOP/s), or in bytes per second for
 //! kernels that only move memory.
 //!
-//! `cargo bench --bench kernels` uses the default adapter (WGPU_ADAPTER_NAME etc. apply);
-//! CPC_BENCH_QUICK=1 keeps to small shapes and short runs, for the software adapter.
+//! `cargo bench --bench kernels` uses the default adapter (WGPU_ADAPTER_NAME etc. apply)
+//! and its kernel path (CPC_KERNELS=gpu|cpu forces one; the matmul entries are named after
+//! the kernel that ran, so both paths' figures can sit side by side); CPC_BENCH_QUICK=1
+//! keeps to small shapes and short runs, for the software adapter.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ use cpc::ops::adam::{Adam, AdamConfig};
 use cpc::ops::conv2d::{self, Conv2d};
 use cpc::ops::gru::{self, Gru, GruWeights};
 use cpc::ops::infonce::{self, Infonce};
-use cpc::ops::matmul::{self, Matmul};
+use cpc::ops::matmul::{self, Matmul, MatmulKernel};
 use cpc::train::Config;
 
 fn quick() -> bool {
@@ -34,8 +36,8 @@ fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| {
         let g = Gpu::new(&AdapterChoice::default()).expect("an adapter");
         eprintln!(
-            "adapter: {} ({:?}, {:?})",
-            g.info.name, g.info.backend, g.info.device_type
+            "adapter: {} ({:?}, {:?}); {:?} kernel path ({})",
+            g.info.name, g.info.backend, g.info.device_type, g.kernels, g.kernels_reason
         );
         g
     })
@@ -129,8 +131,17 @@ fn bench_matmul(c: &mut Criterion) {
             random_tensor(&[k * n]),
             random_tensor(&[m * n]),
         );
+        let kernel = match MatmulKernel::for_device(gpu()) {
+            MatmulKernel::RegisterBlock => "register_block".to_string(),
+            MatmulKernel::Tiled(t) => format!("tiled_{}x{}x{}_{}x{}", t.bm, t.bn, t.bk, t.tm, t.tn),
+        };
         let l = matmul::forward(gpu(), &mm, &a, &b, &out).unwrap();
-        bench(&mut g, name, format!("{m}x{n}x{k}"), &[&l]);
+        bench(
+            &mut g,
+            &format!("{name}.{kernel}"),
+            format!("{m}x{n}x{k}"),
+            &[&l],
+        );
     }
 }
 

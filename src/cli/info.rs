@@ -28,6 +28,7 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
         info.name, info.backend, info.device_type
     );
     println!("why:   {}", gpu.reason);
+    println!("kernels: {:?} path ({})", gpu.kernels, gpu.kernels_reason);
     println!("\nfeatures:");
     for (name, feat) in [
         ("timestamp queries", wgpu::Features::TIMESTAMP_QUERY),

@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
-use crate::gpu::{AdapterChoice, LimitsChoice};
+use crate::gpu::{AdapterChoice, Kernels, LimitsChoice};
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
 
@@ -72,6 +72,17 @@ pub struct AdapterArgs {
     /// (GL ES class) ones.
     #[arg(long, value_enum, env = "CPC_LIMITS", default_value = "adapter")]
     pub limits: LimitsChoice,
+    /// Kernel path: auto (CPU-tuned kernels on a CPU adapter, GPU-tuned ones elsewhere),
+    /// gpu or cpu, on any adapter (default: CPC_KERNELS, else auto).
+    #[arg(long, value_parser = kernels_parser())]
+    pub kernels: Option<Kernels>,
+}
+
+/// clap parser of `--kernels`: the values listed in `--help`, parsed by [`Kernels`].
+fn kernels_parser() -> impl clap::builder::TypedValueParser<Value = Kernels> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["auto", "gpu", "cpu"])
+        .map(|s| s.parse::<Kernels>().expect("one of the possible values"))
 }
 
 impl From<&AdapterArgs> for AdapterChoice {
@@ -81,6 +92,7 @@ impl From<&AdapterArgs> for AdapterChoice {
             name: a.adapter.clone(),
             software: a.software,
             limits: a.limits,
+            kernels: a.kernels,
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The adapter follows the command line first, then the environment (WGPU_BACKEND,
 //! WGPU_ADAPTER_NAME), then prefers a discrete GPU, an integrated one, a virtual one and
-//! finally the CPU (software) adapter.
+//! finally the CPU (software) adapter. The kernel path (which family of kernels the
+//! launchers in ops/ plan) follows the adapter unless `--kernels` or CPC_KERNELS forces one.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,8 @@ pub struct AdapterChoice {
     pub software: bool,
     /// The limits to open the device with.
     pub limits: LimitsChoice,
+    /// The kernel path asked for (`--kernels`); None: CPC_KERNELS, else auto.
+    pub kernels: Option<Kernels>,
 }
 
 /// The limits a device is opened with: what decides which buffers bind whole, how many
@@ -49,6 +52,70 @@ impl LimitsChoice {
     }
 }
 
+/// The kernel path asked for: `--kernels auto|gpu|cpu` or CPC_KERNELS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// Follow the adapter: the CPU path on a CPU adapter, the GPU path on any other.
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Kernels> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Kernels::Auto),
+            "gpu" => Ok(Kernels::Gpu),
+            "cpu" => Ok(Kernels::Cpu),
+            other => Err(Error::Config(format!(
+                "unknown kernel path '{other}': use auto, gpu or cpu"
+            ))),
+        }
+    }
+}
+
+/// Which family of kernels a device runs, decided once when it is opened
+/// ([`KernelPath::choose`]); each launcher with a kernel per path reads it from
+/// [`Gpu::kernels`] (today the matrix product, ops::matmul::MatmulKernel::for_device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPath {
+    /// Tuned on lavapipe: blocks of outputs in registers, global memory read directly.
+    Cpu,
+    /// Built for GPUs: tiles staged through workgroup memory.
+    Gpu,
+}
+
+impl KernelPath {
+    /// The one place the path is chosen: the flag, else CPC_KERNELS, else the adapter's type
+    /// (a CPU adapter gets the CPU path). Returns the path and why, in words.
+    pub fn choose(
+        asked: Option<Kernels>,
+        device_type: wgpu::DeviceType,
+    ) -> Result<(KernelPath, String)> {
+        let (kernels, source) = match asked {
+            Some(k) => (k, "--kernels"),
+            None => match std::env::var("CPC_KERNELS") {
+                Ok(v) if !v.is_empty() => (v.parse()?, "CPC_KERNELS"),
+                _ => (Kernels::Auto, "default"),
+            },
+        };
+        Ok(match kernels {
+            Kernels::Gpu => (KernelPath::Gpu, format!("gpu kernels from {source}")),
+            Kernels::Cpu => (KernelPath::Cpu, format!("cpu kernels from {source}")),
+            Kernels::Auto if device_type == wgpu::DeviceType::Cpu => (
+                KernelPath::Cpu,
+                format!("cpu kernels for a CPU adapter ({source}: auto)"),
+            ),
+            Kernels::Auto => (
+                KernelPath::Gpu,
+                format!("gpu kernels for a {device_type:?} adapter ({source}: auto)"),
+            ),
+        })
+    }
+}
+
 /// One adapter as `cpc info` reports it.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
@@ -69,6 +136,10 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Why this adapter was chosen, in words, for `cpc info`.
     pub reason: String,
+    /// The kernel path the launchers plan for this device.
+    pub kernels: KernelPath,
+    /// Why that path, in words, for `cpc info`.
+    pub kernels_reason: String,
     pub(crate) pipelines: PipelineCache,
     /// Validation errors wgpu reports outside an error scope land here instead of panicking.
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -209,6 +280,7 @@ impl Gpu {
     pub fn new(choice: &AdapterChoice) -> Result<Gpu> {
         let (adapter, reason) = pick(choice)?;
         let info = adapter.get_info();
+        let (kernels, kernels_reason) = KernelPath::choose(choice.kernels, info.device_type)?;
         let limits = choice.limits.limits(&adapter.limits());
         let features = adapter.features() & wanted_features();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -235,6 +307,8 @@ impl Gpu {
             limits_choice: choice.limits,
             features,
             reason,
+            kernels,
+            kernels_reason,
             pipelines: PipelineCache::default(),
             uncaptured,
             allocated: Default::default(),

@@ -33,6 +33,7 @@ macro_rules! shaders {
 
 shaders! {
     Matmul => "matmul.wgsl",
+    MatmulTiled => "matmul_tiled.wgsl",
     Elementwise => "elementwise.wgsl",
     SumChannels => "sum_channels.wgsl",
     Conv2dForward => "conv2d_forward.wgsl",
@@ -85,7 +86,8 @@ impl Shader {
 /// docs/performance.md).
 /// SAFETY (of creating modules with these): every loop in shaders/ counts up to a shape
 /// extent or halves a constant, so it ends; every divisor is a shape extent or stride, which
-/// the launchers in ops/ check to be nonzero before anything is dispatched.
+/// the launchers in ops/ check to be nonzero before anything is dispatched, or a tile size,
+/// which ops::matmul::Tiling::new checks.
 pub const RUNTIME_CHECKS: wgpu::ShaderRuntimeChecks = wgpu::ShaderRuntimeChecks {
     bounds_checks: true,
     ..wgpu::ShaderRuntimeChecks::unchecked()

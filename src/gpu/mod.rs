@@ -6,7 +6,8 @@ mod launch;
 pub(crate) mod tensor;
 
 pub use context::{
-    list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu, LimitsChoice,
+    list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu, KernelPath, Kernels,
+    LimitsChoice,
 };
 pub use kernels::{PipelineKey, Shader};
 pub use launch::{

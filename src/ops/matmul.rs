@@ -1,10 +1,13 @@
-//! Batched matrix product with either operand transposed (shaders/matmul.wgsl).
+//! Batched matrix product with either operand transposed, by one of two kernels that
+//! compute the same: shaders/matmul.wgsl (the CPU path, tuned on lavapipe) and
+//! shaders/matmul_tiled.wgsl (the GPU path, tiled through workgroup memory). The device's
+//! kernel path picks one ([`MatmulKernel::for_device`]); [`forward_with`] takes either.
 //!
 //! C = alpha * op(A) op(B) (+ C), with op(A) M x K and op(B) K x N. Operands may be strided
 //! views: batch i of A starts at `a.offset + i * a.batch_stride` elements into its tensor.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{rel_offset, Gpu, Launch, Shader, Tensor};
+use crate::gpu::{rel_offset, Gpu, KernelPath, Launch, Shader, Tensor};
 
 crate::uniform_struct! {
     /// WGSL twin: MatmulParams in shaders/matmul.wgsl.
@@ -163,8 +166,117 @@ impl Matmul {
     }
 }
 
-/// Plan C = alpha op(A) op(B) (+ C).
+/// One tiling of matmul_tiled.wgsl, handed to it as override constants: a BM x BN tile of
+/// C per workgroup, slices of BK values of k staged in workgroup memory, and a TM x TN block
+/// of C per thread, so (BM / TM) x (BN / TN) threads per workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tiling {
+    pub bm: usize,
+    pub bn: usize,
+    pub bk: usize,
+    pub tm: usize,
+    pub tn: usize,
+}
+
+impl Tiling {
+    /// What the GPU path runs unless told otherwise: 256 threads of 4 x 4 outputs, 8 KiB of
+    /// workgroup memory. (Chosen by reasoning, not yet timed on a real GPU.)
+    pub const DEFAULT: Tiling = Tiling::new(64, 64, 16, 4, 4);
+
+    /// Every tiling the kernel is tested with, and from which a tuner may pick: small tiles
+    /// for small products, 8 x 8 blocks per thread for large ones.
+    pub const CANDIDATES: &'static [Tiling] = &[
+        Tiling::DEFAULT,
+        Tiling::new(32, 32, 16, 4, 4),
+        Tiling::new(64, 64, 16, 8, 8),
+        Tiling::new(128, 64, 16, 8, 4),
+        Tiling::new(128, 128, 8, 8, 8),
+    ];
+
+    /// A tiling, checked (at compile time for constants) against the kernel's assumptions.
+    pub const fn new(bm: usize, bn: usize, bk: usize, tm: usize, tn: usize) -> Tiling {
+        let t = Tiling { bm, bn, bk, tm, tn };
+        assert!(t.valid(), "tiling breaks matmul_tiled.wgsl's assumptions");
+        t
+    }
+
+    /// Invocations per workgroup.
+    pub const fn threads(&self) -> usize {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+
+    /// Bytes of workgroup memory: the two tiles.
+    pub const fn workgroup_bytes(&self) -> usize {
+        4 * self.bk * (self.bm + self.bn)
+    }
+
+    /// What the kernel assumes: blocks of 4 or 8 that divide the tile; whole vec4s per
+    /// tile row and per thread load; every thread staging the same number of values; and
+    /// WebGPU's default limits (256 invocations, 16 KiB of workgroup memory).
+    const fn valid(&self) -> bool {
+        let t = self.threads();
+        (self.tm == 4 || self.tm == 8)
+            && (self.tn == 4 || self.tn == 8)
+            && self.bm.is_multiple_of(self.tm)
+            && self.bn.is_multiple_of(self.tn)
+            && self.bk.is_multiple_of(4)
+            && (self.bm * self.bk).is_multiple_of(4 * t)
+            && (self.bn * self.bk).is_multiple_of(4 * t)
+            && t <= 256
+            && self.workgroup_bytes() <= 16384
+    }
+
+    fn constants(&self) -> [(&'static str, f64); 5] {
+        [
+            ("BM", self.bm as f64),
+            ("BN", self.bn as f64),
+            ("BK", self.bk as f64),
+            ("TM", self.tm as f64),
+            ("TN", self.tn as f64),
+        ]
+    }
+}
+
+/// Which kernel computes a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKernel {
+    /// matmul.wgsl: 8 x 8 blocks in registers, no workgroup memory (the CPU path).
+    RegisterBlock,
+    /// matmul_tiled.wgsl with this tiling (the GPU path).
+    Tiled(Tiling),
+}
+
+impl MatmulKernel {
+    /// The kernel of the device's path ([`Gpu::kernels`]).
+    pub fn for_device(gpu: &Gpu) -> MatmulKernel {
+        match gpu.kernels {
+            KernelPath::Cpu => MatmulKernel::RegisterBlock,
+            KernelPath::Gpu => MatmulKernel::Tiled(Tiling::DEFAULT),
+        }
+    }
+}
+
+/// Whether matmul_tiled.wgsl may read an operand as vec4s: its stored rows (`row` elements),
+/// its first element in the binding and its batch stride are all multiples of 4, so every
+/// vector lies whole inside the operand and on a 16-byte boundary.
+fn vec4_loads(row: usize, offset: u32, batch_stride: usize) -> bool {
+    row > 0 && row.is_multiple_of(4) && offset.is_multiple_of(4) && batch_stride.is_multiple_of(4)
+}
+
+/// Plan C = alpha op(A) op(B) (+ C) with the device's kernel.
 pub fn forward(gpu: &Gpu, mm: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Launch> {
+    forward_with(gpu, mm, a, b, c, MatmulKernel::for_device(gpu))
+}
+
+/// [`forward`] with the kernel given.
+pub fn forward_with(
+    gpu: &Gpu,
+    mm: &Matmul,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    kernel: MatmulKernel,
+) -> Result<Launch> {
     mm.check(a, b, c)?;
     let [sa, sb, sc] = mm.batch_strides();
     let params = MatmulParams {
@@ -181,20 +293,40 @@ pub fn forward(gpu: &Gpu, mm: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
         accumulate: mm.accumulate as u32,
         alpha: mm.alpha,
     };
-    let tile = 64;
+    let mut constants = vec![
+        ("TRANS_A", mm.trans_a as u32 as f64),
+        ("TRANS_B", mm.trans_b as u32 as f64),
+    ];
+    let (shader, entry, [tile_m, tile_n]) = match kernel {
+        // 8 x 8 threads of 8 x 8 outputs (matmul.wgsl's T and WG).
+        MatmulKernel::RegisterBlock => (Shader::Matmul, "main", [64, 64]),
+        MatmulKernel::Tiled(t) => {
+            constants.extend(t.constants());
+            // Rows of the stored operands: A [M, K] or [K, M], B [K, N] or [N, K].
+            let row_a = if mm.trans_a { mm.m } else { mm.k };
+            let row_b = if mm.trans_b { mm.k } else { mm.n };
+            let entry = match (
+                vec4_loads(row_a, params.a_offset, sa),
+                vec4_loads(row_b, params.b_offset, sb),
+            ) {
+                (false, false) => "tiled",
+                (true, false) => "tiled_a4",
+                (false, true) => "tiled_b4",
+                (true, true) => "tiled_a4_b4",
+            };
+            (Shader::MatmulTiled, entry, [t.bm, t.bn])
+        }
+    };
     Launch::new(
         gpu,
-        Shader::Matmul,
-        "main",
-        &[
-            ("TRANS_A", mm.trans_a as u32 as f64),
-            ("TRANS_B", mm.trans_b as u32 as f64),
-        ],
+        shader,
+        entry,
+        &constants,
         &params,
         &[a, b, c],
         [
-            mm.n.div_ceil(tile) as u32,
-            mm.m.div_ceil(tile) as u32,
+            mm.n.div_ceil(tile_n) as u32,
+            mm.m.div_ceil(tile_m) as u32,
             mm.batch as u32,
         ],
     )
@@ -271,16 +403,33 @@ pub fn backward(
     db: &Tensor,
     accumulate: bool,
 ) -> Result<Vec<Launch>> {
+    let kernel = MatmulKernel::for_device(gpu);
+    backward_with(gpu, mm, a, b, dc, da, db, accumulate, kernel)
+}
+
+/// [`backward`] with the kernel given.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with(
+    gpu: &Gpu,
+    mm: &Matmul,
+    a: &Tensor,
+    b: &Tensor,
+    dc: &Tensor,
+    da: &Tensor,
+    db: &Tensor,
+    accumulate: bool,
+    kernel: MatmulKernel,
+) -> Result<Vec<Launch>> {
     let (sda, sdb) = backward_specs(mm, accumulate);
     let la = if !mm.trans_a {
-        forward(gpu, &sda, dc, b, da)?
+        forward_with(gpu, &sda, dc, b, da, kernel)?
     } else {
-        forward(gpu, &sda, b, dc, da)?
+        forward_with(gpu, &sda, b, dc, da, kernel)?
     };
     let lb = if !mm.trans_b {
-        forward(gpu, &sdb, a, dc, db)?
+        forward_with(gpu, &sdb, a, dc, db, kernel)?
     } else {
-        forward(gpu, &sdb, dc, a, db)?
+        forward_with(gpu, &sdb, dc, a, db, kernel)?
     };
     Ok(vec![la, lb])
 }

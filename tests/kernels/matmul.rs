@@ -1,4 +1,7 @@
-use cpc::ops::matmul::{self, Matmul, Strided};
+use std::collections::BTreeSet;
+
+use cpc::gpu::{KernelPath, Kernels};
+use cpc::ops::matmul::{self, Matmul, MatmulKernel, Strided, Tiling};
 use cpc::{cpu, Error};
 
 use crate::common::*;
@@ -12,7 +15,29 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
     (1, 128, 64, 40),
 ];
 
+/// Shapes for the tiled kernel (GPU path): 1, odd sizes on either side of its tiles (32 to
+/// 128), multiples of 4 (whole and partial tiles) and mixes (K % 4 == 0 with odd M and N),
+/// so every entry point, scalar and vec4 loads of either operand, runs.
+const TILED_SHAPES: &[(usize, usize, usize, usize)] = &[
+    (1, 1, 1, 1),
+    (1, 3, 17, 5),
+    (2, 17, 63, 65),
+    (1, 65, 127, 33),
+    (1, 127, 3, 129),
+    (1, 128, 128, 64),
+    (2, 68, 36, 20),
+    (1, 4, 132, 12),
+    (2, 33, 65, 36),
+];
+
+/// Check the device's kernel; see [`check_forward_with`].
 fn check_forward(mm: Matmul, seed: u64) {
+    check_forward_with(mm, seed, MatmulKernel::for_device(gpu()));
+}
+
+/// Run `mm` with `kernel` on random operands (C NaN-filled unless accumulating) against the
+/// CPU reference. Returns the launch's name (which entry point ran).
+fn check_forward_with(mm: Matmul, seed: u64, kernel: MatmulKernel) -> &'static str {
     let mut r = rng(seed);
     let [sa, sb, sc] = mm.batch_strides();
     let la = mm.a.offset + (mm.batch - 1) * sa + mm.m * mm.k;
@@ -25,7 +50,9 @@ fn check_forward(mm: Matmul, seed: u64) {
     } else {
         nan_tensor(&[lc])
     };
-    run(&[matmul::forward(gpu(), &mm, &ta, &tb, &tc).unwrap()]);
+    let launch = matmul::forward_with(gpu(), &mm, &ta, &tb, &tc, kernel).unwrap();
+    let name = launch.name;
+    run(&[launch]);
     let mut want = c0.clone();
     cpu::matmul::forward(&mm, &a, &b, &mut want);
     let got = read(&tc);
@@ -51,7 +78,8 @@ fn check_forward(mm: Matmul, seed: u64) {
         .unzip();
     // f32 sums of K products of values in [-1, 1]: error grows like sqrt(K) * eps * |terms|.
     let tol = 1e-5 * (mm.k as f32).sqrt() * 4.0;
-    assert_close(&format!("{mm:?}"), &g, &w, tol, 1e-5);
+    assert_close(&format!("{kernel:?} {mm:?}"), &g, &w, tol, 1e-5);
+    name
 }
 
 #[test]
@@ -88,6 +116,91 @@ fn matmul_forward_strided_accumulating_scaled() {
         );
     check_forward(mm, 11);
     check_forward(mm.accumulate(false).trans_a(true), 12);
+}
+
+#[test]
+fn matmul_tiled_forward_matches_reference() {
+    for &tiling in Tiling::CANDIDATES {
+        let kernel = MatmulKernel::Tiled(tiling);
+        let mut entries = BTreeSet::new();
+        for (seed, &(batch, m, n, k)) in TILED_SHAPES.iter().enumerate() {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mm = Matmul::new(batch, m, n, k).trans_a(ta).trans_b(tb);
+                entries.insert(check_forward_with(mm, seed as u64, kernel));
+            }
+        }
+        let all = [
+            "matmul_tiled.tiled",
+            "matmul_tiled.tiled_a4",
+            "matmul_tiled.tiled_b4",
+            "matmul_tiled.tiled_a4_b4",
+        ];
+        assert_eq!(entries, all.into(), "{tiling:?}: entry points run");
+    }
+}
+
+#[test]
+fn matmul_tiled_forward_strided_accumulating_scaled() {
+    let kernel = MatmulKernel::Tiled(Tiling::DEFAULT);
+    let view = |offset, batch_stride| Strided {
+        offset,
+        batch_stride,
+    };
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        // Offsets and strides that are not multiples of 4: element loads.
+        let odd = Matmul::new(3, 37, 9, 21)
+            .trans_a(ta)
+            .trans_b(tb)
+            .alpha(0.5)
+            .strides(view(3, 800), view(1, 0), view(5, 350));
+        // Multiples of 4 with gaps between the batches: vec4 loads of views.
+        let even = Matmul::new(2, 36, 68, 20)
+            .trans_a(ta)
+            .trans_b(tb)
+            .alpha(-1.5)
+            .strides(view(8, 724), view(4, 1364), view(12, 2452));
+        for (i, mm) in [odd, even].into_iter().enumerate() {
+            for accumulate in [false, true] {
+                let entry = check_forward_with(mm.accumulate(accumulate), 20 + i as u64, kernel);
+                assert_eq!(entry.ends_with("tiled"), i == 0, "{mm:?}: {entry}");
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_tiled_backward_matches_reference() {
+    let kernel = MatmulKernel::Tiled(Tiling::DEFAULT);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for accumulate in [false, true] {
+            let mm = Matmul::new(2, 13, 9, 70).trans_a(ta).trans_b(tb).alpha(1.5);
+            let mut r = rng(6);
+            let (a, b, dc) = (
+                random(&mut r, 2 * 13 * 70),
+                random(&mut r, 2 * 70 * 9),
+                random(&mut r, 2 * 13 * 9),
+            );
+            let (da0, db0) = (random(&mut r, a.len()), random(&mut r, b.len()));
+            let (ta_, tb_, tdc) = (
+                upload(&[a.len()], &a),
+                upload(&[b.len()], &b),
+                upload(&[dc.len()], &dc),
+            );
+            let (tda, tdb) = if accumulate {
+                (upload(&[a.len()], &da0), upload(&[b.len()], &db0))
+            } else {
+                (nan_tensor(&[a.len()]), nan_tensor(&[b.len()]))
+            };
+            let launches =
+                matmul::backward_with(gpu(), &mm, &ta_, &tb_, &tdc, &tda, &tdb, accumulate, kernel)
+                    .unwrap();
+            run(&launches);
+            let (mut da, mut db) = (da0.clone(), db0.clone());
+            cpu::matmul::backward(&mm, &a, &b, &dc, &mut da, &mut db, accumulate);
+            assert_close("dA", &read(&tda), &da, 2e-4, 1e-4);
+            assert_close("dB", &read(&tdb), &db, 2e-4, 1e-4);
+        }
+    }
 }
 
 #[test]
@@ -160,4 +273,16 @@ fn matmul_rejects_mismatched_shapes() {
         "{msg}"
     );
     assert!(msg.contains("[6, 3]") && msg.contains("K=5"), "{msg}");
+}
+
+#[test]
+fn kernel_path_follows_the_flag_then_the_adapter() {
+    use wgpu::DeviceType::{Cpu, DiscreteGpu};
+    let path = |asked, ty| KernelPath::choose(Some(asked), ty).unwrap().0;
+    assert_eq!(path(Kernels::Auto, Cpu), KernelPath::Cpu);
+    assert_eq!(path(Kernels::Auto, DiscreteGpu), KernelPath::Gpu);
+    assert_eq!(path(Kernels::Gpu, Cpu), KernelPath::Gpu);
+    assert_eq!(path(Kernels::Cpu, DiscreteGpu), KernelPath::Cpu);
+    assert_eq!("GPU".parse::<Kernels>().unwrap(), Kernels::Gpu);
+    assert!("fast".parse::<Kernels>().is_err());
 }

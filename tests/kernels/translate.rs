@@ -6,7 +6,8 @@
 //!
 //! The pipelines are the ones a fresh device's cache holds ([`Gpu::built_pipelines`]) after
 //! planning real workloads: the tiny preset and the small one with layer norm, the probe's
-//! classifier, and the conv kernels with their weights bound as storage (a GPU's binding).
+//! classifier, the conv kernels with their weights bound as storage (a GPU's binding), and
+//! the GPU path's tiled matrix product with every tiling candidate.
 //! Each is translated from the same source, with the same override constants and runtime
 //! checks as gpu/kernels.rs creates it; every entry point of every shader must be among them.
 
@@ -20,6 +21,7 @@ use cpc::gpu::{Gpu, Shader, Tensor};
 use cpc::model::{CpcModel, ModelSpec};
 use cpc::ops::adam::AdamConfig;
 use cpc::ops::conv2d::{self, Conv2d, WeightBinding};
+use cpc::ops::matmul::{self, Matmul, MatmulKernel, Tiling};
 use cpc::train::Config;
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
@@ -73,6 +75,21 @@ fn plan_workloads(gpu: &Gpu) {
     );
     conv2d::forward_with(gpu, &c, &x, &w, &b, &y, WeightBinding::Storage).unwrap();
     conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, WeightBinding::Storage).unwrap();
+    // The GPU path's matrix product (ops::matmul::MatmulKernel::for_device on a GPU), with
+    // every tiling a device may be given, each with vec4 loads of A, B, both and neither
+    // (rows of 8 floats or of 5), plain and transposed.
+    for &tiling in Tiling::CANDIDATES {
+        for (k, n) in [(8, 8), (8, 5), (5, 8), (5, 5)] {
+            for (trans_a, trans_b) in [(false, false), (true, true)] {
+                let m = 8;
+                let mm = Matmul::new(1, m, n, k).trans_a(trans_a).trans_b(trans_b);
+                let a = t(&if trans_a { [k, m] } else { [m, k] });
+                let b = t(&if trans_b { [n, k] } else { [k, n] });
+                matmul::forward_with(gpu, &mm, &a, &b, &t(&[m, n]), MatmulKernel::Tiled(tiling))
+                    .unwrap();
+            }
+        }
+    }
 }
 
 /// The translations checked, each with the validator that checks its output (if any).
