@@ -1,6 +1,7 @@
-// conv2d_tiled.wgsl: the convolution's forward and input gradient as implicit matrix
-// products tiled through workgroup memory, for real GPUs (conv2d_forward.wgsl and
-// conv2d_backward_input.wgsl are the CPU adapter's kernels; these compute the same).
+// conv2d_tiled.wgsl: the convolution's forward, input gradient and weight gradient as
+// implicit matrix products tiled through workgroup memory, for real GPUs
+// (conv2d_forward.wgsl, conv2d_backward_input.wgsl and conv2d_backward_weight.wgsl are the
+// CPU adapter's kernels; these compute the same).
 //
 // forward: y[n, co, oy, ox] = b[co] + sum over ci, ky, kx of w[co, ci, ky, kx] * x[n, ci, iy, ix]
 //   with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, x = 0 outside the image.
@@ -14,18 +15,26 @@
 //   tap that skips them. Per phase: M = N * HQ * WQ pixels (HQ = ceil(H / stride), counting
 //   the ones past the image's edge, which are never stored), N = Cin, K = Cout x the phase's
 //   taps (0 where k < stride leaves a phase none: its pixels get 0).
+// backward_weight: partial[z, co, ci, ky, kx] = sum over the chunk z of the batch's images
+//   n and output pixels of dy[n, co, oy, ox] * x[n, ci, iy, ix] (iy, ix as in the forward).
+//   Split along K so that every workgroup is busy when Cout x Cin k k alone gives few tiles;
+//   the launcher adds the chunks into dw with sum_channels.wgsl, as for the CPU path. Per
+//   chunk: M = Cin * k * k (the forward's K, so that neighbouring threads store neighbouring
+//   weights), N = Cout, K = the chunk's images x OH x OW; A is the forward's im2col matrix
+//   transposed, B is dy.
 //
 // Bindings: 0 Conv2dTiledParams (uniform), 1 the input, x or dy (read), 2 the weights
-// [Cout, Cin, k, k] as stored (read), 3 bias [Cout] (read; forward only), 4 the output, y or
-// dx (read_write). Dispatch: (ceil(M / BM), ceil(N / BN), 1 or stride^2 phases) workgroups
-// of (BM / TM) x (BN / TN) threads. Each workgroup computes a BM x BN tile of the output,
+// [Cout, Cin, k, k] as stored, or dy for backward_weight (read; `weight` and `dy` view one
+// binding: no entry point uses both), 3 bias [Cout] (read; forward only), 4 the output, y,
+// dx or partial (read_write). Dispatch: (ceil(M / BM), ceil(N / BN), z) workgroups of
+// (BM / TM) x (BN / TN) threads, z being 1, the stride^2 phases or the chunks. Each workgroup computes a BM x BN tile of the output,
 // pixels by channels: for each slice of BK values of k it gathers the BM x BK tile of A
 // (neighbouring threads neighbouring pixels) and the BK x BN tile of B (neighbouring
 // threads neighbouring k, contiguous in the weights) into workgroup memory, then every
 // thread adds the products into its TM x TN block of registers. Values past an edge of A or
 // B, and taps in the padding, read 0; stores skip pixels and channels past the edge.
 // Writes: forward overwrites y with the bias added; backward_input overwrites dx, or adds to
-// it when accumulate != 0.
+// it when accumulate != 0; backward_weight overwrites its chunks of partial.
 //
 // The tile sizes are override constants set from ops::matmul::Tiling, whose checks this
 // kernel shares (it stages element by element, so needs no more than matmul_tiled.wgsl).
@@ -47,7 +56,8 @@ struct Conv2dTiledParams {
     b_offset: u32,
     out_offset: u32,
     accumulate: u32,
-    _pad0: u32,
+    // backward_weight: images per chunk of the batch (the last chunk may hold fewer).
+    chunk: u32,
 }
 
 override BM: u32 = 64u;
@@ -69,6 +79,7 @@ override TN4: u32 = TN / 4u;
 @group(0) @binding(0) var<uniform> p: Conv2dTiledParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
@@ -156,6 +167,19 @@ fn backward_input_tile(wid: vec3<u32>, lid: vec3<u32>) -> Tile {
     return t;
 }
 
+// backward_weight's K for chunk z: its images' output pixels.
+fn chunk_k(z: u32) -> u32 {
+    return min(p.chunk, p.n - z * p.chunk) * p.oh * p.ow;
+}
+
+fn backward_weight_tile(wid: vec3<u32>, lid: vec3<u32>) -> Tile {
+    var t = forward_tile(wid, lid);
+    t.m = p.cin * p.k * p.k;
+    t.n = p.cout;
+    t.k = chunk_k(wid.z);
+    return t;
+}
+
 // Where output pixel r (of the product's M) lies: image, row, column. For backward_input the
 // row and column are the input pixel's (phase pixels mapped back into the image).
 fn pixel(t: Tile, r: u32, fwd: bool) -> vec3<u32> {
@@ -239,6 +263,36 @@ fn stage(t: Tile, k0: u32, fwd: bool) {
         var v = 0.0;
         if (t.n0 + j < t.n && k0 + kk < t.k) {
             v = b_at(t, k0 + kk, t.n0 + j, fwd);
+        }
+        b_tile[kk * BN4 + j / 4u][j % 4u] = v;
+    }
+}
+
+// backward_weight's slice of k from k0 (pixels of chunk z): A[r, q] is the forward's
+// A[q, r], B[q, co] is dy at pixel q. Consecutive threads on consecutive pixels in both, so
+// neighbouring in x and dy where the stride is 1.
+fn stage_weight_grad(t: Tile, k0: u32, z: u32) {
+    let q0 = z * p.chunk * p.oh * p.ow + k0;
+    for (var s = 0u; s < BM * BK / THREADS; s++) {
+        let e = t.flat + s * THREADS;
+        let i = e / BK;
+        let kk = e % BK;
+        var v = 0.0;
+        if (t.m0 + i < t.m && k0 + kk < t.k) {
+            v = a_at(t, q0 + kk, t.m0 + i, true);
+        }
+        a_tile[kk * BM4 + i / 4u][i % 4u] = v;
+    }
+    let ohw = p.oh * p.ow;
+    for (var s = 0u; s < BN * BK / THREADS; s++) {
+        let e = t.flat + s * THREADS;
+        let j = e / BK;
+        let kk = e % BK;
+        var v = 0.0;
+        if (t.n0 + j < t.n && k0 + kk < t.k) {
+            let q = q0 + kk;
+            let img = q / ohw;
+            v = dy[p.w_offset + (img * p.cout + t.n0 + j) * ohw + (q - img * ohw)];
         }
         b_tile[kk * BN4 + j / 4u][j % 4u] = v;
     }
@@ -337,6 +391,33 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 var v = acc[i * TN4 + g][j];
                 if (p.accumulate != 0u) { v += dst[at]; }
                 dst[at] = v;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WX, WY, 1)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = backward_weight_tile(wid, lid);
+    for (var k0 = 0u; k0 < chunk_k(wid.z); k0 += BK) {
+        stage_weight_grad(t, k0, wid.z);
+        workgroupBarrier();
+        multiply(t);
+        workgroupBarrier();
+    }
+    let base = p.out_offset + wid.z * p.cout * t.m;
+    for (var i = 0u; i < TM; i++) {
+        let r = row_of(t, i);
+        if (r >= t.m) {
+            continue;
+        }
+        for (var g = 0u; g < TN4; g++) {
+            let co0 = col_of(t, g);
+            for (var j = 0u; j < 4u; j++) {
+                if (co0 + j >= t.n) {
+                    break;
+                }
+                dst[base + (co0 + j) * t.m + r] = acc[i * TN4 + g][j];
             }
         }
     }

@@ -122,13 +122,15 @@ crate::uniform_struct! {
         pub pad: u32,
         pub oh: u32,
         pub ow: u32,
-        /// Offsets of the input (x or dy), weights, bias and output (y or dx).
+        /// Offsets of the input (x or dy), weights (dy for the weight gradient), bias and
+        /// output (y, dx or the weight gradient's chunks).
         pub in_offset: u32,
         pub w_offset: u32,
         pub b_offset: u32,
         pub out_offset: u32,
         pub accumulate: u32,
-        pub _pad0: u32,
+        /// The weight gradient's images per chunk of the batch.
+        pub chunk: u32,
     }
 }
 
@@ -460,7 +462,8 @@ pub fn forward_with(
     let binding = match kernel {
         ConvKernel::Direct(binding) => binding,
         ConvKernel::Tiled(tiling) => {
-            let l = tiled(gpu, c, "forward", x, w, Some(b), y, false, tiling)?;
+            let l = tiled(gpu, c, TiledPass::Forward, x, w, Some(b), y, tiling)?;
+            let l = l.cost(c.flops(), c.moved());
             return Ok(vec![l.reference(forward_reference(*c))]);
         }
     };
@@ -557,17 +560,9 @@ pub fn backward_input_with(
     let binding = match kernel {
         ConvKernel::Direct(binding) => binding,
         ConvKernel::Tiled(tiling) => {
-            let l = tiled(
-                gpu,
-                c,
-                "backward_input",
-                dy,
-                w,
-                None,
-                dx,
-                accumulate,
-                tiling,
-            )?;
+            let pass = TiledPass::BackwardInput { accumulate };
+            let l = tiled(gpu, c, pass, dy, w, None, dx, tiling)?;
+            let l = l.cost(c.flops(), c.moved() + accumulate as u64 * c.x_len() as u64);
             return Ok(vec![l.reference(backward_input_reference(*c, accumulate))]);
         }
     };
@@ -656,24 +651,51 @@ fn backward_input_reference(conv: Conv2d, accumulate: bool) -> impl Fn() + Send 
     }
 }
 
-/// Plan one dispatch of conv2d_tiled.wgsl's `entry` (forward or backward_input) from
-/// `input` (x or dy) and the weights into `out` (y or dx), with the bias for the forward.
-/// Its grid: output pixels (of one stride phase for the input gradient) by channels, and
-/// the stride phases along z.
+/// What one dispatch of conv2d_tiled.wgsl computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TiledPass {
+    Forward,
+    BackwardInput {
+        accumulate: bool,
+    },
+    /// Into chunks of this many images.
+    BackwardWeight {
+        chunk: usize,
+    },
+}
+
+/// Plan one dispatch of conv2d_tiled.wgsl: from `input` (x, dy, x) and `second` (the
+/// weights, the weights, dy) into `out` (y, dx, the weight gradient's chunks), with the
+/// bias for the forward. Its grid: the product's rows by channels, along z the stride
+/// phases of the input gradient or the weight gradient's chunks.
 #[allow(clippy::too_many_arguments)]
 fn tiled(
     gpu: &Gpu,
     c: &Conv2d,
-    entry: &'static str,
+    pass: TiledPass,
     input: &Tensor,
-    w: &Tensor,
+    second: &Tensor,
     bias: Option<&Tensor>,
     out: &Tensor,
-    accumulate: bool,
     tiling: Tiling,
 ) -> Result<Launch> {
     let (oh, ow) = c.out_hw();
     let s = c.stride;
+    let (entry, [rows, cols, z], accumulate, chunk) = match pass {
+        TiledPass::Forward => ("forward", [c.n * oh * ow, c.cout, 1], false, 0),
+        TiledPass::BackwardInput { accumulate } => (
+            "backward_input",
+            [c.n * c.h.div_ceil(s) * c.w.div_ceil(s), c.cin, s * s],
+            accumulate,
+            0,
+        ),
+        TiledPass::BackwardWeight { chunk } => (
+            "backward_weight",
+            [c.cin * c.k * c.k, c.cout, c.n.div_ceil(chunk)],
+            false,
+            chunk,
+        ),
+    };
     let params = Conv2dTiledParams {
         n: c.n as u32,
         cin: c.cin as u32,
@@ -686,17 +708,13 @@ fn tiled(
         oh: oh as u32,
         ow: ow as u32,
         in_offset: rel_offset(gpu, input),
-        w_offset: rel_offset(gpu, w),
+        w_offset: rel_offset(gpu, second),
         b_offset: bias.map_or(0, |b| rel_offset(gpu, b)),
         out_offset: rel_offset(gpu, out),
         accumulate: accumulate as u32,
-        _pad0: 0,
+        chunk: chunk as u32,
     };
-    let (pixels, channels, phases) = match bias {
-        Some(_) => (c.n * oh * ow, c.cout, 1),
-        None => (c.n * c.h.div_ceil(s) * c.w.div_ceil(s), c.cin, s * s),
-    };
-    let mut tensors = vec![(1, input), (2, w)];
+    let mut tensors = vec![(1, input), (2, second)];
     tensors.extend(bias.map(|b| (3, b)));
     tensors.push((4, out));
     Launch::with_bindings(
@@ -707,17 +725,15 @@ fn tiled(
         &params,
         &tensors,
         [
-            pixels.div_ceil(tiling.bm) as u32,
-            channels.div_ceil(tiling.bn) as u32,
-            phases as u32,
+            rows.div_ceil(tiling.bm) as u32,
+            cols.div_ceil(tiling.bn) as u32,
+            z as u32,
         ],
     )
-    .map(|l| l.cost(c.flops(), c.moved() + accumulate as u64 * c.x_len() as u64))
 }
 
-/// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy: the chunked
-/// weight gradient into a partial buffer allocated here, the sum of its chunks into dw, and
-/// the sum of dy over batch and pixels into db.
+/// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy, with the
+/// device's kernel ([`ConvKernel::for_device`]).
 pub fn backward_weight(
     gpu: &Gpu,
     c: &Conv2d,
@@ -726,9 +742,25 @@ pub fn backward_weight(
     dw: &Tensor,
     db: &Tensor,
 ) -> Result<Vec<Launch>> {
-    let kernel = "conv2d_backward_weight";
+    backward_weight_with(gpu, c, x, dy, dw, db, ConvKernel::for_device(gpu))
+}
+
+/// [`backward_weight`] with the kernel given (a Direct kernel's weight binding does not
+/// matter: the weight gradient reads no weights): the chunked weight gradient into a
+/// partial buffer allocated here, the sum of its chunks into dw, and the sum of dy over
+/// batch and pixels into db.
+pub fn backward_weight_with(
+    gpu: &Gpu,
+    c: &Conv2d,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: &Tensor,
+    kernel: ConvKernel,
+) -> Result<Vec<Launch>> {
+    let kernel_name = "conv2d_backward_weight";
     c.check(
-        kernel,
+        kernel_name,
         &[
             ("x", x, &c.x_shape()),
             ("dy", dy, &c.y_shape()),
@@ -746,49 +778,58 @@ pub fn backward_weight(
         &[c.weight_grad_max_chunks(gpu), dw_size],
     )?;
     let partial = scratch.view(0, &[chunks, dw_size]);
-    let params = Conv2dBackwardWeightParams {
-        n: c.n as u32,
-        cin: c.cin as u32,
-        h: c.h as u32,
-        w: c.w as u32,
-        cout: c.cout as u32,
-        k: c.k as u32,
-        stride: c.stride as u32,
-        pad: c.pad as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        chunk: per_chunk as u32,
-        x_offset: rel_offset(gpu, x),
-        dy_offset: rel_offset(gpu, dy),
-        partial_offset: rel_offset(gpu, &partial),
-        _pad0: 0,
-        _pad1: 0,
-    };
-    let items = c.cout.div_ceil(BLOCK) * c.cin.div_ceil(BLOCK) * c.k * c.k;
-    let [wx, wy, _] = spread(gpu, kernel, items.div_ceil(WG) as u64)?;
-    let chunked = Launch::new(
-        gpu,
-        Shader::Conv2dBackwardWeight,
-        "main",
-        &[],
-        &params,
-        &[x, dy, &partial],
-        [wx, wy, chunks as u32],
-    )?
-    .cost(c.flops(), (c.x_len() + c.y_len() + chunks * dw_size) as u64)
-    .reference({
-        let conv = *c;
-        move || {
-            let (mut dw, mut db) = (vec![0.0; conv.w_len()], vec![0.0; conv.cout]);
-            crate::cpu::conv2d::backward_weight(
-                &conv,
-                &vec![0.5; conv.x_len()],
-                &vec![0.5; conv.y_len()],
-                &mut dw,
-                &mut db,
-            );
+    let chunked = match kernel {
+        ConvKernel::Tiled(tiling) => {
+            let pass = TiledPass::BackwardWeight { chunk: per_chunk };
+            tiled(gpu, c, pass, x, dy, None, &partial, tiling)?
         }
-    });
+        ConvKernel::Direct(_) => {
+            let params = Conv2dBackwardWeightParams {
+                n: c.n as u32,
+                cin: c.cin as u32,
+                h: c.h as u32,
+                w: c.w as u32,
+                cout: c.cout as u32,
+                k: c.k as u32,
+                stride: c.stride as u32,
+                pad: c.pad as u32,
+                oh: oh as u32,
+                ow: ow as u32,
+                chunk: per_chunk as u32,
+                x_offset: rel_offset(gpu, x),
+                dy_offset: rel_offset(gpu, dy),
+                partial_offset: rel_offset(gpu, &partial),
+                _pad0: 0,
+                _pad1: 0,
+            };
+            let items = c.cout.div_ceil(BLOCK) * c.cin.div_ceil(BLOCK) * c.k * c.k;
+            let [wx, wy, _] = spread(gpu, kernel_name, items.div_ceil(WG) as u64)?;
+            Launch::new(
+                gpu,
+                Shader::Conv2dBackwardWeight,
+                "main",
+                &[],
+                &params,
+                &[x, dy, &partial],
+                [wx, wy, chunks as u32],
+            )?
+        }
+    };
+    let chunked = chunked
+        .cost(c.flops(), (c.x_len() + c.y_len() + chunks * dw_size) as u64)
+        .reference({
+            let conv = *c;
+            move || {
+                let (mut dw, mut db) = (vec![0.0; conv.w_len()], vec![0.0; conv.cout]);
+                crate::cpu::conv2d::backward_weight(
+                    &conv,
+                    &vec![0.5; conv.x_len()],
+                    &vec![0.5; conv.y_len()],
+                    &mut dw,
+                    &mut db,
+                );
+            }
+        });
     Ok(vec![
         chunked,
         sum_channels::launch(gpu, &partial, [chunks, dw_size, 1], dw, 1.0, true)?,

@@ -156,7 +156,7 @@ fn check_backward_with(c: Conv2d, seed: u64, kernel: ConvKernel) {
         );
     }
     let (tdw, tdb) = (upload(&c.w_shape(), &dw0), upload(&[c.cout], &db0));
-    run(&conv2d::backward_weight(gpu(), &c, &tx, &tdy, &tdw, &tdb).unwrap());
+    run(&conv2d::backward_weight_with(gpu(), &c, &tx, &tdy, &tdw, &tdb, kernel).unwrap());
     let (mut dw, mut db) = (dw0.clone(), db0.clone());
     cpu::conv2d::backward_weight(&c, &x, &dy, &mut dw, &mut db);
     let terms = c.n * oh * ow;
@@ -193,6 +193,7 @@ fn conv2d_backward_weight_split_over_uneven_chunks() {
         "this case should have several images per chunk and a short last chunk: {per_chunk} x {chunks}"
     );
     check_backward(c, 7);
+    check_backward_with(c, 8, ConvKernel::Tiled(Tiling::DEFAULT));
 }
 
 #[test]

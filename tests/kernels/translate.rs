@@ -82,6 +82,7 @@ fn plan_workloads(gpu: &Gpu) {
         let tiled = ConvKernel::Tiled(tiling);
         conv2d::forward_with(gpu, &c, &x, &w, &b, &y, tiled).unwrap();
         conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, tiled).unwrap();
+        conv2d::backward_weight_with(gpu, &c, &x, &y, &w, &b, tiled).unwrap();
     }
     // The GPU path's matrix product (ops::matmul::MatmulKernel::for_device on a GPU), with
     // every tiling a device may be given, each with vec4 loads of A, B, both and neither
