@@ -78,7 +78,8 @@ impl std::str::FromStr for Kernels {
 
 /// Which family of kernels a device runs, decided once when it is opened
 /// ([`KernelPath::choose`]); each launcher with a kernel per path reads it from
-/// [`Gpu::kernels`] (today the matrix product, ops::matmul::MatmulKernel::for_device).
+/// [`Gpu::kernels`] (ops::matmul::MatmulKernel::for_device and
+/// ops::conv2d::ConvKernel::for_device).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelPath {
     /// Tuned on lavapipe: blocks of outputs in registers, global memory read directly.

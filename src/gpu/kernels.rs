@@ -40,6 +40,7 @@ shaders! {
     Conv2dBackwardInput => "conv2d_backward_input.wgsl",
     Conv2dBackwardWeight => "conv2d_backward_weight.wgsl",
     Conv2dWeightWindows => "conv2d_weight_windows.wgsl",
+    Conv2dTiled => "conv2d_tiled.wgsl",
     // The same two files with their weights bound as storage (see Shader::source).
     Conv2dForwardStorage => "conv2d_forward.wgsl",
     Conv2dBackwardInputStorage => "conv2d_backward_input.wgsl",

@@ -1,5 +1,8 @@
 //! 2D convolution over a batch of images (shaders/conv2d_forward.wgsl,
 //! conv2d_backward_input.wgsl, conv2d_backward_weight.wgsl), all as implicit matrix products.
+//! The forward and input gradient have a second kernel each, tiled through workgroup memory
+//! for real GPUs (shaders/conv2d_tiled.wgsl); the device's kernel path picks one
+//! ([`ConvKernel::for_device`]) and the `_with` launchers take either.
 //!
 //! Layouts as in PyTorch: x [N, Cin, H, W], weight [Cout, Cin, k, k], bias [Cout],
 //! y [N, Cout, OH, OW] with OH = (H + 2 pad - k) / stride + 1, zero padding.
@@ -8,7 +11,8 @@
 //! batch into a partial buffer the plan owns, then the chunks are added with sum_channels.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
+use crate::gpu::{rel_offset, spread, Gpu, KernelPath, Launch, Shader, Tensor};
+use crate::ops::matmul::Tiling;
 use crate::ops::sum_channels;
 
 crate::uniform_struct! {
@@ -105,6 +109,31 @@ crate::uniform_struct! {
     }
 }
 
+crate::uniform_struct! {
+    /// WGSL twin: Conv2dTiledParams in shaders/conv2d_tiled.wgsl.
+    pub struct Conv2dTiledParams {
+        pub n: u32,
+        pub cin: u32,
+        pub h: u32,
+        pub w: u32,
+        pub cout: u32,
+        pub k: u32,
+        pub stride: u32,
+        pub pad: u32,
+        pub oh: u32,
+        pub ow: u32,
+        /// Offsets of the input (x or dy), weights (dy for the weight gradient), bias and
+        /// output (y, dx or the weight gradient's chunks).
+        pub in_offset: u32,
+        pub w_offset: u32,
+        pub b_offset: u32,
+        pub out_offset: u32,
+        pub accumulate: u32,
+        /// The weight gradient's images per chunk of the batch.
+        pub chunk: u32,
+    }
+}
+
 /// Kernel sizes and strides the shaders are tested for.
 pub const KERNEL_SIZES: [usize; 4] = [1, 3, 5, 7];
 pub const STRIDES: [usize; 3] = [1, 2, 4];
@@ -135,6 +164,27 @@ impl WeightBinding {
             WeightBinding::Uniform
         } else {
             WeightBinding::Storage
+        }
+    }
+}
+
+/// Which kernel computes a convolution's forward or input gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// conv2d_forward.wgsl / conv2d_backward_input.wgsl, 8 x 8 blocks in registers, the
+    /// weights bound as given (the CPU path).
+    Direct(WeightBinding),
+    /// conv2d_tiled.wgsl with this tiling: pixels along its rows, channels along its
+    /// columns (the GPU path).
+    Tiled(Tiling),
+}
+
+impl ConvKernel {
+    /// The kernel of the device's path ([`Gpu::kernels`]).
+    pub fn for_device(gpu: &Gpu) -> ConvKernel {
+        match gpu.kernels {
+            KernelPath::Cpu => ConvKernel::Direct(WeightBinding::for_device(gpu)),
+            KernelPath::Gpu => ConvKernel::Tiled(Tiling::DEFAULT),
         }
     }
 }
@@ -376,9 +426,7 @@ fn stage_windows(
     Ok((windows, stage))
 }
 
-/// Plan y = conv(x, weight) + bias: the weights' copy into windows bound as this device
-/// binds them best ([`WeightBinding::for_device`]), then one dispatch per window
-/// (conv2d_forward.wgsl).
+/// Plan y = conv(x, weight) + bias with the device's kernel ([`ConvKernel::for_device`]).
 pub fn forward(
     gpu: &Gpu,
     c: &Conv2d,
@@ -387,10 +435,11 @@ pub fn forward(
     b: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Launch>> {
-    forward_with(gpu, c, x, w, b, y, WeightBinding::for_device(gpu))
+    forward_with(gpu, c, x, w, b, y, ConvKernel::for_device(gpu))
 }
 
-/// [`forward`] with the weights bound as `binding` says.
+/// [`forward`] with the kernel given: one tiled dispatch, or the weights' copy into windows
+/// bound as the binding says, then one dispatch per window (conv2d_forward.wgsl).
 pub fn forward_with(
     gpu: &Gpu,
     c: &Conv2d,
@@ -398,11 +447,11 @@ pub fn forward_with(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
-    binding: WeightBinding,
+    kernel: ConvKernel,
 ) -> Result<Vec<Launch>> {
-    let kernel = "conv2d_forward";
+    let name = "conv2d_forward";
     c.check(
-        kernel,
+        name,
         &[
             ("x", x, &c.x_shape()),
             ("weight", w, &c.w_shape()),
@@ -410,15 +459,23 @@ pub fn forward_with(
             ("y", y, &c.y_shape()),
         ],
     )?;
+    let binding = match kernel {
+        ConvKernel::Direct(binding) => binding,
+        ConvKernel::Tiled(tiling) => {
+            let l = tiled(gpu, c, TiledPass::Forward, x, w, Some(b), y, tiling)?;
+            let l = l.cost(c.flops(), c.moved());
+            return Ok(vec![l.reference(forward_reference(*c))]);
+        }
+    };
     let (oh, ow) = c.out_hw();
     let win = c.weight_windows(binding);
-    let (windows, stage) = stage_windows(gpu, kernel, c, w, &win, false)?;
+    let (windows, stage) = stage_windows(gpu, name, c, w, &win, false)?;
     let shader = match binding {
         WeightBinding::Uniform => Shader::Conv2dForward,
         WeightBinding::Storage => Shader::Conv2dForwardStorage,
     };
     let mut launches = vec![stage];
-    let [wx, wy, _] = spread(gpu, kernel, (c.n * oh * ow).div_ceil(WG * BLOCK) as u64)?;
+    let [wx, wy, _] = spread(gpu, name, (c.n * oh * ow).div_ceil(WG * BLOCK) as u64)?;
     let kk = c.k * c.k;
     for (i, [co_base, rows, ci_base, ci_count]) in win.each(c.cout, c.cin).enumerate() {
         let params = Conv2dForwardParams {
@@ -458,26 +515,15 @@ pub fn forward_with(
         .cost(flops as u64, moved as u64);
         if i == 0 {
             // The whole convolution's CPU reference, once (profile --compare).
-            let conv = *c;
-            l = l.reference(move || {
-                let mut y = vec![0.0; conv.y_len()];
-                crate::cpu::conv2d::forward(
-                    &conv,
-                    &vec![0.5; conv.x_len()],
-                    &vec![0.5; conv.w_len()],
-                    &vec![0.5; conv.cout],
-                    &mut y,
-                );
-            });
+            l = l.reference(forward_reference(*c));
         }
         launches.push(l);
     }
     Ok(launches)
 }
 
-/// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy:
-/// the weights' copy into uniform-buffer windows (transposed), then one dispatch per window
-/// (conv2d_backward_input.wgsl).
+/// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy,
+/// with the device's kernel ([`ConvKernel::for_device`]).
 pub fn backward_input(
     gpu: &Gpu,
     c: &Conv2d,
@@ -486,18 +532,13 @@ pub fn backward_input(
     dx: &Tensor,
     accumulate: bool,
 ) -> Result<Vec<Launch>> {
-    backward_input_with(
-        gpu,
-        c,
-        dy,
-        w,
-        dx,
-        accumulate,
-        WeightBinding::for_device(gpu),
-    )
+    let kernel = ConvKernel::for_device(gpu);
+    backward_input_with(gpu, c, dy, w, dx, accumulate, kernel)
 }
 
-/// [`backward_input`] with the weights bound as `binding` says.
+/// [`backward_input`] with the kernel given: one tiled dispatch, or the weights' copy into
+/// windows (transposed) bound as the binding says, then one dispatch per window
+/// (conv2d_backward_input.wgsl).
 pub fn backward_input_with(
     gpu: &Gpu,
     c: &Conv2d,
@@ -505,28 +546,37 @@ pub fn backward_input_with(
     w: &Tensor,
     dx: &Tensor,
     accumulate: bool,
-    binding: WeightBinding,
+    kernel: ConvKernel,
 ) -> Result<Vec<Launch>> {
-    let kernel = "conv2d_backward_input";
+    let name = "conv2d_backward_input";
     c.check(
-        kernel,
+        name,
         &[
             ("dy", dy, &c.y_shape()),
             ("weight", w, &c.w_shape()),
             ("dx", dx, &c.x_shape()),
         ],
     )?;
+    let binding = match kernel {
+        ConvKernel::Direct(binding) => binding,
+        ConvKernel::Tiled(tiling) => {
+            let pass = TiledPass::BackwardInput { accumulate };
+            let l = tiled(gpu, c, pass, dy, w, None, dx, tiling)?;
+            let l = l.cost(c.flops(), c.moved() + accumulate as u64 * c.x_len() as u64);
+            return Ok(vec![l.reference(backward_input_reference(*c, accumulate))]);
+        }
+    };
     let (oh, ow) = c.out_hw();
     let s = c.stride;
     let (hq, wq) = (c.h.div_ceil(s), c.w.div_ceil(s));
     let win = c.input_grad_windows(binding);
-    let (windows, stage) = stage_windows(gpu, kernel, c, w, &win, true)?;
+    let (windows, stage) = stage_windows(gpu, name, c, w, &win, true)?;
     let shader = match binding {
         WeightBinding::Uniform => Shader::Conv2dBackwardInput,
         WeightBinding::Storage => Shader::Conv2dBackwardInputStorage,
     };
     let mut launches = vec![stage];
-    let [wx, wy, _] = spread(gpu, kernel, (c.n * hq * wq).div_ceil(WG * BLOCK) as u64)?;
+    let [wx, wy, _] = spread(gpu, name, (c.n * hq * wq).div_ceil(WG * BLOCK) as u64)?;
     let kk = c.k * c.k;
     for (i, [ci_base, rows, co_base, co_count]) in win.each(c.cin, c.cout).enumerate() {
         let params = Conv2dBackwardInputParams {
@@ -566,26 +616,124 @@ pub fn backward_input_with(
         .cost(flops as u64, moved as u64);
         if i == 0 {
             // The whole input gradient's CPU reference, once (profile --compare).
-            let conv = *c;
-            l = l.reference(move || {
-                let mut dx = vec![0.0; conv.x_len()];
-                crate::cpu::conv2d::backward_input(
-                    &conv,
-                    &vec![0.5; conv.y_len()],
-                    &vec![0.5; conv.w_len()],
-                    &mut dx,
-                    accumulate,
-                );
-            });
+            l = l.reference(backward_input_reference(*c, accumulate));
         }
         launches.push(l);
     }
     Ok(launches)
 }
 
-/// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy: the chunked
-/// weight gradient into a partial buffer allocated here, the sum of its chunks into dw, and
-/// the sum of dy over batch and pixels into db.
+/// The forward's CPU reference on constant inputs (profile --compare).
+fn forward_reference(conv: Conv2d) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let mut y = vec![0.0; conv.y_len()];
+        crate::cpu::conv2d::forward(
+            &conv,
+            &vec![0.5; conv.x_len()],
+            &vec![0.5; conv.w_len()],
+            &vec![0.5; conv.cout],
+            &mut y,
+        );
+    }
+}
+
+/// The input gradient's CPU reference on constant inputs (profile --compare).
+fn backward_input_reference(conv: Conv2d, accumulate: bool) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        let mut dx = vec![0.0; conv.x_len()];
+        crate::cpu::conv2d::backward_input(
+            &conv,
+            &vec![0.5; conv.y_len()],
+            &vec![0.5; conv.w_len()],
+            &mut dx,
+            accumulate,
+        );
+    }
+}
+
+/// What one dispatch of conv2d_tiled.wgsl computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TiledPass {
+    Forward,
+    BackwardInput {
+        accumulate: bool,
+    },
+    /// Into chunks of this many images.
+    BackwardWeight {
+        chunk: usize,
+    },
+}
+
+/// Plan one dispatch of conv2d_tiled.wgsl: from `input` (x, dy, x) and `second` (the
+/// weights, the weights, dy) into `out` (y, dx, the weight gradient's chunks), with the
+/// bias for the forward. Its grid: the product's rows by channels, along z the stride
+/// phases of the input gradient or the weight gradient's chunks.
+#[allow(clippy::too_many_arguments)]
+fn tiled(
+    gpu: &Gpu,
+    c: &Conv2d,
+    pass: TiledPass,
+    input: &Tensor,
+    second: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    tiling: Tiling,
+) -> Result<Launch> {
+    let (oh, ow) = c.out_hw();
+    let s = c.stride;
+    let (entry, [rows, cols, z], accumulate, chunk) = match pass {
+        TiledPass::Forward => ("forward", [c.n * oh * ow, c.cout, 1], false, 0),
+        TiledPass::BackwardInput { accumulate } => (
+            "backward_input",
+            [c.n * c.h.div_ceil(s) * c.w.div_ceil(s), c.cin, s * s],
+            accumulate,
+            0,
+        ),
+        TiledPass::BackwardWeight { chunk } => (
+            "backward_weight",
+            [c.cin * c.k * c.k, c.cout, c.n.div_ceil(chunk)],
+            false,
+            chunk,
+        ),
+    };
+    let params = Conv2dTiledParams {
+        n: c.n as u32,
+        cin: c.cin as u32,
+        h: c.h as u32,
+        w: c.w as u32,
+        cout: c.cout as u32,
+        k: c.k as u32,
+        stride: s as u32,
+        pad: c.pad as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        in_offset: rel_offset(gpu, input),
+        w_offset: rel_offset(gpu, second),
+        b_offset: bias.map_or(0, |b| rel_offset(gpu, b)),
+        out_offset: rel_offset(gpu, out),
+        accumulate: accumulate as u32,
+        chunk: chunk as u32,
+    };
+    let mut tensors = vec![(1, input), (2, second)];
+    tensors.extend(bias.map(|b| (3, b)));
+    tensors.push((4, out));
+    Launch::with_bindings(
+        gpu,
+        Shader::Conv2dTiled,
+        entry,
+        &tiling.constants(),
+        &params,
+        &tensors,
+        [
+            rows.div_ceil(tiling.bm) as u32,
+            cols.div_ceil(tiling.bn) as u32,
+            z as u32,
+        ],
+    )
+}
+
+/// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy, with the
+/// device's kernel ([`ConvKernel::for_device`]).
 pub fn backward_weight(
     gpu: &Gpu,
     c: &Conv2d,
@@ -594,9 +742,25 @@ pub fn backward_weight(
     dw: &Tensor,
     db: &Tensor,
 ) -> Result<Vec<Launch>> {
-    let kernel = "conv2d_backward_weight";
+    backward_weight_with(gpu, c, x, dy, dw, db, ConvKernel::for_device(gpu))
+}
+
+/// [`backward_weight`] with the kernel given (a Direct kernel's weight binding does not
+/// matter: the weight gradient reads no weights): the chunked weight gradient into a
+/// partial buffer allocated here, the sum of its chunks into dw, and the sum of dy over
+/// batch and pixels into db.
+pub fn backward_weight_with(
+    gpu: &Gpu,
+    c: &Conv2d,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: &Tensor,
+    kernel: ConvKernel,
+) -> Result<Vec<Launch>> {
+    let kernel_name = "conv2d_backward_weight";
     c.check(
-        kernel,
+        kernel_name,
         &[
             ("x", x, &c.x_shape()),
             ("dy", dy, &c.y_shape()),
@@ -614,49 +778,58 @@ pub fn backward_weight(
         &[c.weight_grad_max_chunks(gpu), dw_size],
     )?;
     let partial = scratch.view(0, &[chunks, dw_size]);
-    let params = Conv2dBackwardWeightParams {
-        n: c.n as u32,
-        cin: c.cin as u32,
-        h: c.h as u32,
-        w: c.w as u32,
-        cout: c.cout as u32,
-        k: c.k as u32,
-        stride: c.stride as u32,
-        pad: c.pad as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        chunk: per_chunk as u32,
-        x_offset: rel_offset(gpu, x),
-        dy_offset: rel_offset(gpu, dy),
-        partial_offset: rel_offset(gpu, &partial),
-        _pad0: 0,
-        _pad1: 0,
-    };
-    let items = c.cout.div_ceil(BLOCK) * c.cin.div_ceil(BLOCK) * c.k * c.k;
-    let [wx, wy, _] = spread(gpu, kernel, items.div_ceil(WG) as u64)?;
-    let chunked = Launch::new(
-        gpu,
-        Shader::Conv2dBackwardWeight,
-        "main",
-        &[],
-        &params,
-        &[x, dy, &partial],
-        [wx, wy, chunks as u32],
-    )?
-    .cost(c.flops(), (c.x_len() + c.y_len() + chunks * dw_size) as u64)
-    .reference({
-        let conv = *c;
-        move || {
-            let (mut dw, mut db) = (vec![0.0; conv.w_len()], vec![0.0; conv.cout]);
-            crate::cpu::conv2d::backward_weight(
-                &conv,
-                &vec![0.5; conv.x_len()],
-                &vec![0.5; conv.y_len()],
-                &mut dw,
-                &mut db,
-            );
+    let chunked = match kernel {
+        ConvKernel::Tiled(tiling) => {
+            let pass = TiledPass::BackwardWeight { chunk: per_chunk };
+            tiled(gpu, c, pass, x, dy, None, &partial, tiling)?
         }
-    });
+        ConvKernel::Direct(_) => {
+            let params = Conv2dBackwardWeightParams {
+                n: c.n as u32,
+                cin: c.cin as u32,
+                h: c.h as u32,
+                w: c.w as u32,
+                cout: c.cout as u32,
+                k: c.k as u32,
+                stride: c.stride as u32,
+                pad: c.pad as u32,
+                oh: oh as u32,
+                ow: ow as u32,
+                chunk: per_chunk as u32,
+                x_offset: rel_offset(gpu, x),
+                dy_offset: rel_offset(gpu, dy),
+                partial_offset: rel_offset(gpu, &partial),
+                _pad0: 0,
+                _pad1: 0,
+            };
+            let items = c.cout.div_ceil(BLOCK) * c.cin.div_ceil(BLOCK) * c.k * c.k;
+            let [wx, wy, _] = spread(gpu, kernel_name, items.div_ceil(WG) as u64)?;
+            Launch::new(
+                gpu,
+                Shader::Conv2dBackwardWeight,
+                "main",
+                &[],
+                &params,
+                &[x, dy, &partial],
+                [wx, wy, chunks as u32],
+            )?
+        }
+    };
+    let chunked = chunked
+        .cost(c.flops(), (c.x_len() + c.y_len() + chunks * dw_size) as u64)
+        .reference({
+            let conv = *c;
+            move || {
+                let (mut dw, mut db) = (vec![0.0; conv.w_len()], vec![0.0; conv.cout]);
+                crate::cpu::conv2d::backward_weight(
+                    &conv,
+                    &vec![0.5; conv.x_len()],
+                    &vec![0.5; conv.y_len()],
+                    &mut dw,
+                    &mut db,
+                );
+            }
+        });
     Ok(vec![
         chunked,
         sum_channels::launch(gpu, &partial, [chunks, dw_size, 1], dw, 1.0, true)?,

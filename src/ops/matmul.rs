@@ -226,7 +226,8 @@ impl Tiling {
             && self.workgroup_bytes() <= 16384
     }
 
-    fn constants(&self) -> [(&'static str, f64); 5] {
+    /// The override constants of matmul_tiled.wgsl and conv2d_tiled.wgsl.
+    pub(crate) fn constants(&self) -> [(&'static str, f64); 5] {
         [
             ("BM", self.bm as f64),
             ("BN", self.bn as f64),

@@ -37,6 +37,7 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<conv2d::Conv2dBackwardInputParams>(),
         layout_of::<conv2d::Conv2dBackwardWeightParams>(),
         layout_of::<conv2d::WeightWindowsParams>(),
+        layout_of::<conv2d::Conv2dTiledParams>(),
         layout_of::<softmax_xent::SoftmaxXentParams>(),
     ]
 }

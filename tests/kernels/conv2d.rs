@@ -1,4 +1,5 @@
-use cpc::ops::conv2d::{self, Conv2d, WeightBinding};
+use cpc::ops::conv2d::{self, Conv2d, ConvKernel, WeightBinding};
+use cpc::ops::matmul::Tiling;
 use cpc::{cpu, Error};
 
 use crate::common::*;
@@ -53,10 +54,10 @@ fn small_cases() -> Vec<Conv2d> {
 }
 
 fn check_forward(c: Conv2d, x_offset: usize, seed: u64) {
-    check_forward_with(c, x_offset, seed, WeightBinding::for_device(gpu()));
+    check_forward_with(c, x_offset, seed, ConvKernel::for_device(gpu()));
 }
 
-fn check_forward_with(c: Conv2d, x_offset: usize, seed: u64, binding: WeightBinding) {
+fn check_forward_with(c: Conv2d, x_offset: usize, seed: u64, kernel: ConvKernel) {
     let mut r = rng(seed);
     let (x, w, b) = (
         random(&mut r, len(c.x_shape())),
@@ -69,11 +70,11 @@ fn check_forward_with(c: Conv2d, x_offset: usize, seed: u64, binding: WeightBind
     let tx = upload(&[host.len()], &host).view(x_offset, &c.x_shape());
     let (tw, tb) = (upload(&c.w_shape(), &w), upload(&[c.cout], &b));
     let ty = nan_tensor(&c.y_shape());
-    run(&conv2d::forward_with(gpu(), &c, &tx, &tw, &tb, &ty, binding).unwrap());
+    run(&conv2d::forward_with(gpu(), &c, &tx, &tw, &tb, &ty, kernel).unwrap());
     let mut want = vec![0.0; len(c.y_shape())];
     cpu::conv2d::forward(&c, &x, &w, &b, &mut want);
     assert_close(
-        &format!("{c:?} {binding:?}"),
+        &format!("{c:?} {kernel:?}"),
         &read(&ty),
         &want,
         tol(c.cin * c.k * c.k),
@@ -117,10 +118,10 @@ fn conv2d_forward_over_several_weight_windows() {
 /// GPU backward against the CPU backward: dx overwritten (NaN-filled first) and accumulated,
 /// dw and db accumulated onto random values.
 fn check_backward(c: Conv2d, seed: u64) {
-    check_backward_with(c, seed, WeightBinding::for_device(gpu()));
+    check_backward_with(c, seed, ConvKernel::for_device(gpu()));
 }
 
-fn check_backward_with(c: Conv2d, seed: u64, binding: WeightBinding) {
+fn check_backward_with(c: Conv2d, seed: u64, kernel: ConvKernel) {
     let mut r = rng(seed);
     let (nx, nw, ny) = (len(c.x_shape()), len(c.w_shape()), len(c.y_shape()));
     let (x, w, dy) = (random(&mut r, nx), random(&mut r, nw), random(&mut r, ny));
@@ -135,14 +136,14 @@ fn check_backward_with(c: Conv2d, seed: u64, binding: WeightBinding) {
         upload(&c.y_shape(), &dy),
     );
     let (oh, ow) = c.out_hw();
-    let what = format!("{c:?} {binding:?}");
+    let what = format!("{c:?} {kernel:?}");
     for accumulate in [false, true] {
         let tdx = if accumulate {
             upload(&c.x_shape(), &dx0)
         } else {
             nan_tensor(&c.x_shape())
         };
-        run(&conv2d::backward_input_with(gpu(), &c, &tdy, &tw, &tdx, accumulate, binding).unwrap());
+        run(&conv2d::backward_input_with(gpu(), &c, &tdy, &tw, &tdx, accumulate, kernel).unwrap());
         let mut want = dx0.clone();
         cpu::conv2d::backward_input(&c, &dy, &w, &mut want, accumulate);
         let terms = c.cout * c.k.div_ceil(c.stride).pow(2);
@@ -155,7 +156,7 @@ fn check_backward_with(c: Conv2d, seed: u64, binding: WeightBinding) {
         );
     }
     let (tdw, tdb) = (upload(&c.w_shape(), &dw0), upload(&[c.cout], &db0));
-    run(&conv2d::backward_weight(gpu(), &c, &tx, &tdy, &tdw, &tdb).unwrap());
+    run(&conv2d::backward_weight_with(gpu(), &c, &tx, &tdy, &tdw, &tdb, kernel).unwrap());
     let (mut dw, mut db) = (dw0.clone(), db0.clone());
     cpu::conv2d::backward_weight(&c, &x, &dy, &mut dw, &mut db);
     let terms = c.n * oh * ow;
@@ -192,6 +193,7 @@ fn conv2d_backward_weight_split_over_uneven_chunks() {
         "this case should have several images per chunk and a short last chunk: {per_chunk} x {chunks}"
     );
     check_backward(c, 7);
+    check_backward_with(c, 8, ConvKernel::Tiled(Tiling::DEFAULT));
 }
 
 #[test]
@@ -226,8 +228,32 @@ fn conv2d_with_the_weights_in_one_storage_window() {
     for (seed, c) in cases.into_iter().enumerate() {
         let win = c.weight_windows(WeightBinding::Storage);
         assert_eq!(win.count(), 1, "{win:?}");
-        check_forward_with(c, 2, 200 + seed as u64, WeightBinding::Storage);
-        check_backward_with(c, 300 + seed as u64, WeightBinding::Storage);
+        let storage = ConvKernel::Direct(WeightBinding::Storage);
+        check_forward_with(c, 2, 200 + seed as u64, storage);
+        check_backward_with(c, 300 + seed as u64, storage);
+    }
+}
+
+#[test]
+fn conv2d_tiled_matches_reference() {
+    // The GPU path (ConvKernel::for_device on a GPU), run here on lavapipe with every
+    // tiling: every kernel size and stride with and without padding, then tiles past the
+    // edge in pixels and channels (585 pixels, 17 channels), x at an offset, padding wider
+    // than half the kernel, and the layers of several weight windows on the CPU path.
+    let mut cases = small_cases();
+    cases.extend([
+        conv(3, 9, 17, 13, 15, 3, 1, 1),
+        conv(2, 9, 11, 17, 19, 5, 2, 2),
+        conv(1, 2, 3, 4, 5, 3, 1, 3),
+        conv(2, 45, 11, 7, 6, 7, 2, 3),
+        conv(1, 9, 45, 6, 7, 7, 1, 3),
+    ]);
+    for (t, &tiling) in Tiling::CANDIDATES.iter().enumerate() {
+        for (i, &c) in cases.iter().enumerate() {
+            let seed = (1000 * t + i) as u64;
+            check_forward_with(c, i % 3, seed, ConvKernel::Tiled(tiling));
+            check_backward_with(c, seed, ConvKernel::Tiled(tiling));
+        }
     }
 }
 
