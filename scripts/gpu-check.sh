@@ -74,10 +74,11 @@ for p in $presets; do
 done
 
 # Criterion prints an entry's name on a line of its own (or before its "time:" when short),
-# then "thrpt: [low median high unit]": keep the name and the median.
+# then "thrpt: [low median high unit]": keep the name and the median. A second "thrpt:"
+# follows when an earlier run left figures to compare with (the change in %): skip it.
 throughput() {
     awk '/^(matmul|conv2d)\// { name = $1 }
-         /thrpt:/ { gsub(/[\[\]]/, ""); print "  " name ": " $4 " " $5 }' "$1"
+         /thrpt:/ && name != "" { gsub(/[\[\]]/, ""); print "  " name ": " $4 " " $5; name = "" }' "$1"
 }
 {
     echo "gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([ "$quick" = 1 ] && echo ', QUICK: small shapes, not a measurement')"
