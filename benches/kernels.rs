@@ -1,6 +1,7 @@
-//! Kernel benchmarks, timed on the GPU: matrix product (square and CPC shapes), convolution
-//! forward and both backwards (tiny and paper layer shapes), GRU forward and backward,
-//! InfoNCE, Adam, and one whole training step per preset.
+//! Kernel benchmarks, timed on the GPU: matrix product (squares up to 4096^3 and CPC
+//! shapes), convolution forward and both backwards (the tiny preset's layer shapes and every
+//! one of the paper preset's), GRU forward and backward, InfoNCE, Adam, and one whole
+//! training step per preset.
 //!
 //! Each iteration records the launches once more into a single compute pass, so the time is
 //! GPU time, not submission round trips. Throughput is in "elements" per second where one
@@ -10,7 +11,9 @@
 //! `cargo bench --bench kernels` uses the default adapter (WGPU_ADAPTER_NAME etc. apply)
 //! and its kernel path (CPC_KERNELS=gpu|cpu forces one; the matmul entries are named after
 //! the kernel that ran, so both paths' figures can sit side by side); CPC_BENCH_QUICK=1
-//! keeps to small shapes and short runs, for the software adapter.
+//! keeps to small shapes and short runs, for the software adapter. Criterion's filter (a
+//! regular expression over `group/name/shape`) picks entries: `cargo bench --bench kernels
+//! -- 'matmul/square.*/2048x'`, `-- 'conv2d/.*/paper_'`; scripts/gpu-check.sh runs those.
 
 use std::time::{Duration, Instant};
 
@@ -120,6 +123,7 @@ fn bench_matmul(c: &mut Criterion) {
             ("square", 512, 512, 512, false, false),
             ("square", 1024, 1024, 1024, false, false),
             ("square", 2048, 2048, 2048, false, false),
+            ("square", 4096, 4096, 4096, false, false),
             ("scores_paper", 560, 784, 1024, false, true),
             ("scores_grad_z_paper", 784, 1024, 560, true, false),
         ]);
@@ -148,7 +152,8 @@ fn bench_matmul(c: &mut Criterion) {
 fn bench_conv2d(c: &mut Criterion) {
     let mut g = group(c, "conv2d");
     // (name, N, Cin, side, Cout, k, stride): the tiny preset's layers at batch 16 (784 patches
-    // of 8 x 8), then layers of the paper geometry (784 patches of 64 x 64).
+    // of 8 x 8), then every layer shape of the paper preset (784 patches of 64 x 64: the stem,
+    // then per stage its stride-2 conv and its residual convs).
     let mut shapes = vec![
         ("tiny_stem", 784, 3, 8, 32, 3, 1),
         ("tiny_down", 784, 32, 8, 64, 3, 2),
@@ -159,7 +164,10 @@ fn bench_conv2d(c: &mut Criterion) {
             ("paper_stem", 784, 3, 64, 64, 3, 2),
             ("paper_down_128", 784, 64, 32, 128, 3, 2),
             ("paper_res_128", 784, 128, 16, 128, 3, 1),
+            ("paper_down_256", 784, 128, 16, 256, 3, 2),
             ("paper_res_256", 784, 256, 8, 256, 3, 1),
+            ("paper_down_1024", 784, 256, 8, 1024, 3, 2),
+            ("paper_res_1024", 784, 1024, 4, 1024, 3, 1),
         ]);
     }
     for (name, n, cin, side, cout, k, stride) in shapes {

@@ -2,12 +2,13 @@
 //! and its gradients against finite differences of the CPU reference's loss.
 
 use cpc::cpu;
+use cpc::gpu::{Gpu, Kernels};
 use cpc::model::{ConvSpec, CpcModel, ModelSpec, ParamLayout, StageSpec};
 use cpc::ops::adam::AdamConfig;
 use rand::Rng;
 
 mod common;
-use common::gpu;
+use common::{gpu, gpu_on};
 
 /// The tiny preset's model (docs/model.md, "Tiny-scale calibration"): 8x8 patches, conv 3->32, conv s2 32->64, one
 /// residual conv, D = H = 64, offsets 2 and 3.
@@ -88,29 +89,29 @@ fn crops(spec: &ModelSpec, batch: usize, seed: u64) -> Vec<f32> {
 
 /// Run forward and backward once on the GPU; return (stats, flat gradients).
 fn gpu_step(
+    gpu: &Gpu,
     spec: &ModelSpec,
     batch: usize,
     params: &[f32],
     x: &[f32],
     seed: u32,
 ) -> (Vec<f32>, Vec<f32>) {
-    let model = CpcModel::new(gpu(), spec, batch, params, AdamConfig::default()).unwrap();
-    model.set_inputs(gpu(), x, 1, 0.0, seed).unwrap();
-    model
-        .run(gpu(), |m, pass| m.record_gradients(pass))
-        .unwrap();
+    let model = CpcModel::new(gpu, spec, batch, params, AdamConfig::default()).unwrap();
+    model.set_inputs(gpu, x, 1, 0.0, seed).unwrap();
+    model.run(gpu, |m, pass| m.record_gradients(pass)).unwrap();
     (
-        model.stats.read(gpu()).unwrap(),
-        model.buffers.grads.read(gpu()).unwrap(),
+        model.stats.read(gpu).unwrap(),
+        model.buffers.grads.read(gpu).unwrap(),
     )
 }
 
-fn check_model(spec: &ModelSpec, batch: usize, samples_per_tensor: usize) {
+/// The model's forward and gradients on `gpu` against the CPU reference (see the module).
+fn check_model(gpu: &Gpu, spec: &ModelSpec, batch: usize, samples_per_tensor: usize) {
     let layout = ParamLayout::new(spec);
     let params = layout.init(7);
     let x = crops(spec, batch, 8);
     let seed = 5;
-    let (stats, grads) = gpu_step(spec, batch, &params, &x, seed);
+    let (stats, grads) = gpu_step(gpu, spec, batch, &params, &x, seed);
     let reference = cpu::model::loss(spec, &params, &x, batch, seed);
     // The forward: the loss matches the reference (f32 through ~10 layers vs f64 sums).
     let want = reference.stats();
@@ -174,12 +175,20 @@ fn check_model(spec: &ModelSpec, batch: usize, samples_per_tensor: usize) {
 
 #[test]
 fn tiny_model_gradients_match_finite_differences() {
-    check_model(&tiny(), 2, 3);
+    check_model(gpu(), &tiny(), 2, 3);
+}
+
+/// The same check on the GPU kernel path, forced on the software adapter. The tiny model
+/// only, to keep the suite short (~20 s here); the kernel tests cover the tiled product's
+/// odd shapes.
+#[test]
+fn tiny_model_gradients_match_finite_differences_on_the_gpu_kernel_path() {
+    check_model(gpu_on(Kernels::Gpu), &tiny(), 2, 3);
 }
 
 #[test]
 fn narrow_model_with_norm_and_jitter_gradients_match_finite_differences() {
-    check_model(&narrow_with_norm(), 2, 3);
+    check_model(gpu(), &narrow_with_norm(), 2, 3);
 }
 
 #[test]

@@ -2,6 +2,11 @@
 //! (timestamp queries, one compute pass per kernel, through wgpu-profiler), with FLOPs and
 //! bytes counted from the shapes, the whole step's time, and the GPU's idle time between
 //! kernels. Without timestamp queries it times each kernel's submission on the host.
+//!
+//! It runs the kernel path the device was opened with (`--kernels auto|gpu|cpu`, else
+//! CPC_KERNELS, else the adapter's type) and says which. With `--peak-gflops` (the adapter's
+//! fp32 peak, from its data sheet: wgpu reports no clock or core count to derive it from)
+//! it also prints each kernel's and the whole step's share of that peak.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,8 +44,28 @@ pub struct ProfileArgs {
     /// Also run each kernel's CPU reference on the same shapes and print the ratio.
     #[arg(long)]
     pub compare: bool,
+    /// The adapter's fp32 peak in GFLOP/s (its data sheet's figure); prints each kernel's
+    /// and the whole step's share of it.
+    #[arg(long, value_parser = positive_gflops)]
+    pub peak_gflops: Option<f64>,
     #[command(flatten)]
     pub adapter: AdapterArgs,
+}
+
+/// clap parser of `--peak-gflops`: a finite number above zero.
+fn positive_gflops(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a number of GFLOP/s above zero")),
+    }
+}
+
+/// `gflops` as a share of the peak, "-" without one.
+fn of_peak(gflops: f64, peak: Option<f64>) -> String {
+    match peak {
+        Some(p) => format!("{:.1}%", 100.0 * gflops / p),
+        None => "-".into(),
+    }
 }
 
 /// One kernel's figures over a step.
@@ -130,6 +155,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         "adapter: {} ({:?}, {:?})",
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
+    println!("kernels: {:?} path ({})", gpu.kernels, gpu.kernels_reason);
     memory::check_fits(&gpu, &spec, batch, None)?;
     let layout = ParamLayout::new(&spec);
     let (model, plan) = memory::plan(&gpu, &spec, batch, &layout.init(0), AdamConfig::default())?;
@@ -235,6 +261,9 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         "{:<34} {:>5} {:>10} {:>6} {:>9} {:>9} {:>8} {:>8}",
         "kernel", "calls", "ms", "share", "MFLOP", "MB", "GFLOP/s", "GB/s"
     );
+    if args.peak_gflops.is_some() {
+        print!(" {:>7}", "of peak");
+    }
     if args.compare {
         print!(" {:>10} {:>8}", "CPU ms", "CPU/GPU");
     }
@@ -253,6 +282,9 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
             gflops,
             gbs
         );
+        if args.peak_gflops.is_some() {
+            print!(" {:>7}", of_peak(gflops, args.peak_gflops));
+        }
         if args.compare {
             match r.cpu_seconds {
                 Some(c) => print!(" {:>10.2} {:>8.2}", c * 1e3, c / r.seconds.max(1e-12)),
@@ -262,13 +294,20 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         println!();
     }
     let flops: u64 = launches.iter().map(|l| l.cost.flops).sum();
+    let step_gflops = flops as f64 / step_seconds / 1e9;
     println!(
         "\nwhole step (one pass, as training runs it): {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.2} GFLOP a step)",
         step_seconds * 1e3,
         batch as f64 / step_seconds,
-        flops as f64 / step_seconds / 1e9,
+        step_gflops,
         flops as f64 / 1e9
     );
+    if let Some(peak) = args.peak_gflops {
+        println!(
+            "share of the {peak:.0} GFLOP/s fp32 peak: {} for the whole step",
+            of_peak(step_gflops, Some(peak))
+        );
+    }
     println!(
         "sum of kernel times: {:.1} ms over {} launches",
         kernel_seconds * 1e3,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cpc::data::{Format, OnBadImage};
-use cpc::gpu::{Gpu, LimitsChoice};
+use cpc::gpu::{AdapterChoice, Gpu, KernelPath, Kernels, LimitsChoice};
 use cpc::train::pretrain::PretrainOptions;
 use cpc::train::Config;
 use rand::{Rng, SeedableRng};
@@ -21,6 +21,30 @@ pub fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| {
         Gpu::software_with(LimitsChoice::Webgpu)
             .expect("software adapter (apt-get install mesa-vulkan-drivers)")
+    })
+}
+
+/// The software adapter opened once more, as [`gpu`] is, but on the kernel path `kernels`
+/// whatever CPC_KERNELS says: the tests that compare the two paths run each on a device of
+/// its own.
+pub fn gpu_on(kernels: Kernels) -> &'static Gpu {
+    static CPU: OnceLock<Gpu> = OnceLock::new();
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    let (cell, path) = match kernels {
+        Kernels::Cpu => (&CPU, KernelPath::Cpu),
+        Kernels::Gpu => (&GPU, KernelPath::Gpu),
+        Kernels::Auto => return gpu(),
+    };
+    cell.get_or_init(|| {
+        let g = Gpu::new(&AdapterChoice {
+            software: true,
+            limits: LimitsChoice::Webgpu,
+            kernels: Some(kernels),
+            ..Default::default()
+        })
+        .expect("software adapter (apt-get install mesa-vulkan-drivers)");
+        assert_eq!(g.kernels, path);
+        g
     })
 }
 
