@@ -288,6 +288,8 @@ impl Gpu {
             Some(l) => l.clone(),
             None => choice.limits.limits(&adapter.limits()),
         };
+        // A kernel the limits cannot bind is refused here, at start, not mid-plan.
+        crate::gpu::kernels::check_kernels_fit(&limits, info.device_type)?;
         let features = adapter.features() & wanted_features();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cpc"),

@@ -6,7 +6,8 @@
 //!   patches      crops [B, 3, S, S] -> x [N, 3, P, P], N = B G G (with per-patch jitter)
 //!   encoder      stem conv, [norm], relu; per stage: down conv, [norm], relu, then residual
 //!                blocks h + f(relu(h)), f = (conv, [norm], relu)* ending in conv, [norm];
-//!                final relu; mean pool -> z [N, D]
+//!                final relu; mean pool -> z [N, D]; planned in slices of images, each with
+//!                its own activations, so that every one binds ([`slice_images`])
 //!   gru          down each column of the grid -> c [N, H]
 //!   heads        per step k: gather the query rows of c -> cq_k, p_k = cq_k W_k^T [Q_k, D]
 //!   infonce      scores p_k z^T, log-softmax, loss and accuracy -> stats [1 + 2K]
