@@ -373,3 +373,115 @@ fn an_absurd_spec_is_an_error_not_a_panic() {
         assert!(text.contains(&usize::MAX.to_string()), "{text}");
     }
 }
+
+/// The software adapter opened with WebGPU's limits but bindings and buffers of `limit`
+/// bytes.
+fn small_device(limit: u64) -> cpc::gpu::Gpu {
+    cpc::gpu::Gpu::new(&cpc::gpu::AdapterChoice {
+        software: true,
+        custom_limits: Some(wgpu::Limits {
+            max_storage_buffer_binding_size: limit,
+            max_buffer_size: limit,
+            ..wgpu::Limits::default()
+        }),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_plan_marks_the_batches_that_cannot_run_with_the_limit_they_break() {
+    use cpc::cli::pretrain::plan_report;
+    use cpc::model::memory::Estimate;
+    // The score matrices of 64 images (960 queries by 1600 patches) outgrow 4 MiB bindings.
+    let spec = narrow_with_norm();
+    let small = small_device(4 << 20);
+    let est = Estimate::new(&small, &spec).unwrap();
+    let report = plan_report(&est, &small.limits, None, "narrow", 8);
+    let lines: Vec<&str> = report.lines().collect();
+    // A heading, then each batch's line, followed by a marked one where it cannot run.
+    let marks = |batch: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(batch))
+            .unwrap_or_else(|| panic!("no {batch} in:\n{report}"));
+        lines
+            .get(at + 1)
+            .filter(|l| l.contains("cannot run here"))
+            .copied()
+    };
+    assert_eq!(marks("batch 8:"), None, "{report}");
+    let refused = marks("batch 64:").unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        refused.contains("max_storage_buffer_binding_size"),
+        "{report}"
+    );
+    // Under a budget below batch 8's total, batch 8 and this run are marked with it.
+    let budget = est.at(8).total_bytes - 1;
+    let report = plan_report(&est, &small.limits, Some(budget), "narrow", 8);
+    let marked: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("cannot run here") && l.contains("memory budget"))
+        .collect();
+    assert_eq!(marked.len(), 4, "{report}"); // batches 8, 16, 32 and this run (64: the binding)
+}
+
+#[test]
+fn an_encoder_too_large_to_bind_whole_is_planned_in_slices_that_compute_the_same() {
+    use cpc::model::cpc::slice_images;
+    use cpc::model::memory::{check_fits, plan, Estimate};
+    let spec = narrow_with_norm();
+    let batch = 7;
+    // A device whose storage bindings hold 3.6 images of the largest activation (the stem's
+    // output, 6 channels at the patch's side), and whose buffers are no larger: slices of
+    // 3, 3 and 1 images, while the whole patches (3 channels, 3.5 images' worth) still bind.
+    let per_image = 4 * 25 * 6 * spec.patch() * spec.patch();
+    let limit = (per_image * 36 / 10 / 4 * 4) as u64;
+    let small = small_device(limit);
+    assert_eq!(slice_images(&small.limits, &spec, batch), 3);
+    // Whole, this batch would not bind; sliced, the estimate and the plan agree it fits.
+    let whole = Estimate::new(gpu(), &spec).unwrap().at(batch);
+    assert!(whole.largest_bytes > limit, "{whole}");
+    let est = Estimate::new(&small, &spec).unwrap().at(batch);
+    check_fits(&small, &spec, batch, None).unwrap();
+    let params = ParamLayout::new(&spec).init(5);
+    let (model, real) = plan(&small, &spec, batch, &params, AdamConfig::default()).unwrap();
+    assert_eq!(model.slice_allocs.len(), 3);
+    assert!(real.largest_bytes <= limit, "{real}");
+    assert_eq!(est.largest_bytes, real.largest_bytes, "{est} vs {real}");
+    let close = |a: u64, b: u64| (a as f64 - b as f64).abs() <= 0.03 * b as f64;
+    assert!(close(est.total_bytes, real.total_bytes), "{est} vs {real}");
+
+    // The sliced step against the whole one (itself checked against the CPU reference
+    // above), and the sliced encoder against the CPU reference's.
+    let x = crops(&spec, batch, 8);
+    model.set_inputs(&small, &x, 1, 0.0, 3).unwrap();
+    model
+        .run(&small, |m, pass| m.record_gradients(pass))
+        .unwrap();
+    let (stats, grads) = (
+        model.stats.read(&small).unwrap(),
+        model.buffers.grads.read(&small).unwrap(),
+    );
+    let (want_stats, want_grads) = gpu_step(&spec, batch, &params, &x, 3);
+    let near = |a: f32, b: f32| (a - b).abs() <= 1e-4 * (1.0 + b.abs());
+    for (i, (a, b)) in stats.iter().zip(&want_stats).enumerate() {
+        assert!(near(*a, *b), "stat {i}: sliced {a}, whole {b}");
+    }
+    for (i, (a, b)) in grads.iter().zip(&want_grads).enumerate() {
+        assert!(near(*a, *b), "gradient {i}: sliced {a}, whole {b}");
+    }
+    let got = model.features(&small, &x).unwrap();
+    let plain = ModelSpec {
+        jitter: 0,
+        ..spec.clone()
+    };
+    let z = cpu::model::encode(&plain, &params, &x, batch, 0);
+    let (gg, d) = (25, spec.dim());
+    for b in 0..batch {
+        for j in 0..d {
+            let want: f32 = (0..gg).map(|r| z[(b * gg + r) * d + j]).sum::<f32>() / gg as f32;
+            assert!(near(got[b * d + j], want), "image {b} feature {j}");
+        }
+    }
+}

@@ -92,6 +92,7 @@ impl From<&AdapterArgs> for AdapterChoice {
             name: a.adapter.clone(),
             software: a.software,
             limits: a.limits,
+            custom_limits: None,
             kernels: a.kernels,
         }
     }

@@ -158,6 +158,29 @@ pub fn steps_for_epochs(epochs: u64, images: u64, batch: u32) -> Result<u64> {
     }
 }
 
+/// What `--plan` prints: the planned memory at a few batches and this run's, each batch
+/// that cannot run on this adapter (or within the budget) marked with the limit it breaks.
+pub fn plan_report(
+    est: &Estimate,
+    limits: &wgpu::Limits,
+    budget_bytes: Option<u64>,
+    preset: &str,
+    batch: usize,
+) -> String {
+    let line = |b: usize| {
+        let plan = est.at(b);
+        match plan.refusal(limits, budget_bytes) {
+            Some(why) => format!("{plan}\n    cannot run here: {why}"),
+            None => plan.to_string(),
+        }
+    };
+    let mut out = format!("planned GPU memory, preset {preset}:\n");
+    for b in [1, 8, 16, 32, 64] {
+        out += &format!("  {}\n", line(b));
+    }
+    out + &format!("  this run: {}\n", line(batch))
+}
+
 pub fn run(args: &PretrainArgs) -> Result<()> {
     let (mut cfg, mut notes) = args.config_noted()?;
     // Everything the flags can get wrong is refused before the GPU is touched.
@@ -191,11 +214,16 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let spec = ModelSpec::from(&cfg.model);
     if args.plan {
         let est = Estimate::new(&gpu, &spec)?;
-        println!("planned GPU memory, preset {}:", args.preset);
-        for b in [1, 8, 16, 32, 64] {
-            println!("  {}", est.at(b));
-        }
-        println!("  this run: {}", est.at(cfg.train.batch as usize));
+        print!(
+            "{}",
+            plan_report(
+                &est,
+                &gpu.limits,
+                memory_budget,
+                &args.preset,
+                cfg.train.batch as usize
+            )
+        );
         return Ok(());
     }
     let stop = Arc::new(AtomicBool::new(false));

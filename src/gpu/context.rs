@@ -21,6 +21,9 @@ pub struct AdapterChoice {
     pub software: bool,
     /// The limits to open the device with.
     pub limits: LimitsChoice,
+    /// Exact limits instead of `limits`' (no flag): tests open a device smaller than any
+    /// choice to see what a plan does on it.
+    pub custom_limits: Option<wgpu::Limits>,
     /// The kernel path asked for (`--kernels`); None: CPC_KERNELS, else auto.
     pub kernels: Option<Kernels>,
 }
@@ -282,7 +285,12 @@ impl Gpu {
         let (adapter, reason) = pick(choice)?;
         let info = adapter.get_info();
         let (kernels, kernels_reason) = KernelPath::choose(choice.kernels, info.device_type)?;
-        let limits = choice.limits.limits(&adapter.limits());
+        let limits = match &choice.custom_limits {
+            Some(l) => l.clone(),
+            None => choice.limits.limits(&adapter.limits()),
+        };
+        // A kernel the limits cannot bind is refused here, at start, not mid-plan.
+        crate::gpu::kernels::check_kernels_fit(&limits, info.device_type)?;
         let features = adapter.features() & wanted_features();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cpc"),
@@ -364,6 +372,11 @@ impl Gpu {
     /// allocates; stopping returns the sizes recorded, in allocation order.
     pub fn record_sizes(&self, on: bool) -> Vec<u64> {
         crate::gpu::tensor::record_sizes(on)
+    }
+
+    /// How many sizes [`Gpu::record_sizes`] has recorded so far (0 while it is off).
+    pub fn recorded_count(&self) -> usize {
+        crate::gpu::tensor::recorded_count()
     }
 
     /// Allocate in `f` without recording sizes (buffers a plan counts apart).

@@ -214,3 +214,74 @@ impl Gpu {
         keys
     }
 }
+
+/// Check that every kernel a device of `device_type` may run binds no more storage buffers
+/// per stage, and no larger uniform buffer, than `limits` allow, before anything is planned:
+/// the error names each kernel (file and entry point) and the limit it breaks. A kernel's
+/// bindings are those its entry point uses (the pipelines derive their layouts), counted by
+/// naga from the source; the conv weight variants are those a device of this type gets
+/// (uniform windows on a CPU adapter, storage on a GPU: ops::conv2d::WeightBinding).
+pub fn check_kernels_fit(
+    limits: &wgpu::Limits,
+    device_type: wgpu::DeviceType,
+) -> crate::error::Result<()> {
+    let cpu = device_type == wgpu::DeviceType::Cpu;
+    let mut broken = Vec::new();
+    for &shader in Shader::ALL {
+        let skip = match shader {
+            Shader::Conv2dForward | Shader::Conv2dBackwardInput => !cpu,
+            Shader::Conv2dForwardStorage | Shader::Conv2dBackwardInputStorage => cpu,
+            _ => false,
+        };
+        if skip {
+            continue;
+        }
+        let module = naga::front::wgsl::parse_str(&shader.source())
+            .unwrap_or_else(|e| panic!("{}: {e}", shader.file()));
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", shader.file()));
+        for (i, entry) in module.entry_points.iter().enumerate() {
+            let used = info.get_entry_point(i);
+            let (mut storage, mut uniform) = (0u32, 0u64);
+            for (handle, var) in module.global_variables.iter() {
+                if used[handle].is_empty() {
+                    continue;
+                }
+                match var.space {
+                    naga::AddressSpace::Storage { .. } => storage += 1,
+                    naga::AddressSpace::Uniform => {
+                        let size = module.types[var.ty].inner.size(module.to_ctx());
+                        uniform = uniform.max(size as u64);
+                    }
+                    _ => {}
+                }
+            }
+            let name = format!("{} {}", shader.file(), entry.name);
+            if storage > limits.max_storage_buffers_per_shader_stage {
+                broken.push(format!(
+                    "{name} binds {storage} storage buffers; this device allows {} \
+                     (max_storage_buffers_per_shader_stage)",
+                    limits.max_storage_buffers_per_shader_stage
+                ));
+            }
+            if uniform > limits.max_uniform_buffer_binding_size {
+                broken.push(format!(
+                    "{name} binds a uniform buffer of {uniform} bytes; this device allows {} \
+                     (max_uniform_buffer_binding_size)",
+                    limits.max_uniform_buffer_binding_size
+                ));
+            }
+        }
+    }
+    if broken.is_empty() {
+        return Ok(());
+    }
+    Err(crate::error::Error::Config(format!(
+        "this device's limits do not fit every kernel cpc runs: {}",
+        broken.join("; ")
+    )))
+}

@@ -21,6 +21,11 @@ pub(crate) fn resume_recording(state: Option<Vec<u64>>) {
     SIZES.with_borrow_mut(|s| *s = state)
 }
 
+/// How many sizes have been recorded so far (0 while not recording).
+pub(crate) fn recorded_count() -> usize {
+    SIZES.with_borrow(|s| s.as_ref().map_or(0, Vec::len))
+}
+
 pub(crate) fn record_sizes(on: bool) -> Vec<u64> {
     SIZES.with_borrow_mut(|sizes| {
         let out = sizes.take().unwrap_or_default();

@@ -6,7 +6,8 @@
 //!   patches      crops [B, 3, S, S] -> x [N, 3, P, P], N = B G G (with per-patch jitter)
 //!   encoder      stem conv, [norm], relu; per stage: down conv, [norm], relu, then residual
 //!                blocks h + f(relu(h)), f = (conv, [norm], relu)* ending in conv, [norm];
-//!                final relu; mean pool -> z [N, D]
+//!                final relu; mean pool -> z [N, D]; planned in slices of images, each with
+//!                its own activations, so that every one binds ([`slice_images`])
 //!   gru          down each column of the grid -> c [N, H]
 //!   heads        per step k: gather the query rows of c -> cq_k, p_k = cq_k W_k^T [Q_k, D]
 //!   infonce      scores p_k z^T, log-softmax, loss and accuracy -> stats [1 + 2K]
@@ -140,6 +141,251 @@ impl EncoderPlan<'_> {
     }
 }
 
+/// Images per encoder slice at `batch`: as many as keep the slice's largest activation
+/// within one storage binding and one buffer of a device with `limits`, spread evenly over
+/// the fewest slices (at least one image: a model whose one image is too large is refused
+/// by memory::check_fits). The patches, z and their gradients stay whole.
+pub fn slice_images(limits: &wgpu::Limits, spec: &ModelSpec, batch: usize) -> usize {
+    let limit = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    // The largest activation of one patch: a conv's output (norms, relus and residual sums
+    // have the shape of one); the patches themselves are not sliced.
+    let mut side = spec.patch();
+    let mut largest = 1;
+    for conv in std::iter::once(&spec.stem).chain(spec.stages.iter().map(|s| &s.down)) {
+        let shape = Conv2d {
+            n: 1,
+            cin: 0,
+            h: side,
+            w: side,
+            cout: conv.out,
+            k: conv.kernel,
+            stride: conv.stride,
+            pad: conv.kernel / 2,
+        };
+        side = shape.out_hw().0;
+        largest = largest.max(conv.out * side * side);
+    }
+    let per_image = 4 * (spec.grid * spec.grid * largest) as u64;
+    let most = ((limit / per_image) as usize).clamp(1, batch.max(1));
+    let slices = batch.max(1).div_ceil(most);
+    batch.max(1).div_ceil(slices)
+}
+
+/// One encoder slice's launches and the bytes of the buffers it allocated.
+struct EncoderSlice {
+    forward: Vec<Launch>,
+    backward: Vec<Launch>,
+    bytes: u64,
+}
+
+/// Plan the encoder for the patches `x0` [n, 3, P, P] of some images: its activations and
+/// their gradients, the forward up to z [n, D] and the backward from dz [n, D], whose
+/// parameter gradients accumulate into `buffers.grads` (so slices add up).
+fn plan_encoder(
+    gpu: &Gpu,
+    spec: &ModelSpec,
+    buffers: &ParamBuffers,
+    x0: &Tensor,
+    z: &Tensor,
+    dz: &Tensor,
+) -> Result<EncoderSlice> {
+    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
+    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
+    let (n, d) = (x0.shape[0], spec.dim());
+    let mut enc = EncoderPlan {
+        gpu,
+        n,
+        layers: Vec::new(),
+        acts: vec![(x0.clone(), 3, spec.patch())],
+        layer_norm: spec.layer_norm,
+    };
+    let x0 = 0;
+    let stem = enc.conv(
+        "encoder.stem",
+        x0,
+        spec.stem.out,
+        spec.stem.kernel,
+        spec.stem.stride,
+        Some("encoder.stem_norm"),
+    )?;
+    let mut a = enc.relu(stem)?;
+    for (i, st) in spec.stages.iter().enumerate() {
+        let name = format!("encoder.stages.{i}");
+        let down = enc.conv(
+            &format!("{name}.down"),
+            a,
+            st.down.out,
+            st.down.kernel,
+            st.down.stride,
+            Some(&format!("{name}.down_norm")),
+        )?;
+        a = enc.relu(down)?;
+        for j in 0..st.blocks {
+            let mut t = enc.relu(a)?;
+            for l in 0..st.convs_per_block {
+                let b = format!("{name}.blocks.{j}");
+                t = enc.conv(
+                    &format!("{b}.convs.{l}"),
+                    t,
+                    st.down.out,
+                    3,
+                    1,
+                    Some(&format!("{b}.norms.{l}")),
+                )?;
+                if l + 1 < st.convs_per_block {
+                    t = enc.relu(t)?;
+                }
+            }
+            a = enc.add(a, t)?;
+        }
+    }
+    let last = enc.relu(a)?;
+    let (_, cd, side) = enc.acts[last];
+    debug_assert_eq!(cd, d);
+
+    let mut forward = Vec::new();
+    for layer in &enc.layers {
+        let act = |i: usize| &enc.acts[i].0;
+        forward.extend(match layer {
+            Layer::Conv { conv, param, x, y } => conv2d::forward(
+                gpu,
+                conv,
+                act(*x),
+                &pv(&format!("{param}.weight")),
+                &pv(&format!("{param}.bias")),
+                act(*y),
+            )?,
+            Layer::Norm {
+                ln,
+                param,
+                x,
+                y,
+                stats,
+            } => layer_norm::forward(
+                gpu,
+                ln,
+                act(*x),
+                &pv(&format!("{param}.weight")),
+                &pv(&format!("{param}.bias")),
+                act(*y),
+                stats,
+            )
+            .map(|l| vec![l])?,
+            Layer::Relu { x, y } => vec![elementwise::relu_forward(gpu, act(*x), act(*y))?],
+            Layer::Add { a, b, y } => vec![elementwise::add(gpu, act(*a), act(*b), act(*y))?],
+        });
+    }
+    let pooled = [n, d, side * side];
+    forward.push(mean_pool::forward(gpu, &enc.acts[last].0, pooled, z)?);
+    let mut backward = Vec::new();
+    // Encoder activation gradients, one per activation but the patches.
+    let dacts: Vec<Option<Tensor>> = enc
+        .acts
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _, _))| {
+            if i == x0 {
+                Ok(None)
+            } else {
+                Tensor::zeros(gpu, "activation grad", &t.shape).map(Some)
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut written = vec![false; dacts.len()];
+    let dact = |i: usize| {
+        dacts[i]
+            .as_ref()
+            .expect("no gradient for the input patches")
+    };
+    backward.push(mean_pool::backward(gpu, dz, pooled, dact(last), false)?);
+    written[last] = true;
+    for layer in enc.layers.iter().rev() {
+        let act = |i: usize| &enc.acts[i].0;
+        match layer {
+            Layer::Conv { conv, param, x, y } => {
+                let (w, dw, db) = (
+                    pv(&format!("{param}.weight")),
+                    gv(&format!("{param}.weight")),
+                    gv(&format!("{param}.bias")),
+                );
+                backward.extend(conv2d::backward_weight(
+                    gpu,
+                    conv,
+                    act(*x),
+                    dact(*y),
+                    &dw,
+                    &db,
+                )?);
+                if *x != x0 {
+                    backward.extend(conv2d::backward_input(
+                        gpu,
+                        conv,
+                        dact(*y),
+                        &w,
+                        dact(*x),
+                        written[*x],
+                    )?);
+                    written[*x] = true;
+                }
+            }
+            Layer::Norm {
+                ln,
+                param,
+                x,
+                y,
+                stats,
+            } => {
+                backward.extend(layer_norm::backward(
+                    gpu,
+                    ln,
+                    act(*x),
+                    &pv(&format!("{param}.weight")),
+                    stats,
+                    dact(*y),
+                    dact(*x),
+                    &gv(&format!("{param}.weight")),
+                    &gv(&format!("{param}.bias")),
+                    written[*x],
+                )?);
+                written[*x] = true;
+            }
+            Layer::Relu { x, y } => {
+                backward.push(elementwise::relu_backward(
+                    gpu,
+                    act(*y),
+                    dact(*y),
+                    dact(*x),
+                    written[*x],
+                )?);
+                written[*x] = true;
+            }
+            Layer::Add { a, b, y } => {
+                for i in [*a, *b] {
+                    backward.push(elementwise::scale(gpu, dact(*y), dact(i), 1.0, written[i])?);
+                    written[i] = true;
+                }
+            }
+        }
+    }
+
+    let bytes = enc.acts[1..]
+        .iter()
+        .map(|(t, _, _)| 4 * t.len() as u64)
+        .sum::<u64>()
+        + dacts
+            .iter()
+            .flatten()
+            .map(|t| 4 * t.len() as u64)
+            .sum::<u64>();
+    Ok(EncoderSlice {
+        forward,
+        backward,
+        bytes,
+    })
+}
+
 /// The step's host-visible numbers, read without stalling: see [`CpcModel::record_step`].
 pub struct CpcModel {
     pub spec: ModelSpec,
@@ -166,6 +412,9 @@ pub struct CpcModel {
     backward: Vec<Launch>,
     /// Bytes of activations, gradients and scratch planned for this batch (not parameters).
     pub activation_bytes: u64,
+    /// Per encoder slice, the indices of the sizes it allocated among those recorded while
+    /// planning ([`Gpu::record_sizes`]; empty ranges when nothing was recorded).
+    pub slice_allocs: Vec<std::ops::Range<usize>>,
 }
 
 impl CpcModel {
@@ -178,6 +427,20 @@ impl CpcModel {
         batch: usize,
         init: &[f32],
         adam: AdamConfig,
+    ) -> Result<CpcModel> {
+        CpcModel::sliced(gpu, spec, batch, init, adam, None)
+    }
+
+    /// [`CpcModel::new`] with the encoder planned in slices of `slice` images (None: as
+    /// [`slice_images`] says for this device). The memory estimate plans one slice; tests
+    /// compare slicings.
+    pub fn sliced(
+        gpu: &Gpu,
+        spec: &ModelSpec,
+        batch: usize,
+        init: &[f32],
+        adam: AdamConfig,
+        slice: Option<usize>,
     ) -> Result<CpcModel> {
         spec.validate()?;
         let layout = ParamLayout::new(spec);
@@ -201,95 +464,36 @@ impl CpcModel {
             patch: p,
             jitter: spec.jitter,
         };
-        let mut enc = EncoderPlan {
-            gpu,
-            n,
-            layers: Vec::new(),
-            acts: Vec::new(),
-            layer_norm: spec.layer_norm,
-        };
-        let x0 = enc.act(3, p)?;
-        let patches_launch = patches::forward(gpu, &geometry, &crops, &enc.acts[x0].0, 0)?;
-
-        let stem = enc.conv(
-            "encoder.stem",
-            x0,
-            spec.stem.out,
-            spec.stem.kernel,
-            spec.stem.stride,
-            Some("encoder.stem_norm"),
-        )?;
-        let mut a = enc.relu(stem)?;
-        for (i, st) in spec.stages.iter().enumerate() {
-            let name = format!("encoder.stages.{i}");
-            let down = enc.conv(
-                &format!("{name}.down"),
-                a,
-                st.down.out,
-                st.down.kernel,
-                st.down.stride,
-                Some(&format!("{name}.down_norm")),
-            )?;
-            a = enc.relu(down)?;
-            for j in 0..st.blocks {
-                let mut t = enc.relu(a)?;
-                for l in 0..st.convs_per_block {
-                    let b = format!("{name}.blocks.{j}");
-                    t = enc.conv(
-                        &format!("{b}.convs.{l}"),
-                        t,
-                        st.down.out,
-                        3,
-                        1,
-                        Some(&format!("{b}.norms.{l}")),
-                    )?;
-                    if l + 1 < st.convs_per_block {
-                        t = enc.relu(t)?;
-                    }
-                }
-                a = enc.add(a, t)?;
-            }
-        }
-        let last = enc.relu(a)?;
-        let (_, cd, side) = enc.acts[last];
-        debug_assert_eq!(cd, d);
+        // The patches, whole: the patches kernel numbers each patch's jitter over the batch.
+        let patches_out = alloc("patches", &[n, 3, p, p])?;
+        let patches_launch = patches::forward(gpu, &geometry, &crops, &patches_out, 0)?;
         let z = alloc("z", &[n, d])?;
         let c = alloc("c", &[n, h])?;
+        let dz = alloc("dz", &[n, d])?;
 
-        let mut forward = Vec::new();
-        for layer in &enc.layers {
-            let act = |i: usize| &enc.acts[i].0;
-            forward.extend(match layer {
-                Layer::Conv { conv, param, x, y } => conv2d::forward(
-                    gpu,
-                    conv,
-                    act(*x),
-                    &pv(&format!("{param}.weight")),
-                    &pv(&format!("{param}.bias")),
-                    act(*y),
-                )?,
-                Layer::Norm {
-                    ln,
-                    param,
-                    x,
-                    y,
-                    stats,
-                } => layer_norm::forward(
-                    gpu,
-                    ln,
-                    act(*x),
-                    &pv(&format!("{param}.weight")),
-                    &pv(&format!("{param}.bias")),
-                    act(*y),
-                    stats,
-                )
-                .map(|l| vec![l])?,
-                Layer::Relu { x, y } => vec![elementwise::relu_forward(gpu, act(*x), act(*y))?],
-                Layer::Add { a, b, y } => vec![elementwise::add(gpu, act(*a), act(*b), act(*y))?],
-            });
+        // The encoder treats each image apart, so it is planned in slices of images, each
+        // with its own activations, small enough to bind (see [`slice_images`]).
+        let per = slice
+            .filter(|&s| s > 0)
+            .unwrap_or_else(|| slice_images(&gpu.limits, spec, batch));
+        let (mut forward, mut encoder_backward) = (Vec::new(), Vec::new());
+        let (mut slice_bytes, mut slice_allocs) = (0u64, Vec::new());
+        for b0 in (0..batch).step_by(per) {
+            let (r0, rows) = (b0 * g * g, per.min(batch - b0) * g * g);
+            let first = gpu.recorded_count();
+            let s = plan_encoder(
+                gpu,
+                spec,
+                &buffers,
+                &patches_out.view(r0 * 3 * p * p, &[rows, 3, p, p]),
+                &z.view(r0 * d, &[rows, d]),
+                &dz.view(r0 * d, &[rows, d]),
+            )?;
+            slice_allocs.push(first..gpu.recorded_count());
+            forward.extend(s.forward);
+            encoder_backward.extend(s.backward);
+            slice_bytes += s.bytes;
         }
-        let pooled = [n, d, side * side];
-        forward.push(mean_pool::forward(gpu, &enc.acts[last].0, pooled, &z)?);
         let encoder_launches = forward.len();
 
         let gru_shape = Gru {
@@ -343,7 +547,6 @@ impl CpcModel {
         let scores = inf_fwd.scores.clone();
 
         // ---- backward ------------------------------------------------------------------
-        let dz = alloc("dz", &[n, d])?;
         // Rows of c past the last query row never receive a gradient: they stay zero.
         let dc = alloc("dc", &[n, h])?;
         let mut backward = infonce::backward(gpu, &inf_fwd, &preds, &z, &dpreds, &dz, false)?;
@@ -382,95 +585,7 @@ impl CpcModel {
         forward.append(&mut head_launches);
         forward.append(&mut inf_fwd.launches);
 
-        // Encoder activation gradients, one per activation but the patches.
-        let dacts: Vec<Option<Tensor>> = enc
-            .acts
-            .iter()
-            .enumerate()
-            .map(|(i, (t, _, _))| {
-                if i == x0 {
-                    Ok(None)
-                } else {
-                    alloc("activation grad", &t.shape).map(Some)
-                }
-            })
-            .collect::<Result<_>>()?;
-        let mut written = vec![false; dacts.len()];
-        let dact = |i: usize| {
-            dacts[i]
-                .as_ref()
-                .expect("no gradient for the input patches")
-        };
-        backward.push(mean_pool::backward(gpu, &dz, pooled, dact(last), false)?);
-        written[last] = true;
-        for layer in enc.layers.iter().rev() {
-            let act = |i: usize| &enc.acts[i].0;
-            match layer {
-                Layer::Conv { conv, param, x, y } => {
-                    let (w, dw, db) = (
-                        pv(&format!("{param}.weight")),
-                        gv(&format!("{param}.weight")),
-                        gv(&format!("{param}.bias")),
-                    );
-                    backward.extend(conv2d::backward_weight(
-                        gpu,
-                        conv,
-                        act(*x),
-                        dact(*y),
-                        &dw,
-                        &db,
-                    )?);
-                    if *x != x0 {
-                        backward.extend(conv2d::backward_input(
-                            gpu,
-                            conv,
-                            dact(*y),
-                            &w,
-                            dact(*x),
-                            written[*x],
-                        )?);
-                        written[*x] = true;
-                    }
-                }
-                Layer::Norm {
-                    ln,
-                    param,
-                    x,
-                    y,
-                    stats,
-                } => {
-                    backward.extend(layer_norm::backward(
-                        gpu,
-                        ln,
-                        act(*x),
-                        &pv(&format!("{param}.weight")),
-                        stats,
-                        dact(*y),
-                        dact(*x),
-                        &gv(&format!("{param}.weight")),
-                        &gv(&format!("{param}.bias")),
-                        written[*x],
-                    )?);
-                    written[*x] = true;
-                }
-                Layer::Relu { x, y } => {
-                    backward.push(elementwise::relu_backward(
-                        gpu,
-                        act(*y),
-                        dact(*y),
-                        dact(*x),
-                        written[*x],
-                    )?);
-                    written[*x] = true;
-                }
-                Layer::Add { a, b, y } => {
-                    for i in [*a, *b] {
-                        backward.push(elementwise::scale(gpu, dact(*y), dact(i), 1.0, written[i])?);
-                        written[i] = true;
-                    }
-                }
-            }
-        }
+        backward.extend(encoder_backward);
 
         let adam = Adam::new(
             gpu,
@@ -480,9 +595,6 @@ impl CpcModel {
             &buffers.m,
             &buffers.v,
         )?;
-        for (t, _, _) in &enc.acts {
-            bytes += 4 * t.len() as u64;
-        }
         Ok(CpcModel {
             spec: spec.clone(),
             batch,
@@ -495,11 +607,12 @@ impl CpcModel {
             adam,
             patches: geometry,
             patches_launch,
-            patches_out: enc.acts[x0].0.clone(),
+            patches_out,
             forward,
             encoder_launches,
             backward,
-            activation_bytes: bytes,
+            activation_bytes: bytes + slice_bytes,
+            slice_allocs,
         })
     }
 }

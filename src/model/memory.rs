@@ -26,6 +26,46 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
+    /// Why this plan cannot run on a device with `limits` within the optional memory budget,
+    /// naming the limit; None when it can.
+    pub fn refusal(&self, limits: &wgpu::Limits, budget_bytes: Option<u64>) -> Option<String> {
+        // A size the estimate saturated (batch 2^31) is said as such, not as 2^34 GiB; a
+        // binding limit in MiB, as WebGPU's 128 MiB is known.
+        let gib = |b: u64| match b {
+            u64::MAX => "more than 2^64 bytes".to_string(),
+            b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+            b => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        };
+        let (binding, buffer) = (
+            limits.max_storage_buffer_binding_size,
+            limits.max_buffer_size,
+        );
+        if self.largest_bytes > binding.min(buffer) {
+            let (limit, name) = if binding <= buffer {
+                (binding, "max_storage_buffer_binding_size")
+            } else {
+                (buffer, "max_buffer_size")
+            };
+            return Some(format!(
+                "its largest buffer needs {} but this adapter {} at most {} ({name})",
+                gib(self.largest_bytes),
+                if binding <= buffer {
+                    "binds"
+                } else {
+                    "allocates"
+                },
+                gib(limit)
+            ));
+        }
+        budget_bytes.filter(|&b| self.total_bytes > b).map(|b| {
+            format!(
+                "it needs {} in all but the memory budget is {} (--memory-budget-gib)",
+                gib(self.total_bytes),
+                gib(b)
+            )
+        })
+    }
+
     /// Activations, their gradients and the kernels' scratch.
     pub fn activation_bytes(&self) -> u64 {
         self.total_bytes.saturating_sub(4 * self.params_bytes)
@@ -98,22 +138,24 @@ pub fn plan(
     init: &[f32],
     adam: AdamConfig,
 ) -> Result<(CpcModel, MemoryPlan)> {
-    let (model, plan, _) = plan_with_sizes(gpu, spec, batch, init, adam)?;
+    let (model, plan, _) = plan_with_sizes(gpu, spec, batch, init, adam, None)?;
     Ok((model, plan))
 }
 
-/// [`plan`], also returning the size of every buffer in allocation order.
+/// [`plan`], also returning the size of every buffer in allocation order; `slice` as
+/// [`CpcModel::sliced`].
 fn plan_with_sizes(
     gpu: &Gpu,
     spec: &ModelSpec,
     batch: usize,
     init: &[f32],
     adam: AdamConfig,
+    slice: Option<usize>,
 ) -> Result<(CpcModel, MemoryPlan, Vec<u64>)> {
     gpu.record_sizes(true);
     // Out-of-memory from the driver comes back as an error of this scope, not a panic.
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let model = CpcModel::new(gpu, spec, batch, init, adam);
+    let model = CpcModel::sliced(gpu, spec, batch, init, adam, slice);
     let oom = pollster::block_on(scope.pop());
     let sizes = gpu.record_sizes(false);
     let model = model?;
@@ -136,25 +178,45 @@ fn plan_with_sizes(
 /// extrapolates any batch without allocating it: a quadratic through the three for each
 /// buffer (activations grow with B, the score matrices with B^2). Buffers that do not depend
 /// on B (parameters, the conv weight-gradient scratch and weight windows) fit exactly.
+/// The three plans have the encoder in one slice; [`Estimate::at`] slices it as the model
+/// would at that batch (cpc::slice_images), each slice's buffers those of its images.
 pub struct Estimate {
     params_bytes: u64,
     /// Each buffer's size at batches 1, 2 and 3 (the plan allocates the same buffers in the
     /// same order at every batch).
     sizes: Vec<[u64; 3]>,
+    /// Which of `sizes` the encoder's one slice allocated.
+    slice: std::ops::Range<usize>,
+    spec: ModelSpec,
+    limits: wgpu::Limits,
 }
 
 impl Estimate {
     /// Plans `spec` three times. The parameter buffers are checked against the adapter's
     /// largest buffer first, from the shapes; the plans get no initial values (zero
     /// parameters size the same buffers), so no host vector of the parameter count is made.
+    /// Each plan has the encoder in one slice, so a device must bind 3 images' largest
+    /// activation (WebGPU's 128 MiB holds 10 of the paper preset's).
     pub fn new(gpu: &Gpu, spec: &ModelSpec) -> Result<Estimate> {
         let params_bytes = check_params_fit(gpu, spec, None)?;
-        let mut runs = Vec::new();
-        for b in 1..=3 {
-            let (_, _, sizes) = plan_with_sizes(gpu, spec, b, &[], AdamConfig::default())?;
-            runs.push(sizes);
+        if crate::model::cpc::slice_images(&gpu.limits, spec, 3) < 3 {
+            return Err(Error::Config(format!(
+                "the encoder's activations of 3 images do not fit one binding of {} bytes \
+                 (max_storage_buffer_binding_size or max_buffer_size), which the memory \
+                 estimate needs",
+                gpu.limits
+                    .max_storage_buffer_binding_size
+                    .min(gpu.limits.max_buffer_size)
+            )));
         }
-        if runs.iter().any(|r| r.len() != runs[0].len()) {
+        let (mut runs, mut slices) = (Vec::new(), Vec::new());
+        for b in 1..=3 {
+            let (model, _, sizes) =
+                plan_with_sizes(gpu, spec, b, &[], AdamConfig::default(), Some(b))?;
+            runs.push(sizes);
+            slices.push(model.slice_allocs[0].clone());
+        }
+        if runs.iter().any(|r| r.len() != runs[0].len()) || slices.iter().any(|s| *s != slices[0]) {
             return Err(Error::Other(format!(
                 "memory estimate: the plans at batches 1, 2 and 3 allocate {:?} buffers, but \
                  a plan must allocate the same buffers at any batch",
@@ -167,27 +229,43 @@ impl Estimate {
         Ok(Estimate {
             params_bytes,
             sizes,
+            slice: slices[0].clone(),
+            spec: spec.clone(),
+            limits: gpu.limits.clone(),
         })
     }
 
     pub fn at(&self, batch: usize) -> MemoryPlan {
         // Newton's form of the quadratic through batches 1, 2 and 3.
-        let x = batch as f64;
-        let fit = |[y1, y2, y3]: [u64; 3]| {
+        let fit = |[y1, y2, y3]: [u64; 3], x: f64| {
             let (y1, y2, y3) = (y1 as f64, y2 as f64, y3 as f64);
             let (d1, d2) = (y2 - y1, (y3 - 2.0 * y2 + y1) / 2.0);
             (y1 + d1 * (x - 1.0) + d2 * (x - 1.0) * (x - 2.0)).max(0.0) as u64
         };
-        // A huge batch saturates a buffer at u64::MAX (`as` does); the sum saturates too
+        // A huge batch saturates a buffer at u64::MAX (`as` does); the sums saturate too
         // rather than wrap to something that would seem to fit.
-        let each: Vec<u64> = self.sizes.iter().map(|&s| fit(s)).collect();
+        // The encoder's buffers once per slice, `full` slices of `per` images and one of the
+        // rest; the others at the whole batch. Counted, not listed: the batch may be 2^31.
+        let per = crate::model::cpc::slice_images(&self.limits, &self.spec, batch);
+        let (full, rest) = ((batch / per) as u64, batch % per);
+        let (mut total, mut largest) = (4 * self.params_bytes, 0);
+        for (i, &s) in self.sizes.iter().enumerate() {
+            let (bytes, most) = if self.slice.contains(&i) {
+                let (one, last) = (fit(s, per as f64), fit(s, rest as f64));
+                let last = if rest > 0 { last } else { 0 };
+                (one.saturating_mul(full).saturating_add(last), one)
+            } else {
+                let b = fit(s, batch as f64);
+                (b, b)
+            };
+            total = total.saturating_add(bytes);
+            largest = largest.max(most);
+        }
         MemoryPlan {
             batch,
             params_bytes: self.params_bytes,
-            total_bytes: each
-                .iter()
-                .fold(4 * self.params_bytes, |sum, &b| sum.saturating_add(b)),
-            largest_bytes: each.iter().copied().max().unwrap_or(0),
+            total_bytes: total,
+            largest_bytes: largest,
         }
     }
 }
@@ -202,13 +280,7 @@ pub fn check_fits(
     batch: usize,
     budget_bytes: Option<u64>,
 ) -> Result<MemoryPlan> {
-    let limit = gpu
-        .limits
-        .max_storage_buffer_binding_size
-        .min(gpu.limits.max_buffer_size);
-    let fits = |p: &MemoryPlan| {
-        p.largest_bytes <= limit && budget_bytes.is_none_or(|b| p.total_bytes <= b)
-    };
+    let fits = |p: &MemoryPlan| p.refusal(&gpu.limits, budget_bytes).is_none();
     check_params_fit(gpu, spec, budget_bytes)?;
     let estimate = Estimate::new(gpu, spec)?;
     let want = estimate.at(batch);
@@ -229,25 +301,7 @@ pub fn check_fits(
         }
     }
     let best = (lo > 0).then_some(lo);
-    // A size the estimate saturated (batch 2^31) is said as such, not as 2^34 GiB.
-    let gib = |b: u64| match b {
-        u64::MAX => "more than 2^64 bytes".to_string(),
-        b => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-    };
-    let what = if want.largest_bytes > limit {
-        format!(
-            "its largest buffer needs {} but this adapter binds at most {} \
-             (max_storage_buffer_binding_size)",
-            gib(want.largest_bytes),
-            gib(limit)
-        )
-    } else {
-        format!(
-            "it needs {} in all but the memory budget is {}",
-            gib(want.total_bytes),
-            gib(budget_bytes.unwrap_or(0))
-        )
-    };
+    let what = want.refusal(&gpu.limits, budget_bytes).unwrap_or_default();
     Err(Error::Config(format!(
         "batch {batch} does not fit: {what}; {}",
         best.map_or("not even batch 1 fits".into(), |b| format!(

@@ -104,3 +104,28 @@ fn uniform_structs_match_rust() {
         "every shader has a uniform struct"
     );
 }
+
+#[test]
+fn every_kernel_fits_webgpu_and_downlevel_limits_are_refused_naming_kernel_and_limit() {
+    use cpc::gpu::check_kernels_fit;
+    for device in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
+        check_kernels_fit(&wgpu::Limits::default(), device).unwrap();
+        let e = check_kernels_fit(&wgpu::Limits::downlevel_defaults(), device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "adam.wgsl step binds 5 storage buffers; this device allows 4 \
+                 (max_storage_buffers_per_shader_stage)"
+            ),
+            "{e}"
+        );
+        // The conv uniform windows only where a CPU adapter would bind them.
+        let window = "conv2d_forward.wgsl main binds a uniform buffer of 65536 bytes";
+        assert_eq!(e.contains(window), device == wgpu::DeviceType::Cpu, "{e}");
+    }
+    // Opening a device under them is refused at once, before anything is planned.
+    let opened = cpc::gpu::Gpu::software_with(cpc::gpu::LimitsChoice::Downlevel);
+    let e = opened.err().expect("downlevel limits refused").to_string();
+    assert!(e.contains("max_storage_buffers_per_shader_stage"), "{e}");
+}
