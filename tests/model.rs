@@ -463,7 +463,7 @@ fn an_encoder_too_large_to_bind_whole_is_planned_in_slices_that_compute_the_same
         model.stats.read(&small).unwrap(),
         model.buffers.grads.read(&small).unwrap(),
     );
-    let (want_stats, want_grads) = gpu_step(&spec, batch, &params, &x, 3);
+    let (want_stats, want_grads) = gpu_step(gpu(), &spec, batch, &params, &x, 3);
     let near = |a: f32, b: f32| (a - b).abs() <= 1e-4 * (1.0 + b.abs());
     for (i, (a, b)) in stats.iter().zip(&want_stats).enumerate() {
         assert!(near(*a, *b), "stat {i}: sliced {a}, whole {b}");
