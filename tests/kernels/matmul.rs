@@ -168,13 +168,13 @@ fn matmul_tiled_forward_strided_accumulating_scaled() {
     }
 }
 
-#[test]
-fn matmul_tiled_backward_matches_reference() {
-    let kernel = MatmulKernel::Tiled(Tiling::DEFAULT);
+/// dA and dB of `kernel` against the CPU reference, for every transpose, overwriting
+/// (NaN-filled outputs) and accumulating onto random values.
+fn check_backward(kernel: MatmulKernel, seed: u64) {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         for accumulate in [false, true] {
             let mm = Matmul::new(2, 13, 9, 70).trans_a(ta).trans_b(tb).alpha(1.5);
-            let mut r = rng(6);
+            let mut r = rng(seed);
             let (a, b, dc) = (
                 random(&mut r, 2 * 13 * 70),
                 random(&mut r, 2 * 70 * 9),
@@ -182,9 +182,9 @@ fn matmul_tiled_backward_matches_reference() {
             );
             let (da0, db0) = (random(&mut r, a.len()), random(&mut r, b.len()));
             let (ta_, tb_, tdc) = (
-                upload(&[a.len()], &a),
-                upload(&[b.len()], &b),
-                upload(&[dc.len()], &dc),
+                upload(&[2, 13 * 70], &a),
+                upload(&[2, 70 * 9], &b),
+                upload(&[2, 13 * 9], &dc),
             );
             let (tda, tdb) = if accumulate {
                 (upload(&[a.len()], &da0), upload(&[b.len()], &db0))
@@ -197,10 +197,15 @@ fn matmul_tiled_backward_matches_reference() {
             run(&launches);
             let (mut da, mut db) = (da0.clone(), db0.clone());
             cpu::matmul::backward(&mm, &a, &b, &dc, &mut da, &mut db, accumulate);
-            assert_close("dA", &read(&tda), &da, 2e-4, 1e-4);
-            assert_close("dB", &read(&tdb), &db, 2e-4, 1e-4);
+            assert_close(&format!("dA {kernel:?}"), &read(&tda), &da, 2e-4, 1e-4);
+            assert_close(&format!("dB {kernel:?}"), &read(&tdb), &db, 2e-4, 1e-4);
         }
     }
+}
+
+#[test]
+fn matmul_tiled_backward_matches_reference() {
+    check_backward(MatmulKernel::Tiled(Tiling::DEFAULT), 6);
 }
 
 #[test]
@@ -226,33 +231,7 @@ fn matmul_backward_reference_matches_finite_differences() {
 
 #[test]
 fn matmul_backward_matches_reference() {
-    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        for accumulate in [false, true] {
-            let mm = Matmul::new(2, 13, 9, 70).trans_a(ta).trans_b(tb).alpha(1.5);
-            let mut r = rng(5);
-            let (a, b, dc) = (
-                random(&mut r, 2 * 13 * 70),
-                random(&mut r, 2 * 70 * 9),
-                random(&mut r, 2 * 13 * 9),
-            );
-            let (da0, db0) = (random(&mut r, a.len()), random(&mut r, b.len()));
-            let (ta_, tb_, tdc) = (
-                upload(&[2, 13 * 70], &a),
-                upload(&[2, 70 * 9], &b),
-                upload(&[2, 13 * 9], &dc),
-            );
-            let (tda, tdb) = if accumulate {
-                (upload(&[a.len()], &da0), upload(&[b.len()], &db0))
-            } else {
-                (nan_tensor(&[a.len()]), nan_tensor(&[b.len()]))
-            };
-            run(&matmul::backward(gpu(), &mm, &ta_, &tb_, &tdc, &tda, &tdb, accumulate).unwrap());
-            let (mut da, mut db) = (da0.clone(), db0.clone());
-            cpu::matmul::backward(&mm, &a, &b, &dc, &mut da, &mut db, accumulate);
-            assert_close("dA", &read(&tda), &da, 2e-4, 1e-4);
-            assert_close("dB", &read(&tdb), &db, 2e-4, 1e-4);
-        }
-    }
+    check_backward(MatmulKernel::RegisterBlock, 5);
 }
 
 #[test]
