@@ -28,6 +28,7 @@ use cpc::ops::conv2d::{self, Conv2d};
 use cpc::ops::gru::{self, Gru, GruWeights};
 use cpc::ops::infonce::{self, Infonce};
 use cpc::ops::matmul::{self, Matmul, MatmulKernel};
+use cpc::ops::sequences::Sequences;
 use cpc::train::Config;
 
 fn quick() -> bool {
@@ -226,8 +227,7 @@ fn bench_gru_infonce_adam(c: &mut Criterion) {
     };
     for &(name, batch, d, h) in presets {
         let gru_shape = Gru {
-            batch,
-            grid: 7,
+            seq: Sequences::grid(batch, 7),
             input: d,
             hidden: h,
         };
@@ -261,8 +261,7 @@ fn bench_gru_infonce_adam(c: &mut Criterion) {
         );
 
         let inf = Infonce::new(
-            batch,
-            7,
+            Sequences::grid(batch, 7),
             d,
             Infonce::default_offsets(if name == "tiny" { 2 } else { 5 }),
         );

@@ -1,11 +1,11 @@
 // gru.wgsl: the element-wise part of one time step of a GRU (PyTorch's torch.nn.GRU, gate
-// order r, z, n), run for all S = B*G sequences (b, c) at once, and its backward. The matrix
+// order r, z, n), run for all S = B*W sequences (b, w) at once, and its backward. The matrix
 // products around it are ops::matmul launches (see ops::gru for the whole schedule).
 //
-// Sizes: B images, G grid side (time steps t = grid row), H hidden, S = B*G sequences.
-// Two row orders:
-//   patch layout, row (b*G + t)*G + c: gi, dgi, c, dc (shared with the rest of the model);
-//   time-major, row t*S + s with s = b*G + c: gates, hprev, dgh (the op's own buffers),
+// Sizes (ops::sequences): B blocks of T steps of W sequences (vision: images, grid rows,
+// grid columns; audio: clips, frames, 1), H hidden, S = B*W sequences. Two row orders:
+//   sequences' layout, row (b*T + t)*W + w: gi, dgi, c, dc (shared with the rest of the model);
+//   time-major, row t*S + s with s = b*W + w: gates, hprev, dgh (the op's own buffers),
 //   so the rows of one step are contiguous and a step's matrix products need no batching.
 //
 // gates_forward, step t (h_prev = 0 when t = 0; gh is not read then):
@@ -13,22 +13,22 @@
 //   z = sigmoid(gi_z + b_iz + gh_z + b_hz)
 //   n = tanh(gi_n + b_in + r * (gh_n + b_hn))
 //   h = (1 - z) * n + z * h_prev
-// Bindings: 0 GruForwardParams (uniform), 1 gi [B*G*G, 3H] (read; W_ih x, no bias),
+// Bindings: 0 GruForwardParams (uniform), 1 gi [B*T*W, 3H] (read; W_ih x, no bias),
 // 2 gh [S, 3H] (read; W_hh h_prev of step t, no bias), 3 b_ih [3H] (read), 4 b_hh [3H]
-// (read), 5 c [B*G*G, H] (read_write; h written to the rows of step t),
-// 6 hprev [G*S, H] (read_write; time-major h_prev: block 0 zeroed at t = 0, block t+1 <- h),
-// 7 gates [G*S, 4H] (read_write; time-major r, z, n, gh_n + b_hn saved for the backward).
+// (read), 5 c [B*T*W, H] (read_write; h written to the rows of step t),
+// 6 hprev [T*S, H] (read_write; time-major h_prev: block 0 zeroed at t = 0, block t+1 <- h),
+// 7 gates [T*S, 4H] (read_write; time-major r, z, n, gh_n + b_hn saved for the backward).
 //
-// gates_backward, step t, with dh = dc (+ carry from step t+1 unless t = G-1):
+// gates_backward, step t, with dh = dc (+ carry from step t+1 unless t = T-1):
 //   da_n = dh (1 - z) (1 - n^2)
 //   da_z = dh (h_prev - n) z (1 - z)
 //   da_r = da_n (gh_n + b_hn) r (1 - r)
 //   dgi = [da_r, da_z, da_n]      (gradient of W_i x + b_i)
 //   dgh = [da_r, da_z, da_n * r]  (gradient of W_h h_prev + b_h)
 //   carry = dh * z                (the direct part of dh_prev; ops::gru adds dgh W_hh)
-// Bindings: 0 GruBackwardParams (uniform), 1 dc [B*G*G, H] (read), 2 gates [G*S, 4H] (read),
-// 3 hprev [G*S, H] (read), 4 carry [S, H] (read_write), 5 dgi [B*G*G, 3H] (read_write; rows
-// of step t), 6 dgh [G*S, 3H] (read_write; rows of step t).
+// Bindings: 0 GruBackwardParams (uniform), 1 dc [B*T*W, H] (read), 2 gates [T*S, 4H] (read),
+// 3 hprev [T*S, H] (read), 4 carry [S, H] (read_write), 5 dgi [B*T*W, 3H] (read_write; rows
+// of step t), 6 dgh [T*S, 3H] (read_write; rows of step t).
 //
 // Dispatch (both): one thread per (s, j), j in 0..H: ceil(S*H / 64) workgroups of 64, spread
 // over x and y past the per-dimension limit.
@@ -37,7 +37,8 @@
 // Rust twin: ops::gru::GruForwardParams.
 struct GruForwardParams {
     seqs: u32,
-    grid: u32,
+    steps: u32,
+    width: u32,
     hidden: u32,
     step: u32,
     gi_offset: u32,
@@ -47,13 +48,13 @@ struct GruForwardParams {
     c_offset: u32,
     hprev_offset: u32,
     gates_offset: u32,
-    _pad: u32,
 }
 
 // Rust twin: ops::gru::GruBackwardParams.
 struct GruBackwardParams {
     seqs: u32,
-    grid: u32,
+    steps: u32,
+    width: u32,
     hidden: u32,
     step: u32,
     dc_offset: u32,
@@ -63,7 +64,6 @@ struct GruBackwardParams {
     dgi_offset: u32,
     dgh_offset: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 // The two entry points bind different resources to the same slots; each pipeline only sees
@@ -108,8 +108,8 @@ fn gates_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let s = i / pf.hidden;
     let j = i % pf.hidden;
     let t = pf.step;
-    // Sequence s = b*G + c, so its patch row at step t is (b*G + t)*G + c.
-    let row = (s / pf.grid * pf.grid + t) * pf.grid + s % pf.grid;
+    // Sequence s = b*W + w, so its row at step t is (b*T + t)*W + w.
+    let row = (s / pf.width * pf.steps + t) * pf.width + s % pf.width;
     let tm = t * pf.seqs + s;
 
     var ghr = b_hh[pf.b_hh_offset + j];
@@ -133,7 +133,7 @@ fn gates_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let h = (1.0 - z) * n + z * hp;
 
     c[pf.c_offset + row * pf.hidden + j] = h;
-    if (t + 1u < pf.grid) {
+    if (t + 1u < pf.steps) {
         hprev[pf.hprev_offset + (tm + pf.seqs) * pf.hidden + j] = h;
     }
     let sv = pf.gates_offset + tm * 4u * pf.hidden + j;
@@ -154,11 +154,11 @@ fn gates_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let s = i / pb.hidden;
     let j = i % pb.hidden;
     let t = pb.step;
-    let row = (s / pb.grid * pb.grid + t) * pb.grid + s % pb.grid;
+    let row = (s / pb.width * pb.steps + t) * pb.width + s % pb.width;
     let tm = t * pb.seqs + s;
 
     var dh = dc[pb.dc_offset + row * pb.hidden + j];
-    if (t + 1u < pb.grid) {
+    if (t + 1u < pb.steps) {
         dh += carry[pb.carry_offset + s * pb.hidden + j];
     }
     let sv = pb.gates_offset + tm * 4u * pb.hidden + j;

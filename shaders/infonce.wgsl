@@ -2,8 +2,10 @@
 // [queries, candidates] (computed before by matmul.wgsl), and the reduction of the per-query
 // losses to the few numbers the host reads.
 //
-// Query q = (b * (G - o) + r) * G + c predicts patch (b, r + o, c), o the step's row offset;
-// its true candidate is z row (b * G + r + o) * G + c. Every other z row is a negative.
+// z is in the layout of ops::sequences: row (b * T + t) * W + w (vision: image b, grid row t,
+// column w; audio: clip b, frame t, W = 1). Query q = (b * (T - o) + t) * W + w predicts
+// (b, t + o, w), o the step's offset; its true candidate is z row (b * T + t + o) * W + w.
+// Every other z row is a negative.
 //
 // Entry infonce_rows: one thread per query row, workgroups of 64, spread over x and y; the
 // thread walks its row three times (max, sum, gradient). On lavapipe this beat a workgroup
@@ -29,7 +31,8 @@
 struct InfonceParams {
     queries: u32,
     candidates: u32,
-    grid: u32,
+    steps: u32,
+    width: u32,
     offset: u32,
     scores_offset: u32,
     dscores_offset: u32,
@@ -39,6 +42,9 @@ struct InfonceParams {
     accumulate: u32,
     scale: f32,
     inv_steps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: InfonceParams;
@@ -72,12 +78,12 @@ fn workgroup_sum(li: u32, v: f32) -> f32 {
     return s;
 }
 
-// The z row of query q's true candidate: (b * G + r + o) * G + c.
+// The z row of query q's true candidate: (b * T + t + o) * W + w.
 fn target_of(q: u32) -> u32 {
-    let per_image = (p.grid - p.offset) * p.grid;
-    let b = q / per_image;
-    let rc = q - b * per_image; // r * G + c
-    return (b * p.grid + p.offset) * p.grid + rc;
+    let per_block = (p.steps - p.offset) * p.width;
+    let b = q / per_block;
+    let tw = q - b * per_block; // t * W + w
+    return (b * p.steps + p.offset) * p.width + tw;
 }
 
 @compute @workgroup_size(64)

@@ -1,5 +1,6 @@
-//! CPU reference of ops::gru: each sequence (image b, grid column c) run step by step down
-//! the rows in f64, straight from torch.nn.GRU's equations, and backpropagated through time.
+//! CPU reference of ops::gru: each sequence (block b, sequence w of the block; for vision an
+//! image and a grid column) run step by step in f64, straight from torch.nn.GRU's
+//! equations, and backpropagated through time.
 
 use crate::ops::gru::Gru;
 
@@ -51,13 +52,14 @@ fn affine(w: &[f32], bias: &[f32], v: &[f64], g: usize) -> f64 {
     bias[g] as f64 + (0..k).map(|i| w[g * k + i] as f64 * v[i]).sum::<f64>()
 }
 
-/// Run sequence (b, c) through all G steps.
-fn run_sequence(gru: &Gru, z: &[f32], w: &GruWeights, b: usize, c: usize) -> Vec<Step> {
-    let (g, d, h) = (gru.grid, gru.input, gru.hidden);
+/// Run sequence w of block b through all T steps.
+fn run_sequence(gru: &Gru, z: &[f32], w: &GruWeights, b: usize, col: usize) -> Vec<Step> {
+    let (steps_t, width, d, h) = (gru.seq.steps, gru.seq.width, gru.input, gru.hidden);
     let mut h_prev = vec![0.0f64; h];
-    let mut steps = Vec::with_capacity(g);
-    for t in 0..g {
-        let row = (b * g + t) * g + c;
+    let mut steps = Vec::with_capacity(steps_t);
+    for t in 0..steps_t {
+        // Block b's rows, then step t's W rows, then sequence w.
+        let row = b * steps_t * width + t * width + col;
         let x: Vec<f64> = z[row * d..(row + 1) * d]
             .iter()
             .map(|&v| v as f64)
@@ -94,11 +96,11 @@ fn run_sequence(gru: &Gru, z: &[f32], w: &GruWeights, b: usize, c: usize) -> Vec
     steps
 }
 
-/// c [B*G*G, H] = the hidden state of every step of every column's GRU, in patch layout.
+/// c [B*T*W, H] = the hidden state of every step of every sequence, in the input's layout.
 pub fn forward(gru: &Gru, z: &[f32], w: &GruWeights, c: &mut [f32]) {
     let h = gru.hidden;
-    for b in 0..gru.batch {
-        for col in 0..gru.grid {
+    for b in 0..gru.seq.blocks {
+        for col in 0..gru.seq.width {
             for s in run_sequence(gru, z, w, b, col) {
                 for j in 0..h {
                     c[s.row * h + j] = s.h[j] as f32;
@@ -109,7 +111,7 @@ pub fn forward(gru: &Gru, z: &[f32], w: &GruWeights, c: &mut [f32]) {
 }
 
 /// Backward through time: dw += the parameter gradients, dz (+)= the input gradient
-/// (overwritten unless `accumulate_dz`), given dc [B*G*G, H].
+/// (overwritten unless `accumulate_dz`), given dc [B*T*W, H].
 pub fn backward(
     gru: &Gru,
     z: &[f32],
@@ -126,8 +128,8 @@ pub fn backward(
     let mut gw_hh = vec![0.0f64; h3 * h];
     let mut gb_ih = vec![0.0f64; h3];
     let mut gb_hh = vec![0.0f64; h3];
-    for b in 0..gru.batch {
-        for col in 0..gru.grid {
+    for b in 0..gru.seq.blocks {
+        for col in 0..gru.seq.width {
             let steps = run_sequence(gru, z, w, b, col);
             // Gradient reaching h_t from step t+1.
             let mut carry = vec![0.0f64; h];

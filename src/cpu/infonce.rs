@@ -9,7 +9,7 @@ pub struct InfonceReference {
     pub loss: f64,
     pub loss_k: Vec<f64>,
     pub accuracy_k: Vec<f64>,
-    /// S_k [Q_k, B*G*G] per step.
+    /// S_k [Q_k, B*T*W] per step.
     pub scores: Vec<Vec<f64>>,
     /// dS_k = d loss / d S_k, per step.
     pub dscores: Vec<Vec<f64>>,
@@ -34,22 +34,22 @@ pub struct InfonceRows {
     pub dscores: Vec<f64>,
 }
 
-/// Step k's query targets from the definition: query (b, r, c), r + o_k < G, is number
-/// (b * (G - o_k) + r) * G + c and predicts z row (b * G + r + o_k) * G + c.
+/// Step k's query targets from the definition: query (b, t, w), t + o_k < T, is number
+/// (b * (T - o_k) + t) * W + w and predicts z row (b * T + t + o_k) * W + w.
 pub fn targets(inf: &Infonce, k: usize) -> Vec<usize> {
-    let (g, o) = (inf.grid, inf.offsets[k]);
-    let mut t = vec![usize::MAX; inf.queries(k)];
-    for b in 0..inf.batch {
-        for r in 0..g - o {
-            for c in 0..g {
-                t[(b * (g - o) + r) * g + c] = (b * g + r + o) * g + c;
+    let (steps, width, o) = (inf.seq.steps, inf.seq.width, inf.offsets[k]);
+    let mut targets = vec![usize::MAX; inf.queries(k)];
+    for b in 0..inf.seq.blocks {
+        for t in 0..steps - o {
+            for w in 0..width {
+                targets[(b * (steps - o) + t) * width + w] = (b * steps + t + o) * width + w;
             }
         }
     }
-    t
+    targets
 }
 
-/// The infonce_rows entry: log-softmax of each row of S_k [Q_k, B*G*G] at its target, and
+/// The infonce_rows entry: log-softmax of each row of S_k [Q_k, B*T*W] at its target, and
 /// dS = (softmax - onehot) / (Q_k K).
 pub fn rows(inf: &Infonce, k: usize, scores: &[f64]) -> InfonceRows {
     let n = inf.candidates();

@@ -11,6 +11,7 @@ use crate::ops::infonce::Infonce;
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::matmul::Matmul;
 use crate::ops::patches::Patches;
+use crate::ops::sequences::Sequences;
 
 /// An activation [n, c, side, side].
 struct Act {
@@ -177,8 +178,7 @@ pub fn loss(
     let n = batch * g * g;
     let z = encode(spec, params, crops, batch, seed);
     let gru = Gru {
-        batch,
-        grid: g,
+        seq: Sequences::grid(batch, g),
         input: d,
         hidden: h,
     };
@@ -190,7 +190,7 @@ pub fn loss(
     };
     let mut c = vec![0.0; n * h];
     cpu::gru::forward(&gru, &z, &w, &mut c);
-    let inf = Infonce::new(batch, g, d, spec.offsets.clone());
+    let inf = Infonce::new(Sequences::grid(batch, g), d, spec.offsets.clone());
     let preds: Vec<Vec<f32>> = (0..inf.steps())
         .map(|k| {
             let q = inf.queries(k);

@@ -29,6 +29,7 @@ use crate::ops::layer_norm::{self, LayerNorm};
 use crate::ops::matmul::{self, Matmul};
 use crate::ops::mean_pool;
 use crate::ops::patches::{self, Patches};
+use crate::ops::sequences::Sequences;
 
 /// One encoder layer; activations are indices into `Encoder::acts`.
 #[derive(Clone, Debug)]
@@ -497,8 +498,7 @@ impl CpcModel {
         let encoder_launches = forward.len();
 
         let gru_shape = Gru {
-            batch,
-            grid: g,
+            seq: Sequences::grid(batch, g),
             input: d,
             hidden: h,
         };
@@ -516,7 +516,7 @@ impl CpcModel {
         };
         let gru_fwd = gru::forward(gpu, &gru_shape, &z, &gru_w, &c)?;
 
-        let inf = Infonce::new(batch, g, d, spec.offsets.clone());
+        let inf = Infonce::new(Sequences::grid(batch, g), d, spec.offsets.clone());
         let (mut cq, mut preds, mut dcq, mut dpreds) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut head_launches = Vec::new();

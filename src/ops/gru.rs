@@ -1,5 +1,6 @@
 //! The autoregressive GRU (shaders/gru.wgsl plus ops::matmul and ops::sum_channels): one GRU
-//! runs down each column of every image's G x G patch grid, B*G sequences of G steps at once.
+//! runs along every sequence of an [`Sequences`] layout at once, S = B*W sequences of T steps
+//! (vision: down each column of every image's G x G patch grid; audio: along each clip).
 //!
 //! Equations as PyTorch's torch.nn.GRU (gate order r, z, n; the reset gate scales the hidden
 //! projection including its bias), h_0 = 0:
@@ -8,16 +9,16 @@
 //!   n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
 //!   h' = (1 - z) * n + z * h
 //!
-//! Input z and output c are in the patch layout [B*G*G, D] and [B*G*G, H], row
-//! (b*G + t)*G + c for image b, grid row t (the time step) and grid column c (the sequence).
-//! The op's own buffers are time-major, row t*S + s with S = B*G and s = b*G + c, so the rows
+//! Input z and output c are in the sequences' layout [B*T*W, D] and [B*T*W, H], row
+//! (b*T + t)*W + w for block b, step t and sequence w of the block.
+//! The op's own buffers are time-major, row t*S + s with S = B*W and s = b*W + w, so the rows
 //! of one step are contiguous and each step's matrix product is a single plain matmul.
 //!
-//! Forward: gi = Z W_ih^T (one matmul), then for t = 0..G: gh = Hprev_t W_hh^T (not at t = 0,
+//! Forward: gi = Z W_ih^T (one matmul), then for t = 0..T: gh = Hprev_t W_hh^T (not at t = 0,
 //! where h = 0) and gates_forward. It saves, time-major: the gates r, z, n and W_hn h + b_hn,
 //! and every step's previous hidden state Hprev, so the weight gradient is one matmul.
 //!
-//! Backward, t = G-1 down to 0: gates_backward (dh = dC + carry) gives dGi and dGh of step t
+//! Backward, t = T-1 down to 0: gates_backward (dh = dC + carry) gives dGi and dGh of step t
 //! and carry = dh * z; then carry += dGh_t W_hh (not at t = 0). Afterwards dW_ih += dGi^T Z,
 //! dW_hh += dGh^T Hprev, db_ih += column sums of dGi, db_hh += column sums of dGh, and
 //! dZ (+)= dGi W_ih. Parameter gradients accumulate; dZ overwrites unless asked to add.
@@ -25,13 +26,15 @@
 use crate::error::{shape_err, Result};
 use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
 use crate::ops::matmul::{self, Matmul};
+use crate::ops::sequences::Sequences;
 use crate::ops::sum_channels;
 
 crate::uniform_struct! {
     /// WGSL twin: GruForwardParams in shaders/gru.wgsl.
     pub struct GruForwardParams {
         pub seqs: u32,
-        pub grid: u32,
+        pub steps: u32,
+        pub width: u32,
         pub hidden: u32,
         pub step: u32,
         pub gi_offset: u32,
@@ -41,7 +44,6 @@ crate::uniform_struct! {
         pub c_offset: u32,
         pub hprev_offset: u32,
         pub gates_offset: u32,
-        pub _pad: u32,
     }
 }
 
@@ -49,7 +51,8 @@ crate::uniform_struct! {
     /// WGSL twin: GruBackwardParams in shaders/gru.wgsl.
     pub struct GruBackwardParams {
         pub seqs: u32,
-        pub grid: u32,
+        pub steps: u32,
+        pub width: u32,
         pub hidden: u32,
         pub step: u32,
         pub dc_offset: u32,
@@ -59,28 +62,31 @@ crate::uniform_struct! {
         pub dgi_offset: u32,
         pub dgh_offset: u32,
         pub _pad0: u32,
-        pub _pad1: u32,
     }
 }
 
-/// The shape of the problem: B images of G x G patch vectors of size D, hidden size H.
+/// The shape of the problem: input vectors of size D laid out as `seq` says, hidden size H.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gru {
-    pub batch: usize,
-    pub grid: usize,
+    pub seq: Sequences,
     pub input: usize,
     pub hidden: usize,
 }
 
 impl Gru {
-    /// Independent sequences, one per image and grid column: B*G.
+    /// Independent sequences: B*W.
     pub fn seqs(&self) -> usize {
-        self.batch * self.grid
+        self.seq.seqs()
     }
 
-    /// Patch rows: B*G*G.
+    /// Rows of z and c: B*T*W.
     pub fn rows(&self) -> usize {
-        self.batch * self.grid * self.grid
+        self.seq.rows()
+    }
+
+    /// Time steps T.
+    pub fn steps(&self) -> usize {
+        self.seq.steps
     }
 }
 
@@ -102,24 +108,24 @@ pub struct GruForward {
     pub gru: Gru,
     /// In order: gi matmul, then per step (gh matmul unless t = 0, gates_forward).
     pub launches: Vec<Launch>,
-    /// [B*G*G, 3H] patch layout: Z W_ih^T, no bias.
+    /// [B*T*W, 3H] patch layout: Z W_ih^T, no bias.
     pub gi: Tensor,
     /// [S, 3H]: Hprev_t W_hh^T of the current step, no bias.
     pub gh: Tensor,
-    /// [G*S, 4H] time-major, saved for the backward: r, z, n, W_hn h_prev + b_hn.
+    /// [T*S, 4H] time-major, saved for the backward: r, z, n, W_hn h_prev + b_hn.
     pub gates: Tensor,
-    /// [G*S, H] time-major, saved for the backward: the hidden state each step started from.
+    /// [T*S, H] time-major, saved for the backward: the hidden state each step started from.
     pub hprev: Tensor,
 }
 
 /// The planned backward with the buffers it owns.
 pub struct GruBackward {
-    /// In order: per step from t = G-1 down (gates_backward, carry matmul unless t = 0),
+    /// In order: per step from t = T-1 down (gates_backward, carry matmul unless t = 0),
     /// then dW_ih, dW_hh, db_ih, db_hh, dZ.
     pub launches: Vec<Launch>,
-    /// [B*G*G, 3H] patch layout: gradient of W_ih x + b_ih.
+    /// [B*T*W, 3H] patch layout: gradient of W_ih x + b_ih.
     pub dgi: Tensor,
-    /// [G*S, 3H] time-major: gradient of W_hh h_prev + b_hh.
+    /// [T*S, 3H] time-major: gradient of W_hh h_prev + b_hh.
     pub dgh: Tensor,
     /// [S, H]: gradient reaching h_{t-1} from step t.
     pub carry: Tensor,
@@ -155,13 +161,13 @@ fn check_weights(gru: &Gru, w: &GruWeights, grad: bool) -> Result<()> {
 }
 
 fn check_gru(gru: &Gru) -> Result<()> {
-    if gru.batch == 0 || gru.grid == 0 || gru.input == 0 || gru.hidden == 0 {
+    if gru.seq.is_empty() || gru.input == 0 || gru.hidden == 0 {
         return shape_err("gru", format!("empty problem {gru:?}"));
     }
     Ok(())
 }
 
-/// Plan C = GRU(Z) down every column: z [B*G*G, D] -> c [B*G*G, H]. Allocates the op's
+/// Plan C = GRU(Z) down every column: z [B*T*W, D] -> c [B*T*W, H]. Allocates the op's
 /// buffers once; the launches may be recorded any number of times.
 pub fn forward(gpu: &Gpu, gru: &Gru, z: &Tensor, w: &GruWeights, c: &Tensor) -> Result<GruForward> {
     check_gru(gru)?;
@@ -172,15 +178,15 @@ pub fn forward(gpu: &Gpu, gru: &Gru, z: &Tensor, w: &GruWeights, c: &Tensor) -> 
 
     let gi = Tensor::zeros(gpu, "gru.gi", &[n, 3 * h])?;
     let gh = Tensor::zeros(gpu, "gru.gh", &[s, 3 * h])?;
-    let gates = Tensor::zeros(gpu, "gru.gates", &[gru.grid * s, 4 * h])?;
-    let hprev = Tensor::zeros(gpu, "gru.hprev", &[gru.grid * s, h])?;
+    let gates = Tensor::zeros(gpu, "gru.gates", &[gru.steps() * s, 4 * h])?;
+    let hprev = Tensor::zeros(gpu, "gru.hprev", &[gru.steps() * s, h])?;
 
-    let mut launches = Vec::with_capacity(2 * gru.grid);
+    let mut launches = Vec::with_capacity(2 * gru.steps());
     // gi = Z W_ih^T, all steps at once.
     let mm_gi = Matmul::new(1, n, 3 * h, d).trans_b(true);
     launches.push(matmul::forward(gpu, &mm_gi, z, &w.weight_ih, &gi)?);
     let wg = spread(gpu, "gates_forward", (s * h).div_ceil(64) as u64)?;
-    for t in 0..gru.grid {
+    for t in 0..gru.steps() {
         if t > 0 {
             // gh = Hprev_t W_hh^T; Hprev_t was written by the previous step's gates_forward.
             let hp = hprev.view(t * s * h, &[s, h]);
@@ -189,7 +195,8 @@ pub fn forward(gpu: &Gpu, gru: &Gru, z: &Tensor, w: &GruWeights, c: &Tensor) -> 
         }
         let params = GruForwardParams {
             seqs: s as u32,
-            grid: gru.grid as u32,
+            steps: gru.seq.steps as u32,
+            width: gru.seq.width as u32,
             hidden: h as u32,
             step: t as u32,
             gi_offset: rel_offset(gpu, &gi),
@@ -199,7 +206,6 @@ pub fn forward(gpu: &Gpu, gru: &Gru, z: &Tensor, w: &GruWeights, c: &Tensor) -> 
             c_offset: rel_offset(gpu, c),
             hprev_offset: rel_offset(gpu, &hprev),
             gates_offset: rel_offset(gpu, &gates),
-            _pad: 0,
         };
         launches.push(
             Launch::new(
@@ -226,8 +232,8 @@ pub fn forward(gpu: &Gpu, gru: &Gru, z: &Tensor, w: &GruWeights, c: &Tensor) -> 
     })
 }
 
-/// Plan the backward of `fwd` given dc [B*G*G, H]: the parameter gradients in `dw`
-/// accumulate (+=); dz [B*G*G, D] is overwritten, or added to when `accumulate_dz`.
+/// Plan the backward of `fwd` given dc [B*T*W, H]: the parameter gradients in `dw`
+/// accumulate (+=); dz [B*T*W, D] is overwritten, or added to when `accumulate_dz`.
 /// z and w are the forward's inputs; the launches read what `fwd` saved.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
@@ -249,16 +255,17 @@ pub fn backward(
     check_weights(gru, dw, true)?;
 
     let dgi = Tensor::zeros(gpu, "gru.dgi", &[n, 3 * h])?;
-    let dgh = Tensor::zeros(gpu, "gru.dgh", &[gru.grid * s, 3 * h])?;
+    let dgh = Tensor::zeros(gpu, "gru.dgh", &[gru.steps() * s, 3 * h])?;
     let carry = Tensor::zeros(gpu, "gru.carry", &[s, h])?;
 
-    let mut launches = Vec::with_capacity(2 * gru.grid + 5);
+    let mut launches = Vec::with_capacity(2 * gru.steps() + 5);
     let wg = spread(gpu, "gates_backward", (s * h).div_ceil(64) as u64)?;
     // Backward through time: up the rows.
-    for t in (0..gru.grid).rev() {
+    for t in (0..gru.steps()).rev() {
         let params = GruBackwardParams {
             seqs: s as u32,
-            grid: gru.grid as u32,
+            steps: gru.seq.steps as u32,
+            width: gru.seq.width as u32,
             hidden: h as u32,
             step: t as u32,
             dc_offset: rel_offset(gpu, dc),
@@ -268,7 +275,6 @@ pub fn backward(
             dgi_offset: rel_offset(gpu, &dgi),
             dgh_offset: rel_offset(gpu, &dgh),
             _pad0: 0,
-            _pad1: 0,
         };
         launches.push(
             Launch::new(

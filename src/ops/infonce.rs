@@ -1,11 +1,12 @@
-//! The InfoNCE loss of vision CPC (shaders/infonce.wgsl, with matmul.wgsl for the scores and
+//! The InfoNCE loss of CPC (shaders/infonce.wgsl, with matmul.wgsl for the scores and
 //! their gradients). See docs/model.md, "Predictions and the InfoNCE loss".
 //!
-//! Z [B*G*G, D] holds the patch vectors, row n = (b * G + r) * G + c. For step k with row
-//! offset o_k the queries are every (b, r, c) with r + o_k < G, in the order
-//! q = (b * (G - o_k) + r) * G + c (Q_k = B * (G - o_k) * G of them); the model gives their
-//! predictions P_k [Q_k, D] = W_k c. Query q's true candidate is z row
-//! (b * G + r + o_k) * G + c; every row of Z is a candidate.
+//! Z [B*T*W, D] holds the encoder's vectors in the layout of [`Sequences`]: row
+//! n = (b * T + t) * W + w (vision: image b, grid row t, column w, T = W = G; audio: clip b,
+//! frame t, W = 1). For step k with offset o_k the queries are every (b, t, w) with
+//! t + o_k < T, in the order q = (b * (T - o_k) + t) * W + w (Q_k = B * (T - o_k) * W of
+//! them); the model gives their predictions P_k [Q_k, D] = W_k c. Query q's true candidate
+//! is z row (b * T + t + o_k) * W + w; every row of Z is a candidate.
 //!
 //! Forward, per k: S_k = P_k Z^T; per row a stable log-softmax, the row's loss
 //! logsumexp - S[target], whether the target scores highest, and dS_k = (softmax - onehot) /
@@ -17,13 +18,15 @@ use crate::error::{shape_err, Result};
 use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
 use crate::ops::copy_rows::CopyRows;
 use crate::ops::matmul::{self, Matmul};
+use crate::ops::sequences::Sequences;
 
 crate::uniform_struct! {
     /// WGSL twin: InfonceParams in shaders/infonce.wgsl (both entry points).
     pub struct InfonceParams {
         pub queries: u32,
         pub candidates: u32,
-        pub grid: u32,
+        pub steps: u32,
+        pub width: u32,
         pub offset: u32,
         pub scores_offset: u32,
         pub dscores_offset: u32,
@@ -33,28 +36,25 @@ crate::uniform_struct! {
         pub accumulate: u32,
         pub scale: f32,
         pub inv_steps: f32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
-/// The geometry of the loss: batch B, grid side G, patch vector size D and the row offset
-/// of each prediction step.
+/// The geometry of the loss: the layout of the vectors, their size D and the step offset
+/// of each prediction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Infonce {
-    pub batch: usize,
-    pub grid: usize,
+    pub seq: Sequences,
     pub dim: usize,
-    /// o_k for k = 0..K, each in 1..G.
+    /// o_k for k = 0..K, each in 1..T.
     pub offsets: Vec<usize>,
 }
 
 impl Infonce {
-    pub fn new(batch: usize, grid: usize, dim: usize, offsets: Vec<usize>) -> Infonce {
-        Infonce {
-            batch,
-            grid,
-            dim,
-            offsets,
-        }
+    pub fn new(seq: Sequences, dim: usize, offsets: Vec<usize>) -> Infonce {
+        Infonce { seq, dim, offsets }
     }
 
     /// The default offsets for K steps: 2 ..= K + 1 (row r + 1 overlaps row r, a shortcut;
@@ -68,21 +68,27 @@ impl Infonce {
         self.offsets.len()
     }
 
-    /// Rows of Z, all of them candidates: B * G * G.
+    /// Rows of Z, all of them candidates: B * T * W.
     pub fn candidates(&self) -> usize {
-        self.batch * self.grid * self.grid
+        self.seq.rows()
     }
 
-    /// Q_k = B * (G - o_k) * G.
+    /// Queries of one block at step k: (T - o_k) * W.
+    fn block_queries(&self, k: usize) -> usize {
+        (self.seq.steps - self.offsets[k]) * self.seq.width
+    }
+
+    /// Q_k = B * (T - o_k) * W.
     pub fn queries(&self, k: usize) -> usize {
-        self.batch * (self.grid - self.offsets[k]) * self.grid
+        self.seq.blocks * self.block_queries(k)
     }
 
-    /// The z row of query q's true candidate at step k.
+    /// The z row of query q's true candidate at step k: o_k steps (o_k * W rows) further on
+    /// in the same block.
     pub fn target(&self, k: usize, q: usize) -> usize {
-        let (g, o) = (self.grid, self.offsets[k]);
-        let (b, rc) = (q / ((g - o) * g), q % ((g - o) * g));
-        (b * g + o) * g + rc
+        let per_block = self.block_queries(k);
+        let (b, tw) = (q / per_block, q % per_block);
+        b * self.seq.block_rows() + self.offsets[k] * self.seq.width + tw
     }
 
     /// Length of the stats buffer: total loss, then (loss_k, accuracy_k) per step.
@@ -90,31 +96,36 @@ impl Infonce {
         1 + 2 * self.steps()
     }
 
-    /// The gather of step k's query contexts out of C [B*G*G, hidden]: the first G - o_k
-    /// rows of the grid of every image, in query order.
+    /// The gather of step k's query contexts out of C [B*T*W, hidden]: the first T - o_k
+    /// steps of every block, in query order.
     pub fn context_rows(&self, k: usize, hidden: usize) -> CopyRows {
         CopyRows {
-            blocks: self.batch,
-            rows_per_block: (self.grid - self.offsets[k]) * self.grid,
+            blocks: self.seq.blocks,
+            rows_per_block: self.block_queries(k),
             width: hidden,
             offset: 0,
-            block_stride: self.grid * self.grid * hidden,
+            block_stride: self.seq.block_rows() * hidden,
         }
     }
 
     fn describe(&self) -> String {
+        let s = self.seq;
         format!(
-            "B={} G={} D={} offsets={:?}",
-            self.batch, self.grid, self.dim, self.offsets
+            "B={} T={} W={} D={} offsets={:?}",
+            s.blocks, s.steps, s.width, self.dim, self.offsets
         )
     }
 
     /// The geometry itself: at least one step, every offset leaves some queries.
     fn check_geometry(&self) -> Result<()> {
-        if self.batch == 0 || self.grid == 0 || self.dim == 0 || self.offsets.is_empty() {
+        if self.seq.is_empty() || self.dim == 0 || self.offsets.is_empty() {
             return shape_err("infonce", format!("empty geometry: {}", self.describe()));
         }
-        if let Some(o) = self.offsets.iter().find(|&&o| o == 0 || o >= self.grid) {
+        if let Some(o) = self
+            .offsets
+            .iter()
+            .find(|&&o| o == 0 || o >= self.seq.steps)
+        {
             return shape_err(
                 "infonce",
                 format!(
@@ -126,7 +137,7 @@ impl Infonce {
         Ok(())
     }
 
-    /// Predictions [Q_k, D] per step, Z [B*G*G, D].
+    /// Predictions [Q_k, D] per step, Z [B*T*W, D].
     fn check(&self, what: &str, preds: &[Tensor], z: &Tensor) -> Result<()> {
         self.check_geometry()?;
         if preds.len() != self.steps() {
@@ -164,7 +175,7 @@ impl Infonce {
         Ok(())
     }
 
-    /// S_k = P_k Z^T: [Q_k, D] x [B*G*G, D]^T.
+    /// S_k = P_k Z^T: [Q_k, D] x [B*T*W, D]^T.
     fn scores_matmul(&self, k: usize) -> Matmul {
         Matmul::new(1, self.queries(k), self.candidates(), self.dim).trans_b(true)
     }
@@ -205,7 +216,7 @@ pub struct InfonceForward {
     pub row_stats: Vec<Tensor>,
 }
 
-/// Plan the loss of predictions `preds` (one [Q_k, D] per step) against `z` [B*G*G, D],
+/// Plan the loss of predictions `preds` (one [Q_k, D] per step) against `z` [B*T*W, D],
 /// writing `stats` [1 + 2K] and, for the backward, dS_k. Allocates the scratch it needs.
 pub fn forward(
     gpu: &Gpu,
@@ -242,7 +253,8 @@ pub fn forward(
         let params = InfonceParams {
             queries: q as u32,
             candidates: n as u32,
-            grid: inf.grid as u32,
+            steps: inf.seq.steps as u32,
+            width: inf.seq.width as u32,
             offset: inf.offsets[k] as u32,
             scores_offset: rel_offset(gpu, &scores),
             dscores_offset: rel_offset(gpu, &dscores),
@@ -253,6 +265,9 @@ pub fn forward(
             accumulate: (k > 0) as u32,
             scale: 1.0 / (q * inf.steps()) as f32,
             inv_steps: 1.0 / inf.steps() as f32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         };
         // S_k = P_k Z^T.
         fwd.launches

@@ -14,6 +14,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod mean_pool;
 pub mod patches;
+pub mod sequences;
 pub mod softmax_xent;
 pub mod sum_channels;
 

@@ -1,19 +1,30 @@
 use cpc::cpu::gru::GruWeights as CpuWeights;
 use cpc::gpu::Tensor;
 use cpc::ops::gru::{self, Gru, GruWeights};
+use cpc::ops::sequences::Sequences;
 use cpc::{cpu, Error};
 
 use crate::common::*;
 
-/// (B, G, D, H): tiny, a 4-step grid, a single step, and H = 70 so S*H = 280 threads is not
-/// a multiple of the 64-thread workgroup and 3H = 210 is not a multiple of the matmul tile.
-const SHAPES: &[(usize, usize, usize, usize)] =
-    &[(2, 3, 5, 7), (2, 4, 5, 7), (1, 1, 3, 2), (1, 4, 9, 70)];
+/// (B, T, W, D, H): a tiny grid, a 4-step grid, a single step, H = 70 so S*H = 280 threads
+/// is not a multiple of the 64-thread workgroup and 3H = 210 is not a multiple of the matmul
+/// tile; audio's one sequence per clip (W = 1, 9 frames) and steps unlike the width.
+const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
+    (2, 3, 3, 5, 7),
+    (2, 4, 4, 5, 7),
+    (1, 1, 1, 3, 2),
+    (1, 4, 4, 9, 70),
+    (3, 9, 1, 4, 6),
+    (2, 5, 3, 4, 5),
+];
 
-fn gru_of(&(batch, grid, input, hidden): &(usize, usize, usize, usize)) -> Gru {
+fn gru_of(&(blocks, steps, width, input, hidden): &(usize, usize, usize, usize, usize)) -> Gru {
     Gru {
-        batch,
-        grid,
+        seq: Sequences {
+            blocks,
+            steps,
+            width,
+        },
         input,
         hidden,
     }
@@ -117,7 +128,7 @@ type Field = fn(&mut CpuWeights) -> &mut Vec<f32>;
 
 #[test]
 fn gru_backward_reference_matches_finite_differences() {
-    let gru = gru_of(&(2, 3, 3, 4));
+    let gru = gru_of(&(2, 3, 3, 3, 4));
     let (n, d, h) = (gru.rows(), gru.input, gru.hidden);
     let mut r = rng(7);
     let z = random(&mut r, n * d);
@@ -233,7 +244,7 @@ fn gru_backward_matches_reference() {
 
 #[test]
 fn gru_rejects_mismatched_shapes() {
-    let gru = gru_of(&(2, 3, 5, 7));
+    let gru = gru_of(&(2, 3, 3, 5, 7));
     let (_wbuf, tw) = upload_weights(&random_weights(&gru, 1));
     let z = upload(&[18, 4], &[0.0; 72]);
     let c = upload(&[18, 7], &[0.0; 126]);

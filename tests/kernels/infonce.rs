@@ -1,17 +1,34 @@
 use cpc::gpu::Tensor;
 use cpc::ops::copy_rows;
 use cpc::ops::infonce::{self, Infonce, InfonceStats};
+use cpc::ops::sequences::Sequences;
 use cpc::{cpu, Error};
 
 use crate::common::*;
 
-/// Small geometries: candidate rows of 32, 50 and 300 (B*G*G), and queries (one thread
-/// each, workgroups of 64) past one workgroup in the last (240 for offset 2).
+/// A vision geometry: B images of a G x G grid.
+fn grid(batch: usize, g: usize, dim: usize, offsets: Vec<usize>) -> Infonce {
+    Infonce::new(Sequences::grid(batch, g), dim, offsets)
+}
+
+/// Small geometries: grids with candidate rows of 32, 50 and 300 (B*G*G), and queries (one
+/// thread each, workgroups of 64) past one workgroup in the last (240 for offset 2); audio's
+/// one sequence per block (3 clips of 23 frames); and steps unlike the width (T 6, W 3).
 fn shapes() -> Vec<Infonce> {
     vec![
-        Infonce::new(2, 4, 6, vec![2, 3]),
-        Infonce::new(2, 5, 37, vec![2, 3]),
-        Infonce::new(3, 10, 37, vec![2, 3, 4]),
+        grid(2, 4, 6, vec![2, 3]),
+        grid(2, 5, 37, vec![2, 3]),
+        grid(3, 10, 37, vec![2, 3, 4]),
+        Infonce::new(Sequences::frames(3, 23), 9, vec![1, 2, 5]),
+        Infonce::new(
+            Sequences {
+                blocks: 2,
+                steps: 6,
+                width: 3,
+            },
+            5,
+            vec![1, 4],
+        ),
     ]
 }
 
@@ -126,7 +143,7 @@ fn check_forward(inf: &Infonce, preds: &[Vec<f32>], z: &[f32]) -> infonce::Infon
 fn infonce_counts_a_tie_as_wrong() {
     // Flat crops give every query the same score for every candidate: chance loss, and an
     // accuracy of 0, not 1. Then z rows that equal the target's make exact ties too.
-    let inf = Infonce::new(2, 4, 6, vec![2, 3]);
+    let inf = grid(2, 4, 6, vec![2, 3]);
     let preds: Vec<Vec<f32>> = (0..inf.steps())
         .map(|k| vec![0.0; inf.queries(k) * inf.dim])
         .collect();
@@ -169,7 +186,7 @@ fn infonce_forward_matches_reference() {
 fn infonce_forward_stable_for_large_scores() {
     // Scores around 80-100: exp(90) overflows f32 (max about exp(88.7)), so only the
     // max-subtracted log-softmax stays finite.
-    let inf = Infonce::new(2, 5, 37, vec![2, 3]);
+    let inf = grid(2, 5, 37, vec![2, 3]);
     let (mut preds, mut z) = random_inputs(&inf, 7, 1.5);
     for p in &mut preds {
         for row in p.chunks_mut(inf.dim) {
@@ -212,7 +229,7 @@ fn split(inf: &Infonce, flat: &[f32]) -> Vec<Vec<f32>> {
 
 #[test]
 fn infonce_backward_reference_matches_finite_differences() {
-    let inf = Infonce::new(2, 4, 6, vec![2, 3]);
+    let inf = grid(2, 4, 6, vec![2, 3]);
     // Spread 2 makes the softmax peaked enough that the loss is far from linear.
     let (preds, z) = random_inputs(&inf, 21, 2.0);
     let want = cpu::infonce::forward(&inf, &preds, &z);
@@ -283,21 +300,36 @@ fn infonce_backward_matches_reference() {
 
 #[test]
 fn infonce_context_rows_gather_query_contexts() {
-    let (inf, hidden) = (Infonce::new(2, 5, 7, vec![2, 3]), 9);
+    // A grid, and steps unlike the width (where swapping T and W would go unseen).
+    let uneven = Infonce::new(
+        Sequences {
+            blocks: 2,
+            steps: 6,
+            width: 3,
+        },
+        5,
+        vec![1, 4],
+    );
+    for (inf, hidden) in [(grid(2, 5, 7, vec![2, 3]), 9), (uneven, 4)] {
+        context_rows_match(&inf, hidden);
+    }
+}
+
+fn context_rows_match(inf: &Infonce, hidden: usize) {
     let n = inf.candidates();
     let c = random(&mut rng(50), n * hidden);
     let tc = upload(&[n, hidden], &c);
     for k in 0..inf.steps() {
-        // The shape's target rule agrees with the reference's (b, r, c) enumeration.
-        let targets = cpu::infonce::targets(&inf, k);
+        // The shape's target rule agrees with the reference's (b, t, w) enumeration.
+        let targets = cpu::infonce::targets(inf, k);
         assert!((0..inf.queries(k)).all(|q| inf.target(k, q) == targets[q]));
-        // Query (b, r, c) reads context row (b * G + r) * G + c.
-        let (g, o) = (inf.grid, inf.offsets[k]);
+        // Query (b, t, w) reads context row (b * T + t) * W + w.
+        let (seq, o) = (inf.seq, inf.offsets[k]);
         let mut want = Vec::new();
-        for b in 0..inf.batch {
-            for r in 0..g - o {
-                for col in 0..g {
-                    let row = (b * g + r) * g + col;
+        for b in 0..seq.blocks {
+            for t in 0..seq.steps - o {
+                for w in 0..seq.width {
+                    let row = (b * seq.steps + t) * seq.width + w;
                     want.extend_from_slice(&c[row * hidden..(row + 1) * hidden]);
                 }
             }
@@ -311,7 +343,7 @@ fn infonce_context_rows_gather_query_contexts() {
 
 #[test]
 fn infonce_rejects_mismatched_shapes() {
-    let inf = Infonce::new(2, 4, 6, vec![2, 3]);
+    let inf = grid(2, 4, 6, vec![2, 3]);
     let (preds, z) = random_inputs(&inf, 1, 1.0);
     let tp = upload_preds(&inf, &preds);
     let stats = nan_tensor(&[inf.stats_len()]);
@@ -340,7 +372,7 @@ fn infonce_rejects_mismatched_shapes() {
         .err()
         .unwrap();
     expect(err, &["1 preds", "offsets=[2, 3]"]);
-    let far = Infonce::new(2, 4, 6, vec![2, 4]);
+    let far = grid(2, 4, 6, vec![2, 4]);
     let err = infonce::forward(gpu(), &far, &tp, &upload(&[32, 6], &z), &stats)
         .err()
         .unwrap();
