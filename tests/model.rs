@@ -485,3 +485,50 @@ fn an_encoder_too_large_to_bind_whole_is_planned_in_slices_that_compute_the_same
         }
     }
 }
+
+/// The layer list is the architecture: the tiny preset's, spelled out here by hand (ops in
+/// order, parameter names and shapes under PyTorch's names, FLOPs), and the paper preset's
+/// parameter count as the spec states it (34.6 M).
+#[test]
+fn the_layer_list_spells_out_each_preset() {
+    use cpc::model::layers::Op;
+    let list = tiny().layers();
+    let ops: Vec<&str> = (list.layers.iter())
+        .map(|l| match l.op {
+            Op::Conv { .. } => "conv",
+            Op::Norm { .. } => "norm",
+            Op::Relu => "relu",
+            Op::Add { .. } => "add",
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        ["conv", "relu", "conv", "relu", "relu", "conv", "add", "relu"]
+    );
+    let layout = ParamLayout::new(&tiny());
+    let names: Vec<(&str, &[usize])> = (layout.views.iter())
+        .map(|v| (v.name.as_str(), v.shape.as_slice()))
+        .collect();
+    let want: &[(&str, &[usize])] = &[
+        ("encoder.stem.weight", &[32, 3, 3, 3]),
+        ("encoder.stem.bias", &[32]),
+        ("encoder.stages.0.down.weight", &[64, 32, 3, 3]),
+        ("encoder.stages.0.down.bias", &[64]),
+        ("encoder.stages.0.blocks.0.convs.0.weight", &[64, 64, 3, 3]),
+        ("encoder.stages.0.blocks.0.convs.0.bias", &[64]),
+        ("gru.weight_ih_l0", &[192, 64]),
+        ("gru.weight_hh_l0", &[192, 64]),
+        ("gru.bias_ih_l0", &[192]),
+        ("gru.bias_hh_l0", &[192]),
+        ("heads.0.weight", &[64, 64]),
+        ("heads.1.weight", &[64, 64]),
+    ];
+    assert_eq!(names, want);
+    // Per 8x8 patch: stem 2*64*32*27, down to 4x4 2*16*64*288, block conv 2*16*64*576, and
+    // one operation per element of the ReLUs (2048 + 3 * 1024) and the sum (1024).
+    assert_eq!(list.flops(1), 110_592 + 589_824 + 1_179_648 + 2048 + 4 * 1024);
+    let paper = ModelSpec::from(&cpc::train::Config::preset("paper").unwrap().model);
+    let count = ParamLayout::new(&paper).count();
+    assert!((34_550_000..34_650_000).contains(&count), "{count}");
+    assert_eq!(paper.layers().output_shape().c, paper.dim());
+}

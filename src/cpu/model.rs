@@ -1,11 +1,11 @@
 //! CPU reference of the whole CPC model's loss (model::cpc), composed of the kernels' CPU
-//! references in the same order as the GPU's flat list. Slow and clear: for gradient checks
+//! references walking the same layer list as the GPU's plan (model::layers). Slow and clear: for gradient checks
 //! by finite differences and for comparing the GPU forward number for number.
 
 use crate::cpu;
+use crate::model::layers::Op;
 use crate::model::{ModelSpec, ParamLayout};
-use crate::ops::conv2d::Conv2d;
-use crate::ops::elementwise::Op;
+use crate::ops::elementwise;
 use crate::ops::gru::Gru;
 use crate::ops::infonce::Infonce;
 use crate::ops::layer_norm::LayerNorm;
@@ -13,82 +13,8 @@ use crate::ops::matmul::Matmul;
 use crate::ops::patches::Patches;
 use crate::ops::sequences::Sequences;
 
-/// An activation [n, c, side, side].
-struct Act {
-    data: Vec<f32>,
-    c: usize,
-    side: usize,
-}
-
-struct Encoder<'a> {
-    spec: &'a ModelSpec,
-    layout: &'a ParamLayout,
-    params: &'a [f32],
-    n: usize,
-}
-
-impl Encoder<'_> {
-    fn p(&self, name: &str) -> &[f32] {
-        self.layout.slice(self.params, name)
-    }
-
-    fn conv(&self, name: &str, x: &Act, cout: usize, k: usize, stride: usize, norm: &str) -> Act {
-        let conv = Conv2d {
-            n: self.n,
-            cin: x.c,
-            h: x.side,
-            w: x.side,
-            cout,
-            k,
-            stride,
-            pad: k / 2,
-        };
-        let side = conv.out_hw().0;
-        let mut y = vec![0.0; self.n * cout * side * side];
-        cpu::conv2d::forward(
-            &conv,
-            &x.data,
-            self.p(&format!("{name}.weight")),
-            self.p(&format!("{name}.bias")),
-            &mut y,
-        );
-        let mut out = Act {
-            data: y,
-            c: cout,
-            side,
-        };
-        if self.spec.layer_norm {
-            let ln = LayerNorm {
-                n: self.n,
-                channels: cout,
-                inner: side * side,
-                eps: 1e-5,
-            };
-            let mut y = vec![0.0; out.data.len()];
-            cpu::layer_norm::forward(
-                &ln,
-                &out.data,
-                self.p(&format!("{norm}.weight")),
-                self.p(&format!("{norm}.bias")),
-                &mut y,
-            );
-            out.data = y;
-        }
-        out
-    }
-}
-
-fn relu(x: &Act) -> Act {
-    let mut y = vec![0.0; x.data.len()];
-    cpu::elementwise::launch(Op::Relu, &x.data, &x.data, &mut y, 1.0, false);
-    Act {
-        data: y,
-        c: x.c,
-        side: x.side,
-    }
-}
-
-/// The patch vectors z [N, D] of a batch of crops [B, 3, S, S].
+/// The patch vectors z [N, D] of a batch of crops [B, 3, S, S]: the encoder's layer list
+/// walked in order, then the mean over each patch's final activation.
 pub fn encode(
     spec: &ModelSpec,
     params: &[f32],
@@ -97,71 +23,48 @@ pub fn encode(
     seed: u32,
 ) -> Vec<f32> {
     let layout = ParamLayout::new(spec);
-    let (g, p) = (spec.grid, spec.patch());
+    let p = |name: &str| layout.slice(params, name);
+    let (g, patch) = (spec.grid, spec.patch());
     let n = batch * g * g;
-    let e = Encoder {
-        spec,
-        layout: &layout,
-        params,
-        n,
-    };
     let geometry = Patches {
         batch,
         grid: g,
-        patch: p,
+        patch,
         jitter: spec.jitter,
     };
-    let x0 = Act {
-        data: cpu::patches::forward(&geometry, crops, seed),
-        c: 3,
-        side: p,
-    };
-    let mut a = relu(&e.conv(
-        "encoder.stem",
-        &x0,
-        spec.stem.out,
-        spec.stem.kernel,
-        spec.stem.stride,
-        "encoder.stem_norm",
-    ));
-    for (i, st) in spec.stages.iter().enumerate() {
-        let name = format!("encoder.stages.{i}");
-        a = relu(&e.conv(
-            &format!("{name}.down"),
-            &a,
-            st.down.out,
-            st.down.kernel,
-            st.down.stride,
-            &format!("{name}.down_norm"),
-        ));
-        for j in 0..st.blocks {
-            let mut t = relu(&a);
-            for l in 0..st.convs_per_block {
-                let b = format!("{name}.blocks.{j}");
-                t = e.conv(
-                    &format!("{b}.convs.{l}"),
-                    &t,
-                    st.down.out,
-                    3,
-                    1,
-                    &format!("{b}.norms.{l}"),
-                );
-                if l + 1 < st.convs_per_block {
-                    t = relu(&t);
-                }
+    let list = spec.layers();
+    let mut acts: Vec<Vec<f32>> = vec![cpu::patches::forward(&geometry, crops, seed)];
+    for l in &list.layers {
+        let (x, shape) = (&acts[l.x], list.acts[l.y]);
+        let mut y = vec![0.0; n * shape.len()];
+        match &l.op {
+            Op::Conv { param, geom } => cpu::conv2d::forward(
+                &geom.conv2d(n, list.acts[l.x]),
+                x,
+                p(&format!("{param}.weight")),
+                p(&format!("{param}.bias")),
+                &mut y,
+            ),
+            Op::Norm { param } => {
+                let ln = LayerNorm {
+                    n,
+                    channels: shape.c,
+                    inner: shape.h * shape.w,
+                    eps: 1e-5,
+                };
+                let (gamma, beta) = (p(&format!("{param}.weight")), p(&format!("{param}.bias")));
+                cpu::layer_norm::forward(&ln, x, gamma, beta, &mut y);
             }
-            let mut sum = vec![0.0; a.data.len()];
-            cpu::elementwise::launch(Op::Add, &a.data, &t.data, &mut sum, 1.0, false);
-            a = Act {
-                data: sum,
-                c: a.c,
-                side: a.side,
-            };
+            Op::Relu => cpu::elementwise::launch(elementwise::Op::Relu, x, x, &mut y, 1.0, false),
+            Op::Add { other } => {
+                cpu::elementwise::launch(elementwise::Op::Add, x, &acts[*other], &mut y, 1.0, false)
+            }
         }
+        acts.push(y);
     }
-    let last = relu(&a);
+    let last = list.output_shape();
     let mut z = vec![0.0; n * last.c];
-    cpu::mean_pool::forward(&last.data, [n, last.c, last.side * last.side], &mut z);
+    cpu::mean_pool::forward(&acts[list.output()], [n, last.c, last.h * last.w], &mut z);
     z
 }
 

@@ -150,24 +150,9 @@ pub fn slice_images(limits: &wgpu::Limits, spec: &ModelSpec, batch: usize) -> us
     let limit = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
-    // The largest activation of one patch: a conv's output (norms, relus and residual sums
-    // have the shape of one); the patches themselves are not sliced.
-    let mut side = spec.patch();
-    let mut largest = 1;
-    for conv in std::iter::once(&spec.stem).chain(spec.stages.iter().map(|s| &s.down)) {
-        let shape = Conv2d {
-            n: 1,
-            cin: 0,
-            h: side,
-            w: side,
-            cout: conv.out,
-            k: conv.kernel,
-            stride: conv.stride,
-            pad: conv.kernel / 2,
-        };
-        side = shape.out_hw().0;
-        largest = largest.max(conv.out * side * side);
-    }
+    // The largest activation of one patch; the patches themselves are not sliced.
+    let list = spec.layers();
+    let largest = list.acts[1..].iter().map(|a| a.len()).max().unwrap_or(1);
     let per_image = 4 * (spec.grid * spec.grid * largest) as u64;
     let most = ((limit / per_image) as usize).clamp(1, batch.max(1));
     let slices = batch.max(1).div_ceil(most);

@@ -1,7 +1,9 @@
-//! The CPC model: its architecture ([`spec`]), its parameters under PyTorch's names
-//! ([`params`]) and its planned forward and backward on the GPU ([`cpc`]).
+//! The CPC model: its architecture ([`spec`]), expanded into one list of encoder layers
+//! ([`layers`]) that its parameters under PyTorch's names ([`params`]), its planned forward
+//! and backward on the GPU ([`cpc`]) and the CPU reference (cpu::model) all walk.
 
 pub mod cpc;
+pub mod layers;
 pub mod memory;
 pub mod params;
 pub mod spec;

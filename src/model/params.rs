@@ -60,32 +60,15 @@ pub struct ParamLayout {
 const ALIGN: usize = 64;
 
 impl ParamLayout {
+    /// The encoder's parameters in the order of its layer list, then the GRU's and the
+    /// prediction heads'.
     pub fn new(spec: &ModelSpec) -> ParamLayout {
         let mut l = ParamLayout {
             views: Vec::new(),
             total: 0,
         };
-        let mut cin = 3;
-        l.conv("encoder.stem", cin, spec.stem.out, spec.stem.kernel);
-        if spec.layer_norm {
-            l.norm("encoder.stem_norm", spec.stem.out);
-        }
-        cin = spec.stem.out;
-        for (i, st) in spec.stages.iter().enumerate() {
-            let c = st.down.out;
-            l.conv(&format!("encoder.stages.{i}.down"), cin, c, st.down.kernel);
-            if spec.layer_norm {
-                l.norm(&format!("encoder.stages.{i}.down_norm"), c);
-            }
-            for j in 0..st.blocks {
-                for k in 0..st.convs_per_block {
-                    l.conv(&format!("encoder.stages.{i}.blocks.{j}.convs.{k}"), c, c, 3);
-                    if spec.layer_norm {
-                        l.norm(&format!("encoder.stages.{i}.blocks.{j}.norms.{k}"), c);
-                    }
-                }
-            }
-            cin = c;
+        for (name, shape, init) in spec.layers().params() {
+            l.push(&name, &shape, init);
         }
         let (d, h) = (spec.dim(), spec.hidden);
         let bound = 1.0 / (h as f32).sqrt();
@@ -115,23 +98,6 @@ impl ParamLayout {
             init,
         });
         self.total = offset.saturating_add(len);
-    }
-
-    /// torch.nn.Conv2d: kaiming_uniform(a=sqrt(5)) gives U(+-1/sqrt(fan_in)), bias alike.
-    fn conv(&mut self, name: &str, cin: usize, cout: usize, k: usize) {
-        let bound = 1.0 / ((cin * k * k) as f32).sqrt();
-        self.push(
-            &format!("{name}.weight"),
-            &[cout, cin, k, k],
-            Init::Uniform(bound),
-        );
-        self.push(&format!("{name}.bias"), &[cout], Init::Uniform(bound));
-    }
-
-    /// torch.nn.GroupNorm(1, C): weight ones, bias zeros.
-    fn norm(&mut self, name: &str, c: usize) {
-        self.push(&format!("{name}.weight"), &[c], Init::Ones);
-        self.push(&format!("{name}.bias"), &[c], Init::Zeros);
     }
 
     pub fn get(&self, name: &str) -> Option<&ParamView> {

@@ -3,8 +3,8 @@
 //! [`crate::train::ModelConfig`] (presets, TOML) by `From`, or directly in tests.
 
 use crate::error::{Error, Result};
+use crate::model::layers::{ConvGeometry, LayerList, Shape};
 use crate::model::ParamLayout;
-use crate::ops::conv2d::Conv2d;
 use crate::train::config::{
     MAX_BLOCK_CONVS, MAX_CHANNELS, MAX_CROP, MAX_GRID, MAX_HIDDEN, MAX_KERNEL, MAX_PARAMS,
     MAX_STAGES, MAX_STRIDE,
@@ -59,6 +59,79 @@ impl ModelSpec {
 
     pub fn steps(&self) -> usize {
         self.offsets.len()
+    }
+
+    /// Multiply-adds counted twice (norms, ReLUs and sums once per element), for one image's
+    /// forward pass in a batch of `batch`: the encoder's layers on G*G patches, the GRU at
+    /// the G*G positions, and for each offset its predictions and scores against the B*G*G
+    /// candidates of the batch.
+    pub fn forward_flops_per_image(&self, batch: usize) -> f64 {
+        let (g, d, h) = (self.grid as f64, self.dim() as f64, self.hidden as f64);
+        let encoder = self.layers().flops(self.grid * self.grid) as f64;
+        // Three gates, input and hidden projections, at every position.
+        let gru = 2.0 * g * g * 3.0 * (d * h + h * h);
+        let candidates = batch as f64 * g * g;
+        let predictions: f64 = (self.offsets.iter())
+            .map(|&o| 2.0 * (self.grid.saturating_sub(o)) as f64 * g * (d * h + candidates * d))
+            .sum();
+        encoder + gru + predictions
+    }
+
+    /// The encoder, run on every P x P patch: the one place its architecture is spelled out
+    /// (see model::layers). A ResNet-v2-style stack: the stem conv, [norm], ReLU; per stage
+    /// a downsampling conv, [norm], ReLU, then pre-activation residual blocks
+    /// h + f(relu(h)), f = (conv, [norm], relu)* ending in conv, [norm]; a final ReLU. Convs
+    /// pad by k / 2; the norms (one-group group norms) are there with `layer_norm`.
+    pub fn layers(&self) -> LayerList {
+        let p = self.patch();
+        let mut list = LayerList::new(Shape { c: 3, h: p, w: p });
+        let norm = self.layer_norm;
+        let conv_norm = |list: &mut LayerList, name: &str, norm_name: &str, x, conv: ConvSpec| {
+            let geom = ConvGeometry {
+                cout: conv.out,
+                k: conv.kernel,
+                stride: conv.stride,
+                pad: conv.kernel / 2,
+            };
+            let y = list.conv(name, x, geom);
+            if norm {
+                list.norm(norm_name, y)
+            } else {
+                y
+            }
+        };
+        let stem = conv_norm(&mut list, "encoder.stem", "encoder.stem_norm", 0, self.stem);
+        let mut a = list.relu(stem);
+        for (i, st) in self.stages.iter().enumerate() {
+            let name = format!("encoder.stages.{i}");
+            let down = conv_norm(
+                &mut list,
+                &format!("{name}.down"),
+                &format!("{name}.down_norm"),
+                a,
+                st.down,
+            );
+            a = list.relu(down);
+            let block_conv = ConvSpec {
+                kernel: 3,
+                out: st.down.out,
+                stride: 1,
+            };
+            for j in 0..st.blocks {
+                let b = format!("{name}.blocks.{j}");
+                let mut t = list.relu(a);
+                for l in 0..st.convs_per_block {
+                    let (conv, norm) = (format!("{b}.convs.{l}"), format!("{b}.norms.{l}"));
+                    t = conv_norm(&mut list, &conv, &norm, t, block_conv);
+                    if l + 1 < st.convs_per_block {
+                        t = list.relu(t);
+                    }
+                }
+                a = list.add(a, t);
+            }
+        }
+        list.relu(a);
+        list
     }
 
     /// Checks that the spec is a model the planner can build: the same bounds as
@@ -154,27 +227,13 @@ impl ModelSpec {
                 4.0 * layout.total as f64 / (1u64 << 30) as f64
             ));
         }
-        // Every conv must see a non-empty input.
-        let mut side = self.patch();
-        for conv in std::iter::once(&self.stem).chain(self.stages.iter().map(|s| &s.down)) {
-            let c = Conv2d {
-                n: 1,
-                cin: 1,
-                h: side,
-                w: side,
-                cout: 1,
-                k: conv.kernel,
-                stride: conv.stride,
-                pad: conv.kernel / 2,
-            };
-            side = c.out_hw().0;
-            if side == 0 {
-                return bad(format!(
-                    "the encoder shrinks a {}x{} patch to nothing",
-                    self.patch(),
-                    self.patch()
-                ));
-            }
+        // Every conv must leave a non-empty activation.
+        if self.layers().first_empty().is_some() {
+            return bad(format!(
+                "the encoder shrinks a {}x{} patch to nothing",
+                self.patch(),
+                self.patch()
+            ));
         }
         Ok(())
     }

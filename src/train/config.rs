@@ -467,46 +467,10 @@ impl ModelConfig {
             .collect()
     }
 
-    /// Multiply-adds counted twice, for one image's forward pass: encoder on G*G patches,
-    /// GRU over G*G positions, and for each offset its predictions and scores against the
-    /// B*G*G candidates of a batch of `batch` images (divided back per image).
+    /// FLOPs of one image's forward pass in a batch of `batch`: see
+    /// [`crate::model::ModelSpec::forward_flops_per_image`].
     pub fn forward_flops_per_image(&self, batch: u32) -> f64 {
-        let mut macs_per_patch = 0.0;
-        let mut side = self.patch() as f64;
-        let mut channels = 3.0;
-        let mut conv = |kernel: u32, stride: u32, out: u32, side: &mut f64, channels: &mut f64| {
-            *side = (*side / stride as f64).ceil();
-            let taps = kernel as f64 * kernel as f64;
-            macs_per_patch += *side * *side * taps * *channels * out as f64;
-            *channels = out as f64;
-        };
-        let stem = self.encoder.stem;
-        conv(
-            stem.kernel,
-            stem.stride,
-            stem.channels,
-            &mut side,
-            &mut channels,
-        );
-        for s in &self.encoder.stages {
-            conv(3, s.stride, s.channels, &mut side, &mut channels);
-            // u64: the product of two u32 (at most MAX_BLOCK_CONVS once validated).
-            for _ in 0..s.blocks as u64 * s.convs_per_block as u64 {
-                conv(3, 1, s.channels, &mut side, &mut channels);
-            }
-        }
-        let g = self.grid as f64;
-        let (d, h) = (self.code_dim() as f64, self.hidden as f64);
-        let encoder = g * g * macs_per_patch;
-        // Three gates, input and hidden projections, at every position.
-        let gru = g * g * 3.0 * (d * h + h * h);
-        let candidates = batch as f64 * g * g;
-        let predictions: f64 = self
-            .offsets()
-            .iter()
-            .map(|&o| (self.grid.saturating_sub(o)) as f64 * g * (d * h + candidates * d))
-            .sum();
-        2.0 * (encoder + gru + predictions)
+        crate::model::ModelSpec::from(self).forward_flops_per_image(batch as usize)
     }
 
     fn fingerprint(&self) -> String {
