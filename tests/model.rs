@@ -526,7 +526,10 @@ fn the_layer_list_spells_out_each_preset() {
     assert_eq!(names, want);
     // Per 8x8 patch: stem 2*64*32*27, down to 4x4 2*16*64*288, block conv 2*16*64*576, and
     // one operation per element of the ReLUs (2048 + 3 * 1024) and the sum (1024).
-    assert_eq!(list.flops(1), 110_592 + 589_824 + 1_179_648 + 2048 + 4 * 1024);
+    assert_eq!(
+        list.flops(1),
+        110_592 + 589_824 + 1_179_648 + 2048 + 4 * 1024
+    );
     let paper = ModelSpec::from(&cpc::train::Config::preset("paper").unwrap().model);
     let count = ParamLayout::new(&paper).count();
     assert!((34_550_000..34_650_000).contains(&count), "{count}");

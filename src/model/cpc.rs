@@ -17,10 +17,11 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Launch, Tensor};
+use crate::model::layers::Op;
 use crate::model::params::{ParamBuffers, ParamLayout};
 use crate::model::spec::ModelSpec;
 use crate::ops::adam::{Adam, AdamConfig};
-use crate::ops::conv2d::{self, Conv2d};
+use crate::ops::conv2d;
 use crate::ops::copy_rows;
 use crate::ops::elementwise;
 use crate::ops::gru::{self, Gru, GruWeights};
@@ -30,117 +31,6 @@ use crate::ops::matmul::{self, Matmul};
 use crate::ops::mean_pool;
 use crate::ops::patches::{self, Patches};
 use crate::ops::sequences::Sequences;
-
-/// One encoder layer; activations are indices into `Encoder::acts`.
-#[derive(Clone, Debug)]
-enum Layer {
-    Conv {
-        conv: Conv2d,
-        param: String,
-        x: usize,
-        y: usize,
-    },
-    Norm {
-        ln: LayerNorm,
-        param: String,
-        x: usize,
-        y: usize,
-        stats: Tensor,
-    },
-    Relu {
-        x: usize,
-        y: usize,
-    },
-    Add {
-        a: usize,
-        b: usize,
-        y: usize,
-    },
-}
-
-/// Builds the encoder's layer list and its activations [N, C, side, side].
-struct EncoderPlan<'a> {
-    gpu: &'a Gpu,
-    n: usize,
-    layers: Vec<Layer>,
-    /// (tensor, channels, side) of every activation; 0 is the patches.
-    acts: Vec<(Tensor, usize, usize)>,
-    layer_norm: bool,
-}
-
-impl EncoderPlan<'_> {
-    fn act(&mut self, c: usize, side: usize) -> Result<usize> {
-        let t = Tensor::zeros(self.gpu, "activation", &[self.n, c, side, side])?;
-        self.acts.push((t, c, side));
-        Ok(self.acts.len() - 1)
-    }
-
-    /// conv, then [norm]; returns the output activation.
-    fn conv(
-        &mut self,
-        param: &str,
-        x: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        norm: Option<&str>,
-    ) -> Result<usize> {
-        let (_, cin, side) = self.acts[x];
-        let conv = Conv2d {
-            n: self.n,
-            cin,
-            h: side,
-            w: side,
-            cout,
-            k,
-            stride,
-            pad: k / 2,
-        };
-        let y = self.act(cout, conv.out_hw().0)?;
-        self.layers.push(Layer::Conv {
-            conv,
-            param: param.into(),
-            x,
-            y,
-        });
-        match (self.layer_norm, norm) {
-            (true, Some(name)) => {
-                let (_, c, s) = self.acts[y];
-                let ln = LayerNorm {
-                    n: self.n,
-                    channels: c,
-                    inner: s * s,
-                    eps: 1e-5,
-                };
-                let stats = Tensor::zeros(self.gpu, "norm stats", &[self.n, 2])?;
-                let out = self.act(c, s)?;
-                self.layers.push(Layer::Norm {
-                    ln,
-                    param: name.into(),
-                    x: y,
-                    y: out,
-                    stats,
-                });
-                Ok(out)
-            }
-            _ => Ok(y),
-        }
-    }
-
-    fn relu(&mut self, x: usize) -> Result<usize> {
-        let (_, c, s) = self.acts[x];
-        let y = self.act(c, s)?;
-        self.layers.push(Layer::Relu { x, y });
-        Ok(y)
-    }
-
-    fn add(&mut self, a: usize, b: usize) -> Result<usize> {
-        let (_, c, s) = self.acts[a];
-        let y = self.act(c, s)?;
-        self.layers.push(Layer::Add { a, b, y });
-        Ok(y)
-    }
-}
 
 /// Images per encoder slice at `batch`: as many as keep the slice's largest activation
 /// within one storage binding and one buffer of a device with `limits`, spread evenly over
@@ -168,7 +58,8 @@ struct EncoderSlice {
 
 /// Plan the encoder for the patches `x0` [n, 3, P, P] of some images: its activations and
 /// their gradients, the forward up to z [n, D] and the backward from dz [n, D], whose
-/// parameter gradients accumulate into `buffers.grads` (so slices add up).
+/// parameter gradients accumulate into `buffers.grads` (so slices add up). Both walk the
+/// spec's layer list (model::layers), the backward in reverse.
 fn plan_encoder(
     gpu: &Gpu,
     spec: &ModelSpec,
@@ -180,187 +71,140 @@ fn plan_encoder(
     let pv = |name: &str| buffers.layout.view(&buffers.params, name);
     let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
     let (n, d) = (x0.shape[0], spec.dim());
-    let mut enc = EncoderPlan {
-        gpu,
-        n,
-        layers: Vec::new(),
-        acts: vec![(x0.clone(), 3, spec.patch())],
-        layer_norm: spec.layer_norm,
+    let list = spec.layers();
+    let shape = |a: usize| {
+        let s = list.acts[a];
+        [n, s.c, s.h, s.w]
     };
-    let x0 = 0;
-    let stem = enc.conv(
-        "encoder.stem",
-        x0,
-        spec.stem.out,
-        spec.stem.kernel,
-        spec.stem.stride,
-        Some("encoder.stem_norm"),
-    )?;
-    let mut a = enc.relu(stem)?;
-    for (i, st) in spec.stages.iter().enumerate() {
-        let name = format!("encoder.stages.{i}");
-        let down = enc.conv(
-            &format!("{name}.down"),
-            a,
-            st.down.out,
-            st.down.kernel,
-            st.down.stride,
-            Some(&format!("{name}.down_norm")),
-        )?;
-        a = enc.relu(down)?;
-        for j in 0..st.blocks {
-            let mut t = enc.relu(a)?;
-            for l in 0..st.convs_per_block {
-                let b = format!("{name}.blocks.{j}");
-                t = enc.conv(
-                    &format!("{b}.convs.{l}"),
-                    t,
-                    st.down.out,
-                    3,
-                    1,
-                    Some(&format!("{b}.norms.{l}")),
-                )?;
-                if l + 1 < st.convs_per_block {
-                    t = enc.relu(t)?;
-                }
-            }
-            a = enc.add(a, t)?;
-        }
+    // Every activation but the patches, and its gradient.
+    let mut acts = vec![x0.clone()];
+    let mut dacts: Vec<Option<Tensor>> = vec![None];
+    for a in 1..list.acts.len() {
+        acts.push(Tensor::zeros(gpu, "activation", &shape(a))?);
+        dacts.push(Some(Tensor::zeros(gpu, "activation grad", &shape(a))?));
     }
-    let last = enc.relu(a)?;
-    let (_, cd, side) = enc.acts[last];
-    debug_assert_eq!(cd, d);
-
-    let mut forward = Vec::new();
-    for layer in &enc.layers {
-        let act = |i: usize| &enc.acts[i].0;
-        forward.extend(match layer {
-            Layer::Conv { conv, param, x, y } => conv2d::forward(
-                gpu,
-                conv,
-                act(*x),
-                &pv(&format!("{param}.weight")),
-                &pv(&format!("{param}.bias")),
-                act(*y),
-            )?,
-            Layer::Norm {
-                ln,
-                param,
-                x,
-                y,
-                stats,
-            } => layer_norm::forward(
-                gpu,
-                ln,
-                act(*x),
-                &pv(&format!("{param}.weight")),
-                &pv(&format!("{param}.bias")),
-                act(*y),
-                stats,
-            )
-            .map(|l| vec![l])?,
-            Layer::Relu { x, y } => vec![elementwise::relu_forward(gpu, act(*x), act(*y))?],
-            Layer::Add { a, b, y } => vec![elementwise::add(gpu, act(*a), act(*b), act(*y))?],
-        });
-    }
-    let pooled = [n, d, side * side];
-    forward.push(mean_pool::forward(gpu, &enc.acts[last].0, pooled, z)?);
-    let mut backward = Vec::new();
-    // Encoder activation gradients, one per activation but the patches.
-    let dacts: Vec<Option<Tensor>> = enc
-        .acts
-        .iter()
-        .enumerate()
-        .map(|(i, (t, _, _))| {
-            if i == x0 {
-                Ok(None)
-            } else {
-                Tensor::zeros(gpu, "activation grad", &t.shape).map(Some)
-            }
-        })
-        .collect::<Result<_>>()?;
-    let mut written = vec![false; dacts.len()];
-    let dact = |i: usize| {
-        dacts[i]
+    let dact = |a: usize| {
+        dacts[a]
             .as_ref()
             .expect("no gradient for the input patches")
     };
-    backward.push(mean_pool::backward(gpu, dz, pooled, dact(last), false)?);
+    let layer_norm = |a: usize| {
+        let s = list.acts[a];
+        LayerNorm {
+            n,
+            channels: s.c,
+            inner: s.h * s.w,
+            eps: 1e-5,
+        }
+    };
+    // Each norm's saved statistics [n, 2], by layer.
+    let stats: Vec<Option<Tensor>> = (list.layers.iter())
+        .map(|l| match l.op {
+            Op::Norm { .. } => Tensor::zeros(gpu, "norm stats", &[n, 2]).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+
+    let mut forward = Vec::new();
+    for (l, stats) in list.layers.iter().zip(&stats) {
+        let (x, y) = (&acts[l.x], &acts[l.y]);
+        forward.extend(match &l.op {
+            Op::Conv { param, geom } => conv2d::forward(
+                gpu,
+                &geom.conv2d(n, list.acts[l.x]),
+                x,
+                &pv(&format!("{param}.weight")),
+                &pv(&format!("{param}.bias")),
+                y,
+            )?,
+            Op::Norm { param } => vec![layer_norm::forward(
+                gpu,
+                &layer_norm(l.x),
+                x,
+                &pv(&format!("{param}.weight")),
+                &pv(&format!("{param}.bias")),
+                y,
+                stats.as_ref().expect("a norm has statistics"),
+            )?],
+            Op::Relu => vec![elementwise::relu_forward(gpu, x, y)?],
+            Op::Add { other } => vec![elementwise::add(gpu, x, &acts[*other], y)?],
+        });
+    }
+    let last = list.output();
+    let out = list.output_shape();
+    debug_assert_eq!(out.c, d);
+    let pooled = [n, d, out.h * out.w];
+    forward.push(mean_pool::forward(gpu, &acts[last], pooled, z)?);
+
+    // Backward: each activation gradient is overwritten by its first contribution, in
+    // reverse list order, and added to by later ones (the residual's two paths).
+    let mut backward = vec![mean_pool::backward(gpu, dz, pooled, dact(last), false)?];
+    let mut written = vec![false; acts.len()];
     written[last] = true;
-    for layer in enc.layers.iter().rev() {
-        let act = |i: usize| &enc.acts[i].0;
-        match layer {
-            Layer::Conv { conv, param, x, y } => {
-                let (w, dw, db) = (
-                    pv(&format!("{param}.weight")),
-                    gv(&format!("{param}.weight")),
-                    gv(&format!("{param}.bias")),
-                );
+    for (l, stats) in list.layers.iter().zip(&stats).rev() {
+        let (x, y) = (l.x, l.y);
+        match &l.op {
+            Op::Conv { param, geom } => {
+                let conv = geom.conv2d(n, list.acts[x]);
                 backward.extend(conv2d::backward_weight(
                     gpu,
-                    conv,
-                    act(*x),
-                    dact(*y),
-                    &dw,
-                    &db,
-                )?);
-                if *x != x0 {
-                    backward.extend(conv2d::backward_input(
-                        gpu,
-                        conv,
-                        dact(*y),
-                        &w,
-                        dact(*x),
-                        written[*x],
-                    )?);
-                    written[*x] = true;
-                }
-            }
-            Layer::Norm {
-                ln,
-                param,
-                x,
-                y,
-                stats,
-            } => {
-                backward.extend(layer_norm::backward(
-                    gpu,
-                    ln,
-                    act(*x),
-                    &pv(&format!("{param}.weight")),
-                    stats,
-                    dact(*y),
-                    dact(*x),
+                    &conv,
+                    &acts[x],
+                    dact(y),
                     &gv(&format!("{param}.weight")),
                     &gv(&format!("{param}.bias")),
-                    written[*x],
                 )?);
-                written[*x] = true;
+                // The patches need no gradient.
+                if x != 0 {
+                    backward.extend(conv2d::backward_input(
+                        gpu,
+                        &conv,
+                        dact(y),
+                        &pv(&format!("{param}.weight")),
+                        dact(x),
+                        written[x],
+                    )?);
+                    written[x] = true;
+                }
             }
-            Layer::Relu { x, y } => {
+            Op::Norm { param } => {
+                backward.extend(layer_norm::backward(
+                    gpu,
+                    &layer_norm(x),
+                    &acts[x],
+                    &pv(&format!("{param}.weight")),
+                    stats.as_ref().expect("a norm has statistics"),
+                    dact(y),
+                    dact(x),
+                    &gv(&format!("{param}.weight")),
+                    &gv(&format!("{param}.bias")),
+                    written[x],
+                )?);
+                written[x] = true;
+            }
+            Op::Relu => {
                 backward.push(elementwise::relu_backward(
                     gpu,
-                    act(*y),
-                    dact(*y),
-                    dact(*x),
-                    written[*x],
+                    &acts[y],
+                    dact(y),
+                    dact(x),
+                    written[x],
                 )?);
-                written[*x] = true;
+                written[x] = true;
             }
-            Layer::Add { a, b, y } => {
-                for i in [*a, *b] {
-                    backward.push(elementwise::scale(gpu, dact(*y), dact(i), 1.0, written[i])?);
+            Op::Add { other } => {
+                for i in [x, *other] {
+                    backward.push(elementwise::scale(gpu, dact(y), dact(i), 1.0, written[i])?);
                     written[i] = true;
                 }
             }
         }
     }
 
-    let bytes = enc.acts[1..]
-        .iter()
-        .map(|(t, _, _)| 4 * t.len() as u64)
+    let bytes = (acts[1..].iter().chain(dacts.iter().flatten()))
+        .map(|t| 4 * t.len() as u64)
         .sum::<u64>()
-        + dacts
+        + stats
             .iter()
             .flatten()
             .map(|t| 4 * t.len() as u64)
