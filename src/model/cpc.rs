@@ -216,6 +216,134 @@ fn plan_encoder(
     })
 }
 
+/// The part every modality shares, planned for the encoder's output z [rows, D] in the
+/// layout `seq`: the GRU along each sequence -> c [rows, H]; per prediction offset k the
+/// query contexts gathered from c, p_k = cq_k W_k^T, and the InfoNCE loss into `stats`;
+/// then the backward of all of it down to dz (which it overwrites; the encoder's backward
+/// reads it).
+struct ContextAndLoss {
+    forward: Vec<Launch>,
+    backward: Vec<Launch>,
+    c: Tensor,
+    stats: Tensor,
+    scores: Vec<Tensor>,
+    /// Bytes of the buffers allocated here, the ops' own scratch aside.
+    bytes: u64,
+}
+
+fn plan_context_and_loss(
+    gpu: &Gpu,
+    buffers: &ParamBuffers,
+    seq: Sequences,
+    offsets: &[usize],
+    z: &Tensor,
+    dz: &Tensor,
+) -> Result<ContextAndLoss> {
+    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
+    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
+    let (n, d) = (z.shape[0], z.shape[1]);
+    let h = pv("gru.weight_hh_l0").shape[1];
+    let mut bytes = 0u64;
+    let mut alloc = |label: &str, shape: &[usize]| {
+        bytes += 4 * shape.iter().product::<usize>() as u64;
+        Tensor::zeros(gpu, label, shape)
+    };
+    let c = alloc("c", &[n, h])?;
+    let gru_shape = Gru {
+        seq,
+        input: d,
+        hidden: h,
+    };
+    let gru_w = GruWeights {
+        weight_ih: pv("gru.weight_ih_l0"),
+        weight_hh: pv("gru.weight_hh_l0"),
+        bias_ih: pv("gru.bias_ih_l0"),
+        bias_hh: pv("gru.bias_hh_l0"),
+    };
+    let gru_dw = GruWeights {
+        weight_ih: gv("gru.weight_ih_l0"),
+        weight_hh: gv("gru.weight_hh_l0"),
+        bias_ih: gv("gru.bias_ih_l0"),
+        bias_hh: gv("gru.bias_hh_l0"),
+    };
+    let gru_fwd = gru::forward(gpu, &gru_shape, z, &gru_w, &c)?;
+
+    let inf = Infonce::new(seq, d, offsets.to_vec());
+    let (mut cq, mut preds, mut dcq, mut dpreds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut head_launches = Vec::new();
+    for k in 0..inf.steps() {
+        let q = inf.queries(k);
+        cq.push(alloc("query contexts", &[q, h])?);
+        preds.push(alloc("predictions", &[q, d])?);
+        dcq.push(alloc("query context grads", &[q, h])?);
+        dpreds.push(alloc("prediction grads", &[q, d])?);
+        head_launches.push(copy_rows::gather(
+            gpu,
+            &inf.context_rows(k, h),
+            &c,
+            &cq[k],
+            false,
+        )?);
+        let w = pv(&format!("heads.{k}.weight"));
+        head_launches.push(matmul::forward(
+            gpu,
+            &Matmul::new(1, q, d, h).trans_b(true),
+            &cq[k],
+            &w,
+            &preds[k],
+        )?);
+    }
+    let stats = alloc("stats", &[inf.stats_len()])?;
+    let inf_fwd = infonce::forward(gpu, &inf, &preds, z, &stats)?;
+    let scores = inf_fwd.scores.clone();
+
+    // ---- backward ------------------------------------------------------------------
+    // Rows of c past the last query row never receive a gradient: they stay zero.
+    let dc = alloc("dc", &[n, h])?;
+    let mut backward = infonce::backward(gpu, &inf_fwd, &preds, z, &dpreds, dz, false)?;
+    for k in 0..inf.steps() {
+        let q = inf.queries(k);
+        let w = pv(&format!("heads.{k}.weight"));
+        let dw = gv(&format!("heads.{k}.weight"));
+        // dW_k += dP_k^T cq_k; dcq_k = dP_k W_k; dc (+)= scatter(dcq_k).
+        backward.push(matmul::forward(
+            gpu,
+            &Matmul::new(1, d, h, q).trans_a(true).accumulate(true),
+            &dpreds[k],
+            &cq[k],
+            &dw,
+        )?);
+        backward.push(matmul::forward(
+            gpu,
+            &Matmul::new(1, q, h, d),
+            &dpreds[k],
+            &w,
+            &dcq[k],
+        )?);
+        backward.push(copy_rows::scatter(
+            gpu,
+            &inf.context_rows(k, h),
+            &dcq[k],
+            &dc,
+            k > 0,
+        )?);
+    }
+    let gru_bwd = gru::backward(gpu, &gru_fwd, z, &gru_w, &dc, &gru_dw, dz, true)?;
+    backward.extend(gru_bwd.launches);
+    // The forward, now that the backward has planned against what it saves.
+    let mut forward = gru_fwd.launches;
+    forward.extend(head_launches);
+    forward.extend(inf_fwd.launches);
+    Ok(ContextAndLoss {
+        forward,
+        backward,
+        c,
+        stats,
+        scores,
+        bytes,
+    })
+}
+
 /// The step's host-visible numbers, read without stalling: see [`CpcModel::record_step`].
 pub struct CpcModel {
     pub spec: ModelSpec,
@@ -277,9 +405,7 @@ impl CpcModel {
         let buffers = ParamBuffers::new(gpu, layout, init)?;
         let (g, p, s) = (spec.grid, spec.patch(), spec.crop);
         let n = batch * g * g;
-        let (d, h) = (spec.dim(), spec.hidden);
-        let pv = |name: &str| buffers.layout.view(&buffers.params, name);
-        let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
+        let d = spec.dim();
         let mut bytes = 0u64;
         let mut alloc = |label: &str, shape: &[usize]| {
             bytes += 4 * shape.iter().product::<usize>() as u64;
@@ -298,7 +424,6 @@ impl CpcModel {
         let patches_out = alloc("patches", &[n, 3, p, p])?;
         let patches_launch = patches::forward(gpu, &geometry, &crops, &patches_out, 0)?;
         let z = alloc("z", &[n, d])?;
-        let c = alloc("c", &[n, h])?;
         let dz = alloc("dz", &[n, d])?;
 
         // The encoder treats each image apart, so it is planned in slices of images, each
@@ -326,94 +451,10 @@ impl CpcModel {
         }
         let encoder_launches = forward.len();
 
-        let gru_shape = Gru {
-            seq: Sequences::grid(batch, g),
-            input: d,
-            hidden: h,
-        };
-        let gru_w = GruWeights {
-            weight_ih: pv("gru.weight_ih_l0"),
-            weight_hh: pv("gru.weight_hh_l0"),
-            bias_ih: pv("gru.bias_ih_l0"),
-            bias_hh: pv("gru.bias_hh_l0"),
-        };
-        let gru_dw = GruWeights {
-            weight_ih: gv("gru.weight_ih_l0"),
-            weight_hh: gv("gru.weight_hh_l0"),
-            bias_ih: gv("gru.bias_ih_l0"),
-            bias_hh: gv("gru.bias_hh_l0"),
-        };
-        let gru_fwd = gru::forward(gpu, &gru_shape, &z, &gru_w, &c)?;
-
-        let inf = Infonce::new(Sequences::grid(batch, g), d, spec.offsets.clone());
-        let (mut cq, mut preds, mut dcq, mut dpreds) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut head_launches = Vec::new();
-        for k in 0..inf.steps() {
-            let q = inf.queries(k);
-            cq.push(alloc("query contexts", &[q, h])?);
-            preds.push(alloc("predictions", &[q, d])?);
-            dcq.push(alloc("query context grads", &[q, h])?);
-            dpreds.push(alloc("prediction grads", &[q, d])?);
-            head_launches.push(copy_rows::gather(
-                gpu,
-                &inf.context_rows(k, h),
-                &c,
-                &cq[k],
-                false,
-            )?);
-            let w = pv(&format!("heads.{k}.weight"));
-            head_launches.push(matmul::forward(
-                gpu,
-                &Matmul::new(1, q, d, h).trans_b(true),
-                &cq[k],
-                &w,
-                &preds[k],
-            )?);
-        }
-        let stats = alloc("stats", &[inf.stats_len()])?;
-        let inf_fwd = infonce::forward(gpu, &inf, &preds, &z, &stats)?;
-        let scores = inf_fwd.scores.clone();
-
-        // ---- backward ------------------------------------------------------------------
-        // Rows of c past the last query row never receive a gradient: they stay zero.
-        let dc = alloc("dc", &[n, h])?;
-        let mut backward = infonce::backward(gpu, &inf_fwd, &preds, &z, &dpreds, &dz, false)?;
-        for k in 0..inf.steps() {
-            let q = inf.queries(k);
-            let w = pv(&format!("heads.{k}.weight"));
-            let dw = gv(&format!("heads.{k}.weight"));
-            // dW_k += dP_k^T cq_k; dcq_k = dP_k W_k; dc (+)= scatter(dcq_k).
-            backward.push(matmul::forward(
-                gpu,
-                &Matmul::new(1, d, h, q).trans_a(true).accumulate(true),
-                &dpreds[k],
-                &cq[k],
-                &dw,
-            )?);
-            backward.push(matmul::forward(
-                gpu,
-                &Matmul::new(1, q, h, d),
-                &dpreds[k],
-                &w,
-                &dcq[k],
-            )?);
-            backward.push(copy_rows::scatter(
-                gpu,
-                &inf.context_rows(k, h),
-                &dcq[k],
-                &dc,
-                k > 0,
-            )?);
-        }
-        let gru_bwd = gru::backward(gpu, &gru_fwd, &z, &gru_w, &dc, &gru_dw, &dz, true)?;
-        backward.extend(gru_bwd.launches);
-        // The forward's tail, now that the backward has planned against what it saves.
-        let (mut gru_fwd, mut inf_fwd) = (gru_fwd, inf_fwd);
-        forward.append(&mut gru_fwd.launches);
-        forward.append(&mut head_launches);
-        forward.append(&mut inf_fwd.launches);
-
+        let seq = Sequences::grid(batch, g);
+        let tail = plan_context_and_loss(gpu, &buffers, seq, &spec.offsets, &z, &dz)?;
+        forward.extend(tail.forward);
+        let mut backward = tail.backward;
         backward.extend(encoder_backward);
 
         let adam = Adam::new(
@@ -429,10 +470,10 @@ impl CpcModel {
             batch,
             buffers,
             crops,
-            stats,
+            stats: tail.stats,
             z,
-            c,
-            scores,
+            c: tail.c,
+            scores: tail.scores,
             adam,
             patches: geometry,
             patches_launch,
@@ -440,7 +481,7 @@ impl CpcModel {
             forward,
             encoder_launches,
             backward,
-            activation_bytes: bytes + slice_bytes,
+            activation_bytes: bytes + tail.bytes + slice_bytes,
             slice_allocs,
         })
     }
