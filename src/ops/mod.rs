@@ -16,6 +16,7 @@ pub mod mean_pool;
 pub mod patches;
 pub mod softmax_xent;
 pub mod sum_channels;
+pub mod tune;
 
 use crate::gpu::{layout_of, UniformLayout};
 
