@@ -10,7 +10,8 @@
 //!
 //! `cargo bench --bench kernels` uses the default adapter (WGPU_ADAPTER_NAME etc. apply)
 //! and its kernel path (CPC_KERNELS=gpu|cpu forces one; the matmul entries are named after
-//! the kernel that ran, so both paths' figures can sit side by side); CPC_BENCH_QUICK=1
+//! the kernel that ran, so both paths' figures can sit side by side). On the GPU path each
+//! shape gets its tuned tiling, as in training (CPC_TUNE=off: the default). CPC_BENCH_QUICK=1
 //! keeps to small shapes and short runs, for the software adapter. Criterion's filter (a
 //! regular expression over `group/name/shape`) picks entries: `cargo bench --bench kernels
 //! -- 'matmul/square.*/2048x'`, `-- 'conv2d/.*/paper_'`; scripts/gpu-check.sh runs those.
@@ -136,7 +137,8 @@ fn bench_matmul(c: &mut Criterion) {
             random_tensor(&[k * n]),
             random_tensor(&[m * n]),
         );
-        let kernel = match MatmulKernel::for_device(gpu()) {
+        // The kernel matmul::forward plans: on the GPU path, the tiling tuned for the shape.
+        let kernel = match MatmulKernel::tuned(gpu(), &mm, &a, &b) {
             MatmulKernel::RegisterBlock => "register_block".to_string(),
             MatmulKernel::Tiled(t) => format!("tiled_{}x{}x{}_{}x{}", t.bm, t.bn, t.bk, t.tm, t.tn),
         };

@@ -741,6 +741,8 @@ fn a_run_killed_at_any_moment_resumes_to_the_uninterrupted_log() {
         assert!(attempt <= 13, "the run never finished");
         let resume = saved_step();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cpc"));
+        // No tile-size tuning, whatever CPC_KERNELS asks for.
+        cmd.env("CPC_TUNE", "off");
         cmd.args(args).arg("--out").arg(&out);
         if resume.is_some() {
             cmd.arg("--resume");

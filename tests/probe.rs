@@ -349,6 +349,8 @@ fn an_empty_feature_file_is_refused_and_an_empty_set_writes_nothing() {
 
 fn cpc_command(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_cpc"))
+        // No tile-size tuning, whatever CPC_KERNELS asks for.
+        .env("CPC_TUNE", "off")
         .args(args)
         .output()
         .expect("run cpc")

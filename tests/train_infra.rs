@@ -806,6 +806,8 @@ fn cpc_pretrain(flags: &[&str], seconds: u64) -> Option<(Option<i32>, String)> {
     use std::process::{Command, Stdio};
     let out = std::env::temp_dir().join(format!("cpc-flags-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_cpc"))
+        // No tile-size tuning, whatever CPC_KERNELS asks for.
+        .env("CPC_TUNE", "off")
         .arg("pretrain")
         .args(flags)
         .arg("--out")

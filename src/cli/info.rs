@@ -1,8 +1,10 @@
 //! `cpc info`: every adapter wgpu finds, the one that will be used and why, and the
-//! features and limits that matter to the kernels.
+//! features and limits that matter to the kernels; for each adapter, the tilings its cache
+//! file holds per shape class (ops::tune).
 
 use crate::error::Result;
 use crate::gpu::{list_adapters, wanted_features, AdapterChoice, Gpu};
+use crate::ops::tune::{cache, AdapterKey};
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
@@ -20,6 +22,10 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
             "  [{i}] {} | {:?} | {:?} | driver: {} {}",
             info.name, info.backend, info.device_type, info.driver, info.driver_info
         );
+        let dir = cache::dir(choice.cache_dir.as_deref());
+        for line in cache::describe(dir.as_deref(), &AdapterKey::of(info)) {
+            println!("      {line}");
+        }
     }
     let gpu = Gpu::new(choice)?;
     let (info, l, f) = (&gpu.info, &gpu.limits, gpu.features);
@@ -29,6 +35,7 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
     );
     println!("why:   {}", gpu.reason);
     println!("kernels: {:?} path ({})", gpu.kernels, gpu.kernels_reason);
+    println!("tuning:  {}", gpu.tilings.reason());
     println!("\nfeatures:");
     for (name, feat) in [
         ("timestamp queries", wgpu::Features::TIMESTAMP_QUERY),

@@ -15,6 +15,7 @@ use clap::Args;
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
 use crate::gpu::{AdapterChoice, Kernels, LimitsChoice};
+use crate::ops::tune::Tune;
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
 
@@ -76,6 +77,11 @@ pub struct AdapterArgs {
     /// gpu or cpu, on any adapter (default: CPC_KERNELS, else auto).
     #[arg(long, value_parser = kernels_parser())]
     pub kernels: Option<Kernels>,
+    /// Tune the GPU path's tile sizes the first time each shape class runs on this adapter,
+    /// remembered in a cache file (`cpc info` shows it), or run the fixed defaults for
+    /// reproducible runs (default: CPC_TUNE, else on).
+    #[arg(long, value_parser = tune_parser())]
+    pub tune: Option<Tune>,
 }
 
 /// clap parser of `--kernels`: the values listed in `--help`, parsed by [`Kernels`].
@@ -83,6 +89,13 @@ fn kernels_parser() -> impl clap::builder::TypedValueParser<Value = Kernels> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(["auto", "gpu", "cpu"])
         .map(|s| s.parse::<Kernels>().expect("one of the possible values"))
+}
+
+/// clap parser of `--tune`: the values listed in `--help`, parsed by [`Tune`].
+fn tune_parser() -> impl clap::builder::TypedValueParser<Value = Tune> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["on", "off"])
+        .map(|s| s.parse::<Tune>().expect("one of the possible values"))
 }
 
 impl From<&AdapterArgs> for AdapterChoice {
@@ -94,6 +107,8 @@ impl From<&AdapterArgs> for AdapterChoice {
             limits: a.limits,
             custom_limits: None,
             kernels: a.kernels,
+            tune: a.tune,
+            cache_dir: None,
         }
     }
 }

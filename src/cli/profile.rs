@@ -159,6 +159,9 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     memory::check_fits(&gpu, &spec, batch, None)?;
     let layout = ParamLayout::new(&spec);
     let (model, plan) = memory::plan(&gpu, &spec, batch, &layout.init(0), AdamConfig::default())?;
+    if gpu.kernels == crate::gpu::KernelPath::Gpu {
+        println!("{}", gpu.tilings.summary());
+    }
     println!(
         "preset {}, batch {batch}: {} parameters",
         args.preset,

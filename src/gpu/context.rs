@@ -3,12 +3,16 @@
 //! The adapter follows the command line first, then the environment (WGPU_BACKEND,
 //! WGPU_ADAPTER_NAME), then prefers a discrete GPU, an integrated one, a virtual one and
 //! finally the CPU (software) adapter. The kernel path (which family of kernels the
-//! launchers in ops/ plan) follows the adapter unless `--kernels` or CPC_KERNELS forces one.
+//! launchers in ops/ plan) follows the adapter unless `--kernels` or CPC_KERNELS forces one;
+//! on the GPU path the tiled kernels' tile sizes are tuned per adapter unless `--tune off` or
+//! CPC_TUNE=off (ops::tune).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::kernels::PipelineCache;
+use crate::ops::tune::{self, AdapterKey, Tilings, Tune};
 
 /// How the user asked for an adapter (`--backend`, `--adapter`, `--software`, `--limits`).
 #[derive(Clone, Debug, Default)]
@@ -26,6 +30,11 @@ pub struct AdapterChoice {
     pub custom_limits: Option<wgpu::Limits>,
     /// The kernel path asked for (`--kernels`); None: CPC_KERNELS, else auto.
     pub kernels: Option<Kernels>,
+    /// Whether to tune tile sizes (`--tune`); None: CPC_TUNE, else on.
+    pub tune: Option<Tune>,
+    /// The tuner's cache folder instead of CPC_CACHE_DIR's or the user's (no flag: tests
+    /// keep their caches in temporary folders).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The limits a device is opened with: what decides which buffers bind whole, how many
@@ -144,6 +153,9 @@ pub struct Gpu {
     pub kernels: KernelPath,
     /// Why that path, in words, for `cpc info`.
     pub kernels_reason: String,
+    /// The tiled kernels' tiling per shape class (ops::tune): tuned, read from the cache
+    /// file, or the default.
+    pub tilings: Tilings,
     pub(crate) pipelines: PipelineCache,
     /// Validation errors wgpu reports outside an error scope land here instead of panicking.
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -285,6 +297,7 @@ impl Gpu {
         let (adapter, reason) = pick(choice)?;
         let info = adapter.get_info();
         let (kernels, kernels_reason) = KernelPath::choose(choice.kernels, info.device_type)?;
+        let (tuning, tuning_reason) = Tune::choose(choice.tune, kernels)?;
         let limits = match &choice.custom_limits {
             Some(l) => l.clone(),
             None => choice.limits.limits(&adapter.limits()),
@@ -308,6 +321,12 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap().push(e.to_string());
         }));
+        let tilings = Tilings::open(
+            AdapterKey::of(&info),
+            tuning,
+            tuning_reason,
+            tune::cache::dir(choice.cache_dir.as_deref()),
+        );
         Ok(Gpu {
             device,
             queue,
@@ -318,6 +337,7 @@ impl Gpu {
             reason,
             kernels,
             kernels_reason,
+            tilings,
             pipelines: PipelineCache::default(),
             uncaptured,
             allocated: Default::default(),

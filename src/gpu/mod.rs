@@ -4,6 +4,7 @@ mod context;
 pub mod kernels;
 mod launch;
 pub(crate) mod tensor;
+mod timing;
 
 pub use context::{
     list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu, KernelPath, Kernels,
@@ -14,3 +15,4 @@ pub use launch::{
     layout_of, rel_offset, spread, Cost, Launch, Reference, Uniform, UniformLayout, SPREAD_X,
 };
 pub use tensor::{Tensor, STORAGE};
+pub use timing::Stopwatch;

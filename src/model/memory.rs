@@ -211,8 +211,10 @@ impl Estimate {
         }
         let (mut runs, mut slices) = (Vec::new(), Vec::new());
         for b in 1..=3 {
-            let (model, _, sizes) =
-                plan_with_sizes(gpu, spec, b, &[], AdamConfig::default(), Some(b))?;
+            // Batches no step runs: nothing to tune for them.
+            let (model, _, sizes) = gpu
+                .tilings
+                .paused(|| plan_with_sizes(gpu, spec, b, &[], AdamConfig::default(), Some(b)))?;
             runs.push(sizes);
             slices.push(model.slice_allocs[0].clone());
         }

@@ -14,6 +14,7 @@ use crate::error::{shape_err, Result};
 use crate::gpu::{rel_offset, spread, Gpu, KernelPath, Launch, Shader, Tensor};
 use crate::ops::matmul::Tiling;
 use crate::ops::sum_channels;
+use crate::ops::tune::ConvPass;
 
 crate::uniform_struct! {
     /// WGSL twin: Conv2dForwardParams in shaders/conv2d_forward.wgsl.
@@ -180,11 +181,21 @@ pub enum ConvKernel {
 }
 
 impl ConvKernel {
-    /// The kernel of the device's path ([`Gpu::kernels`]).
+    /// The kernel of the device's path ([`Gpu::kernels`]), the GPU path's at
+    /// [`Tiling::DEFAULT`].
     pub fn for_device(gpu: &Gpu) -> ConvKernel {
         match gpu.kernels {
             KernelPath::Cpu => ConvKernel::Direct(WeightBinding::for_device(gpu)),
             KernelPath::Gpu => ConvKernel::Tiled(Tiling::DEFAULT),
+        }
+    }
+
+    /// The kernel of the device's path for `pass` of `c`, the GPU path's at the tiling
+    /// tuned for its shape class (ops::tune; DEFAULT with tuning off).
+    pub fn tuned(gpu: &Gpu, c: &Conv2d, pass: ConvPass) -> ConvKernel {
+        match ConvKernel::for_device(gpu) {
+            ConvKernel::Tiled(_) => ConvKernel::Tiled(crate::ops::tune::conv_tiling(gpu, c, pass)),
+            kernel => kernel,
         }
     }
 }
@@ -426,7 +437,7 @@ fn stage_windows(
     Ok((windows, stage))
 }
 
-/// Plan y = conv(x, weight) + bias with the device's kernel ([`ConvKernel::for_device`]).
+/// Plan y = conv(x, weight) + bias with the device's kernel ([`ConvKernel::tuned`]).
 pub fn forward(
     gpu: &Gpu,
     c: &Conv2d,
@@ -435,7 +446,8 @@ pub fn forward(
     b: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Launch>> {
-    forward_with(gpu, c, x, w, b, y, ConvKernel::for_device(gpu))
+    let kernel = ConvKernel::tuned(gpu, c, ConvPass::Forward);
+    forward_with(gpu, c, x, w, b, y, kernel)
 }
 
 /// [`forward`] with the kernel given: one tiled dispatch, or the weights' copy into windows
@@ -523,7 +535,7 @@ pub fn forward_with(
 }
 
 /// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy,
-/// with the device's kernel ([`ConvKernel::for_device`]).
+/// with the device's kernel ([`ConvKernel::tuned`]).
 pub fn backward_input(
     gpu: &Gpu,
     c: &Conv2d,
@@ -532,7 +544,7 @@ pub fn backward_input(
     dx: &Tensor,
     accumulate: bool,
 ) -> Result<Vec<Launch>> {
-    let kernel = ConvKernel::for_device(gpu);
+    let kernel = ConvKernel::tuned(gpu, c, ConvPass::BackwardInput);
     backward_input_with(gpu, c, dy, w, dx, accumulate, kernel)
 }
 
@@ -733,7 +745,7 @@ fn tiled(
 }
 
 /// Plan dw += and db += the gradients of y = conv(x, weight) + bias, given dy, with the
-/// device's kernel ([`ConvKernel::for_device`]).
+/// device's kernel ([`ConvKernel::tuned`]).
 pub fn backward_weight(
     gpu: &Gpu,
     c: &Conv2d,
@@ -742,7 +754,8 @@ pub fn backward_weight(
     dw: &Tensor,
     db: &Tensor,
 ) -> Result<Vec<Launch>> {
-    backward_weight_with(gpu, c, x, dy, dw, db, ConvKernel::for_device(gpu))
+    let kernel = ConvKernel::tuned(gpu, c, ConvPass::BackwardWeight);
+    backward_weight_with(gpu, c, x, dy, dw, db, kernel)
 }
 
 /// [`backward_weight`] with the kernel given (a Direct kernel's weight binding does not

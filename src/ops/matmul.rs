@@ -1,7 +1,8 @@
 //! Batched matrix product with either operand transposed, by one of two kernels that
 //! compute the same: shaders/matmul.wgsl (the CPU path, tuned on lavapipe) and
 //! shaders/matmul_tiled.wgsl (the GPU path, tiled through workgroup memory). The device's
-//! kernel path picks one ([`MatmulKernel::for_device`]); [`forward_with`] takes either.
+//! kernel path picks one, with the tiling tuned for the product's shape class on the GPU
+//! path ([`MatmulKernel::tuned`], ops::tune); [`forward_with`] takes either.
 //!
 //! C = alpha * op(A) op(B) (+ C), with op(A) M x K and op(B) K x N. Operands may be strided
 //! views: batch i of A starts at `a.offset + i * a.batch_stride` elements into its tensor.
@@ -114,7 +115,7 @@ impl Matmul {
     }
 
     /// Elements each operand must hold: offset + last batch's start + one matrix.
-    fn needs(&self) -> [usize; 3] {
+    pub(crate) fn needs(&self) -> [usize; 3] {
         let [sa, sb, sc] = self.batch_strides();
         let last = self.batch.saturating_sub(1);
         [
@@ -168,8 +169,11 @@ impl Matmul {
 
 /// One tiling of matmul_tiled.wgsl, handed to it as override constants: a BM x BN tile of
 /// C per workgroup, slices of BK values of k staged in workgroup memory, and a TM x TN block
-/// of C per thread, so (BM / TM) x (BN / TN) threads per workgroup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// of C per thread, so (BM / TM) x (BN / TN) threads per workgroup. Read back from the
+/// tuner's cache file (ops::tune) only if it is one of [`Tiling::CANDIDATES`].
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Tiling {
     pub bm: usize,
     pub bn: usize,
@@ -198,6 +202,23 @@ impl Tiling {
         let t = Tiling { bm, bn, bk, tm, tn };
         assert!(t.valid(), "tiling breaks matmul_tiled.wgsl's assumptions");
         t
+    }
+
+    /// Whether a device with `limits` runs this tiling: its workgroup's shape, invocations and
+    /// workgroup memory (a downlevel device offers 16352 bytes, not 16384).
+    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+        (self.bm / self.tm) as u32 <= limits.max_compute_workgroup_size_x
+            && (self.bn / self.tn) as u32 <= limits.max_compute_workgroup_size_y
+            && self.threads() as u32 <= limits.max_compute_invocations_per_workgroup
+            && self.workgroup_bytes() as u32 <= limits.max_compute_workgroup_storage_size
+    }
+
+    /// `64x64x16/4x4`: BM x BN x BK / TM x TN.
+    pub fn label(&self) -> String {
+        format!(
+            "{}x{}x{}/{}x{}",
+            self.bm, self.bn, self.bk, self.tm, self.tn
+        )
     }
 
     /// Invocations per workgroup.
@@ -248,11 +269,23 @@ pub enum MatmulKernel {
 }
 
 impl MatmulKernel {
-    /// The kernel of the device's path ([`Gpu::kernels`]).
+    /// The kernel of the device's path ([`Gpu::kernels`]), the GPU path's at
+    /// [`Tiling::DEFAULT`].
     pub fn for_device(gpu: &Gpu) -> MatmulKernel {
         match gpu.kernels {
             KernelPath::Cpu => MatmulKernel::RegisterBlock,
             KernelPath::Gpu => MatmulKernel::Tiled(Tiling::DEFAULT),
+        }
+    }
+
+    /// The kernel of the device's path for C = op(A) op(B), the GPU path's at the tiling
+    /// tuned for the product's shape class (ops::tune; DEFAULT with tuning off).
+    pub fn tuned(gpu: &Gpu, mm: &Matmul, a: &Tensor, b: &Tensor) -> MatmulKernel {
+        match MatmulKernel::for_device(gpu) {
+            MatmulKernel::Tiled(_) => {
+                MatmulKernel::Tiled(crate::ops::tune::matmul_tiling(gpu, mm, a, b))
+            }
+            kernel => kernel,
         }
     }
 }
@@ -264,9 +297,35 @@ fn vec4_loads(row: usize, offset: u32, batch_stride: usize) -> bool {
     row > 0 && row.is_multiple_of(4) && offset.is_multiple_of(4) && batch_stride.is_multiple_of(4)
 }
 
-/// Plan C = alpha op(A) op(B) (+ C) with the device's kernel.
+/// matmul_tiled.wgsl's entry point for `mm` with A and B starting `a_offset` and `b_offset`
+/// elements into their bindings: vec4 loads of each operand that [`vec4_loads`] allows.
+pub(crate) fn tiled_entry(mm: &Matmul, a_offset: u32, b_offset: u32) -> &'static str {
+    let [sa, sb, _] = mm.batch_strides();
+    // Rows of the stored operands: A [M, K] or [K, M], B [K, N] or [N, K].
+    let row_a = if mm.trans_a { mm.m } else { mm.k };
+    let row_b = if mm.trans_b { mm.k } else { mm.n };
+    match (
+        vec4_loads(row_a, a_offset, sa),
+        vec4_loads(row_b, b_offset, sb),
+    ) {
+        (false, false) => "tiled",
+        (true, false) => "tiled_a4",
+        (false, true) => "tiled_b4",
+        (true, true) => "tiled_a4_b4",
+    }
+}
+
+/// Where A and B start in their bindings, as [`forward_with`] tells the kernel.
+pub(crate) fn operand_offsets(gpu: &Gpu, mm: &Matmul, a: &Tensor, b: &Tensor) -> [u32; 2] {
+    [
+        rel_offset(gpu, a) + mm.a.offset as u32,
+        rel_offset(gpu, b) + mm.b.offset as u32,
+    ]
+}
+
+/// Plan C = alpha op(A) op(B) (+ C) with the device's kernel, tuned ([`MatmulKernel::tuned`]).
 pub fn forward(gpu: &Gpu, mm: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Launch> {
-    forward_with(gpu, mm, a, b, c, MatmulKernel::for_device(gpu))
+    forward_with(gpu, mm, a, b, c, MatmulKernel::tuned(gpu, mm, a, b))
 }
 
 /// [`forward`] with the kernel given.
@@ -280,13 +339,14 @@ pub fn forward_with(
 ) -> Result<Launch> {
     mm.check(a, b, c)?;
     let [sa, sb, sc] = mm.batch_strides();
+    let [a_offset, b_offset] = operand_offsets(gpu, mm, a, b);
     let params = MatmulParams {
         m: mm.m as u32,
         n: mm.n as u32,
         k: mm.k as u32,
         batch: mm.batch as u32,
-        a_offset: rel_offset(gpu, a) + mm.a.offset as u32,
-        b_offset: rel_offset(gpu, b) + mm.b.offset as u32,
+        a_offset,
+        b_offset,
         c_offset: rel_offset(gpu, c) + mm.c.offset as u32,
         a_batch_stride: sa as u32,
         b_batch_stride: sb as u32,
@@ -303,18 +363,7 @@ pub fn forward_with(
         MatmulKernel::RegisterBlock => (Shader::Matmul, "main", [64, 64]),
         MatmulKernel::Tiled(t) => {
             constants.extend(t.constants());
-            // Rows of the stored operands: A [M, K] or [K, M], B [K, N] or [N, K].
-            let row_a = if mm.trans_a { mm.m } else { mm.k };
-            let row_b = if mm.trans_b { mm.k } else { mm.n };
-            let entry = match (
-                vec4_loads(row_a, params.a_offset, sa),
-                vec4_loads(row_b, params.b_offset, sb),
-            ) {
-                (false, false) => "tiled",
-                (true, false) => "tiled_a4",
-                (false, true) => "tiled_b4",
-                (true, true) => "tiled_a4_b4",
-            };
+            let entry = tiled_entry(mm, a_offset, b_offset);
             (Shader::MatmulTiled, entry, [t.bm, t.bn])
         }
     };
@@ -392,7 +441,8 @@ pub fn backward_specs(mm: &Matmul, accumulate: bool) -> (Matmul, Matmul) {
 }
 
 /// Plan dA (+)= and dB (+)= for C = alpha op(A) op(B), given dC. The gradients take the
-/// shapes and strides of A and B.
+/// shapes and strides of A and B. Each of the two products gets the device's kernel tuned
+/// for its own shape ([`MatmulKernel::tuned`]).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
@@ -404,11 +454,12 @@ pub fn backward(
     db: &Tensor,
     accumulate: bool,
 ) -> Result<Vec<Launch>> {
-    let kernel = MatmulKernel::for_device(gpu);
-    backward_with(gpu, mm, a, b, dc, da, db, accumulate, kernel)
+    backward_by(gpu, mm, a, b, dc, da, db, accumulate, |spec, x, y| {
+        MatmulKernel::tuned(gpu, spec, x, y)
+    })
 }
 
-/// [`backward`] with the kernel given.
+/// [`backward`] with the kernel given, for both products.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_with(
     gpu: &Gpu,
@@ -421,16 +472,36 @@ pub fn backward_with(
     accumulate: bool,
     kernel: MatmulKernel,
 ) -> Result<Vec<Launch>> {
+    backward_by(gpu, mm, a, b, dc, da, db, accumulate, |_, _, _| kernel)
+}
+
+/// The backward's two products, each with the kernel `kernel` gives for its spec and its
+/// (first, second) operands.
+#[allow(clippy::too_many_arguments)]
+fn backward_by(
+    gpu: &Gpu,
+    mm: &Matmul,
+    a: &Tensor,
+    b: &Tensor,
+    dc: &Tensor,
+    da: &Tensor,
+    db: &Tensor,
+    accumulate: bool,
+    kernel: impl Fn(&Matmul, &Tensor, &Tensor) -> MatmulKernel,
+) -> Result<Vec<Launch>> {
     let (sda, sdb) = backward_specs(mm, accumulate);
+    let product = |spec: &Matmul, x: &Tensor, y: &Tensor, out: &Tensor| {
+        forward_with(gpu, spec, x, y, out, kernel(spec, x, y))
+    };
     let la = if !mm.trans_a {
-        forward_with(gpu, &sda, dc, b, da, kernel)?
+        product(&sda, dc, b, da)?
     } else {
-        forward_with(gpu, &sda, b, dc, da, kernel)?
+        product(&sda, b, dc, da)?
     };
     let lb = if !mm.trans_b {
-        forward_with(gpu, &sdb, a, dc, db, kernel)?
+        product(&sdb, a, dc, db)?
     } else {
-        forward_with(gpu, &sdb, dc, a, db, kernel)?
+        product(&sdb, dc, a, db)?
     };
     Ok(vec![la, lb])
 }

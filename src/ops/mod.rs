@@ -17,6 +17,7 @@ pub mod patches;
 pub mod sequences;
 pub mod softmax_xent;
 pub mod sum_channels;
+pub mod tune;
 
 use crate::gpu::{layout_of, UniformLayout};
 

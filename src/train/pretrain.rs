@@ -360,6 +360,9 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         .as_ref()
         .map_or_else(|| layout.init(tc.seed), |r| r.params.clone());
     let (model, plan) = memory::plan(gpu, &spec, batch, &init, adam)?;
+    if gpu.kernels == crate::gpu::KernelPath::Gpu {
+        eprintln!("{}", gpu.tilings.summary());
+    }
     if let Some(m) = resume.as_ref().and_then(|r| r.moments.as_ref()) {
         model.buffers.m.write(gpu, &m.exp_avg)?;
         model.buffers.v.write(gpu, &m.exp_avg_sq)?;

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use cpc::data::{Format, OnBadImage};
 use cpc::gpu::{AdapterChoice, Gpu, KernelPath, Kernels, LimitsChoice};
+use cpc::ops::tune::Tune;
 use cpc::train::pretrain::PretrainOptions;
 use cpc::train::Config;
 use rand::{Rng, SeedableRng};
@@ -26,7 +27,8 @@ pub fn gpu() -> &'static Gpu {
 
 /// The software adapter opened once more, as [`gpu`] is, but on the kernel path `kernels`
 /// whatever CPC_KERNELS says: the tests that compare the two paths run each on a device of
-/// its own.
+/// its own. The GPU path runs Tiling::DEFAULT, untuned whatever CPC_TUNE says (tests of
+/// the tuner open devices of their own).
 pub fn gpu_on(kernels: Kernels) -> &'static Gpu {
     static CPU: OnceLock<Gpu> = OnceLock::new();
     static GPU: OnceLock<Gpu> = OnceLock::new();
@@ -40,6 +42,7 @@ pub fn gpu_on(kernels: Kernels) -> &'static Gpu {
             software: true,
             limits: LimitsChoice::Webgpu,
             kernels: Some(kernels),
+            tune: Some(Tune::Off),
             ..Default::default()
         })
         .expect("software adapter (apt-get install mesa-vulkan-drivers)");

@@ -20,3 +20,4 @@ mod shaders;
 mod softmax_xent;
 mod sum_channels;
 mod translate;
+mod tune;
