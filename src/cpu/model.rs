@@ -32,16 +32,7 @@ impl Encoder<'_> {
     }
 
     fn conv(&self, name: &str, x: &Act, cout: usize, k: usize, stride: usize, norm: &str) -> Act {
-        let conv = Conv2d {
-            n: self.n,
-            cin: x.c,
-            h: x.side,
-            w: x.side,
-            cout,
-            k,
-            stride,
-            pad: k / 2,
-        };
+        let conv = Conv2d::square(self.n, x.c, x.side, cout, k, stride);
         let side = conv.out_hw().0;
         let mut y = vec![0.0; self.n * cout * side * side];
         cpu::conv2d::forward(

@@ -85,16 +85,7 @@ impl EncoderPlan<'_> {
         norm: Option<&str>,
     ) -> Result<usize> {
         let (_, cin, side) = self.acts[x];
-        let conv = Conv2d {
-            n: self.n,
-            cin,
-            h: side,
-            w: side,
-            cout,
-            k,
-            stride,
-            pad: k / 2,
-        };
+        let conv = Conv2d::square(self.n, cin, side, cout, k, stride);
         let y = self.act(cout, conv.out_hw().0)?;
         self.layers.push(Layer::Conv {
             conv,
@@ -154,16 +145,7 @@ pub fn slice_images(limits: &wgpu::Limits, spec: &ModelSpec, batch: usize) -> us
     let mut side = spec.patch();
     let mut largest = 1;
     for conv in std::iter::once(&spec.stem).chain(spec.stages.iter().map(|s| &s.down)) {
-        let shape = Conv2d {
-            n: 1,
-            cin: 0,
-            h: side,
-            w: side,
-            cout: conv.out,
-            k: conv.kernel,
-            stride: conv.stride,
-            pad: conv.kernel / 2,
-        };
+        let shape = Conv2d::square(1, 0, side, conv.out, conv.kernel, conv.stride);
         side = shape.out_hw().0;
         largest = largest.max(conv.out * side * side);
     }

@@ -157,16 +157,7 @@ impl ModelSpec {
         // Every conv must see a non-empty input.
         let mut side = self.patch();
         for conv in std::iter::once(&self.stem).chain(self.stages.iter().map(|s| &s.down)) {
-            let c = Conv2d {
-                n: 1,
-                cin: 1,
-                h: side,
-                w: side,
-                cout: 1,
-                k: conv.kernel,
-                stride: conv.stride,
-                pad: conv.kernel / 2,
-            };
+            let c = Conv2d::square(1, 1, side, 1, conv.kernel, conv.stride);
             side = c.out_hw().0;
             if side == 0 {
                 return bad(format!(
