@@ -154,48 +154,73 @@ fn bench_matmul(c: &mut Criterion) {
 
 fn bench_conv2d(c: &mut Criterion) {
     let mut g = group(c, "conv2d");
-    // (name, N, Cin, side, Cout, k, stride): the tiny preset's layers at batch 16 (784 patches
-    // of 8 x 8), then every layer shape of the paper preset (784 patches of 64 x 64: the stem,
-    // then per stage its stride-2 conv and its residual convs).
+    // The tiny preset's layers at batch 16 (784 patches of 8 x 8), then every layer shape of
+    // the paper preset (784 patches of 64 x 64: the stem, then per stage its stride-2 conv
+    // and its residual convs), then a 1-D audio encoder's five convs (kernels 1 x 10, 8, 4,
+    // 4, 4 at strides 1 x 5, 4, 2, 2, 2, unpadded) on 8 clips of 20480 samples, 512 channels.
+    let square = Conv2d::square;
     let mut shapes = vec![
-        ("tiny_stem", 784, 3, 8, 32, 3, 1),
-        ("tiny_down", 784, 32, 8, 64, 3, 2),
-        ("tiny_res", 784, 64, 4, 64, 3, 1),
+        ("tiny_stem".to_string(), square(784, 3, 8, 32, 3, 1)),
+        ("tiny_down".to_string(), square(784, 32, 8, 64, 3, 2)),
+        ("tiny_res".to_string(), square(784, 64, 4, 64, 3, 1)),
     ];
     if !quick() {
         shapes.extend([
-            ("paper_stem", 784, 3, 64, 64, 3, 2),
-            ("paper_down_128", 784, 64, 32, 128, 3, 2),
-            ("paper_res_128", 784, 128, 16, 128, 3, 1),
-            ("paper_down_256", 784, 128, 16, 256, 3, 2),
-            ("paper_res_256", 784, 256, 8, 256, 3, 1),
-            ("paper_down_1024", 784, 256, 8, 1024, 3, 2),
-            ("paper_res_1024", 784, 1024, 4, 1024, 3, 1),
+            ("paper_stem".to_string(), square(784, 3, 64, 64, 3, 2)),
+            ("paper_down_128".to_string(), square(784, 64, 32, 128, 3, 2)),
+            ("paper_res_128".to_string(), square(784, 128, 16, 128, 3, 1)),
+            (
+                "paper_down_256".to_string(),
+                square(784, 128, 16, 256, 3, 2),
+            ),
+            ("paper_res_256".to_string(), square(784, 256, 8, 256, 3, 1)),
+            (
+                "paper_down_1024".to_string(),
+                square(784, 256, 8, 1024, 3, 2),
+            ),
+            (
+                "paper_res_1024".to_string(),
+                square(784, 1024, 4, 1024, 3, 1),
+            ),
         ]);
+        let (mut width, mut cin) = (20480, 1);
+        for (i, (k, s)) in [(10, 5), (8, 4), (4, 2), (4, 2), (4, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let conv = Conv2d {
+                n: 8,
+                cin,
+                h: 1,
+                w: width,
+                cout: 512,
+                kh: 1,
+                kw: k,
+                sh: 1,
+                sw: s,
+                ph: 0,
+                pw: 0,
+            };
+            (width, cin) = (conv.out_hw().1, 512);
+            shapes.push((format!("audio_{i}"), conv));
+        }
     }
-    for (name, n, cin, side, cout, k, stride) in shapes {
-        let conv = Conv2d {
-            n,
-            cin,
-            h: side,
-            w: side,
-            cout,
-            k,
-            stride,
-            pad: k / 2,
-        };
+    for (name, conv) in shapes {
         let (x, w, b) = (
             random_tensor(&conv.x_shape()),
             random_tensor(&conv.w_shape()),
-            random_tensor(&[cout]),
+            random_tensor(&[conv.cout]),
         );
         let (y, dx, dw, db) = (
             random_tensor(&conv.y_shape()),
             random_tensor(&conv.x_shape()),
             random_tensor(&conv.w_shape()),
-            random_tensor(&[cout]),
+            random_tensor(&[conv.cout]),
         );
-        let param = format!("{n}x{cin}x{side}x{side}->{cout}");
+        let param = format!(
+            "{}x{}x{}x{}->{},{}x{}/{}x{}",
+            conv.n, conv.cin, conv.h, conv.w, conv.cout, conv.kh, conv.kw, conv.sh, conv.sw
+        );
         let fwd = conv2d::forward(gpu(), &conv, &x, &w, &b, &y).unwrap();
         bench(
             &mut g,

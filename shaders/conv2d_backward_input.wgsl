@@ -1,12 +1,15 @@
 // conv2d_backward_input.wgsl: gradient of conv2d_forward with respect to its input,
 //   dx[n, ci, iy, ix] (+)= sum over co, ky, kx of w[co, ci, ky, kx] * dy[n, co, oy, ox]
-//   over the taps where oy * stride + ky - pad = iy and ox * stride + kx - pad = ix.
-// As a matrix product: M = Cin rows, N = batch * H * W input pixels, K = Cout * k * k.
+//   over the taps where oy * SH + ky - PH = iy and ox * SW + kx - PW = ix (a KH x KW kernel
+//   at stride SH x SW padded by PH x PW, as in conv2d_forward.wgsl).
+// As a matrix product: M = Cin rows, N = batch * H * W input pixels, K = Cout * KH * KW.
 //
-// Stride phases: a pixel with (iy + pad) % stride = ry only receives from the rows ky with
-// ky % stride = ry (and likewise for columns), so the pixels are dealt out by phase
-// (ry, rx): each thread's pixels share one phase and it loops over just ceil(k / stride)^2
-// taps, none of them wasted on a non-divisible offset. Stride 1 has the one phase (0, 0).
+// Stride phases: the pixels of row iy = qy * SH + ry only receive from the kernel rows ky
+// with ky = (ry + PH) mod SH + j * SH (and likewise for columns, with SW and PW), so the
+// pixels are dealt out by phase (ry, rx), ry < SH and rx < SW: each thread's pixels share
+// one phase and it loops over just its about (KH / SH) x (KW / SW) taps, none of them wasted
+// on a non-divisible offset. Stride 1 x 1 has the one phase (0, 0); a stride wider than the
+// kernel leaves some phases no taps, and their pixels get 0.
 //
 // The weights come through a uniform buffer, one 64 KiB window of them per dispatch, as
 // conv2d_weight_windows.wgsl lays them out transposed (rows: input channels; columns:
@@ -17,8 +20,8 @@
 // Bindings: 0 Conv2dBackwardInputParams (uniform), 1 dy [N, Cout, OH, OW] (read),
 // 2 one window of weights (uniform), 3 dx [N, Cin, H, W] (read_write).
 // Dispatch: (x, y) = spread(ceil(N * HQ * WQ / 512)) pixel blocks of one phase, with
-// HQ = ceil(H / stride), WQ = ceil(W / stride); z = stride^2 phases x the window's blocks of
-// 8 input channels (phase fastest). Workgroups of 64 threads; each thread computes 8 input channels x
+// HQ = ceil(H / SH), WQ = ceil(W / SW); z = SH * SW phases x the window's blocks of
+// 8 input channels (phase fastest, rx fastest within it). Workgroups of 64 threads; each thread computes 8 input channels x
 // 8 pixels of one phase in registers, no workgroup memory, its pixels 64 apart. Taps whose
 // output pixel lies outside dy read 0 through a select on an in-bounds address; channels and
 // pixels past the edge are clamped for loads and skipped for stores.
@@ -31,9 +34,12 @@ struct Conv2dBackwardInputParams {
     h: u32,
     w: u32,
     cout: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
     oh: u32,
     ow: u32,
     hq: u32,
@@ -42,13 +48,14 @@ struct Conv2dBackwardInputParams {
     dx_offset: u32,
     accumulate: u32,
     // This dispatch's window: its first input and output channel, how many output channels
-    // it holds, and the output channels of a full window (a row holds window_cos * k^2
+    // it holds, and the output channels of a full window (a row holds window_cos * KH * KW
     // floats).
     ci_base: u32,
     co_base: u32,
     co_count: u32,
     window_cos: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv2dBackwardInputParams;
@@ -76,8 +83,8 @@ fn store(q: u32, ry: u32, rx: u32, ci0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     let n = q / qhw;
     let r = q - n * qhw;
     let qy = r / p.wq;
-    let iy = qy * p.stride + ry;
-    let ix = (r - qy * p.wq) * p.stride + rx;
+    let iy = qy * p.sh + ry;
+    let ix = (r - qy * p.wq) * p.sw + rx;
     if (iy >= p.h || ix >= p.w) {
         return;
     }
@@ -94,21 +101,20 @@ fn store(q: u32, ry: u32, rx: u32, ci0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let s = p.stride;
     let qhw = p.hq * p.wq;
     let pixels = p.n * qhw; // pixels of one phase, counting the ones past the edge
     let block = wid.x + wid.y * nwg.x;
     if (block * WG * TP >= pixels) {
         return;
     }
-    let phase = wid.z % (s * s);
-    let ry = phase / s;
-    let rx = phase - ry * s;
-    let ci0 = p.ci_base + (wid.z / (s * s)) * TC;
+    let phases = p.sh * p.sw;
+    let phase = wid.z % phases;
+    let ry = phase / p.sw;
+    let rx = phase - ry * p.sw;
+    let ci0 = p.ci_base + (wid.z / phases) * TC;
     let p0 = block * WG * TP + li;
     let ohw = p.oh * p.ow;
-    let kk = p.k * p.k;
-    let pad = i32(p.pad);
+    let kk = p.kh * p.kw;
 
     // Per pixel: its place in the image and where its image starts in dy. Pixels past the
     // end, or past the image's edge in this phase, are computed on clamped values and
@@ -122,8 +128,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let r = q - n * qhw;
         let qy = r / p.wq;
         let qx = r - qy * p.wq;
-        iy[j] = i32(qy * s + ry);
-        ix[j] = i32(qx * s + rx);
+        iy[j] = i32(qy * p.sh + ry);
+        ix[j] = i32(qx * p.sw + rx);
         dy_img[j] = p.dy_offset + n * p.cout * ohw;
     }
     // Where each of this thread's input channels starts in the window (clamped).
@@ -139,20 +145,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var a4: vec4<f32>; var a5: vec4<f32>; var a6: vec4<f32>; var a7: vec4<f32>;
     var a8: vec4<f32>; var a9: vec4<f32>; var a10: vec4<f32>; var a11: vec4<f32>;
     var a12: vec4<f32>; var a13: vec4<f32>; var a14: vec4<f32>; var a15: vec4<f32>;
-    // The taps of this phase: ky = (iy + pad) mod stride, then every stride-th row.
-    for (var ky = (ry + p.pad) % s; ky < p.k; ky += s) {
-        for (var kx = (rx + p.pad) % s; kx < p.k; kx += s) {
+    // The taps of this phase: ky = (iy + PH) mod SH, then every SH-th row (kx likewise).
+    for (var ky = (ry + p.ph) % p.sh; ky < p.kh; ky += p.sh) {
+        for (var kx = (rx + p.pw) % p.sw; kx < p.kw; kx += p.sw) {
             // The output pixel this tap reads for each input pixel (the division is exact),
             // or the image's first element (in bounds, read as 0) where it falls outside.
             var at: array<u32, 8>;
             var inside: array<bool, 8>;
             for (var j = 0u; j < TP; j++) {
-                let oy = (iy[j] + pad - i32(ky)) / i32(s);
-                let ox = (ix[j] + pad - i32(kx)) / i32(s);
+                let oy = (iy[j] + i32(p.ph) - i32(ky)) / i32(p.sh);
+                let ox = (ix[j] + i32(p.pw) - i32(kx)) / i32(p.sw);
                 inside[j] = oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow);
                 at[j] = select(dy_img[j], dy_img[j] + u32(oy) * p.ow + u32(ox), inside[j]);
             }
-            let tap = ky * p.k + kx;
+            let tap = ky * p.kw + kx;
             for (var co = 0u; co < p.co_count; co++) {
                 let dyo = (p.co_base + co) * ohw;
                 let wo = co * kk + tap;

@@ -1,14 +1,15 @@
 // conv2d_backward_weight.wgsl: gradient of conv2d_forward with respect to its weights, one
 // partial sum per chunk of the batch:
 //   partial[c, co, ci, ky, kx] = sum over n in chunk c, oy, ox of
-//                                dy[n, co, oy, ox] * x[n, ci, oy * stride + ky - pad, ox * stride + kx - pad]
-// with x = 0 outside the image. Chunk c holds images c * chunk .. min((c + 1) * chunk, N).
+//                                dy[n, co, oy, ox] * x[n, ci, oy * SH + ky - PH, ox * SW + kx - PW]
+// with x = 0 outside the image (a KH x KW kernel at stride SH x SW padded by PH x PW, as in
+// conv2d_forward.wgsl). Chunk c holds images c * chunk .. min((c + 1) * chunk, N).
 // ops::conv2d then adds the chunks into dw with sum_channels.
-// As a matrix product: M = Cout, N = Cin * k * k, reduced over K = batch * OH * OW.
+// As a matrix product: M = Cout, N = Cin * KH * KW, reduced over K = batch * OH * OW.
 //
 // Bindings: 0 Conv2dBackwardWeightParams (uniform), 1 x [N, Cin, H, W] (read),
-// 2 dy [N, Cout, OH, OW] (read), 3 partial [chunks, Cout, Cin, k, k] (read_write).
-// Dispatch: (x, y) = spread(ceil(items / 64)) with items = ceil(Cout / 8) * ceil(Cin / 8) * k * k,
+// 2 dy [N, Cout, OH, OW] (read), 3 partial [chunks, Cout, Cin, KH, KW] (read_write).
+// Dispatch: (x, y) = spread(ceil(items / 64)) with items = ceil(Cout / 8) * ceil(Cin / 8) * KH * KW,
 // z = chunks; workgroups of 64 threads. Each thread (an item) computes 8 output channels x
 // 8 input channels of one tap (ky, kx) in registers, no workgroup memory; neighbouring
 // threads have neighbouring taps. The tap is fixed, so the output rows and columns whose
@@ -24,9 +25,12 @@ struct Conv2dBackwardWeightParams {
     h: u32,
     w: u32,
     cout: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
     oh: u32,
     ow: u32,
     chunk: u32,
@@ -35,6 +39,7 @@ struct Conv2dBackwardWeightParams {
     partial_offset: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv2dBackwardWeightParams;
@@ -46,11 +51,12 @@ const TO: u32 = 8u;  // output channels per thread
 const TI: u32 = 8u;  // input channels per thread
 const WG: u32 = 64u; // threads per workgroup
 
-// The outputs o in 0..out whose input o * stride + t - pad lies in 0..size, as [lo, hi).
-fn inside_range(t: u32, size: u32, out: u32) -> vec2<u32> {
-    let s = i32(p.stride);
-    let first = i32(p.pad) - i32(t); // o * s must reach this for the input to be >= 0
-    let last = i32(size) - 1 + i32(p.pad) - i32(t); // ... and not pass this
+// The outputs o in 0..out whose input o * stride + t - pad lies in 0..size, as [lo, hi)
+// (along one axis: rows with SH and PH, or columns with SW and PW).
+fn inside_range(t: u32, size: u32, out: u32, stride: u32, pad: u32) -> vec2<u32> {
+    let s = i32(stride);
+    let first = i32(pad) - i32(t); // o * s must reach this for the input to be >= 0
+    let last = i32(size) - 1 + i32(pad) - i32(t); // ... and not pass this
     if (last < 0) {
         return vec2<u32>(0u, 0u);
     }
@@ -66,7 +72,7 @@ fn store(out: u32, co: u32, ci0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     if (co >= p.cout) {
         return;
     }
-    let kk = p.k * p.k;
+    let kk = p.kh * p.kw;
     let at = out + (co * p.cin + ci0) * kk;
     let count = min(TI, p.cin - ci0);
     for (var j = 0u; j < count; j++) {
@@ -77,7 +83,7 @@ fn store(out: u32, co: u32, ci0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let kk = p.k * p.k;
+    let kk = p.kh * p.kw;
     let ci_blocks = (p.cin + TI - 1u) / TI;
     let items = ((p.cout + TO - 1u) / TO) * ci_blocks * kk;
     let item = (wid.x + wid.y * nwg.x) * WG + li;
@@ -88,8 +94,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rest = item / kk;
     let ci0 = (rest % ci_blocks) * TI;
     let co0 = (rest / ci_blocks) * TO;
-    let ky = tap / p.k;
-    let kx = tap - ky * p.k;
+    let ky = tap / p.kw;
+    let kx = tap - ky * p.kw;
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
 
@@ -102,8 +108,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < TO; i++) {
         dy_at[i] = min(co0 + i, p.cout - 1u) * ohw;
     }
-    let rows = inside_range(ky, p.h, p.oh);
-    let cols = inside_range(kx, p.w, p.ow);
+    let rows = inside_range(ky, p.h, p.oh, p.sh, p.ph);
+    let cols = inside_range(kx, p.w, p.ow, p.sw, p.pw);
 
     // Accumulators, output channel i: a<2i> holds input channels 0..4, a<2i+1> 4..8.
     // Named variables, not an array: lavapipe keeps a private array that a loop indexes in
@@ -117,10 +123,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let x_img = p.x_offset + n * p.cin * hw;
         let dy_img = p.dy_offset + n * p.cout * ohw;
         for (var oy = rows.x; oy < rows.y; oy++) {
-            let x_row = x_img + (oy * p.stride + ky - p.pad) * p.w + kx - p.pad;
+            let x_row = x_img + (oy * p.sh + ky - p.ph) * p.w + kx - p.pw;
             let dy_row = dy_img + oy * p.ow;
             for (var ox = cols.x; ox < cols.y; ox++) {
-                let xo = x_row + ox * p.stride;
+                let xo = x_row + ox * p.sw;
                 let x0 = vec4<f32>(x[xo + x_at[0]], x[xo + x_at[1]], x[xo + x_at[2]], x[xo + x_at[3]]);
                 let x1 = vec4<f32>(x[xo + x_at[4]], x[xo + x_at[5]], x[xo + x_at[6]], x[xo + x_at[7]]);
                 let dyo = dy_row + ox;

@@ -1,8 +1,10 @@
 // conv2d_forward.wgsl: 2D convolution of a batch of images, as an implicit matrix product
 // (no im2col is ever materialised):
 //   y[n, co, oy, ox] = b[co] + sum over ci, ky, kx of w[co, ci, ky, kx] * x[n, ci, iy, ix]
-//   with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, x = 0 outside the image.
-// As a matrix product: M = Cout rows, N = batch * OH * OW output pixels, K = Cin * k * k.
+//   with iy = oy * SH + ky - PH, ix = ox * SW + kx - PW, x = 0 outside the image, for a
+//   KH x KW kernel at stride SH x SW padded by PH rows and PW columns (any of them may
+//   differ: a 1-D convolution is KH = 1 over images of one row).
+// As a matrix product: M = Cout rows, N = batch * OH * OW output pixels, K = Cin * KH * KW.
 //
 // The weights come through a uniform buffer, one 64 KiB window of them per dispatch, as
 // conv2d_weight_windows.wgsl lays them out (rows: output channels; columns: input
@@ -31,9 +33,12 @@ struct Conv2dForwardParams {
     h: u32,
     w: u32,
     cout: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
     oh: u32,
     ow: u32,
     x_offset: u32,
@@ -41,7 +46,7 @@ struct Conv2dForwardParams {
     y_offset: u32,
     // This dispatch's window: its first output and input channel, how many input channels
     // it holds, whether to add to y, and the input channels of a full window (a row holds
-    // window_cis * k^2 floats).
+    // window_cis * KH * KW floats).
     co_base: u32,
     ci_base: u32,
     ci_count: u32,
@@ -49,6 +54,7 @@ struct Conv2dForwardParams {
     window_cis: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv2dForwardParams;
@@ -75,7 +81,7 @@ fn window(q: vec4<u32>) -> Window {
     let r = q - n * ohw;
     let oy = r / p.ow;
     let ox = r - oy * p.ow;
-    return Window(vec4<i32>(oy * p.stride) - i32(p.pad), vec4<i32>(ox * p.stride) - i32(p.pad),
+    return Window(vec4<i32>(oy * p.sh) - i32(p.ph), vec4<i32>(ox * p.sw) - i32(p.pw),
                   p.x_offset + n * p.cin * p.h * p.w);
 }
 
@@ -120,7 +126,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let p0 = block * WG * TP + li;
     let co0 = p.co_base + wid.z * TC;
     let hw = p.h * p.w;
-    let kk = p.k * p.k;
+    let kk = p.kh * p.kw;
 
     // Pixels 0..4 (lo) and 4..8 (hi) of this thread, clamped to the last one, as vectors:
     // where each one's window starts in the image (negative in the padding) and where its
@@ -141,8 +147,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var a4: vec4<f32>; var a5: vec4<f32>; var a6: vec4<f32>; var a7: vec4<f32>;
     var a8: vec4<f32>; var a9: vec4<f32>; var a10: vec4<f32>; var a11: vec4<f32>;
     var a12: vec4<f32>; var a13: vec4<f32>; var a14: vec4<f32>; var a15: vec4<f32>;
-    for (var ky = 0u; ky < p.k; ky++) {
-        for (var kx = 0u; kx < p.k; kx++) {
+    for (var ky = 0u; ky < p.kh; ky++) {
+        for (var kx = 0u; kx < p.kw; kx++) {
             // This tap's input element for each pixel in channel 0, or the image's first
             // element (in bounds, read as 0) where the tap falls in the padding: the offset
             // in the image times 0 or 1 (u32 arithmetic wraps, so 0 times a negative offset
@@ -151,7 +157,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let in_hi = inside(hi, ky, kx);
             let at_lo = lo.img + vec4<u32>(in_lo) * (vec4<u32>(lo.iy + i32(ky)) * p.w + vec4<u32>(lo.ix + i32(kx)));
             let at_hi = hi.img + vec4<u32>(in_hi) * (vec4<u32>(hi.iy + i32(ky)) * p.w + vec4<u32>(hi.ix + i32(kx)));
-            let tap = ky * p.k + kx;
+            let tap = ky * p.kw + kx;
             for (var ci = 0u; ci < p.ci_count; ci++) {
                 let xo = (p.ci_base + ci) * hw;
                 let wo = ci * kk + tap;

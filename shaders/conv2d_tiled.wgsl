@@ -4,30 +4,32 @@
 // CPU adapter's kernels; these compute the same).
 //
 // forward: y[n, co, oy, ox] = b[co] + sum over ci, ky, kx of w[co, ci, ky, kx] * x[n, ci, iy, ix]
-//   with iy = oy * stride + ky - pad, ix = ox * stride + kx - pad, x = 0 outside the image.
-//   As C = A B: M = N * OH * OW output pixels, N = Cout, K = Cin * k * k; A is the im2col
+//   with iy = oy * SH + ky - PH, ix = ox * SW + kx - PW, x = 0 outside the image, for a
+//   KH x KW kernel at stride SH x SW padded by PH x PW (as in conv2d_forward.wgsl).
+//   As C = A B: M = N * OH * OW output pixels, N = Cout, K = Cin * KH * KW; A is the im2col
 //   matrix of x, gathered on the fly (never stored), B the weights [Cout, K] read transposed.
 // backward_input: dx[n, ci, iy, ix] (+)= sum over co, ky, kx of w[co, ci, ky, kx] * dy[n, co, oy, ox]
-//   over the taps where oy * stride + ky - pad = iy and ox * stride + kx - pad = ix.
-//   Dealt out by stride phase (ry, rx) = (iy % stride, ix % stride), one per workgroup z, as
-//   conv2d_backward_input.wgsl explains: a phase's pixels receive only from the taps with
-//   ky = (ry + pad) mod stride + j * stride (and likewise kx), so no product is wasted on a
-//   tap that skips them. Per phase: M = N * HQ * WQ pixels (HQ = ceil(H / stride), counting
-//   the ones past the image's edge, which are never stored), N = Cin, K = Cout x the phase's
-//   taps (0 where k < stride leaves a phase none: its pixels get 0).
+//   over the taps where oy * SH + ky - PH = iy and ox * SW + kx - PW = ix.
+//   Dealt out by stride phase (ry, rx) = (iy % SH, ix % SW), one per workgroup z (rx
+//   fastest), as conv2d_backward_input.wgsl explains: a phase's pixels receive only from the
+//   taps with ky = (ry + PH) mod SH + j * SH (and kx likewise with SW and PW), so no product
+//   is wasted on a tap that skips them. Per phase: M = N * HQ * WQ pixels (HQ = ceil(H / SH),
+//   WQ = ceil(W / SW), counting the ones past the image's edge, which are never stored),
+//   N = Cin, K = Cout x the phase's taps (0 where a stride wider than the kernel leaves a
+//   phase none: its pixels get 0).
 // backward_weight: partial[z, co, ci, ky, kx] = sum over the chunk z of the batch's images
 //   n and output pixels of dy[n, co, oy, ox] * x[n, ci, iy, ix] (iy, ix as in the forward).
 //   Split along K so that every workgroup is busy when Cout x Cin k k alone gives few tiles;
 //   the launcher adds the chunks into dw with sum_channels.wgsl, as for the CPU path. Per
-//   chunk: M = Cin * k * k (the forward's K, so that neighbouring threads store neighbouring
+//   chunk: M = Cin * KH * KW (the forward's K, so that neighbouring threads store neighbouring
 //   weights), N = Cout, K = the chunk's images x OH x OW; A is the forward's im2col matrix
 //   transposed, B is dy.
 //
 // Bindings: 0 Conv2dTiledParams (uniform), 1 the input, x or dy (read), 2 the weights
-// [Cout, Cin, k, k] as stored, or dy for backward_weight (read; `weight` and `dy` view one
+// [Cout, Cin, KH, KW] as stored, or dy for backward_weight (read; `weight` and `dy` view one
 // binding: no entry point uses both), 3 bias [Cout] (read; forward only), 4 the output, y,
 // dx or partial (read_write). Dispatch: (ceil(M / BM), ceil(N / BN), z) workgroups of
-// (BM / TM) x (BN / TN) threads, z being 1, the stride^2 phases or the chunks. Each workgroup computes a BM x BN tile of the output,
+// (BM / TM) x (BN / TN) threads, z being 1, the SH * SW phases or the chunks. Each workgroup computes a BM x BN tile of the output,
 // pixels by channels: for each slice of BK values of k it gathers the BM x BK tile of A
 // (neighbouring threads neighbouring pixels) and the BK x BN tile of B (neighbouring
 // threads neighbouring k, contiguous in the weights) into workgroup memory, then every
@@ -46,9 +48,12 @@ struct Conv2dTiledParams {
     h: u32,
     w: u32,
     cout: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
     oh: u32,
     ow: u32,
     in_offset: u32,
@@ -58,6 +63,7 @@ struct Conv2dTiledParams {
     accumulate: u32,
     // backward_weight: images per chunk of the batch (the last chunk may hold fewer).
     chunk: u32,
+    _pad0: u32,
 }
 
 override BM: u32 = 64u;
@@ -100,16 +106,17 @@ struct Tile {
     k: u32,
     m0: u32,
     n0: u32,
-    // backward_input: the stride phase, its first tap (ky0, kx0), its taps per row and
-    // column (tky, tkx) and the step between them (stride); for the forward (0, 0), (0, 0),
-    // (k, k) and 1.
+    // backward_input: the stride phase, its first tap (ky0, kx0), its taps per column and
+    // row of the kernel (tky, tkx) and the steps between them (SH, SW); for the forward
+    // (0, 0), (0, 0), (KH, KW) and (1, 1).
     ry: u32,
     rx: u32,
     ky0: u32,
     kx0: u32,
     tky: u32,
     tkx: u32,
-    step: u32,
+    step_y: u32,
+    step_x: u32,
     // Index of this thread in the workgroup, and its place in the thread grid.
     flat: u32,
     tx: u32,
@@ -133,35 +140,42 @@ fn forward_tile(wid: vec3<u32>, lid: vec3<u32>) -> Tile {
     var t = tile_of(wid, lid);
     t.m = p.n * p.oh * p.ow;
     t.n = p.cout;
-    t.k = p.cin * p.k * p.k;
-    t.tky = p.k;
-    t.tkx = p.k;
-    t.step = 1u;
+    t.k = p.cin * p.kh * p.kw;
+    t.tky = p.kh;
+    t.tkx = p.kw;
+    t.step_y = 1u;
+    t.step_x = 1u;
     return t;
 }
 
-// Taps of one phase along one axis: ky0, ky0 + stride, ... below k.
-fn phase_taps(k0: u32) -> u32 {
-    return select(0u, (p.k - k0 + p.stride - 1u) / p.stride, k0 < p.k);
+// Taps of one phase along one axis of a kernel k wide at stride s: k0, k0 + s, ... below k.
+fn phase_taps(k0: u32, k: u32, s: u32) -> u32 {
+    return select(0u, (k - k0 + s - 1u) / s, k0 < k);
+}
+
+// backward_input's first taps (ky0, kx0) for phase z = ry * SW + rx.
+fn phase_first(z: u32) -> vec2<u32> {
+    return vec2<u32>((z / p.sw + p.ph) % p.sh, (z % p.sw + p.pw) % p.sw);
 }
 
 // backward_input's K for phase z: Cout x its taps.
 fn phase_k(z: u32) -> u32 {
-    let s = p.stride;
-    return p.cout * phase_taps((z / s + p.pad) % s) * phase_taps((z % s + p.pad) % s);
+    let k0 = phase_first(z);
+    return p.cout * phase_taps(k0.x, p.kh, p.sh) * phase_taps(k0.y, p.kw, p.sw);
 }
 
 fn backward_input_tile(wid: vec3<u32>, lid: vec3<u32>) -> Tile {
     var t = tile_of(wid, lid);
-    let s = p.stride;
-    t.ry = wid.z / s;
-    t.rx = wid.z % s;
-    t.ky0 = (t.ry + p.pad) % s;
-    t.kx0 = (t.rx + p.pad) % s;
-    t.tky = phase_taps(t.ky0);
-    t.tkx = phase_taps(t.kx0);
-    t.step = s;
-    t.m = p.n * ((p.h + s - 1u) / s) * ((p.w + s - 1u) / s);
+    t.ry = wid.z / p.sw;
+    t.rx = wid.z % p.sw;
+    let k0 = phase_first(wid.z);
+    t.ky0 = k0.x;
+    t.kx0 = k0.y;
+    t.tky = phase_taps(t.ky0, p.kh, p.sh);
+    t.tkx = phase_taps(t.kx0, p.kw, p.sw);
+    t.step_y = p.sh;
+    t.step_x = p.sw;
+    t.m = p.n * ((p.h + p.sh - 1u) / p.sh) * ((p.w + p.sw - 1u) / p.sw);
     t.n = p.cin;
     t.k = phase_k(wid.z);
     return t;
@@ -174,7 +188,7 @@ fn chunk_k(z: u32) -> u32 {
 
 fn backward_weight_tile(wid: vec3<u32>, lid: vec3<u32>) -> Tile {
     var t = forward_tile(wid, lid);
-    t.m = p.cin * p.k * p.k;
+    t.m = p.cin * p.kh * p.kw;
     t.n = p.cout;
     t.k = chunk_k(wid.z);
     return t;
@@ -186,8 +200,8 @@ fn pixel(t: Tile, r: u32, fwd: bool) -> vec3<u32> {
     var rows = p.oh;
     var cols = p.ow;
     if (!fwd) {
-        rows = (p.h + p.stride - 1u) / p.stride;
-        cols = (p.w + p.stride - 1u) / p.stride;
+        rows = (p.h + p.sh - 1u) / p.sh;
+        cols = (p.w + p.sw - 1u) / p.sw;
     }
     let img = r / (rows * cols);
     let q = r - img * rows * cols;
@@ -196,7 +210,7 @@ fn pixel(t: Tile, r: u32, fwd: bool) -> vec3<u32> {
     if (fwd) {
         return vec3<u32>(img, y, x);
     }
-    return vec3<u32>(img, y * p.stride + t.ry, x * p.stride + t.rx);
+    return vec3<u32>(img, y * p.sh + t.ry, x * p.sw + t.rx);
 }
 
 // Tap kk of the product's K: (channel summed over, ky, kx). Only called for kk < K, so
@@ -207,40 +221,40 @@ fn tap(t: Tile, kk: u32) -> vec3<u32> {
     let j = kk - c * taps;
     let jy = j / t.tkx;
     let jx = j - jy * t.tkx;
-    return vec3<u32>(c, t.ky0 + jy * t.step, t.kx0 + jx * t.step);
+    return vec3<u32>(c, t.ky0 + jy * t.step_y, t.kx0 + jx * t.step_x);
 }
 
 // A[r, kk]: forward, x at the tap's input pixel (0 in the padding); backward_input, dy at
 // the output pixel the tap reaches from this input pixel (0 outside dy). The divisions by
-// stride are exact: the phase's taps are those with iy + pad - ky a multiple of stride.
+// the strides are exact: the phase's taps are those with iy + PH - ky a multiple of SH and
+// ix + PW - kx a multiple of SW.
 fn a_at(t: Tile, r: u32, kk: u32, fwd: bool) -> f32 {
     let px = pixel(t, r, fwd);
     let tp = tap(t, kk);
-    let pad = i32(p.pad);
     if (fwd) {
-        let iy = i32(px.y * p.stride + tp.y) - pad;
-        let ix = i32(px.z * p.stride + tp.z) - pad;
+        let iy = i32(px.y * p.sh + tp.y) - i32(p.ph);
+        let ix = i32(px.z * p.sw + tp.z) - i32(p.pw);
         if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
             return 0.0;
         }
         return src[p.in_offset + ((px.x * p.cin + tp.x) * p.h + u32(iy)) * p.w + u32(ix)];
     }
-    let oy = (i32(px.y) + pad - i32(tp.y)) / i32(p.stride);
-    let ox = (i32(px.z) + pad - i32(tp.z)) / i32(p.stride);
+    let oy = (i32(px.y + p.ph) - i32(tp.y)) / i32(p.sh);
+    let ox = (i32(px.z + p.pw) - i32(tp.z)) / i32(p.sw);
     if (oy < 0 || ox < 0 || oy >= i32(p.oh) || ox >= i32(p.ow)) {
         return 0.0;
     }
     return src[p.in_offset + ((px.x * p.cout + tp.x) * p.oh + u32(oy)) * p.ow + u32(ox)];
 }
 
-// B[kk, col]: w[col, kk] for the forward (K = Cin k k is w's row); w[co, col, ky, kx] with
+// B[kk, col]: w[col, kk] for the forward (K = Cin KH KW is w's row); w[co, col, ky, kx] with
 // (co, ky, kx) = tap kk for backward_input.
 fn b_at(t: Tile, kk: u32, col: u32, fwd: bool) -> f32 {
     if (fwd) {
         return weight[p.w_offset + col * t.k + kk];
     }
     let tp = tap(t, kk);
-    return weight[p.w_offset + ((tp.x * p.cin + col) * p.k + tp.y) * p.k + tp.z];
+    return weight[p.w_offset + ((tp.x * p.cin + col) * p.kh + tp.y) * p.kw + tp.z];
 }
 
 // Stage the slice of k from k0: A's tile with consecutive threads on consecutive pixels,
@@ -345,7 +359,7 @@ fn col_of(t: Tile, g: u32) -> u32 {
 @compute @workgroup_size(WX, WY, 1)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = forward_tile(wid, lid);
-    product(t, p.cin * p.k * p.k, true);
+    product(t, p.cin * p.kh * p.kw, true);
     let ohw = p.oh * p.ow;
     for (var i = 0u; i < TM; i++) {
         let r = row_of(t, i);

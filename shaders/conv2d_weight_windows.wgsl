@@ -1,4 +1,4 @@
-// conv2d_weight_windows.wgsl: copies conv weights [Cout, Cin, k, k] into windows of
+// conv2d_weight_windows.wgsl: copies conv weights [Cout, Cin, KH, KW] into windows of
 // `window` floats, each bound whole by conv2d_forward (rows: output channels, columns: input
 // channels) or conv2d_backward_input (transposed: rows are input channels, columns output
 // channels). On a CPU adapter the windows are 16384 floats (64 KiB), bound as uniform
@@ -7,10 +7,10 @@
 // holding every row and column, bound as storage (ops::conv2d::WeightBinding).
 //
 // Window win = row_block * col_ranges + col_range holds rows row_block * rows .. + rows and
-// columns col_range * cols .. + cols, as [row][column][ky][kx], rows cols * k^2 floats
-// apart; entries past the last row or column (and past rows * cols * k^2) are zero.
+// columns col_range * cols .. + cols, as [row][column][ky][kx], rows cols * KH * KW (kk) floats
+// apart; entries past the last row or column (and past rows * cols * kk) are zero.
 //
-// Bindings: 0 WeightWindowsParams (uniform), 1 weight [Cout, Cin, k, k] (read),
+// Bindings: 0 WeightWindowsParams (uniform), 1 weight [Cout, Cin, KH, KW] (read),
 // 2 windows [windows, window] (read_write).
 // Dispatch: one thread per window float, workgroups of 256, spread over x and y.
 // Writes: overwrites windows.

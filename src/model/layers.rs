@@ -35,16 +35,33 @@ impl Shape {
     }
 }
 
-/// A convolution's hyper-parameters: output channels, square kernel, stride, zero padding.
+/// A convolution's hyper-parameters: output channels, kernel kh x kw, stride sh x sw, zero
+/// padding ph x pw (rows, columns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvGeometry {
     pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
 }
 
 impl ConvGeometry {
+    /// The image encoder's convs: k x k at `stride`, padded by k / 2 on every side.
+    pub fn square(cout: usize, k: usize, stride: usize) -> ConvGeometry {
+        ConvGeometry {
+            cout,
+            kh: k,
+            kw: k,
+            sh: stride,
+            sw: stride,
+            ph: k / 2,
+            pw: k / 2,
+        }
+    }
+
     /// The geometry for `n` items of shape `x`.
     pub fn conv2d(&self, n: usize, x: Shape) -> Conv2d {
         Conv2d {
@@ -53,9 +70,12 @@ impl ConvGeometry {
             h: x.h,
             w: x.w,
             cout: self.cout,
-            k: self.k,
-            stride: self.stride,
-            pad: self.pad,
+            kh: self.kh,
+            kw: self.kw,
+            sh: self.sh,
+            sw: self.sw,
+            ph: self.ph,
+            pw: self.pw,
         }
     }
 }
@@ -63,7 +83,7 @@ impl ConvGeometry {
 /// What a layer computes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// A convolution with bias: parameters `{param}.weight` [Cout, Cin, k, k] and
+    /// A convolution with bias: parameters `{param}.weight` [Cout, Cin, kh, kw] and
     /// `{param}.bias` [Cout], as torch.nn.Conv2d.
     Conv {
         param: String,
@@ -158,9 +178,9 @@ impl LayerList {
                 Op::Conv { param, geom } => {
                     // torch.nn.Conv2d: kaiming_uniform(a=sqrt(5)) gives U(+-1/sqrt(fan_in)),
                     // its bias alike.
-                    let fan_in = x.c.saturating_mul(geom.k).saturating_mul(geom.k);
+                    let fan_in = x.c.saturating_mul(geom.kh).saturating_mul(geom.kw);
                     let bound = Init::Uniform(1.0 / (fan_in as f32).sqrt());
-                    let shape = vec![geom.cout, x.c, geom.k, geom.k];
+                    let shape = vec![geom.cout, x.c, geom.kh, geom.kw];
                     out.push((format!("{param}.weight"), shape, bound));
                     out.push((format!("{param}.bias"), vec![geom.cout], bound));
                 }

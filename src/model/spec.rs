@@ -87,12 +87,7 @@ impl ModelSpec {
         let mut list = LayerList::new(Shape { c: 3, h: p, w: p });
         let norm = self.layer_norm;
         let conv_norm = |list: &mut LayerList, name: &str, norm_name: &str, x, conv: ConvSpec| {
-            let geom = ConvGeometry {
-                cout: conv.out,
-                k: conv.kernel,
-                stride: conv.stride,
-                pad: conv.kernel / 2,
-            };
+            let geom = ConvGeometry::square(conv.out, conv.kernel, conv.stride);
             let y = list.conv(name, x, geom);
             if norm {
                 list.norm(norm_name, y)

@@ -4,8 +4,11 @@
 //! for real GPUs (shaders/conv2d_tiled.wgsl); the device's kernel path picks one
 //! ([`ConvKernel::for_device`]) and the `_with` launchers take either.
 //!
-//! Layouts as in PyTorch: x [N, Cin, H, W], weight [Cout, Cin, k, k], bias [Cout],
-//! y [N, Cout, OH, OW] with OH = (H + 2 pad - k) / stride + 1, zero padding.
+//! Layouts as in PyTorch: x [N, Cin, H, W], weight [Cout, Cin, KH, KW], bias [Cout],
+//! y [N, Cout, OH, OW] with OH = (H + 2 PH - KH) / SH + 1 and OW = (W + 2 PW - KW) / SW + 1,
+//! zero padding. Kernels, strides and padding may differ along the two axes (a 1-D
+//! convolution is KH = 1 over images of height 1), within [`MAX_TAPS`], [`MAX_STRIDE`] and
+//! padding no wider than the kernel.
 //! The forward overwrites y; backward_input overwrites dx (or adds, by flag); backward_weight
 //! adds to dw and db (parameter gradients). The weight gradient is summed per chunk of the
 //! batch into a partial buffer the plan owns, then the chunks are added with sum_channels.
@@ -16,6 +19,16 @@ use crate::ops::matmul::Tiling;
 use crate::ops::sum_channels;
 use crate::ops::tune::ConvPass;
 
+/// One of this file's parameter structs: the convolution's geometry (n, cin, h, w, cout, kh,
+/// kw, sh, sw, ph, pw, oh, ow: the members every one begins with, as [`Conv2d::geometry`]
+/// lists them), then the members given, the padding members zero.
+macro_rules! params {
+    ($ty:ident, $c:expr, { $($f:ident : $v:expr),* $(,)? }) => {{
+        let [n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow] = $c.geometry();
+        $ty { n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, $($f: $v,)* ..Default::default() }
+    }};
+}
+
 crate::uniform_struct! {
     /// WGSL twin: Conv2dForwardParams in shaders/conv2d_forward.wgsl.
     pub struct Conv2dForwardParams {
@@ -24,9 +37,12 @@ crate::uniform_struct! {
         pub h: u32,
         pub w: u32,
         pub cout: u32,
-        pub k: u32,
-        pub stride: u32,
-        pub pad: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub sh: u32,
+        pub sw: u32,
+        pub ph: u32,
+        pub pw: u32,
         pub oh: u32,
         pub ow: u32,
         pub x_offset: u32,
@@ -39,6 +55,7 @@ crate::uniform_struct! {
         pub window_cis: u32,
         pub _pad0: u32,
         pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -68,12 +85,15 @@ crate::uniform_struct! {
         pub h: u32,
         pub w: u32,
         pub cout: u32,
-        pub k: u32,
-        pub stride: u32,
-        pub pad: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub sh: u32,
+        pub sw: u32,
+        pub ph: u32,
+        pub pw: u32,
         pub oh: u32,
         pub ow: u32,
-        /// ceil(H / stride), ceil(W / stride): a stride phase's rows and columns.
+        /// ceil(H / SH), ceil(W / SW): a stride phase's rows and columns.
         pub hq: u32,
         pub wq: u32,
         pub dy_offset: u32,
@@ -84,6 +104,7 @@ crate::uniform_struct! {
         pub co_count: u32,
         pub window_cos: u32,
         pub _pad0: u32,
+        pub _pad1: u32,
     }
 }
 
@@ -95,9 +116,12 @@ crate::uniform_struct! {
         pub h: u32,
         pub w: u32,
         pub cout: u32,
-        pub k: u32,
-        pub stride: u32,
-        pub pad: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub sh: u32,
+        pub sw: u32,
+        pub ph: u32,
+        pub pw: u32,
         pub oh: u32,
         pub ow: u32,
         /// Images per chunk of the batch (the last chunk may hold fewer).
@@ -107,6 +131,7 @@ crate::uniform_struct! {
         pub partial_offset: u32,
         pub _pad0: u32,
         pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -118,9 +143,12 @@ crate::uniform_struct! {
         pub h: u32,
         pub w: u32,
         pub cout: u32,
-        pub k: u32,
-        pub stride: u32,
-        pub pad: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub sh: u32,
+        pub sw: u32,
+        pub ph: u32,
+        pub pw: u32,
         pub oh: u32,
         pub ow: u32,
         /// Offsets of the input (x or dy), weights (dy for the weight gradient), bias and
@@ -132,12 +160,9 @@ crate::uniform_struct! {
         pub accumulate: u32,
         /// The weight gradient's images per chunk of the batch.
         pub chunk: u32,
+        pub _pad0: u32,
     }
 }
-
-/// Kernel sizes and strides the shaders are tested for.
-pub const KERNEL_SIZES: [usize; 4] = [1, 3, 5, 7];
-pub const STRIDES: [usize; 3] = [1, 2, 4];
 
 /// Channels and pixels one thread computes in each direction, and threads per workgroup
 /// (TC/TP/TO/TI and WG in the shaders).
@@ -146,6 +171,17 @@ const WG: usize = 64;
 
 /// Floats in one window of the forward's weights: a 64 KiB uniform binding.
 pub const WEIGHT_WINDOW: usize = 16384;
+
+/// Most taps a kernel may have, KH x KW: a uniform weight window (the CPU path's) must hold
+/// one input channel's taps for a block of 8 output channels. Any KH and KW whose product
+/// is within it run: nothing in the kernels is unrolled over taps.
+pub const MAX_TAPS: usize = WEIGHT_WINDOW / BLOCK;
+
+/// Largest stride along either axis. The input gradient runs each of the SH x SW stride
+/// phases as its own slice of workgroups along z (on the CPU path times the window's blocks
+/// of 8 channels): at 16 x 16 = 256 phases, 255 blocks (2040 channels) still fit z's 65535
+/// workgroups.
+pub const MAX_STRIDE: usize = 16;
 
 /// How the conv forward and input gradient bind their weights (conv2d_weight_windows.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,7 +256,7 @@ pub struct WeightWindows {
 
 impl WeightWindows {
     /// Storage: one window of everything. Uniform: as many blocks of 8 rows with all their
-    /// columns as fit 64 KiB, or, where 8 rows do not fit (columns x k^2 > 2048), 8 rows
+    /// columns as fit 64 KiB, or, where 8 rows do not fit (columns x taps > 2048), 8 rows
     /// over an even split of the columns.
     fn new(binding: WeightBinding, rows: usize, cols: usize, kk: usize) -> WeightWindows {
         let all_rows = rows.next_multiple_of(BLOCK);
@@ -265,7 +301,8 @@ impl WeightWindows {
     }
 }
 
-/// The shape of one convolution.
+/// The shape of one convolution: a KH x KW kernel at stride SH x SW over images padded by
+/// PH rows above and below and PW columns left and right.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
     pub n: usize,
@@ -273,27 +310,75 @@ pub struct Conv2d {
     pub h: usize,
     pub w: usize,
     pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
 }
 
 impl Conv2d {
-    /// Output height and width, (H + 2 pad - k) / stride + 1 (0 if the kernel does not fit).
+    /// The image presets' convs: k x k at stride `stride` over side x side images, padded
+    /// by k / 2 on every side.
+    pub fn square(
+        n: usize,
+        cin: usize,
+        side: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> Conv2d {
+        Conv2d {
+            n,
+            cin,
+            h: side,
+            w: side,
+            cout,
+            kh: k,
+            kw: k,
+            sh: stride,
+            sw: stride,
+            ph: k / 2,
+            pw: k / 2,
+        }
+    }
+
+    /// Output height and width, (H + 2 PH - KH) / SH + 1 and (W + 2 PW - KW) / SW + 1 (0 where
+    /// the kernel does not fit).
     pub fn out_hw(&self) -> (usize, usize) {
-        let out = |size: usize| {
-            (size + 2 * self.pad)
-                .checked_sub(self.k)
-                .map_or(0, |d| d / self.stride.max(1) + 1)
+        let out = |size: usize, k: usize, s: usize, pad: usize| {
+            (size + 2 * pad)
+                .checked_sub(k)
+                .map_or(0, |d| d / s.max(1) + 1)
         };
-        (out(self.h), out(self.w))
+        (
+            out(self.h, self.kh, self.sh, self.ph),
+            out(self.w, self.kw, self.sw, self.pw),
+        )
+    }
+
+    /// Taps of the kernel, KH x KW.
+    pub fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+
+    /// The geometry every kernel's parameters begin with: n, cin, h, w, cout, kh, kw, sh,
+    /// sw, ph, pw, oh, ow (see [`params!`]).
+    fn geometry(&self) -> [u32; 13] {
+        let (oh, ow) = self.out_hw();
+        [
+            self.n, self.cin, self.h, self.w, self.cout, self.kh, self.kw, self.sh, self.sw,
+            self.ph, self.pw, oh, ow,
+        ]
+        .map(|v| v as u32)
     }
 
     pub fn x_shape(&self) -> [usize; 4] {
         [self.n, self.cin, self.h, self.w]
     }
     pub fn w_shape(&self) -> [usize; 4] {
-        [self.cout, self.cin, self.k, self.k]
+        [self.cout, self.cin, self.kh, self.kw]
     }
     pub fn y_shape(&self) -> [usize; 4] {
         let (oh, ow) = self.out_hw();
@@ -318,17 +403,27 @@ impl Conv2d {
     /// Multiply-adds of the forward times two (bias not counted).
     pub fn flops(&self) -> u64 {
         let (oh, ow) = self.out_hw();
-        2 * (self.n * self.cout * oh * ow * self.cin * self.k * self.k) as u64
+        2 * (self.n * self.cout * oh * ow * self.cin * self.taps()) as u64
+    }
+
+    /// Stride phases of the input gradient, SH x SW, and the rows and columns of one:
+    /// ceil(H / SH) x ceil(W / SW) pixels (counting those past the image's edge).
+    pub fn phases(&self) -> (usize, usize, usize) {
+        (
+            self.sh * self.sw,
+            self.h.div_ceil(self.sh),
+            self.w.div_ceil(self.sw),
+        )
     }
 
     /// The forward's weight windows: rows are output channels, columns input channels.
     pub fn weight_windows(&self, binding: WeightBinding) -> WeightWindows {
-        WeightWindows::new(binding, self.cout, self.cin, self.k * self.k)
+        WeightWindows::new(binding, self.cout, self.cin, self.taps())
     }
 
     /// The input gradient's weight windows: rows are input channels, columns output ones.
     pub fn input_grad_windows(&self, binding: WeightBinding) -> WeightWindows {
-        WeightWindows::new(binding, self.cin, self.cout, self.k * self.k)
+        WeightWindows::new(binding, self.cin, self.cout, self.taps())
     }
 
     /// Images per chunk and number of chunks for the weight gradient's split reduction on
@@ -344,18 +439,36 @@ impl Conv2d {
     /// scratch buffer is sized for whatever the batch: at most about 4 MiB, and a memory
     /// plan sees no step in it as N grows.
     fn weight_grad_max_chunks(&self, gpu: &Gpu) -> usize {
-        let items = self.cout.div_ceil(BLOCK) * self.cin.div_ceil(BLOCK) * self.k * self.k;
+        let items = self.cout.div_ceil(BLOCK) * self.cin.div_ceil(BLOCK) * self.taps();
         gpu.threads_in_flight().div_ceil(items).max(1)
     }
 
-    /// The geometry alone: supported kernel size and stride, nothing empty.
+    /// The geometry alone: a kernel of 1 to [`MAX_TAPS`] taps, strides of 1 to
+    /// [`MAX_STRIDE`], padding no wider than the kernel along its axis (wider only adds
+    /// outputs that see nothing but padding), nothing empty.
     fn check_geometry(&self, kernel: &'static str) -> Result<()> {
-        if !KERNEL_SIZES.contains(&self.k) || !STRIDES.contains(&self.stride) {
+        let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw);
+        let taps = kh.saturating_mul(kw);
+        if taps == 0 || taps > MAX_TAPS {
             return shape_err(
                 kernel,
                 format!(
-                    "kernel size {} / stride {} not supported (k in {KERNEL_SIZES:?}, stride in {STRIDES:?}): {self:?}",
-                    self.k, self.stride
+                    "kernel {kh} x {kw} has {taps} taps; it needs 1 to {MAX_TAPS} (MAX_TAPS): {self:?}"
+                ),
+            );
+        }
+        if !(1..=MAX_STRIDE).contains(&sh) || !(1..=MAX_STRIDE).contains(&sw) {
+            return shape_err(
+                kernel,
+                format!("stride {sh} x {sw} must lie in 1..={MAX_STRIDE} (MAX_STRIDE) along each axis: {self:?}"),
+            );
+        }
+        if self.ph > kh || self.pw > kw {
+            return shape_err(
+                kernel,
+                format!(
+                    "padding {} x {} is wider than the kernel {kh} x {kw}: {self:?}",
+                    self.ph, self.pw
                 ),
             );
         }
@@ -412,7 +525,7 @@ fn stage_windows(
     let params = WeightWindowsParams {
         cout: c.cout as u32,
         cin: c.cin as u32,
-        kk: (c.k * c.k) as u32,
+        kk: c.taps() as u32,
         w_offset: rel_offset(gpu, w),
         rows: win.rows as u32,
         cols: win.cols as u32,
@@ -488,19 +601,9 @@ pub fn forward_with(
     };
     let mut launches = vec![stage];
     let [wx, wy, _] = spread(gpu, name, (c.n * oh * ow).div_ceil(WG * BLOCK) as u64)?;
-    let kk = c.k * c.k;
+    let kk = c.taps();
     for (i, [co_base, rows, ci_base, ci_count]) in win.each(c.cout, c.cin).enumerate() {
-        let params = Conv2dForwardParams {
-            n: c.n as u32,
-            cin: c.cin as u32,
-            h: c.h as u32,
-            w: c.w as u32,
-            cout: c.cout as u32,
-            k: c.k as u32,
-            stride: c.stride as u32,
-            pad: c.pad as u32,
-            oh: oh as u32,
-            ow: ow as u32,
+        let params = params!(Conv2dForwardParams, c, {
             x_offset: rel_offset(gpu, x),
             b_offset: rel_offset(gpu, b),
             y_offset: rel_offset(gpu, y),
@@ -509,9 +612,7 @@ pub fn forward_with(
             ci_count: ci_count as u32,
             accumulate: (ci_base > 0) as u32,
             window_cis: win.cols as u32,
-            _pad0: 0,
-            _pad1: 0,
-        };
+        });
         let window = windows.view(i * win.floats, &[win.floats]);
         let flops = 2 * c.n * oh * ow * rows * ci_count * kk;
         let moved = c.n * ci_count * c.h * c.w + rows * ci_count * kk + c.n * rows * oh * ow;
@@ -579,8 +680,7 @@ pub fn backward_input_with(
         }
     };
     let (oh, ow) = c.out_hw();
-    let s = c.stride;
-    let (hq, wq) = (c.h.div_ceil(s), c.w.div_ceil(s));
+    let (phases, hq, wq) = c.phases();
     let win = c.input_grad_windows(binding);
     let (windows, stage) = stage_windows(gpu, name, c, w, &win, true)?;
     let shader = match binding {
@@ -589,19 +689,9 @@ pub fn backward_input_with(
     };
     let mut launches = vec![stage];
     let [wx, wy, _] = spread(gpu, name, (c.n * hq * wq).div_ceil(WG * BLOCK) as u64)?;
-    let kk = c.k * c.k;
+    let kk = c.taps();
     for (i, [ci_base, rows, co_base, co_count]) in win.each(c.cin, c.cout).enumerate() {
-        let params = Conv2dBackwardInputParams {
-            n: c.n as u32,
-            cin: c.cin as u32,
-            h: c.h as u32,
-            w: c.w as u32,
-            cout: c.cout as u32,
-            k: c.k as u32,
-            stride: s as u32,
-            pad: c.pad as u32,
-            oh: oh as u32,
-            ow: ow as u32,
+        let params = params!(Conv2dBackwardInputParams, c, {
             hq: hq as u32,
             wq: wq as u32,
             dy_offset: rel_offset(gpu, dy),
@@ -611,8 +701,7 @@ pub fn backward_input_with(
             co_base: co_base as u32,
             co_count: co_count as u32,
             window_cos: win.cols as u32,
-            _pad0: 0,
-        };
+        });
         let window = windows.view(i * win.floats, &[win.floats]);
         let flops = 2 * c.n * oh * ow * rows * co_count * kk;
         let moved = c.n * co_count * oh * ow + rows * co_count * kk + c.n * rows * c.h * c.w;
@@ -623,7 +712,7 @@ pub fn backward_input_with(
             &[],
             &params,
             &[dy, &window, dx],
-            [wx, wy, (s * s * rows.div_ceil(BLOCK)) as u32],
+            [wx, wy, (phases * rows.div_ceil(BLOCK)) as u32],
         )?
         .cost(flops as u64, moved as u64);
         if i == 0 {
@@ -692,40 +781,30 @@ fn tiled(
     tiling: Tiling,
 ) -> Result<Launch> {
     let (oh, ow) = c.out_hw();
-    let s = c.stride;
+    let (phases, hq, wq) = c.phases();
     let (entry, [rows, cols, z], accumulate, chunk) = match pass {
         TiledPass::Forward => ("forward", [c.n * oh * ow, c.cout, 1], false, 0),
         TiledPass::BackwardInput { accumulate } => (
             "backward_input",
-            [c.n * c.h.div_ceil(s) * c.w.div_ceil(s), c.cin, s * s],
+            [c.n * hq * wq, c.cin, phases],
             accumulate,
             0,
         ),
         TiledPass::BackwardWeight { chunk } => (
             "backward_weight",
-            [c.cin * c.k * c.k, c.cout, c.n.div_ceil(chunk)],
+            [c.cin * c.taps(), c.cout, c.n.div_ceil(chunk)],
             false,
             chunk,
         ),
     };
-    let params = Conv2dTiledParams {
-        n: c.n as u32,
-        cin: c.cin as u32,
-        h: c.h as u32,
-        w: c.w as u32,
-        cout: c.cout as u32,
-        k: c.k as u32,
-        stride: s as u32,
-        pad: c.pad as u32,
-        oh: oh as u32,
-        ow: ow as u32,
+    let params = params!(Conv2dTiledParams, c, {
         in_offset: rel_offset(gpu, input),
         w_offset: rel_offset(gpu, second),
         b_offset: bias.map_or(0, |b| rel_offset(gpu, b)),
         out_offset: rel_offset(gpu, out),
         accumulate: accumulate as u32,
         chunk: chunk as u32,
-    };
+    });
     let mut tensors = vec![(1, input), (2, second)];
     tensors.extend(bias.map(|b| (3, b)));
     tensors.push((4, out));
@@ -783,7 +862,7 @@ pub fn backward_weight_with(
     )?;
     let (oh, ow) = c.out_hw();
     let (per_chunk, chunks) = c.weight_grad_chunks(gpu);
-    let dw_size = c.cout * c.cin * c.k * c.k;
+    let dw_size = c.w_len();
     // Owned by the launches' bind groups from here on: planned once, reused every step.
     let scratch = Tensor::zeros(
         gpu,
@@ -797,25 +876,13 @@ pub fn backward_weight_with(
             tiled(gpu, c, pass, x, dy, None, &partial, tiling)?
         }
         ConvKernel::Direct(_) => {
-            let params = Conv2dBackwardWeightParams {
-                n: c.n as u32,
-                cin: c.cin as u32,
-                h: c.h as u32,
-                w: c.w as u32,
-                cout: c.cout as u32,
-                k: c.k as u32,
-                stride: c.stride as u32,
-                pad: c.pad as u32,
-                oh: oh as u32,
-                ow: ow as u32,
+            let params = params!(Conv2dBackwardWeightParams, c, {
                 chunk: per_chunk as u32,
                 x_offset: rel_offset(gpu, x),
                 dy_offset: rel_offset(gpu, dy),
                 partial_offset: rel_offset(gpu, &partial),
-                _pad0: 0,
-                _pad1: 0,
-            };
-            let items = c.cout.div_ceil(BLOCK) * c.cin.div_ceil(BLOCK) * c.k * c.k;
+            });
+            let items = c.cout.div_ceil(BLOCK) * c.cin.div_ceil(BLOCK) * c.taps();
             let [wx, wy, _] = spread(gpu, kernel_name, items.div_ceil(WG) as u64)?;
             Launch::new(
                 gpu,

@@ -77,6 +77,11 @@ pub const MAX_HIDDEN: u32 = 65536;
 pub const MAX_KERNEL: u32 = 31;
 /// Largest conv stride.
 pub const MAX_STRIDE: u32 = 8;
+// Every kernel and stride a configuration may give, the convolutions run (ops::conv2d).
+const _: () = assert!(
+    (MAX_KERNEL * MAX_KERNEL) as usize <= crate::ops::conv2d::MAX_TAPS
+        && MAX_STRIDE as usize <= crate::ops::conv2d::MAX_STRIDE
+);
 /// Most encoder stages (each has at least its downsampling conv).
 pub const MAX_STAGES: usize = 16;
 /// Most residual-block convs, `blocks * convs_per_block` summed over the stages (ResNet-152

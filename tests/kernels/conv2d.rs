@@ -4,7 +4,8 @@ use cpc::{cpu, Error};
 
 use crate::common::*;
 
-/// conv(n, cin, cout, h, w, k, stride, pad): the test cases as one line each.
+/// conv(n, cin, cout, h, w, k, stride, pad): a square kernel, stride and padding, one line
+/// a case.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     n: usize,
@@ -16,15 +17,31 @@ fn conv(
     stride: usize,
     pad: usize,
 ) -> Conv2d {
+    rect(n, cin, cout, [h, w], [k, k], [stride, stride], [pad, pad])
+}
+
+/// rect(n, cin, cout, [h, w], [kh, kw], [sh, sw], [ph, pw]): any kernel, stride and padding.
+fn rect(
+    n: usize,
+    cin: usize,
+    cout: usize,
+    [h, w]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [ph, pw]: [usize; 2],
+) -> Conv2d {
     Conv2d {
         n,
         cin,
         h,
         w,
         cout,
-        k,
-        stride,
-        pad,
+        kh,
+        kw,
+        sh,
+        sw,
+        ph,
+        pw,
     }
 }
 
@@ -38,17 +55,50 @@ fn tol(terms: usize) -> f32 {
     4e-6 * (terms as f32).sqrt() + 1e-6
 }
 
-/// Every kernel size and stride, without and with padding, on odd non-square images: 9 x 11
-/// and 11 x 9 (the last row and column of a window are where h and w swaps show).
+/// Square kernels 1, 3, 5 and 7 at strides 1, 2, 3 and 4, without and with padding, on odd
+/// non-square images: 9 x 11 and 11 x 9 (the last row and column of a window are where h and
+/// w swaps show).
 fn small_cases() -> Vec<Conv2d> {
     let mut cases = Vec::new();
-    for (i, k) in conv2d::KERNEL_SIZES.into_iter().enumerate() {
-        for stride in conv2d::STRIDES {
+    for (i, k) in [1, 3, 5, 7].into_iter().enumerate() {
+        for stride in [1, 2, 3, 4] {
             for pad in [0, k / 2] {
                 let (h, w) = if i % 2 == 0 { (9, 11) } else { (11, 9) };
                 cases.push(conv(2, 3, 5, h, w, k, stride, pad));
             }
         }
+    }
+    cases
+}
+
+/// Rectangular kernels, strides and padding: a 1-D conv (1 x 10 at stride 1 x 5, an audio
+/// encoder's first layer), a 3 x 1 kernel, 2 x 5 at stride 2 x 3 padded 1 x 2, 4 x 3 at
+/// stride 1 x 4 padded 2 x 0 (a column stride wider than the kernel: a phase with no taps),
+/// 5 x 2 at stride 3 x 1 padded 0 x 1 on a 1-wide image.
+fn rect_cases() -> Vec<Conv2d> {
+    vec![
+        rect(2, 1, 5, [1, 63], [1, 10], [1, 5], [0, 0]),
+        rect(2, 3, 5, [9, 7], [3, 1], [1, 1], [1, 0]),
+        rect(2, 3, 5, [11, 13], [2, 5], [2, 3], [1, 2]),
+        rect(2, 3, 5, [7, 10], [4, 3], [1, 4], [2, 0]),
+        rect(2, 3, 5, [13, 1], [5, 2], [3, 1], [0, 1]),
+    ]
+}
+
+/// An audio encoder's five 1-D convs (widths 10, 8, 4, 4, 4 at strides 5, 4, 2, 2, 2, no
+/// padding) scaled down: 2 clips of 600 samples, 1 channel in, then 12 and 20 channels
+/// (past a block of 8), each layer's width the last one's output.
+fn audio_cases() -> Vec<Conv2d> {
+    let (mut width, mut cin) = (600, 1);
+    let mut cases = Vec::new();
+    for (i, (k, s)) in [(10, 5), (8, 4), (4, 2), (4, 2), (4, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let cout = if i % 2 == 0 { 12 } else { 20 };
+        let c = rect(2, cin, cout, [1, width], [1, k], [1, s], [0, 0]);
+        (width, cin) = (c.out_hw().1, cout);
+        cases.push(c);
     }
     cases
 }
@@ -77,7 +127,7 @@ fn check_forward_with(c: Conv2d, x_offset: usize, seed: u64, kernel: ConvKernel)
         &format!("{c:?} {kernel:?}"),
         &read(&ty),
         &want,
-        tol(c.cin * c.k * c.k),
+        tol(c.cin * c.taps()),
         1e-5,
     );
 }
@@ -146,7 +196,7 @@ fn check_backward_with(c: Conv2d, seed: u64, kernel: ConvKernel) {
         run(&conv2d::backward_input_with(gpu(), &c, &tdy, &tw, &tdx, accumulate, kernel).unwrap());
         let mut want = dx0.clone();
         cpu::conv2d::backward_input(&c, &dy, &w, &mut want, accumulate);
-        let terms = c.cout * c.k.div_ceil(c.stride).pow(2);
+        let terms = c.cout * c.kh.div_ceil(c.sh) * c.kw.div_ceil(c.sw);
         assert_close(
             &format!("dx (accumulate {accumulate}) {what}"),
             &read(&tdx),
@@ -237,7 +287,7 @@ fn conv2d_with_the_weights_in_one_storage_window() {
 #[test]
 fn conv2d_tiled_matches_reference() {
     // The GPU path (ConvKernel::for_device on a GPU), run here on lavapipe with every
-    // tiling: every kernel size and stride with and without padding, then tiles past the
+    // tiling: square kernels 1 to 7 at strides 1 to 4, with and without padding, then tiles past the
     // edge in pixels and channels (585 pixels, 17 channels), x at an offset, padding wider
     // than half the kernel, and the layers of several weight windows on the CPU path.
     let mut cases = small_cases();
@@ -257,12 +307,67 @@ fn conv2d_tiled_matches_reference() {
     }
 }
 
+/// The CPU path with both weight bindings, then the GPU path with every tiling.
+fn every_kernel() -> Vec<ConvKernel> {
+    let mut kernels = vec![
+        ConvKernel::Direct(WeightBinding::Uniform),
+        ConvKernel::Direct(WeightBinding::Storage),
+    ];
+    kernels.extend(Tiling::CANDIDATES.iter().map(|&t| ConvKernel::Tiled(t)));
+    kernels
+}
+
+#[test]
+fn conv2d_rectangular_matches_reference_on_both_paths() {
+    let mut cases = rect_cases();
+    cases.extend(audio_cases());
+    for (k, kernel) in every_kernel().into_iter().enumerate() {
+        for (i, &c) in cases.iter().enumerate() {
+            let seed = (2000 + 100 * k + i) as u64;
+            check_forward_with(c, i % 3, seed, kernel);
+            check_backward_with(c, seed, kernel);
+        }
+    }
+}
+
+#[test]
+fn conv2d_at_the_largest_taps_and_stride() {
+    // A 1 x MAX_TAPS kernel: 8 output channels' taps of one input channel fill a uniform
+    // window, so the 2 input channels take a window each. A MAX_STRIDE x MAX_STRIDE stride:
+    // 256 phases, most of them without a tap of the 3 x 2 kernel.
+    let cases = [
+        rect(
+            1,
+            2,
+            3,
+            [1, conv2d::MAX_TAPS + 2],
+            [1, conv2d::MAX_TAPS],
+            [1, 1],
+            [0, 0],
+        ),
+        rect(2, 3, 4, [35, 20], [3, 2], [conv2d::MAX_STRIDE; 2], [1, 1]),
+    ];
+    let win = cases[0].weight_windows(WeightBinding::Uniform);
+    assert_eq!((win.cols, win.col_ranges), (1, 2), "{win:?}");
+    for (i, c) in cases.into_iter().enumerate() {
+        for kernel in [
+            ConvKernel::for_device(gpu()),
+            ConvKernel::Tiled(Tiling::DEFAULT),
+        ] {
+            check_forward_with(c, 1, 3000 + i as u64, kernel);
+            check_backward_with(c, 3100 + i as u64, kernel);
+        }
+    }
+}
+
 #[test]
 fn conv2d_backward_reference_matches_finite_differences() {
-    for (seed, c) in [conv(2, 2, 3, 5, 6, 3, 2, 1), conv(1, 3, 2, 6, 5, 5, 1, 2)]
-        .into_iter()
-        .enumerate()
-    {
+    let cases = [
+        conv(2, 2, 3, 5, 6, 3, 2, 1),
+        conv(1, 3, 2, 6, 5, 5, 1, 2),
+        rect(2, 2, 3, [5, 9], [2, 4], [2, 3], [1, 2]),
+    ];
+    for (seed, c) in cases.into_iter().enumerate() {
         let mut r = rng(seed as u64);
         let (nx, nw, ny) = (len(c.x_shape()), len(c.w_shape()), len(c.y_shape()));
         let (x, w, b, target) = (
@@ -335,13 +440,45 @@ fn conv2d_rejects_mismatched_shapes() {
     let bad_b = t(&[3]);
     let err = conv2d::backward_weight(gpu(), &c, &x, &y, &w, &bad_b).unwrap_err();
     assert_shape_err(err, "conv2d_backward_weight", &["[3]", "[4]"]);
-    // Unsupported kernel size and stride, and a kernel larger than the padded image.
+    // Kernels of no taps or too many, strides of 0 or too wide, padding wider than the
+    // kernel, and a kernel larger than the padded image.
+    let (max_taps, max_stride) = (conv2d::MAX_TAPS, conv2d::MAX_STRIDE);
     for (bad, part) in [
-        (Conv2d { k: 4, ..c }, "kernel size 4"),
-        (Conv2d { stride: 3, ..c }, "stride 3"),
-        (Conv2d { k: 7, pad: 0, ..c }, "output 0 x 0"),
+        (Conv2d { kh: 0, ..c }, "kernel 0 x 3 has 0 taps".to_string()),
+        (
+            Conv2d { kw: max_taps, ..c },
+            format!(
+                "kernel 3 x {max_taps} has {} taps; it needs 1 to {max_taps} (MAX_TAPS)",
+                3 * max_taps
+            ),
+        ),
+        (Conv2d { sh: 0, ..c }, "stride 0 x 2".to_string()),
+        (
+            Conv2d {
+                sw: max_stride + 1,
+                ..c
+            },
+            format!(
+                "stride 2 x {} must lie in 1..={max_stride} (MAX_STRIDE)",
+                max_stride + 1
+            ),
+        ),
+        (
+            Conv2d { pw: 4, ..c },
+            "padding 1 x 4 is wider than the kernel 3 x 3".to_string(),
+        ),
+        (
+            Conv2d {
+                kh: 7,
+                kw: 7,
+                ph: 0,
+                pw: 0,
+                ..c
+            },
+            "output 0 x 0".to_string(),
+        ),
     ] {
         let err = conv2d::forward(gpu(), &bad, &x, &w, &b, &y).unwrap_err();
-        assert_shape_err(err, "conv2d_forward", &[part]);
+        assert_shape_err(err, "conv2d_forward", &[&part]);
     }
 }

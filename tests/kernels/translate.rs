@@ -56,16 +56,7 @@ fn plan_workloads(gpu: &Gpu) {
     };
     probe.unwrap().fit(gpu, &hyper).unwrap();
     // A GPU binds the conv weights as storage (ops::conv2d::WeightBinding::for_device).
-    let c = Conv2d {
-        n: 1,
-        cin: 4,
-        h: 6,
-        w: 6,
-        cout: 8,
-        k: 3,
-        stride: 1,
-        pad: 1,
-    };
+    let c = Conv2d::square(1, 4, 6, 8, 3, 1);
     let t = |shape: &[usize]| Tensor::zeros(gpu, "planned", shape).unwrap();
     let (x, w, b, y) = (
         t(&c.x_shape()),

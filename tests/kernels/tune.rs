@@ -267,9 +267,12 @@ fn plan_small(g: &Gpu) -> [Tiling; 2] {
         h: 6,
         w: 5,
         cout: 4,
-        k: 3,
-        stride: 1,
-        pad: 1,
+        kh: 3,
+        kw: 3,
+        sh: 1,
+        sw: 1,
+        ph: 1,
+        pw: 1,
     };
     let [x, y, w, b] = [c.x_len(), c.y_len(), c.w_len(), c.cout].map(t);
     conv2d::backward_weight(g, &c, &x, &y, &w, &b).unwrap();

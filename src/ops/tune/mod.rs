@@ -155,21 +155,23 @@ impl ShapeClass {
     /// The class of one pass of `c`, its extents as conv2d_tiled.wgsl's header gives them.
     pub fn conv(gpu: &Gpu, c: &Conv2d, pass: ConvPass) -> ShapeClass {
         let (oh, ow) = c.out_hw();
-        let (k, s) = (c.k, c.stride);
+        let (phases, hq, wq) = c.phases();
         let extents = match pass {
-            ConvPass::Forward => [c.n * oh * ow, c.cout, c.cin * k * k, 1],
+            ConvPass::Forward => [c.n * oh * ow, c.cout, c.cin * c.taps(), 1],
+            // A phase's taps: ceil(kh / sh) x ceil(kw / sw) at most.
             ConvPass::BackwardInput => [
-                c.n * c.h.div_ceil(s) * c.w.div_ceil(s),
+                c.n * hq * wq,
                 c.cin,
-                c.cout * k.div_ceil(s) * k.div_ceil(s),
-                s * s,
+                c.cout * c.kh.div_ceil(c.sh) * c.kw.div_ceil(c.sw),
+                phases,
             ],
             ConvPass::BackwardWeight => {
                 let (per_chunk, chunks) = c.weight_grad_chunks(gpu);
-                [c.cin * k * k, c.cout, per_chunk * oh * ow, chunks]
+                [c.cin * c.taps(), c.cout, per_chunk * oh * ow, chunks]
             }
         };
-        ShapeClass::new(pass.kernel(), format!("k{k} s{s}"), extents)
+        let variant = format!("k{}x{} s{}x{}", c.kh, c.kw, c.sh, c.sw);
+        ShapeClass::new(pass.kernel(), variant, extents)
     }
 }
 
