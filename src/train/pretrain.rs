@@ -5,7 +5,7 @@
 //! later, so the host never waits on the step it just submitted. With a [`ProbeDuring`] it
 //! also runs the linear probe (eval::probe) before the first step and every few steps.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -266,7 +266,9 @@ impl StatsRing {
 }
 
 /// Run pretraining as `opts` says; `stop` (Ctrl-C) ends it after the current step with a
-/// checkpoint.
+/// checkpoint. The parts: checks and the data ([`open_dataset`]), the plan, the loop (one
+/// step submitted with [`submit_step`], its figures read a few steps later by
+/// [`Bookkeeping::record`]), and the last checkpoint.
 pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<PretrainSummary> {
     let cfg = &opts.config;
     cfg.validate()?;
@@ -290,44 +292,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         source,
     })?;
     let ck_path = opts.out.join(CHECKPOINT);
-
-    if let Some(path) = opts.data.as_deref().filter(|p| !p.exists()) {
-        return Err(Error::Data {
-            path: path.display().to_string(),
-            message: "no such file or folder".into(),
-        });
-    }
-    // Data: images smaller than the crop are bad images in a folder (CIFAR and STL-10 have
-    // a fixed size and are scaled up).
-    let folder = opts
-        .data
-        .as_deref()
-        .map(data::detect)
-        .transpose()?
-        .is_some_and(|f| f == Format::Folder)
-        || opts.format == Format::Folder;
-    let open = OpenOptions {
-        on_bad_image: opts.on_bad_image,
-        min_side: if folder { spec.crop } else { 0 },
-        ..OpenOptions::default()
-    };
-    let dataset: Arc<dyn data::Dataset> =
-        Arc::from(data::open(opts.data.as_deref(), opts.format, &open)?);
-    if opts.progress {
-        // What was read, and what was left out (bad images, folder links skipped).
-        eprintln!("data: {}", dataset.describe());
-    }
-    if dataset.len() < batch {
-        return Err(Error::Data {
-            path: opts
-                .data
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "built-in".into()),
-            message: format!("{} images, fewer than one batch of {batch}", dataset.len()),
-        });
-    }
-
+    let dataset = open_dataset(opts, &spec, batch)?;
     let probe_sets = opts
         .probe
         .as_ref()
@@ -375,233 +340,88 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         loader_cfg,
         resume.as_ref().and_then(|r| r.loader).unwrap_or_default(),
     )?;
-    let schedule = LrSchedule::from_config(tc);
-    let mut metrics = MetricsWriter::create(&metrics_path, resume.as_ref().map(|r| r.step))?;
     let mut ring = StatsRing::new(gpu, model.stats.len() + 2);
-
     let total = tc.total_steps;
-    let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}",
-            )
-            .expect("a valid template"),
-        );
-        bar.set_position(start);
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-
-    let mut summary = PretrainSummary {
-        history: Vec::new(),
-        memory: plan,
-        checkpoint: ck_path.clone(),
-        first_step: start,
-        last_step: start,
-        images_per_second: 0.0,
-        interrupted: false,
-        skipped_images: 0,
-        probe_before: None,
-        probes: Vec::new(),
+    let mut book = Bookkeeping {
+        gpu,
+        config: cfg,
+        ck_path: ck_path.clone(),
+        start,
+        resumed: resume.is_some(),
+        schedule: LrSchedule::from_config(tc),
+        metrics: MetricsWriter::create(&metrics_path, resume.as_ref().map(|r| r.step))?,
+        bar: progress_bar(opts.progress, start, total),
+        clock: Instant::now(),
+        last_log: (Instant::now(), start),
+        pending: None,
+        written: None,
+        probe_rows: BTreeMap::new(),
+        summary: PretrainSummary {
+            history: Vec::new(),
+            memory: plan,
+            checkpoint: ck_path,
+            first_step: start,
+            last_step: start,
+            images_per_second: 0.0,
+            interrupted: false,
+            skipped_images: 0,
+            probe_before: None,
+            probes: Vec::new(),
+        },
     };
     if let (Some(p), Some(sets), None) = (&opts.probe, &probe_sets, &resume) {
-        summary.probe_before = Some(sets.run(gpu, &model, &p.config)?);
+        book.summary.probe_before = Some(sets.run(gpu, &model, &p.config)?);
     }
-    // The model as it stands after `step` updates, read back for a checkpoint.
-    let snapshot = |model: &CpcModel, step: u64, loader: LoaderState| -> Result<ModelCheckpoint> {
-        Ok(ModelCheckpoint {
-            path: ck_path.clone(),
-            config: cfg.clone(),
-            step,
-            params: model.buffers.params.read(gpu)?,
-            moments: Some(Moments {
-                exp_avg: model.buffers.m.read(gpu)?,
-                exp_avg_sq: model.buffers.v.read(gpu)?,
-            }),
-            loader: Some(loader),
-        })
-    };
-    // Checkpoints are written only of parameters that have shown a finite loss: a
-    // checkpoint of the model after `s` updates waits here until step `s`'s loss (computed
-    // with exactly those parameters) is read and found finite. The last one, after the
-    // final (or interrupted) step, gets one more forward pass for its loss.
-    let mut pending: Option<ModelCheckpoint> = None;
-    // The step of the newest checkpoint on disk that this run may name as good. The one a
-    // run resumed from counts once its loss, step `start`'s, is read and finite.
-    let mut written: Option<u64> = None;
-    let stopped = |step: u64, what: String, written: Option<u64>| Error::NonFinite {
-        step,
-        what,
-        checkpoint: written.map(|s| (ck_path.clone(), s)),
-    };
-    // Probe results waiting for their step's metrics row.
-    let mut probe_rows = std::collections::BTreeMap::<u64, f32>::new();
-    let mut last_log = (Instant::now(), start);
-    let clock = Instant::now();
-    // One step's read-back figures: checks, the display, the metrics row, the pending
-    // checkpoint.
-    let mut handle = |read: StepStats,
-                      probe_top1: Option<f32>,
-                      summary: &mut PretrainSummary,
-                      pending: &mut Option<ModelCheckpoint>,
-                      written: &mut Option<u64>|
-     -> Result<()> {
-        let StepStats {
-            step,
-            stats,
-            norm,
-            params_finite,
-        } = read;
-        if !stats.loss.is_finite() {
-            return Err(stopped(step, "the loss".into(), *written));
-        }
-        if let Some(ck) = pending.take_if(|ck| ck.step == step) {
-            ck.save()?;
-            *written = Some(ck.step);
-        }
-        if step == start && resume.is_some() {
-            *written = Some(start);
-        }
-        if !params_finite {
-            // The update of this step made a parameter or moment NaN or infinite (a ReLU may
-            // hide it from the loss): name the tensors, from one read-back on this rare path.
-            let bad = snapshot(&model, step + 1, LoaderState::default())?.non_finite_tensors()?;
-            let shown = bad.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
-            let more = match bad.len() {
-                n if n > 8 => format!(" and {} more tensors", n - 8),
-                _ => String::new(),
-            };
-            return Err(stopped(
-                step,
-                format!("in the update, the parameters {shown}{more}"),
-                *written,
-            ));
-        }
-        // Throughput of the steps whose results are in: the GPU has finished them.
-        summary.images_per_second =
-            ((step + 1 - start) as f64 * batch as f64) / clock.elapsed().as_secs_f64();
-        let probe = summary
-            .probes
-            .last()
-            .map_or(String::new(), |(_, p)| format!(" probe {:.3}", p.test.top1));
-        bar.set_message(format!(
-            "loss {:.4} acc {} img/s {:.1}{probe}",
-            stats.loss,
-            stats
-                .accuracy_k
-                .iter()
-                .map(|a| format!("{:.3}", a))
-                .collect::<Vec<_>>()
-                .join("/"),
-            summary.images_per_second
-        ));
-        let log_step = (step + 1).is_multiple_of(tc.log_every) || step + 1 == total;
-        if log_step || probe_top1.is_some() {
-            let (t0, s0) = last_log;
-            let ips = ((step + 1 - s0) as f64 * batch as f64 / t0.elapsed().as_secs_f64()) as f32;
-            last_log = (Instant::now(), step + 1);
-            metrics.write(&MetricsRow {
-                step,
-                loss: stats.loss,
-                accuracy: stats.accuracy_k.iter().sum::<f32>() / stats.accuracy_k.len() as f32,
-                loss_k: stats.loss_k.clone(),
-                accuracy_k: stats.accuracy_k.clone(),
-                images_per_second: ips,
-                lr: schedule.lr(step),
-                grad_norm: Some(norm),
-                probe_top1,
-            })?;
-        }
-        summary.history.push((step, stats));
-        Ok(())
-    };
 
     let mut step = start;
     while step < total {
         if stop.load(Ordering::Relaxed) || opts.stop_at.is_some_and(|s| step >= s) {
-            summary.interrupted = true;
+            book.summary.interrupted = true;
             break;
         }
         let b = loader.next_batch()?;
-        model.set_inputs(
-            gpu,
-            &b.images,
-            step + 1,
-            schedule.lr(step),
-            step_seed(tc.seed, step),
-        )?;
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            model.record_step(&mut pass);
-        }
-        let slot = (step as usize) % RING;
-        let stats_bytes = (model.stats.len() * 4) as u64;
-        enc.copy_buffer_to_buffer(
-            &model.stats.buffer,
-            model.stats.offset * 4,
-            &ring.slots[slot],
-            0,
-            stats_bytes,
-        );
-        // The gradient norm and the update's non-finite flag (ops::adam).
-        enc.copy_buffer_to_buffer(
-            &model.adam.norm.buffer,
-            0,
-            &ring.slots[slot],
-            stats_bytes,
-            8,
-        );
-        let index = gpu.queue.submit([enc.finish()]);
-        ring.pending.push_back((step, slot, index));
+        let lr = book.schedule.lr(step);
+        model.set_inputs(gpu, &b.images, step + 1, lr, step_seed(tc.seed, step))?;
+        submit_step(gpu, &model, &mut ring, step);
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
             if step.is_multiple_of(p.every) || step == total {
                 // Waits for the step just submitted; its row is written when its stats are read.
                 let result = sets.run(gpu, &model, &p.config)?;
-                probe_rows.insert(step - 1, result.test.top1);
-                summary.probes.push((step - 1, result));
+                book.probe_rows.insert(step - 1, result.test.top1);
+                book.summary.probes.push((step - 1, result));
             }
         }
-        bar.set_position(step);
+        book.bar.set_position(step);
         if ring.pending.len() == RING {
             if let Some(read) = ring.pop(gpu)? {
-                let top1 = probe_rows.remove(&read.step);
-                handle(read, top1, &mut summary, &mut pending, &mut written)?;
+                book.record(&model, read)?;
             }
         }
-        let checkpoint_now =
-            tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0 && step < total;
-        if checkpoint_now {
-            while let Some(read) = ring.pop(gpu)? {
-                let top1 = probe_rows.remove(&read.step);
-                handle(read, top1, &mut summary, &mut pending, &mut written)?;
-            }
-            pending = Some(snapshot(&model, step, loader.state())?);
+        if tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every) && step < total {
+            book.drain(&model, &mut ring)?;
+            book.pending = Some(book.snapshot(&model, step, loader.state())?);
         }
     }
-    while let Some(read) = ring.pop(gpu)? {
-        let top1 = probe_rows.remove(&read.step);
-        handle(read, top1, &mut summary, &mut pending, &mut written)?;
-    }
+    book.drain(&model, &mut ring)?;
     if step > start {
         // The final weights' loss, on the last batch (a forward pass alone: the parameters
         // stay as they are), so that this checkpoint too holds weights of a finite loss.
         model.run(gpu, |m, pass| m.record_forward(pass))?;
         if !model.read_stats(gpu)?.loss.is_finite() {
-            return Err(stopped(
-                step,
-                "the loss of the final weights (on the last batch)".into(),
-                written,
-            ));
+            let what = "the loss of the final weights (on the last batch)";
+            return Err(book.stopped(step, what.into()));
         }
     }
     if step > start || resume.is_none() {
-        snapshot(&model, step, loader.state())?.save()?;
+        book.snapshot(&model, step, loader.state())?.save()?;
     }
-    bar.finish_and_clear();
+    book.bar.finish_and_clear();
+    let Bookkeeping {
+        mut summary,
+        metrics,
+        ..
+    } = book;
     summary.last_step = step;
     summary.skipped_images = dataset.skipped();
     drop(metrics);
@@ -610,4 +430,230 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         plot_curves(&rows, &cfg.model.offsets(), &curves_path)?;
     }
     Ok(summary)
+}
+
+/// The data set the run reads, checked to hold a batch: images smaller than the crop are
+/// bad images in a folder (CIFAR and STL-10 have a fixed size and are scaled up).
+fn open_dataset(
+    opts: &PretrainOptions,
+    spec: &ModelSpec,
+    batch: usize,
+) -> Result<Arc<dyn data::Dataset>> {
+    if let Some(path) = opts.data.as_deref().filter(|p| !p.exists()) {
+        return Err(Error::Data {
+            path: path.display().to_string(),
+            message: "no such file or folder".into(),
+        });
+    }
+    let folder = opts
+        .data
+        .as_deref()
+        .map(data::detect)
+        .transpose()?
+        .is_some_and(|f| f == Format::Folder)
+        || opts.format == Format::Folder;
+    let open = OpenOptions {
+        on_bad_image: opts.on_bad_image,
+        min_side: if folder { spec.crop } else { 0 },
+        ..OpenOptions::default()
+    };
+    let dataset: Arc<dyn data::Dataset> =
+        Arc::from(data::open(opts.data.as_deref(), opts.format, &open)?);
+    if opts.progress {
+        // What was read, and what was left out (bad images, folder links skipped).
+        eprintln!("data: {}", dataset.describe());
+    }
+    if dataset.len() < batch {
+        return Err(Error::Data {
+            path: opts
+                .data
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in".into()),
+            message: format!("{} images, fewer than one batch of {batch}", dataset.len()),
+        });
+    }
+    Ok(dataset)
+}
+
+/// The terminal's progress bar from `start` to `total` (hidden without progress).
+fn progress_bar(progress: bool, start: u64, total: u64) -> indicatif::ProgressBar {
+    if !progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}")
+            .expect("a valid template"),
+    );
+    bar.set_position(start);
+    bar
+}
+
+/// Record and submit one training step, with copies of its loss statistics, gradient norm
+/// and non-finite flag (ops::adam) into the ring's slot for it. Allocates nothing but the
+/// command buffer.
+fn submit_step(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u64) {
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        model.record_step(&mut pass);
+    }
+    let slot = (step as usize) % RING;
+    let stats_bytes = (model.stats.len() * 4) as u64;
+    enc.copy_buffer_to_buffer(
+        &model.stats.buffer,
+        model.stats.offset * 4,
+        &ring.slots[slot],
+        0,
+        stats_bytes,
+    );
+    enc.copy_buffer_to_buffer(
+        &model.adam.norm.buffer,
+        0,
+        &ring.slots[slot],
+        stats_bytes,
+        8,
+    );
+    let index = gpu.queue.submit([enc.finish()]);
+    ring.pending.push_back((step, slot, index));
+}
+
+/// What the loop keeps to report the steps whose figures came back: the display, the
+/// metrics file, the summary, and the checkpoint waiting for its loss.
+///
+/// Checkpoints are written only of parameters that have shown a finite loss: a checkpoint
+/// of the model after `s` updates waits in `pending` until step `s`'s loss (computed with
+/// exactly those parameters) is read and found finite. The last one, after the final (or
+/// interrupted) step, gets one more forward pass for its loss.
+struct Bookkeeping<'a> {
+    gpu: &'a Gpu,
+    config: &'a Config,
+    ck_path: PathBuf,
+    start: u64,
+    resumed: bool,
+    schedule: LrSchedule,
+    metrics: MetricsWriter,
+    bar: indicatif::ProgressBar,
+    /// When the run's first step started, for its throughput.
+    clock: Instant,
+    /// When and at which step the last metrics row was written.
+    last_log: (Instant, u64),
+    pending: Option<ModelCheckpoint>,
+    /// The step of the newest checkpoint on disk that this run may name as good. The one a
+    /// run resumed from counts once its loss, step `start`'s, is read and finite.
+    written: Option<u64>,
+    /// Probe results waiting for their step's metrics row.
+    probe_rows: BTreeMap<u64, f32>,
+    summary: PretrainSummary,
+}
+
+impl Bookkeeping<'_> {
+    /// The model as it stands after `step` updates, read back for a checkpoint.
+    fn snapshot(
+        &self,
+        model: &CpcModel,
+        step: u64,
+        loader: LoaderState,
+    ) -> Result<ModelCheckpoint> {
+        let gpu = self.gpu;
+        Ok(ModelCheckpoint {
+            path: self.ck_path.clone(),
+            config: self.config.clone(),
+            step,
+            params: model.buffers.params.read(gpu)?,
+            moments: Some(Moments {
+                exp_avg: model.buffers.m.read(gpu)?,
+                exp_avg_sq: model.buffers.v.read(gpu)?,
+            }),
+            loader: Some(loader),
+        })
+    }
+
+    /// The run stops at `step` on `what`, naming the last good checkpoint if there is one.
+    fn stopped(&self, step: u64, what: String) -> Error {
+        Error::NonFinite {
+            step,
+            what,
+            checkpoint: self.written.map(|s| (self.ck_path.clone(), s)),
+        }
+    }
+
+    /// Every step still in flight, recorded.
+    fn drain(&mut self, model: &CpcModel, ring: &mut StatsRing) -> Result<()> {
+        while let Some(read) = ring.pop(self.gpu)? {
+            self.record(model, read)?;
+        }
+        Ok(())
+    }
+
+    /// One step's read-back figures: checks, the display, the metrics row, the pending
+    /// checkpoint.
+    fn record(&mut self, model: &CpcModel, read: StepStats) -> Result<()> {
+        let StepStats {
+            step,
+            stats,
+            norm,
+            params_finite,
+        } = read;
+        let probe_top1 = self.probe_rows.remove(&step);
+        if !stats.loss.is_finite() {
+            return Err(self.stopped(step, "the loss".into()));
+        }
+        if let Some(ck) = self.pending.take_if(|ck| ck.step == step) {
+            ck.save()?;
+            self.written = Some(ck.step);
+        }
+        if step == self.start && self.resumed {
+            self.written = Some(self.start);
+        }
+        if !params_finite {
+            // The update of this step made a parameter or moment NaN or infinite (a ReLU may
+            // hide it from the loss): name the tensors, from one read-back on this rare path.
+            let bad =
+                (self.snapshot(model, step + 1, LoaderState::default())?).non_finite_tensors()?;
+            let shown = bad.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+            let more = match bad.len() {
+                n if n > 8 => format!(" and {} more tensors", n - 8),
+                _ => String::new(),
+            };
+            let what = format!("in the update, the parameters {shown}{more}");
+            return Err(self.stopped(step, what));
+        }
+        // Throughput of the steps whose results are in: the GPU has finished them.
+        let (tc, summary) = (&self.config.train, &mut self.summary);
+        let batch = tc.batch as f64;
+        summary.images_per_second =
+            ((step + 1 - self.start) as f64 * batch) / self.clock.elapsed().as_secs_f64();
+        let probe = summary
+            .probes
+            .last()
+            .map_or(String::new(), |(_, p)| format!(" probe {:.3}", p.test.top1));
+        let accuracies = stats.accuracy_k.iter().map(|a| format!("{a:.3}"));
+        self.bar.set_message(format!(
+            "loss {:.4} acc {} img/s {:.1}{probe}",
+            stats.loss,
+            accuracies.collect::<Vec<_>>().join("/"),
+            summary.images_per_second
+        ));
+        let log_step = (step + 1).is_multiple_of(tc.log_every) || step + 1 == tc.total_steps;
+        if log_step || probe_top1.is_some() {
+            let (t0, s0) = self.last_log;
+            let ips = ((step + 1 - s0) as f64 * batch / t0.elapsed().as_secs_f64()) as f32;
+            self.last_log = (Instant::now(), step + 1);
+            self.metrics.write(&MetricsRow {
+                step,
+                loss: stats.loss,
+                accuracy: stats.accuracy_k.iter().sum::<f32>() / stats.accuracy_k.len() as f32,
+                loss_k: stats.loss_k.clone(),
+                accuracy_k: stats.accuracy_k.clone(),
+                images_per_second: ips,
+                lr: self.schedule.lr(step),
+                grad_norm: Some(norm),
+                probe_top1,
+            })?;
+        }
+        summary.history.push((step, stats));
+        Ok(())
+    }
 }
