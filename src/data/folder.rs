@@ -1,7 +1,7 @@
 //! A folder of images (anything the `image` crate reads: PNG, JPEG, BMP, PNM, TGA).
 //!
 //! - The folder's layout (class folders, train/test splits, hidden files, symbolic links) is
-//!   read as [`super::walk`] says; the links skipped are kept ([`ImageFolder::skipped_links`])
+//!   read as `data/walk.rs` says; the links skipped are kept ([`ImageFolder::skipped_links`])
 //!   and counted in [`Dataset::describe`].
 //! - Every image's header is read at open, so corrupt and too-small images, images that
 //!   declare more than [`MAX_PIXELS`] pixels, and JPEGs cut short (read whole there, as their

@@ -1,7 +1,7 @@
 //! Images and audio in, normalised f32 batches out; no GPU here.
 //!
 //! Audio has its own readers, synthetic set, loader and features under [`audio`]; what
-//! both share is here: the folder walk ([`walk`]), the bad-file policy ([`OnBadFile`]), the
+//! both share is here: the folder walk (`walk.rs`), the bad-file policy ([`OnBadFile`]), the
 //! seeds ([`rng`]), [`Split`] and the loader's schedule and workers ([`loader`]).
 //!
 //! - [`Dataset`]: decoded RGB images with optional labels, behind one trait, opened by [`open`]:

@@ -99,7 +99,7 @@ impl LogMel {
                 c.f_min, c.f_max
             ));
         }
-        if !(c.floor > 0.0) {
+        if c.floor.is_nan() || c.floor <= 0.0 {
             return bad(format!("the floor {} must be positive", c.floor));
         }
         let hann = (0..c.window)

@@ -1,7 +1,7 @@
 //! A folder of audio files: WAV, FLAC and Ogg Vorbis ([`super::decode`]: `.wav`, `.wave`,
 //! `.flac`, `.ogg`, `.oga`), each read as one clip of 16 kHz mono.
 //!
-//! - Layout as [`crate::data::walk`] reads every folder: each top-level sub-folder is one
+//! - Layout as `data/walk.rs` reads every folder: each top-level sub-folder is one
 //!   speaker, labelled 0.. in sorted name order, its files found at any depth, so
 //!   LibriSpeech's `speaker/chapter/speaker-chapter-utterance.flac` is labelled by speaker
 //!   (its `.txt` transcripts are not audio and are ignored); a folder without sub-folders is
@@ -171,12 +171,15 @@ impl AudioSet for AudioFolder {
     }
 }
 
+/// Decoded clips by set index.
+type Clips = HashMap<usize, Arc<[f32]>>;
+
 /// Decoded clips by index, kept while they fit the budget (none is ever dropped: for random
 /// windows no eviction rule beats keeping a fixed share).
 struct Cache {
     budget: usize,
     /// Bytes held, and the clips.
-    held: Mutex<(usize, HashMap<usize, Arc<[f32]>>)>,
+    held: Mutex<(usize, Clips)>,
 }
 
 impl Cache {
