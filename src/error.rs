@@ -34,8 +34,9 @@ pub enum Error {
     /// unknown layout, a split the set does not have.
     #[error("{path}: {message}")]
     Data { path: String, message: String },
-    /// One image that cannot be decoded or is smaller than the minimum side; readers skip
-    /// these under `data::OnBadImage::Skip`.
+    /// One file that cannot be decoded: an image (or one smaller than the minimum side), an
+    /// audio file (or one over its sample limit). Readers skip these under
+    /// `data::OnBadFile::Skip`. (The name is from before audio; it covers every file.)
     #[error("{path}: {message}")]
     BadImage { path: String, message: String },
     /// A file operation that failed, with the file it was about.

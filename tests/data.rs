@@ -12,7 +12,7 @@ use cpc::Error;
 use rand::SeedableRng;
 
 mod common;
-use common::TestDir;
+use common::{expect_err, TestDir};
 
 /// A w x h image whose pixel (x, y) is (10x, 10y, 7(x+y)) + `tint`, saved by extension.
 fn write_image(path: &Path, w: u32, h: u32, tint: u8) {
@@ -40,20 +40,6 @@ fn skip() -> OpenOptions {
 
 fn open(path: &Path, options: &OpenOptions) -> cpc::Result<Box<dyn Dataset>> {
     data::open(Some(path), Format::Auto, options)
-}
-
-/// The error's text, which must name `what`.
-fn expect_err(result: cpc::Result<impl Sized>, what: &str) -> Error {
-    match result {
-        Ok(_) => panic!("expected an error naming {what}"),
-        Err(e) => {
-            assert!(
-                e.to_string().contains(what),
-                "error {e:?} does not name {what}"
-            );
-            e
-        }
-    }
 }
 
 // ---------------------------------------------------------------- image folder

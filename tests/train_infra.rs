@@ -720,6 +720,19 @@ fn pretrain_args(flags: &[&str]) -> cpc::cli::pretrain::PretrainArgs {
 }
 
 #[test]
+fn bad_file_policy_takes_its_new_flag_and_the_old_one() {
+    use cpc::data::OnBadFile;
+    assert_eq!(pretrain_args(&[]).on_bad_image, OnBadFile::Stop);
+    for flag in ["--on-bad-file", "--on-bad-image"] {
+        assert_eq!(
+            pretrain_args(&[flag, "skip"]).on_bad_image,
+            OnBadFile::Skip,
+            "{flag}"
+        );
+    }
+}
+
+#[test]
 fn a_short_try_of_any_preset_shortens_its_warm_up() {
     for preset in cpc::train::config::PRESETS {
         let c = pretrain_args(&["--preset", preset, "--steps", "2"])

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::{AdapterArgs, CheckpointArgs};
-use crate::data::{Format, OnBadImage, Split};
+use crate::data::{Format, OnBadFile, Split};
 use crate::error::Result;
 
 #[derive(Args, Clone, Debug)]
@@ -27,8 +27,12 @@ pub struct EmbedArgs {
     #[arg(long, value_parser = crate::cli::at_least_one())]
     pub limit: Option<usize>,
     /// An image that cannot be decoded: stop, or skip it (it is then left out of the file).
-    #[arg(long, default_value = "stop")]
-    pub on_bad_image: OnBadImage,
+    #[arg(
+        long = "on-bad-file",
+        visible_alias = "on-bad-image",
+        default_value = "stop"
+    )]
+    pub on_bad_image: OnBadFile,
     /// The feature file to write (safetensors).
     #[arg(long)]
     pub out: PathBuf,

@@ -122,7 +122,7 @@ pub fn encode_set(
     format: crate::data::Format,
     split: crate::data::Split,
     limit: Option<usize>,
-    on_bad_image: crate::data::OnBadImage,
+    on_bad_image: crate::data::OnBadFile,
     adapter: &AdapterArgs,
 ) -> Result<(
     ModelCheckpoint,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::{AdapterArgs, CheckpointArgs};
-use crate::data::{Format, OnBadImage, Split};
+use crate::data::{Format, OnBadFile, Split};
 use crate::error::Result;
 use crate::eval::neighbours::{describe, draw_grid, nearest, queries};
 
@@ -33,8 +33,12 @@ pub struct NeighboursArgs {
     #[arg(long, short = 'k', default_value_t = 8, value_parser = crate::cli::at_least_one())]
     pub neighbours: usize,
     /// An image that cannot be decoded: stop, or skip it.
-    #[arg(long, default_value = "stop")]
-    pub on_bad_image: OnBadImage,
+    #[arg(
+        long = "on-bad-file",
+        visible_alias = "on-bad-image",
+        default_value = "stop"
+    )]
+    pub on_bad_image: OnBadFile,
     /// The PNG to write.
     #[arg(long)]
     pub out: PathBuf,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::cli::{at_least_one, print_notes, AdapterArgs};
-use crate::data::{Format, OnBadImage};
+use crate::data::{Format, OnBadFile};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
@@ -62,8 +62,12 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// An image that cannot be decoded or is smaller than the crop: stop or skip (and count).
-    #[arg(long, default_value = "stop")]
-    pub on_bad_image: OnBadImage,
+    #[arg(
+        long = "on-bad-file",
+        visible_alias = "on-bad-image",
+        default_value = "stop"
+    )]
+    pub on_bad_image: OnBadFile,
     /// Refuse a batch whose planned GPU buffers exceed this many GiB.
     #[arg(long)]
     pub memory_budget_gib: Option<f64>,

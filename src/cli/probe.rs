@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::{open_eval_data, AdapterArgs, CheckpointArgs};
-use crate::data::{Format, OnBadImage, Split};
+use crate::data::{Format, OnBadFile, Split};
 use crate::error::{Error, Result};
 use crate::eval::probe::{compare, probe, TopK};
 use crate::eval::{Features, ProbeConfig};
@@ -45,8 +45,12 @@ pub struct ProbeArgs {
     #[arg(long, value_parser = crate::cli::at_least_one())]
     pub test_limit: Option<usize>,
     /// An image that cannot be decoded: stop, or skip it.
-    #[arg(long, default_value = "stop")]
-    pub on_bad_image: OnBadImage,
+    #[arg(
+        long = "on-bad-file",
+        visible_alias = "on-bad-image",
+        default_value = "stop"
+    )]
+    pub on_bad_image: OnBadFile,
     /// Instead of a checkpoint and images: a training feature file of `cpc embed`.
     #[arg(long, requires = "test_features", conflicts_with_all = ["checkpoint", "train", "test"])]
     pub train_features: Option<PathBuf>,

@@ -7,12 +7,13 @@
 //! which sends it down its own bounded channel, and the loader reads the channels in turn:
 //! so batches come out in order, identical for any number of workers, and each worker keeps
 //! up to `prefetch / W` batches ready. [`LoaderState`] (epoch, position of the next batch)
-//! is all a resumed run needs to continue with the same batches.
+//! is all a resumed run needs to continue with the same batches. The schedule and the
+//! workers (`Batches`, `Workers`) are shared with the audio loader ([`super::audio::loader`]).
 //!
 //! [`Sequential`]: every image once, in index order, centre-cropped, in batches of up to B
 //! (the last may be shorter), for feature extraction and the linear probe.
 //!
-//! Under [`OnBadImage::Skip`] an image that fails to decode is replaced, in the loader, by
+//! Under [`OnBadFile::Skip`] an image that fails to decode is replaced, in the loader, by
 //! the next image of the epoch's order that decodes (a property of the files, so still
 //! deterministic), and left out by [`Sequential`].
 
@@ -26,7 +27,7 @@ use rand::seq::SliceRandom;
 
 use super::augment::Augment;
 use super::rng::{rng_for, tag};
-use super::{Dataset, OnBadImage};
+use super::{par_map, Dataset, OnBadFile};
 use crate::error::{Error, Result};
 
 /// Where a loader stands: the epoch and the position within its shuffle of the next batch.
@@ -118,16 +119,18 @@ impl Batch {
     }
 }
 
-/// Which batch follows which: a pure function of the dataset size and batch size.
+/// Which batch follows which: a pure function of the items per epoch and the batch size.
 #[derive(Clone, Copy)]
-struct Schedule {
-    n: u64,
-    batch: u64,
+pub(crate) struct Schedule {
+    /// Items an epoch visits.
+    pub n: u64,
+    /// Items a batch takes.
+    pub batch: u64,
 }
 
 impl Schedule {
     /// `state` itself if a whole batch fits there, else the start of the next epoch.
-    fn settle(self, state: LoaderState) -> LoaderState {
+    pub fn settle(self, state: LoaderState) -> LoaderState {
         if state.position + self.batch <= self.n {
             state
         } else {
@@ -138,7 +141,7 @@ impl Schedule {
         }
     }
 
-    fn next(self, state: LoaderState) -> LoaderState {
+    pub fn next(self, state: LoaderState) -> LoaderState {
         self.settle(LoaderState {
             epoch: state.epoch,
             position: state.position + self.batch,
@@ -149,15 +152,7 @@ impl Schedule {
 pub struct Loader {
     config: LoaderConfig,
     dataset: Arc<dyn Dataset>,
-    schedule: Schedule,
-    /// Start of the next batch `next_batch` returns.
-    next: LoaderState,
-    /// Batches returned so far; batch j comes from worker j mod W.
-    returned: usize,
-    receivers: Vec<Receiver<Result<Batch>>>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
-    failed: bool,
+    workers: Workers<ImageBatches>,
 }
 
 impl Loader {
@@ -181,81 +176,31 @@ impl Loader {
             n: n as u64,
             batch: config.batch_size as u64,
         };
-        let start = schedule.settle(state);
-        let workers = config.workers.max(1);
-        let per_worker = config.prefetch.div_ceil(workers).max(1);
-        let stop = Arc::new(AtomicBool::new(false));
-
-        let mut receivers = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        let mut first = start;
-        for w in 0..workers {
-            let (tx, rx) = sync_channel(per_worker);
-            receivers.push(rx);
-            let job = Job {
-                dataset: dataset.clone(),
-                config: config.clone(),
-                schedule,
-                first,
-                stride: workers,
-                stop: stop.clone(),
-            };
-            let handle = std::thread::Builder::new()
-                .name(format!("cpc-data-{w}"))
-                .spawn(move || job.run(tx))
-                .map_err(|e| Error::Other(format!("cannot start a data worker: {e}")))?;
-            handles.push(handle);
-            first = schedule.next(first);
-        }
+        let batches = ImageBatches {
+            dataset: dataset.clone(),
+            config: config.clone(),
+        };
+        let workers = Workers::start(batches, schedule, state, config.workers, config.prefetch)?;
         Ok(Loader {
             config,
             dataset,
-            schedule,
-            next: start,
-            returned: 0,
-            receivers,
-            stop,
-            workers: handles,
-            failed: false,
+            workers,
         })
     }
 
     /// The next batch, in order; waits only if the workers are behind.
     pub fn next_batch(&mut self) -> Result<Batch> {
-        if self.failed {
-            return Err(Error::Other(
-                "the data loader stopped after an earlier error".into(),
-            ));
-        }
-        let rx = &self.receivers[self.returned % self.receivers.len()];
-        match rx.recv() {
-            Ok(Ok(batch)) => {
-                debug_assert_eq!(batch.start, self.next);
-                self.returned += 1;
-                self.next = self.schedule.next(self.next);
-                Ok(batch)
-            }
-            Ok(Err(e)) => {
-                self.failed = true;
-                Err(e)
-            }
-            Err(_) => {
-                self.failed = true;
-                Err(Error::Other(
-                    "a data worker stopped unexpectedly (it panicked)".into(),
-                ))
-            }
-        }
+        self.workers.next_batch()
     }
 
     /// Where the next batch starts: save this with a checkpoint, pass it to [`Loader::new`].
     pub fn state(&self) -> LoaderState {
-        self.next
+        self.workers.state()
     }
 
     /// Whole batches in one epoch: floor(n / B).
     pub fn batches_per_epoch(&self) -> u64 {
-        self.schedule.n / self.schedule.batch
+        self.workers.batches_per_epoch()
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -276,39 +221,150 @@ impl Iterator for Loader {
     }
 }
 
-impl Drop for Loader {
+/// What a loader's workers make: one batch from where it starts in an epoch's order.
+pub(crate) trait Batches: Send + Sync + 'static {
+    type Batch: Send + 'static;
+
+    /// The order in which epoch `epoch` visits the items (a worker keeps it for the epoch).
+    fn order(&self, epoch: u64) -> Vec<usize>;
+
+    /// The batch that starts at `start`, whose epoch's order is `order`.
+    fn batch(&self, start: LoaderState, order: &[usize]) -> Result<Self::Batch>;
+
+    /// Where `batch` starts (what [`Batches::batch`] was given).
+    fn start(batch: &Self::Batch) -> LoaderState;
+}
+
+/// Worker threads that make the batches of a [`Schedule`] in order: batch j goes to worker
+/// j mod W, which sends it down its own bounded channel, and the batches are read from the
+/// channels in turn; so they come out in order, identical for any number of workers, and
+/// each worker keeps up to `prefetch / W` batches ready.
+pub(crate) struct Workers<B: Batches> {
+    schedule: Schedule,
+    /// Start of the next batch `next_batch` returns.
+    next: LoaderState,
+    /// Batches returned so far; batch j comes from worker j mod W.
+    returned: usize,
+    receivers: Vec<Receiver<Result<B::Batch>>>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+    failed: bool,
+}
+
+impl<B: Batches> Workers<B> {
+    /// Starts `workers` threads (at least one); the first batch is the one at `state`.
+    pub fn start(
+        batches: B,
+        schedule: Schedule,
+        state: LoaderState,
+        workers: usize,
+        prefetch: usize,
+    ) -> Result<Workers<B>> {
+        let batches = Arc::new(batches);
+        let start = schedule.settle(state);
+        let workers = workers.max(1);
+        let per_worker = prefetch.div_ceil(workers).max(1);
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        let mut first = start;
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(per_worker);
+            receivers.push(rx);
+            let job = Job {
+                batches: batches.clone(),
+                schedule,
+                first,
+                stride: workers,
+                stop: stop.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("cpc-data-{w}"))
+                .spawn(move || job.run(tx))
+                .map_err(|e| Error::Other(format!("cannot start a data worker: {e}")))?;
+            handles.push(handle);
+            first = schedule.next(first);
+        }
+        Ok(Workers {
+            schedule,
+            next: start,
+            returned: 0,
+            receivers,
+            stop,
+            handles,
+            failed: false,
+        })
+    }
+
+    /// The next batch, in order; waits only if the workers are behind.
+    pub fn next_batch(&mut self) -> Result<B::Batch> {
+        if self.failed {
+            return Err(Error::Other(
+                "the data loader stopped after an earlier error".into(),
+            ));
+        }
+        let rx = &self.receivers[self.returned % self.receivers.len()];
+        match rx.recv() {
+            Ok(Ok(batch)) => {
+                debug_assert_eq!(B::start(&batch), self.next);
+                self.returned += 1;
+                self.next = self.schedule.next(self.next);
+                Ok(batch)
+            }
+            Ok(Err(e)) => {
+                self.failed = true;
+                Err(e)
+            }
+            Err(_) => {
+                self.failed = true;
+                Err(Error::Other(
+                    "a data worker stopped unexpectedly (it panicked)".into(),
+                ))
+            }
+        }
+    }
+
+    /// Where the next batch starts.
+    pub fn state(&self) -> LoaderState {
+        self.next
+    }
+
+    /// Whole batches in one epoch: floor(n / B).
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.schedule.n / self.schedule.batch
+    }
+}
+
+impl<B: Batches> Drop for Workers<B> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Dropping the receivers wakes any worker blocked on a full channel.
         self.receivers.clear();
-        for handle in self.workers.drain(..) {
+        for handle in self.handles.drain(..) {
             let _ = handle.join();
         }
     }
 }
 
 /// One worker's share: batches first, then every `stride`-th after it.
-struct Job {
-    dataset: Arc<dyn Dataset>,
-    config: LoaderConfig,
+struct Job<B: Batches> {
+    batches: Arc<B>,
     schedule: Schedule,
     first: LoaderState,
     stride: usize,
     stop: Arc<AtomicBool>,
 }
 
-impl Job {
-    fn run(self, tx: SyncSender<Result<Batch>>) {
+impl<B: Batches> Job<B> {
+    fn run(self, tx: SyncSender<Result<B::Batch>>) {
         let mut state = self.first;
         let mut order: Option<(u64, Vec<usize>)> = None;
         while !self.stop.load(Ordering::Relaxed) {
             if order.as_ref().is_none_or(|(e, _)| *e != state.epoch) {
-                order = Some((
-                    state.epoch,
-                    epoch_order(self.dataset.len(), &self.config, state.epoch),
-                ));
+                order = Some((state.epoch, self.batches.order(state.epoch)));
             }
-            let batch = self.batch(state, &order.as_ref().unwrap().1);
+            let batch = self.batches.batch(state, &order.as_ref().unwrap().1);
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
                 return; // the loader is gone, or it has the error
@@ -317,6 +373,20 @@ impl Job {
                 state = self.schedule.next(state);
             }
         }
+    }
+}
+
+/// The image loader's batches: decoded, augmented, normalised.
+struct ImageBatches {
+    dataset: Arc<dyn Dataset>,
+    config: LoaderConfig,
+}
+
+impl Batches for ImageBatches {
+    type Batch = Batch;
+
+    fn order(&self, epoch: u64) -> Vec<usize> {
+        epoch_order(self.dataset.len(), &self.config, epoch)
     }
 
     fn batch(&self, start: LoaderState, order: &[usize]) -> Result<Batch> {
@@ -332,7 +402,14 @@ impl Job {
         };
         for k in 0..b {
             let position = start.position as usize + k;
-            let (index, image) = load_at(&*self.dataset, order, position)?;
+            let (index, image) = first_good(
+                order,
+                position,
+                |i| self.dataset.image(i),
+                self.dataset.on_bad_image(),
+                || self.dataset.describe(),
+                "image",
+            )?;
             let mut rng = rng_for(&[tag::AUGMENT, self.config.seed, start.epoch, position as u64]);
             augment.random(&image, &mut rng, &mut batch.images[k * len..(k + 1) * len]);
             batch.labels.push(self.dataset.label(index));
@@ -340,38 +417,50 @@ impl Job {
         }
         Ok(batch)
     }
+
+    fn start(batch: &Batch) -> LoaderState {
+        batch.start
+    }
 }
 
 /// The order in which epoch `epoch` visits the images.
 pub fn epoch_order(n: usize, config: &LoaderConfig, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    if config.shuffle {
-        order.shuffle(&mut rng_for(&[tag::SHUFFLE, config.seed, epoch]));
-    }
-    order
+    shuffled((0..n).collect(), config.shuffle, config.seed, epoch)
 }
 
-/// The image at `position` of `order`, or under Skip the first one after it that decodes.
-fn load_at(
-    dataset: &dyn Dataset,
+/// `items` in epoch `epoch`'s shuffle drawn from `seed` (as they are if not `shuffle`).
+pub(crate) fn shuffled(mut items: Vec<usize>, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
+    if shuffle {
+        items.shuffle(&mut rng_for(&[tag::SHUFFLE, seed, epoch]));
+    }
+    items
+}
+
+/// The item at `position` of `order` as `read` gives it, or under Skip the first one after
+/// it (cyclically) that reads; `what` names an item in the message when none does.
+pub(crate) fn first_good<T>(
     order: &[usize],
     position: usize,
-) -> Result<(usize, super::Image)> {
+    read: impl Fn(usize) -> Result<T>,
+    policy: OnBadFile,
+    describe: impl Fn() -> String,
+    what: &str,
+) -> Result<(usize, T)> {
     let mut first_error = None;
     for k in 0..order.len() {
         let index = order[(position + k) % order.len()];
-        match dataset.image(index) {
-            Ok(image) => return Ok((index, image)),
-            Err(e @ Error::BadImage { .. }) if dataset.on_bad_image() == OnBadImage::Skip => {
+        match read(index) {
+            Ok(item) => return Ok((index, item)),
+            Err(e @ Error::BadImage { .. }) if policy == OnBadFile::Skip => {
                 first_error.get_or_insert(e);
             }
             Err(e) => return Err(e),
         }
     }
     Err(Error::Data {
-        path: dataset.describe(),
+        path: describe(),
         message: format!(
-            "no image decodes; the first failure: {}",
+            "no {what} decodes; the first failure: {}",
             first_error.unwrap()
         ),
     })
@@ -425,26 +514,15 @@ impl<'a> Sequential<'a> {
                     self.augment.centre(&image, &mut out);
                     Ok(Some(out))
                 }
-                Err(Error::BadImage { .. }) if self.dataset.on_bad_image() == OnBadImage::Skip => {
+                Err(Error::BadImage { .. }) if self.dataset.on_bad_image() == OnBadFile::Skip => {
                     Ok(None)
                 }
                 Err(e) => Err(e),
             }
         };
-        if self.workers == 1 {
-            return indices.iter().map(|&i| one(i)).collect();
-        }
-        let chunk = indices.len().div_ceil(self.workers);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = indices
-                .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().map(|&i| one(i)).collect::<Vec<_>>()))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        })
+        par_map(indices, self.workers, 1, |&i| one(i))
+            .into_iter()
+            .collect()
     }
 }
 

@@ -1,4 +1,8 @@
-//! Images in, normalised f32 batches out; no GPU here.
+//! Images and audio in, normalised f32 batches out; no GPU here.
+//!
+//! Audio has its own readers, synthetic set, loader and features under [`audio`]; what
+//! both share is here: the folder walk (`walk.rs`), the bad-file policy ([`OnBadFile`]), the
+//! seeds ([`rng`]), [`Split`] and the loader's schedule and workers ([`loader`]).
 //!
 //! - [`Dataset`]: decoded RGB images with optional labels, behind one trait, opened by [`open`]:
 //!   an image folder ([`folder`]), CIFAR-10 or STL-10 binaries ([`cifar`], [`stl`]), or the
@@ -12,6 +16,7 @@
 //! Every image is f32 in [0, 1], planar [3, H, W]. Batches are normalised by
 //! [`augment::normalise`]: x' = (x - 0.5) * 2, so pixel values lie in [-1, 1].
 
+pub mod audio;
 pub mod augment;
 pub mod builtin;
 pub mod cifar;
@@ -21,10 +26,10 @@ mod records;
 pub mod rng;
 pub mod stl;
 pub mod subset;
+mod walk;
 
 use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
@@ -116,11 +121,11 @@ pub trait Dataset: Send + Sync {
     }
 
     /// What readers should do when [`Dataset::image`] fails with [`Error::BadImage`].
-    fn on_bad_image(&self) -> OnBadImage {
-        OnBadImage::Stop
+    fn on_bad_image(&self) -> OnBadFile {
+        OnBadFile::Stop
     }
 
-    /// Files skipped so far under [`OnBadImage::Skip`]: at open and while decoding.
+    /// Files skipped so far under [`OnBadFile::Skip`]: at open and while decoding.
     fn skipped(&self) -> usize {
         0
     }
@@ -149,21 +154,25 @@ pub enum Split {
     Unlabeled,
 }
 
-/// What to do with an image that cannot be decoded or is smaller than the minimum side.
+/// What to do with a file that cannot be decoded: an image (also one smaller than the
+/// minimum side) or an audio file (also one over [`audio::decode::MAX_SAMPLES`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnBadImage {
+pub enum OnBadFile {
     /// Fail with an error naming the file.
     #[default]
     Stop,
-    /// Count it ([`Dataset::skipped`]) and go on with the next image.
+    /// Count it ([`Dataset::skipped`], [`audio::AudioSet::skipped`]) and go on with the next.
     Skip,
 }
+
+/// The policy's name from before audio, kept for the callers (and fields) that use it.
+pub type OnBadImage = OnBadFile;
 
 /// Everything [`open`] needs besides the path and format.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
     pub split: Split,
-    pub on_bad_image: OnBadImage,
+    pub on_bad_image: OnBadFile,
     /// Images whose shorter side is below this are bad images (0: no minimum).
     pub min_side: usize,
     /// Used when the format is (or detects as) the built-in set.
@@ -174,7 +183,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             split: Split::Train,
-            on_bad_image: OnBadImage::Stop,
+            on_bad_image: OnBadFile::Stop,
             min_side: 0,
             builtin: BuiltinConfig::default(),
         }
@@ -273,11 +282,44 @@ pub(crate) fn data_err(path: &Path, message: impl fmt::Display) -> Error {
     }
 }
 
-pub(crate) fn bad_image(path: &Path, message: impl fmt::Display) -> Error {
+/// One file that cannot be decoded, image or audio ([`Error::BadImage`]).
+pub(crate) fn bad_file(path: &Path, message: impl fmt::Display) -> Error {
     Error::BadImage {
         path: path.display().to_string(),
         message: message.to_string(),
     }
+}
+
+/// Threads for reading every file's header at open: the cores, at most 8.
+pub(crate) fn header_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+}
+
+/// `f` over `items` on up to `threads` scoped threads, each taking a run of at least
+/// `min_chunk` items; the results in the order of `items`.
+pub(crate) fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    min_chunk: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let chunk = items.len().div_ceil(threads.max(1)).max(min_chunk).max(1);
+    if chunk >= items.len() {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
 }
 
 /// The message for an image below the minimum side, naming both sizes.
@@ -285,16 +327,17 @@ pub(crate) fn too_small(width: usize, height: usize, min_side: usize) -> String 
     format!("image is {width}x{height}, its shorter side is below the minimum side {min_side}")
 }
 
+/// Display and FromStr for a command-line choice: each variant's name, and its aliases.
 macro_rules! names {
     ($ty:ident, $what:literal, $($variant:ident = $name:literal $(| $alias:literal)*),+) => {
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(match self { $($ty::$variant => $name),+ })
             }
         }
-        impl FromStr for $ty {
+        impl ::std::str::FromStr for $ty {
             type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            fn from_str(s: &str) -> ::std::result::Result<Self, String> {
                 match s.to_ascii_lowercase().as_str() {
                     $($name $(| $alias)* => Ok($ty::$variant),)+
                     _ => Err(format!(concat!("unknown ", $what, " {:?}, expected one of: {}"),
@@ -304,6 +347,7 @@ macro_rules! names {
         }
     };
 }
+pub(crate) use names;
 
 names!(
     Format,
@@ -321,4 +365,4 @@ names!(
     Test = "test" | "val",
     Unlabeled = "unlabeled" | "unlabelled"
 );
-names!(OnBadImage, "bad-image policy", Stop = "stop", Skip = "skip");
+names!(OnBadFile, "bad-file policy", Stop = "stop", Skip = "skip");

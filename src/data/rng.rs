@@ -4,7 +4,7 @@
 
 use rand::SeedableRng;
 
-/// The generator behind every shuffle, augmentation and built-in image.
+/// The generator behind every shuffle, augmentation, built-in image and synthetic utterance.
 pub type DataRng = rand_chacha::ChaCha8Rng;
 
 /// SplitMix64's finaliser: a bijection on u64 that mixes every input bit into every output bit.
@@ -32,4 +32,10 @@ pub(crate) mod tag {
     pub const SHUFFLE: u64 = 1;
     pub const AUGMENT: u64 = 2;
     pub const BUILTIN: u64 = 3;
+    /// A synthetic speaker's voice (data/audio/synthetic.rs).
+    pub const SPEAKER: u64 = 4;
+    /// One synthetic utterance.
+    pub const UTTERANCE: u64 = 5;
+    /// An audio window's offset and gain (data/audio/augment.rs).
+    pub const AUDIO_AUGMENT: u64 = 6;
 }

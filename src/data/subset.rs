@@ -7,7 +7,7 @@
 use rand::seq::index::sample;
 
 use super::rng::rng_for;
-use super::{Dataset, Image, OnBadImage};
+use super::{Dataset, Image, OnBadFile};
 use crate::error::Result;
 
 /// Seeds the sample (a domain of its own among the data module's generators).
@@ -65,7 +65,7 @@ impl Dataset for Subset {
         self.inner.class_name(class)
     }
 
-    fn on_bad_image(&self) -> OnBadImage {
+    fn on_bad_image(&self) -> OnBadFile {
         self.inner.on_bad_image()
     }
 

@@ -13,7 +13,7 @@ pub use probe::{
 
 use std::path::Path;
 
-use crate::data::{self, Dataset, Format, OnBadImage, OpenOptions, Split, Subset};
+use crate::data::{self, Dataset, Format, OnBadFile, OpenOptions, Split, Subset};
 use crate::error::{Error, Result};
 
 /// Open a data set for evaluation: `path` None is the built-in set; `limit` keeps that many
@@ -23,7 +23,7 @@ pub fn open_eval_data(
     format: Format,
     split: Split,
     limit: Option<usize>,
-    on_bad_image: OnBadImage,
+    on_bad_image: OnBadFile,
 ) -> Result<(Box<dyn Dataset>, String)> {
     let options = OpenOptions {
         split,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::data::{self, Format, Loader, LoaderConfig, LoaderState, OnBadImage, OpenOptions};
+use crate::data::{self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions};
 use crate::error::{Error, Result};
 use crate::eval::probe::{align_labels, probe_model, LabelSource, ProbeConfig, ProbeResult};
 use crate::eval::CentreCrops;
@@ -30,7 +30,7 @@ pub struct PretrainOptions {
     /// None: the built-in data set.
     pub data: Option<PathBuf>,
     pub format: Format,
-    pub on_bad_image: OnBadImage,
+    pub on_bad_image: OnBadFile,
     /// Output folder: checkpoint.safetensors, metrics.jsonl, curves.png.
     pub out: PathBuf,
     /// Continue from `<out>/checkpoint.safetensors`.
@@ -93,7 +93,7 @@ impl ProbeSets {
                 p.format,
                 split,
                 Some(limit),
-                OnBadImage::Stop,
+                OnBadFile::Stop,
             )?;
             Ok((CentreCrops::read(set.as_ref(), crop)?, source))
         };

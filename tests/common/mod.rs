@@ -51,6 +51,36 @@ pub fn gpu_on(kernels: Kernels) -> &'static Gpu {
     })
 }
 
+/// The error of `result`, which must name `what`.
+pub fn expect_err(result: cpc::Result<impl Sized>, what: &str) -> cpc::Error {
+    match result {
+        Ok(_) => panic!("expected an error naming {what}"),
+        Err(e) => {
+            assert!(
+                e.to_string().contains(what),
+                "error {e:?} does not name {what}"
+            );
+            e
+        }
+    }
+}
+
+/// Whether the command-line tool `tool` runs here; without it, fail where CI is set (CI must
+/// install it: `install` says how) and say so elsewhere, where the checks needing it skip.
+pub fn have_tool(tool: &str, install: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    let why = format!("{tool} is not installed ({install})");
+    assert!(std::env::var_os("CI").is_none(), "{why}, and CI is set");
+    eprintln!("{why}; the checks that need it are skipped");
+    false
+}
+
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }

@@ -298,13 +298,7 @@ fn translate(
 
 /// Whether `tool` runs here; without it, fail in CI and say so elsewhere.
 fn have(tool: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok() {
-        return true;
-    }
-    let why = format!("{tool} is not installed (apt-get install spirv-tools glslang-tools)");
-    assert!(std::env::var_os("CI").is_none(), "{why}, and CI is set");
-    eprintln!("translate: {why}; its validation is skipped");
-    false
+    crate::shared::have_tool(tool, "apt-get install spirv-tools glslang-tools")
 }
 
 /// Run the validator on `bytes` written to `file`; its complaint on failure.
