@@ -14,13 +14,16 @@
 //! Backward: the same list in reverse order. Parameter gradients accumulate (+=) into
 //! `buffers.grads`, zeroed at the start of each step; activation gradients are overwritten
 //! by their first contribution and accumulated by later ones (the residual's two paths).
+//! In the encoder a ReLU fuses into the conv before it (the conv stores the ReLU's output)
+//! and its backward into the input gradient of the conv after it, where the layer order
+//! allows ([`fuse_relus`], [`EncoderGraph`]); the CPU reference stays unfused.
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Launch, Tensor};
 use crate::model::params::{ParamBuffers, ParamLayout};
 use crate::model::spec::ModelSpec;
 use crate::ops::adam::{Adam, AdamConfig};
-use crate::ops::conv2d::{self, Conv2d};
+use crate::ops::conv2d::{self, Activation, Conv2d};
 use crate::ops::copy_rows;
 use crate::ops::elementwise;
 use crate::ops::gru::{self, Gru, GruWeights};
@@ -30,14 +33,17 @@ use crate::ops::matmul::{self, Matmul};
 use crate::ops::mean_pool;
 use crate::ops::patches::{self, Patches};
 
-/// One encoder layer; activations are indices into `Encoder::acts`.
+/// One encoder layer; activations are indices into `EncoderPlan::shapes` (0: the patches).
 #[derive(Clone, Debug)]
 enum Layer {
+    /// y = conv(x) + bias; with `relu`, the ReLU of that: a ReLU fused into the conv's store
+    /// ([`fuse_relus`]), y being the ReLU's output.
     Conv {
         conv: Conv2d,
         param: String,
         x: usize,
         y: usize,
+        relu: bool,
     },
     Norm {
         ln: LayerNorm,
@@ -57,21 +63,40 @@ enum Layer {
     },
 }
 
-/// Builds the encoder's layer list and its activations [N, C, side, side].
+impl Layer {
+    /// The activations it reads.
+    fn inputs(&self) -> Vec<usize> {
+        match *self {
+            Layer::Conv { x, .. } | Layer::Norm { x, .. } | Layer::Relu { x, .. } => vec![x],
+            Layer::Add { a, b, .. } => vec![a, b],
+        }
+    }
+
+    /// The activation it writes.
+    fn output(&self) -> usize {
+        match *self {
+            Layer::Conv { y, .. }
+            | Layer::Norm { y, .. }
+            | Layer::Relu { y, .. }
+            | Layer::Add { y, .. } => y,
+        }
+    }
+}
+
+/// Builds the encoder's layer list and the shapes of its activations [N, C, side, side].
 struct EncoderPlan<'a> {
     gpu: &'a Gpu,
     n: usize,
     layers: Vec<Layer>,
-    /// (tensor, channels, side) of every activation; 0 is the patches.
-    acts: Vec<(Tensor, usize, usize)>,
+    /// (channels, side) of every activation; 0 is the patches.
+    shapes: Vec<(usize, usize)>,
     layer_norm: bool,
 }
 
 impl EncoderPlan<'_> {
-    fn act(&mut self, c: usize, side: usize) -> Result<usize> {
-        let t = Tensor::zeros(self.gpu, "activation", &[self.n, c, side, side])?;
-        self.acts.push((t, c, side));
-        Ok(self.acts.len() - 1)
+    fn act(&mut self, c: usize, side: usize) -> usize {
+        self.shapes.push((c, side));
+        self.shapes.len() - 1
     }
 
     /// conv, then [norm]; returns the output activation.
@@ -84,18 +109,19 @@ impl EncoderPlan<'_> {
         stride: usize,
         norm: Option<&str>,
     ) -> Result<usize> {
-        let (_, cin, side) = self.acts[x];
+        let (cin, side) = self.shapes[x];
         let conv = Conv2d::square(self.n, cin, side, cout, k, stride);
-        let y = self.act(cout, conv.out_hw().0)?;
+        let y = self.act(cout, conv.out_hw().0);
         self.layers.push(Layer::Conv {
             conv,
             param: param.into(),
             x,
             y,
+            relu: false,
         });
         match (self.layer_norm, norm) {
             (true, Some(name)) => {
-                let (_, c, s) = self.acts[y];
+                let (c, s) = self.shapes[y];
                 let ln = LayerNorm {
                     n: self.n,
                     channels: c,
@@ -103,7 +129,7 @@ impl EncoderPlan<'_> {
                     eps: 1e-5,
                 };
                 let stats = Tensor::zeros(self.gpu, "norm stats", &[self.n, 2])?;
-                let out = self.act(c, s)?;
+                let out = self.act(c, s);
                 self.layers.push(Layer::Norm {
                     ln,
                     param: name.into(),
@@ -117,19 +143,57 @@ impl EncoderPlan<'_> {
         }
     }
 
-    fn relu(&mut self, x: usize) -> Result<usize> {
-        let (_, c, s) = self.acts[x];
-        let y = self.act(c, s)?;
+    fn relu(&mut self, x: usize) -> usize {
+        let (c, s) = self.shapes[x];
+        let y = self.act(c, s);
         self.layers.push(Layer::Relu { x, y });
-        Ok(y)
+        y
     }
 
-    fn add(&mut self, a: usize, b: usize) -> Result<usize> {
-        let (_, c, s) = self.acts[a];
-        let y = self.act(c, s)?;
+    fn add(&mut self, a: usize, b: usize) -> usize {
+        let (c, s) = self.shapes[a];
+        let y = self.act(c, s);
         self.layers.push(Layer::Add { a, b, y });
-        Ok(y)
+        y
     }
+}
+
+/// Each ReLU fused into the conv before it, where the conv's output feeds nothing but that
+/// ReLU and every reader of the ReLU's output can mask the gradient it hands back by that
+/// output (a conv's input gradient, a ReLU's or a residual sum's backward; not a norm's, nor
+/// the mean pool, which reads `pooled`): the conv stores relu(conv(x) + b) into the ReLU's
+/// output, and the sum before the ReLU is never stored. See [`plan_encoder`] for the
+/// backward this asks for.
+fn fuse_relus(layers: Vec<Layer>, pooled: usize) -> Vec<Layer> {
+    let readers = |i: usize| -> Vec<usize> {
+        (0..layers.len())
+            .filter(|&l| layers[l].inputs().contains(&i))
+            .collect()
+    };
+    let maskable = |i: usize| {
+        i != pooled
+            && readers(i)
+                .iter()
+                .all(|&l| !matches!(layers[l], Layer::Norm { .. }))
+    };
+    let mut fused: Vec<Option<Layer>> = layers.iter().cloned().map(Some).collect();
+    for (i, layer) in layers.iter().enumerate() {
+        let Layer::Conv { y: pre, .. } = *layer else {
+            continue;
+        };
+        let [j] = readers(pre)[..] else { continue };
+        let Layer::Relu { y: out, .. } = layers[j] else {
+            continue;
+        };
+        if pre == pooled || !maskable(out) {
+            continue;
+        }
+        if let Some(Layer::Conv { y, relu, .. }) = &mut fused[i] {
+            (*y, *relu) = (out, true);
+        }
+        fused[j] = None;
+    }
+    fused.into_iter().flatten().collect()
 }
 
 /// Images per encoder slice at `batch`: as many as keep the slice's largest activation
@@ -162,37 +226,29 @@ struct EncoderSlice {
     bytes: u64,
 }
 
-/// Plan the encoder for the patches `x0` [n, 3, P, P] of some images: its activations and
-/// their gradients, the forward up to z [n, D] and the backward from dz [n, D], whose
-/// parameter gradients accumulate into `buffers.grads` (so slices add up).
-fn plan_encoder(
-    gpu: &Gpu,
+/// The encoder's layer list for `n` patches, as the spec says, before any fusion; returns
+/// the plan and the activation the mean pool reads.
+fn encoder_layers<'a>(
+    gpu: &'a Gpu,
     spec: &ModelSpec,
-    buffers: &ParamBuffers,
-    x0: &Tensor,
-    z: &Tensor,
-    dz: &Tensor,
-) -> Result<EncoderSlice> {
-    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
-    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
-    let (n, d) = (x0.shape[0], spec.dim());
+    n: usize,
+) -> Result<(EncoderPlan<'a>, usize)> {
     let mut enc = EncoderPlan {
         gpu,
         n,
         layers: Vec::new(),
-        acts: vec![(x0.clone(), 3, spec.patch())],
+        shapes: vec![(3, spec.patch())],
         layer_norm: spec.layer_norm,
     };
-    let x0 = 0;
     let stem = enc.conv(
         "encoder.stem",
-        x0,
+        PATCHES,
         spec.stem.out,
         spec.stem.kernel,
         spec.stem.stride,
         Some("encoder.stem_norm"),
     )?;
-    let mut a = enc.relu(stem)?;
+    let mut a = enc.relu(stem);
     for (i, st) in spec.stages.iter().enumerate() {
         let name = format!("encoder.stages.{i}");
         let down = enc.conv(
@@ -203,9 +259,9 @@ fn plan_encoder(
             st.down.stride,
             Some(&format!("{name}.down_norm")),
         )?;
-        a = enc.relu(down)?;
+        a = enc.relu(down);
         for j in 0..st.blocks {
-            let mut t = enc.relu(a)?;
+            let mut t = enc.relu(a);
             for l in 0..st.convs_per_block {
                 let b = format!("{name}.blocks.{j}");
                 t = enc.conv(
@@ -217,27 +273,151 @@ fn plan_encoder(
                     Some(&format!("{b}.norms.{l}")),
                 )?;
                 if l + 1 < st.convs_per_block {
-                    t = enc.relu(t)?;
+                    t = enc.relu(t);
                 }
             }
-            a = enc.add(a, t)?;
+            a = enc.add(a, t);
         }
     }
-    let last = enc.relu(a)?;
-    let (_, cd, side) = enc.acts[last];
-    debug_assert_eq!(cd, d);
+    let last = enc.relu(a);
+    Ok((enc, last))
+}
 
+/// The patches' activation index.
+const PATCHES: usize = 0;
+
+/// The fused layer list with its activations and their gradients, and what the backward
+/// asks of each activation.
+///
+/// The gradient of a fused conv's output is the one before its ReLU, so every layer reading
+/// that output masks what it hands back by it: a conv's input gradient by its flag, a ReLU's
+/// backward by its own mask (relu(v) > 0 where v > 0), a residual sum's backward as a ReLU
+/// backward instead of a copy. A ReLU whose output only a conv reads is folded into that
+/// conv's input gradient: masked by the ReLU's output, it goes straight to the gradient of
+/// the ReLU's input; the ReLU has no backward launch and its output no gradient buffer.
+struct EncoderGraph {
+    layers: Vec<Layer>,
+    /// [N, C, side, side] per activation the fused layers use (the patches given).
+    acts: Vec<Option<Tensor>>,
+    /// The gradient of each activation but the patches and the folded ReLUs' outputs.
+    grads: Vec<Option<Tensor>>,
+    /// The activation the mean pool reads.
+    pooled: usize,
+}
+
+impl EncoderGraph {
+    fn act(&self, i: usize) -> &Tensor {
+        self.acts[i]
+            .as_ref()
+            .expect("an activation the fused layers use")
+    }
+
+    fn grad(&self, i: usize) -> &Tensor {
+        self.grads[i]
+            .as_ref()
+            .expect("an activation with a gradient")
+    }
+
+    fn producer(&self, i: usize) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.output() == i)
+    }
+
+    /// Whether activation i is a fused conv's output (its gradient: the one before the ReLU).
+    fn fused(&self, i: usize) -> bool {
+        matches!(self.producer(i), Some(Layer::Conv { relu: true, .. }))
+    }
+
+    /// Whether activation i is the output of a ReLU folded into the one conv reading it.
+    fn folded(&self, i: usize) -> bool {
+        let readers: Vec<&Layer> = (self.layers.iter())
+            .filter(|l| l.inputs().contains(&i))
+            .collect();
+        i != self.pooled
+            && matches!(self.producer(i), Some(&Layer::Relu { x, .. }) if x != PATCHES)
+            && matches!(readers[..], [Layer::Conv { .. }])
+    }
+}
+
+/// Plan the encoder for the patches `x0` [n, 3, P, P] of some images: its activations and
+/// their gradients, the forward up to z [n, D] and the backward from dz [n, D], whose
+/// parameter gradients accumulate into `buffers.grads` (so slices add up). The ReLUs fuse
+/// into the convs around them ([`fuse_relus`], [`EncoderGraph`]).
+fn plan_encoder(
+    gpu: &Gpu,
+    spec: &ModelSpec,
+    buffers: &ParamBuffers,
+    x0: &Tensor,
+    z: &Tensor,
+    dz: &Tensor,
+) -> Result<EncoderSlice> {
+    let n = x0.shape[0];
+    let (enc, last) = encoder_layers(gpu, spec, n)?;
+    let layers = fuse_relus(enc.layers, last);
+    let mut bytes = 0u64;
+    let mut alloc = |label: &str, shape: &[usize]| {
+        bytes += 4 * shape.iter().product::<usize>() as u64;
+        Tensor::zeros(gpu, label, shape).map(Some)
+    };
+    let mut g = EncoderGraph {
+        layers,
+        acts: Vec::new(),
+        grads: Vec::new(),
+        pooled: last,
+    };
+    for (i, &(c, s)) in enc.shapes.iter().enumerate() {
+        let used = (g.layers.iter()).any(|l| l.output() == i || l.inputs().contains(&i));
+        g.acts.push(match i {
+            PATCHES => Some(x0.clone()),
+            _ if used => alloc("activation", &[n, c, s, s])?,
+            _ => None,
+        });
+    }
+    for i in 0..g.acts.len() {
+        let needed = i != PATCHES && g.acts[i].is_some() && !g.folded(i);
+        let shape = g.acts[i].as_ref().map(|t| t.shape.clone());
+        g.grads.push(match shape {
+            Some(shape) if needed => alloc("activation grad", &shape)?,
+            _ => None,
+        });
+    }
+    let (d, side) = enc.shapes[last];
+    debug_assert_eq!(d, spec.dim());
+    let pooled = [n, d, side * side];
+    let mut forward = encoder_forward(gpu, buffers, &g)?;
+    forward.push(mean_pool::forward(gpu, g.act(last), pooled, z)?);
+    let mut backward = vec![mean_pool::backward(gpu, dz, pooled, g.grad(last), false)?];
+    backward.extend(encoder_backward(gpu, buffers, &g)?);
+    Ok(EncoderSlice {
+        forward,
+        backward,
+        bytes,
+    })
+}
+
+/// The encoder's forward: the fused layer list in order.
+fn encoder_forward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Result<Vec<Launch>> {
+    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
     let mut forward = Vec::new();
-    for layer in &enc.layers {
-        let act = |i: usize| &enc.acts[i].0;
+    for layer in &g.layers {
         forward.extend(match layer {
-            Layer::Conv { conv, param, x, y } => conv2d::forward(
+            Layer::Conv {
+                conv,
+                param,
+                x,
+                y,
+                relu,
+            } => conv2d::forward(
                 gpu,
                 conv,
-                act(*x),
+                g.act(*x),
                 &pv(&format!("{param}.weight")),
                 &pv(&format!("{param}.bias")),
-                act(*y),
+                g.act(*y),
+                if *relu {
+                    Activation::Relu
+                } else {
+                    Activation::Identity
+                },
             )?,
             Layer::Norm {
                 ln,
@@ -245,72 +425,66 @@ fn plan_encoder(
                 x,
                 y,
                 stats,
-            } => layer_norm::forward(
+            } => vec![layer_norm::forward(
                 gpu,
                 ln,
-                act(*x),
+                g.act(*x),
                 &pv(&format!("{param}.weight")),
                 &pv(&format!("{param}.bias")),
-                act(*y),
+                g.act(*y),
                 stats,
-            )
-            .map(|l| vec![l])?,
-            Layer::Relu { x, y } => vec![elementwise::relu_forward(gpu, act(*x), act(*y))?],
-            Layer::Add { a, b, y } => vec![elementwise::add(gpu, act(*a), act(*b), act(*y))?],
+            )?],
+            Layer::Relu { x, y } => vec![elementwise::relu_forward(gpu, g.act(*x), g.act(*y))?],
+            Layer::Add { a, b, y } => {
+                vec![elementwise::add(gpu, g.act(*a), g.act(*b), g.act(*y))?]
+            }
         });
     }
-    let pooled = [n, d, side * side];
-    forward.push(mean_pool::forward(gpu, &enc.acts[last].0, pooled, z)?);
+    Ok(forward)
+}
+
+/// The encoder's backward from the gradient of the pooled activation (written first): the
+/// fused layer list in reverse order, each activation's gradient overwritten by its first
+/// contribution and accumulated by later ones (see [`EncoderGraph`] for the masks).
+fn encoder_backward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Result<Vec<Launch>> {
+    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
+    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
+    let mut written = vec![false; g.acts.len()];
+    written[g.pooled] = true;
     let mut backward = Vec::new();
-    // Encoder activation gradients, one per activation but the patches.
-    let dacts: Vec<Option<Tensor>> = enc
-        .acts
-        .iter()
-        .enumerate()
-        .map(|(i, (t, _, _))| {
-            if i == x0 {
-                Ok(None)
-            } else {
-                Tensor::zeros(gpu, "activation grad", &t.shape).map(Some)
-            }
-        })
-        .collect::<Result<_>>()?;
-    let mut written = vec![false; dacts.len()];
-    let dact = |i: usize| {
-        dacts[i]
-            .as_ref()
-            .expect("no gradient for the input patches")
-    };
-    backward.push(mean_pool::backward(gpu, dz, pooled, dact(last), false)?);
-    written[last] = true;
-    for layer in enc.layers.iter().rev() {
-        let act = |i: usize| &enc.acts[i].0;
+    for layer in g.layers.iter().rev() {
         match layer {
-            Layer::Conv { conv, param, x, y } => {
-                let (w, dw, db) = (
-                    pv(&format!("{param}.weight")),
-                    gv(&format!("{param}.weight")),
-                    gv(&format!("{param}.bias")),
-                );
+            Layer::Conv {
+                conv, param, x, y, ..
+            } => {
                 backward.extend(conv2d::backward_weight(
                     gpu,
                     conv,
-                    act(*x),
-                    dact(*y),
-                    &dw,
-                    &db,
+                    g.act(*x),
+                    g.grad(*y),
+                    &gv(&format!("{param}.weight")),
+                    &gv(&format!("{param}.bias")),
                 )?);
-                if *x != x0 {
-                    backward.extend(conv2d::backward_input(
-                        gpu,
-                        conv,
-                        dact(*y),
-                        &w,
-                        dact(*x),
-                        written[*x],
-                    )?);
-                    written[*x] = true;
+                if *x == PATCHES {
+                    continue;
                 }
+                // Into the gradient of x, or of the folded ReLU's input; masked by x where a
+                // ReLU's backward is folded in.
+                let (to, mask) = match g.producer(*x) {
+                    Some(&Layer::Relu { x: input, .. }) if g.folded(*x) => (input, Some(*x)),
+                    _ if g.fused(*x) => (*x, Some(*x)),
+                    _ => (*x, None),
+                };
+                backward.extend(conv2d::backward_input(
+                    gpu,
+                    conv,
+                    g.grad(*y),
+                    &pv(&format!("{param}.weight")),
+                    g.grad(to),
+                    written[to],
+                    mask.map(|m| g.act(m)),
+                )?);
+                written[to] = true;
             }
             Layer::Norm {
                 ln,
@@ -319,53 +493,48 @@ fn plan_encoder(
                 y,
                 stats,
             } => {
+                debug_assert!(!g.fused(*x), "no ReLU fuses into a conv a norm reads");
                 backward.extend(layer_norm::backward(
                     gpu,
                     ln,
-                    act(*x),
+                    g.act(*x),
                     &pv(&format!("{param}.weight")),
                     stats,
-                    dact(*y),
-                    dact(*x),
+                    g.grad(*y),
+                    g.grad(*x),
                     &gv(&format!("{param}.weight")),
                     &gv(&format!("{param}.bias")),
                     written[*x],
                 )?);
                 written[*x] = true;
             }
+            // Folded into the conv reading its output.
+            Layer::Relu { y, .. } if g.folded(*y) => {}
+            // Masked by y > 0, which is x > 0: also what a fused x's gradient needs.
             Layer::Relu { x, y } => {
                 backward.push(elementwise::relu_backward(
                     gpu,
-                    act(*y),
-                    dact(*y),
-                    dact(*x),
+                    g.act(*y),
+                    g.grad(*y),
+                    g.grad(*x),
                     written[*x],
                 )?);
                 written[*x] = true;
             }
             Layer::Add { a, b, y } => {
                 for i in [*a, *b] {
-                    backward.push(elementwise::scale(gpu, dact(*y), dact(i), 1.0, written[i])?);
+                    let dy = g.grad(*y);
+                    backward.push(if g.fused(i) {
+                        elementwise::relu_backward(gpu, g.act(i), dy, g.grad(i), written[i])?
+                    } else {
+                        elementwise::scale(gpu, dy, g.grad(i), 1.0, written[i])?
+                    });
                     written[i] = true;
                 }
             }
         }
     }
-
-    let bytes = enc.acts[1..]
-        .iter()
-        .map(|(t, _, _)| 4 * t.len() as u64)
-        .sum::<u64>()
-        + dacts
-            .iter()
-            .flatten()
-            .map(|t| 4 * t.len() as u64)
-            .sum::<u64>();
-    Ok(EncoderSlice {
-        forward,
-        backward,
-        bytes,
-    })
+    Ok(backward)
 }
 
 /// The step's host-visible numbers, read without stalling: see [`CpcModel::record_step`].
