@@ -25,7 +25,7 @@ use criterion::{
 use cpc::gpu::{AdapterChoice, Gpu, Launch, Tensor};
 use cpc::model::{CpcModel, ModelSpec, ParamLayout};
 use cpc::ops::adam::{Adam, AdamConfig};
-use cpc::ops::conv2d::{self, Conv2d};
+use cpc::ops::conv2d::{self, Activation, Conv2d};
 use cpc::ops::gru::{self, Gru, GruWeights};
 use cpc::ops::infonce::{self, Infonce};
 use cpc::ops::matmul::{self, Matmul, MatmulKernel};
@@ -221,14 +221,14 @@ fn bench_conv2d(c: &mut Criterion) {
             "{}x{}x{}x{}->{},{}x{}/{}x{}",
             conv.n, conv.cin, conv.h, conv.w, conv.cout, conv.kh, conv.kw, conv.sh, conv.sw
         );
-        let fwd = conv2d::forward(gpu(), &conv, &x, &w, &b, &y).unwrap();
+        let fwd = conv2d::forward(gpu(), &conv, &x, &w, &b, &y, Activation::Identity).unwrap();
         bench(
             &mut g,
             &format!("forward/{name}"),
             param.clone(),
             &fwd.iter().collect::<Vec<_>>(),
         );
-        let bi = conv2d::backward_input(gpu(), &conv, &y, &w, &dx, false).unwrap();
+        let bi = conv2d::backward_input(gpu(), &conv, &y, &w, &dx, false, None).unwrap();
         bench(
             &mut g,
             &format!("backward_input/{name}"),

@@ -18,14 +18,18 @@
 // channels' contributions to dx.
 //
 // Bindings: 0 Conv2dBackwardInputParams (uniform), 1 dy [N, Cout, OH, OW] (read),
-// 2 one window of weights (uniform), 3 dx [N, Cin, H, W] (read_write).
+// 2 one window of weights (uniform), 3 dx [N, Cin, H, W] (read_write), 4 mask [N, Cin, H, W]
+// (read; read only where relu != 0, dy bound in its place otherwise).
 // Dispatch: (x, y) = spread(ceil(N * HQ * WQ / 512)) pixel blocks of one phase, with
 // HQ = ceil(H / SH), WQ = ceil(W / SW); z = SH * SW phases x the window's blocks of
 // 8 input channels (phase fastest, rx fastest within it). Workgroups of 64 threads; each thread computes 8 input channels x
 // 8 pixels of one phase in registers, no workgroup memory, its pixels 64 apart. Taps whose
 // output pixel lies outside dy read 0 through a select on an in-bounds address; channels and
 // pixels past the edge are clamped for loads and skipped for stores.
-// Writes: overwrites dx, or adds to it when accumulate != 0.
+// Writes: overwrites dx, or adds to it when accumulate != 0. Where relu != 0 the conv's
+// input was a ReLU's output `mask`: each sum is kept where mask > 0 and is 0 elsewhere before
+// it is stored or added (the ReLU's backward folded in), so dx is the gradient of the ReLU's
+// input.
 
 // Rust twin: ops::conv2d::Conv2dBackwardInputParams.
 struct Conv2dBackwardInputParams {
@@ -54,14 +58,16 @@ struct Conv2dBackwardInputParams {
     co_base: u32,
     co_count: u32,
     window_cos: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Whether to mask by the ReLU output at mask_offset in `mask` (x's layout).
+    relu: u32,
+    mask_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv2dBackwardInputParams;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<uniform> weight: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(4) var<storage, read> mask: array<f32>;
 
 const TC: u32 = 8u;  // input channels per thread
 const TP: u32 = 8u;  // input pixels per thread
@@ -89,10 +95,12 @@ fn store(q: u32, ry: u32, rx: u32, ci0: u32, lo: vec4<f32>, hi: vec4<f32>) {
         return;
     }
     let hw = p.h * p.w;
-    let at = p.dx_offset + (n * p.cin + ci0) * hw + iy * p.w + ix;
+    let pixel = (n * p.cin + ci0) * hw + iy * p.w + ix;
+    let at = p.dx_offset + pixel;
     let count = min(TC, p.cin - ci0);
     for (var i = 0u; i < count; i++) {
         var v = select(hi[i % 4u], lo[i % 4u], i < 4u);
+        if (p.relu != 0u) { v = select(0.0, v, mask[p.mask_offset + pixel + i * hw] > 0.0); }
         if (p.accumulate != 0u) { v += dx[at + i * hw]; }
         dx[at + i * hw] = v;
     }

@@ -24,7 +24,9 @@
 // outside the channel loop, so bounds are worked out once per tap; taps outside the image
 // read 0 through a select on an in-bounds address. Channels and pixels past the edge are
 // clamped for loads and skipped for stores, so any size works.
-// Writes: overwrites y with the bias added (accumulate == 0), or adds to it.
+// Writes: overwrites y with the bias added (accumulate == 0), or adds to it; where relu != 0
+// (the last window of a row block, when a ReLU reads nothing but this conv's output) the
+// store keeps max(v, 0): y is then the ReLU's output and the sum before it is never stored.
 
 // Rust twin: ops::conv2d::Conv2dForwardParams.
 struct Conv2dForwardParams {
@@ -52,9 +54,9 @@ struct Conv2dForwardParams {
     ci_count: u32,
     accumulate: u32,
     window_cis: u32,
+    relu: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv2dForwardParams;
@@ -105,6 +107,7 @@ fn store(q: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     for (var i = 0u; i < count; i++) {
         var v = select(hi[i % 4u], lo[i % 4u], i < 4u);
         if (p.accumulate != 0u) { v += y[at + i * ohw]; }
+        if (p.relu != 0u) { v = max(v, 0.0); }
         y[at + i * ohw] = v;
     }
 }

@@ -28,7 +28,8 @@
 // Bindings: 0 Conv2dTiledParams (uniform), 1 the input, x or dy (read), 2 the weights
 // [Cout, Cin, KH, KW] as stored, or dy for backward_weight (read; `weight` and `dy` view one
 // binding: no entry point uses both), 3 bias [Cout] (read; forward only), 4 the output, y,
-// dx or partial (read_write). Dispatch: (ceil(M / BM), ceil(N / BN), z) workgroups of
+// dx or partial (read_write), 5 mask [N, Cin, H, W] (read; backward_input only, read where
+// relu != 0, dy bound in its place otherwise). Dispatch: (ceil(M / BM), ceil(N / BN), z) workgroups of
 // (BM / TM) x (BN / TN) threads, z being 1, the SH * SW phases or the chunks. Each workgroup computes a BM x BN tile of the output,
 // pixels by channels: for each slice of BK values of k it gathers the BM x BK tile of A
 // (neighbouring threads neighbouring pixels) and the BK x BN tile of B (neighbouring
@@ -36,7 +37,10 @@
 // thread adds the products into its TM x TN block of registers. Values past an edge of A or
 // B, and taps in the padding, read 0; stores skip pixels and channels past the edge.
 // Writes: forward overwrites y with the bias added; backward_input overwrites dx, or adds to
-// it when accumulate != 0; backward_weight overwrites its chunks of partial.
+// it when accumulate != 0; backward_weight overwrites its chunks of partial. With relu != 0
+// a ReLU is fused: the forward stores max(v, 0) (y is the ReLU's output), backward_input
+// keeps each sum where mask (the ReLU's output the conv read) > 0 and stores 0 elsewhere
+// before it is stored or added (dx is the gradient of the ReLU's input).
 //
 // The tile sizes are override constants set from ops::matmul::Tiling, whose checks this
 // kernel shares (it stages element by element, so needs no more than matmul_tiled.wgsl).
@@ -63,7 +67,12 @@ struct Conv2dTiledParams {
     accumulate: u32,
     // backward_weight: images per chunk of the batch (the last chunk may hold fewer).
     chunk: u32,
+    // forward: ReLU in the store; backward_input: mask by the ReLU output at mask_offset.
+    relu: u32,
+    mask_offset: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override BM: u32 = 64u;
@@ -88,6 +97,7 @@ override TN4: u32 = TN / 4u;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(5) var<storage, read> mask: array<f32>;
 
 // The tiles, k-major: a_tile[kk * BM4 + i / 4][i % 4] is A[m0 + i, k0 + kk] and
 // b_tile[kk * BN4 + j / 4][j % 4] is B[k0 + kk, n0 + j], so each thread reads its pixels
@@ -374,7 +384,9 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
                 if (co0 + j >= t.n) {
                     break;
                 }
-                dst[base + (co0 + j) * ohw] = acc[i * TN4 + g][j] + bias[p.b_offset + co0 + j];
+                var v = acc[i * TN4 + g][j] + bias[p.b_offset + co0 + j];
+                if (p.relu != 0u) { v = max(v, 0.0); }
+                dst[base + (co0 + j) * ohw] = v;
             }
         }
     }
@@ -394,15 +406,17 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         if (px.y >= p.h || px.z >= p.w) {
             continue;
         }
-        let base = p.out_offset + px.x * p.cin * hw + px.y * p.w + px.z;
+        let pixel = px.x * p.cin * hw + px.y * p.w + px.z;
         for (var g = 0u; g < TN4; g++) {
             let ci0 = col_of(t, g);
             for (var j = 0u; j < 4u; j++) {
                 if (ci0 + j >= t.n) {
                     break;
                 }
-                let at = base + (ci0 + j) * hw;
+                let e = pixel + (ci0 + j) * hw;
+                let at = p.out_offset + e;
                 var v = acc[i * TN4 + g][j];
+                if (p.relu != 0u) { v = select(0.0, v, mask[p.mask_offset + e] > 0.0); }
                 if (p.accumulate != 0u) { v += dst[at]; }
                 dst[at] = v;
             }

@@ -191,6 +191,19 @@ fn narrow_model_with_norm_and_jitter_gradients_match_finite_differences() {
     check_model(gpu(), &narrow_with_norm(), 2, 3);
 }
 
+/// Without norms every ReLU the planner can fuse is fused (cpc::fuse_relus): into the stem,
+/// the downsampling convs and the first of two block convs, whose outputs a conv, a ReLU and
+/// a residual sum read; a second block's ReLU of a residual sum folds into its conv's input
+/// gradient.
+#[test]
+fn narrow_model_without_norm_gradients_match_finite_differences() {
+    let spec = ModelSpec {
+        layer_norm: false,
+        ..narrow_with_norm()
+    };
+    check_model(gpu(), &spec, 2, 3);
+}
+
 #[test]
 fn the_memory_estimate_matches_a_real_plan() {
     use cpc::model::memory::{plan, Estimate};

@@ -17,11 +17,11 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Launch, Tensor};
-use crate::model::layers::Op;
+use crate::model::layers::{ConvGeometry, LayerList, Op};
 use crate::model::params::{ParamBuffers, ParamLayout};
 use crate::model::spec::ModelSpec;
 use crate::ops::adam::{Adam, AdamConfig};
-use crate::ops::conv2d;
+use crate::ops::conv2d::{self, Activation, Conv2d};
 use crate::ops::copy_rows;
 use crate::ops::elementwise;
 use crate::ops::gru::{self, Gru, GruWeights};
@@ -56,10 +56,151 @@ struct EncoderSlice {
     bytes: u64,
 }
 
+/// One layer as the GPU plan runs it: a layer of the spec's list, where `relu` says that
+/// the ReLU after a conv was fused into its store (y is then the ReLU's output), and a
+/// norm's saved statistics.
+#[derive(Clone, Debug)]
+struct PlanLayer {
+    op: Op,
+    x: usize,
+    y: usize,
+    relu: bool,
+    stats: Option<Tensor>,
+}
+
+impl PlanLayer {
+    /// The activations it reads.
+    fn inputs(&self) -> Vec<usize> {
+        match self.op {
+            Op::Add { other } => vec![self.x, other],
+            _ => vec![self.x],
+        }
+    }
+}
+
+/// The patches' activation index.
+const PATCHES: usize = 0;
+
+/// Each ReLU fused into the conv before it, where the conv's output feeds nothing but that
+/// ReLU and every reader of the ReLU's output can mask the gradient it hands back by that
+/// output (a conv's input gradient, a ReLU's or a residual sum's backward; not a norm's, nor
+/// the mean pool, which reads `pooled`): the conv stores relu(conv(x) + b) into the ReLU's
+/// output, and the sum before the ReLU is never stored. See [`EncoderGraph`] for the
+/// backward this asks for.
+fn fuse_relus(layers: Vec<PlanLayer>, pooled: usize) -> Vec<PlanLayer> {
+    let readers = |i: usize| -> Vec<usize> {
+        (0..layers.len())
+            .filter(|&l| layers[l].inputs().contains(&i))
+            .collect()
+    };
+    let maskable = |i: usize| {
+        i != pooled
+            && readers(i)
+                .iter()
+                .all(|&l| !matches!(layers[l].op, Op::Norm { .. }))
+    };
+    let mut fused: Vec<Option<PlanLayer>> = layers.iter().cloned().map(Some).collect();
+    for (i, layer) in layers.iter().enumerate() {
+        let (Op::Conv { .. }, pre) = (&layer.op, layer.y) else {
+            continue;
+        };
+        let [j] = readers(pre)[..] else { continue };
+        if layers[j].op != Op::Relu || pre == pooled || !maskable(layers[j].y) {
+            continue;
+        }
+        if let Some(conv) = &mut fused[i] {
+            (conv.y, conv.relu) = (layers[j].y, true);
+        }
+        fused[j] = None;
+    }
+    fused.into_iter().flatten().collect()
+}
+
+/// The fused layer list with its activations and their gradients, and what the backward
+/// asks of each activation.
+///
+/// The gradient of a fused conv's output is the one before its ReLU, so every layer reading
+/// that output masks what it hands back by it: a conv's input gradient by its flag, a ReLU's
+/// backward by its own mask (relu(v) > 0 where v > 0), a residual sum's backward as a ReLU
+/// backward instead of a copy. A ReLU whose output only a conv reads is folded into that
+/// conv's input gradient: masked by the ReLU's output, it goes straight to the gradient of
+/// the ReLU's input; the ReLU has no backward launch and its output no gradient buffer.
+struct EncoderGraph {
+    /// The spec's layer list, whose shapes and geometry the plan layers refer to.
+    list: LayerList,
+    layers: Vec<PlanLayer>,
+    /// The n items of the slice.
+    n: usize,
+    /// [n, C, H, W] per activation the fused layers use (the patches given).
+    acts: Vec<Option<Tensor>>,
+    /// The gradient of each activation but the patches and the folded ReLUs' outputs.
+    grads: Vec<Option<Tensor>>,
+    /// The activation the mean pool reads.
+    pooled: usize,
+}
+
+impl EncoderGraph {
+    fn act(&self, i: usize) -> &Tensor {
+        self.acts[i]
+            .as_ref()
+            .expect("an activation the fused layers use")
+    }
+
+    fn grad(&self, i: usize) -> &Tensor {
+        self.grads[i]
+            .as_ref()
+            .expect("an activation with a gradient")
+    }
+
+    fn producer(&self, i: usize) -> Option<&PlanLayer> {
+        self.layers.iter().find(|l| l.y == i)
+    }
+
+    /// Whether activation i is a fused conv's output (its gradient: the one before the ReLU).
+    fn fused(&self, i: usize) -> bool {
+        self.producer(i).is_some_and(|l| l.relu)
+    }
+
+    /// Whether activation i is the output of a ReLU folded into the one conv reading it.
+    fn folded(&self, i: usize) -> bool {
+        let readers: Vec<&PlanLayer> = (self.layers.iter())
+            .filter(|l| l.inputs().contains(&i))
+            .collect();
+        i != self.pooled
+            && self
+                .producer(i)
+                .is_some_and(|l| l.op == Op::Relu && l.x != PATCHES)
+            && matches!(
+                readers[..],
+                [PlanLayer {
+                    op: Op::Conv { .. },
+                    ..
+                }]
+            )
+    }
+
+    /// The convolution of a conv layer over the slice's items.
+    fn conv2d(&self, layer: &PlanLayer, geom: &ConvGeometry) -> Conv2d {
+        geom.conv2d(self.n, self.list.acts[layer.x])
+    }
+
+    /// The group norm of a norm layer over the slice's items.
+    fn layer_norm(&self, layer: &PlanLayer) -> LayerNorm {
+        let s = self.list.acts[layer.x];
+        LayerNorm {
+            n: self.n,
+            channels: s.c,
+            inner: s.h * s.w,
+            eps: 1e-5,
+        }
+    }
+}
+
 /// Plan the encoder for the patches `x0` [n, 3, P, P] of some images: its activations and
 /// their gradients, the forward up to z [n, D] and the backward from dz [n, D], whose
 /// parameter gradients accumulate into `buffers.grads` (so slices add up). Both walk the
-/// spec's layer list (model::layers), the backward in reverse.
+/// spec's layer list (model::layers), the backward in reverse, with the ReLUs fused into
+/// the convs around them ([`fuse_relus`], [`EncoderGraph`]).
 fn plan_encoder(
     gpu: &Gpu,
     spec: &ModelSpec,
@@ -68,152 +209,191 @@ fn plan_encoder(
     z: &Tensor,
     dz: &Tensor,
 ) -> Result<EncoderSlice> {
-    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
-    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
-    let (n, d) = (x0.shape[0], spec.dim());
+    let n = x0.shape[0];
     let list = spec.layers();
-    let shape = |a: usize| {
-        let s = list.acts[a];
-        [n, s.c, s.h, s.w]
+    let last = list.output();
+    let mut bytes = 0u64;
+    let mut alloc = |label: &str, shape: &[usize]| {
+        bytes += 4 * shape.iter().product::<usize>() as u64;
+        Tensor::zeros(gpu, label, shape).map(Some)
     };
-    // Every activation but the patches, and its gradient.
-    let mut acts = vec![x0.clone()];
-    let mut dacts: Vec<Option<Tensor>> = vec![None];
-    for a in 1..list.acts.len() {
-        acts.push(Tensor::zeros(gpu, "activation", &shape(a))?);
-        dacts.push(Some(Tensor::zeros(gpu, "activation grad", &shape(a))?));
+    let mut layers = Vec::new();
+    for l in &list.layers {
+        let stats = match l.op {
+            Op::Norm { .. } => alloc("norm stats", &[n, 2])?,
+            _ => None,
+        };
+        let (op, x, y) = (l.op.clone(), l.x, l.y);
+        layers.push(PlanLayer {
+            op,
+            x,
+            y,
+            relu: false,
+            stats,
+        });
     }
-    let dact = |a: usize| {
-        dacts[a]
-            .as_ref()
-            .expect("no gradient for the input patches")
+    let layers = fuse_relus(layers, last);
+    let mut g = EncoderGraph {
+        list,
+        layers,
+        n,
+        acts: Vec::new(),
+        grads: Vec::new(),
+        pooled: last,
     };
-    let layer_norm = |a: usize| {
-        let s = list.acts[a];
-        LayerNorm {
-            n,
-            channels: s.c,
-            inner: s.h * s.w,
-            eps: 1e-5,
-        }
-    };
-    // Each norm's saved statistics [n, 2], by layer.
-    let stats: Vec<Option<Tensor>> = (list.layers.iter())
-        .map(|l| match l.op {
-            Op::Norm { .. } => Tensor::zeros(gpu, "norm stats", &[n, 2]).map(Some),
-            _ => Ok(None),
-        })
-        .collect::<Result<_>>()?;
+    for (i, s) in g.list.acts.iter().enumerate() {
+        let used = (g.layers.iter()).any(|l| l.y == i || l.inputs().contains(&i));
+        g.acts.push(match i {
+            PATCHES => Some(x0.clone()),
+            _ if used => alloc("activation", &[n, s.c, s.h, s.w])?,
+            _ => None,
+        });
+    }
+    for i in 0..g.acts.len() {
+        let needed = i != PATCHES && g.acts[i].is_some() && !g.folded(i);
+        let shape = g.acts[i].as_ref().map(|t| t.shape.clone());
+        g.grads.push(match shape {
+            Some(shape) if needed => alloc("activation grad", &shape)?,
+            _ => None,
+        });
+    }
+    let out = g.list.output_shape();
+    debug_assert_eq!(out.c, spec.dim());
+    let pooled = [n, out.c, out.h * out.w];
+    let mut forward = encoder_forward(gpu, buffers, &g)?;
+    forward.push(mean_pool::forward(gpu, g.act(last), pooled, z)?);
+    let mut backward = vec![mean_pool::backward(gpu, dz, pooled, g.grad(last), false)?];
+    backward.extend(encoder_backward(gpu, buffers, &g)?);
+    Ok(EncoderSlice {
+        forward,
+        backward,
+        bytes,
+    })
+}
 
+/// The encoder's forward: the fused layer list in order.
+fn encoder_forward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Result<Vec<Launch>> {
+    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
     let mut forward = Vec::new();
-    for (l, stats) in list.layers.iter().zip(&stats) {
-        let (x, y) = (&acts[l.x], &acts[l.y]);
+    for l in &g.layers {
+        let (x, y) = (g.act(l.x), g.act(l.y));
         forward.extend(match &l.op {
             Op::Conv { param, geom } => conv2d::forward(
                 gpu,
-                &geom.conv2d(n, list.acts[l.x]),
+                &g.conv2d(l, geom),
                 x,
                 &pv(&format!("{param}.weight")),
                 &pv(&format!("{param}.bias")),
                 y,
+                if l.relu {
+                    Activation::Relu
+                } else {
+                    Activation::Identity
+                },
             )?,
             Op::Norm { param } => vec![layer_norm::forward(
                 gpu,
-                &layer_norm(l.x),
+                &g.layer_norm(l),
                 x,
                 &pv(&format!("{param}.weight")),
                 &pv(&format!("{param}.bias")),
                 y,
-                stats.as_ref().expect("a norm has statistics"),
+                l.stats.as_ref().expect("a norm has statistics"),
             )?],
             Op::Relu => vec![elementwise::relu_forward(gpu, x, y)?],
-            Op::Add { other } => vec![elementwise::add(gpu, x, &acts[*other], y)?],
+            Op::Add { other } => vec![elementwise::add(gpu, x, g.act(*other), y)?],
         });
     }
-    let last = list.output();
-    let out = list.output_shape();
-    debug_assert_eq!(out.c, d);
-    let pooled = [n, d, out.h * out.w];
-    forward.push(mean_pool::forward(gpu, &acts[last], pooled, z)?);
+    Ok(forward)
+}
 
-    // Backward: each activation gradient is overwritten by its first contribution, in
-    // reverse list order, and added to by later ones (the residual's two paths).
-    let mut backward = vec![mean_pool::backward(gpu, dz, pooled, dact(last), false)?];
-    let mut written = vec![false; acts.len()];
-    written[last] = true;
-    for (l, stats) in list.layers.iter().zip(&stats).rev() {
+/// The encoder's backward from the gradient of the pooled activation (written first): the
+/// fused layer list in reverse order, each activation's gradient overwritten by its first
+/// contribution and accumulated by later ones (see [`EncoderGraph`] for the masks).
+fn encoder_backward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Result<Vec<Launch>> {
+    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
+    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
+    let mut written = vec![false; g.acts.len()];
+    written[g.pooled] = true;
+    let mut backward = Vec::new();
+    for l in g.layers.iter().rev() {
         let (x, y) = (l.x, l.y);
         match &l.op {
             Op::Conv { param, geom } => {
-                let conv = geom.conv2d(n, list.acts[x]);
+                let conv = g.conv2d(l, geom);
                 backward.extend(conv2d::backward_weight(
                     gpu,
                     &conv,
-                    &acts[x],
-                    dact(y),
+                    g.act(x),
+                    g.grad(y),
                     &gv(&format!("{param}.weight")),
                     &gv(&format!("{param}.bias")),
                 )?);
                 // The patches need no gradient.
-                if x != 0 {
-                    backward.extend(conv2d::backward_input(
-                        gpu,
-                        &conv,
-                        dact(y),
-                        &pv(&format!("{param}.weight")),
-                        dact(x),
-                        written[x],
-                    )?);
-                    written[x] = true;
+                if x == PATCHES {
+                    continue;
                 }
+                // Into the gradient of x, or of the folded ReLU's input; masked by x where a
+                // ReLU's backward is folded in.
+                let (to, mask) = match g.producer(x) {
+                    Some(p) if p.op == Op::Relu && g.folded(x) => (p.x, Some(x)),
+                    _ if g.fused(x) => (x, Some(x)),
+                    _ => (x, None),
+                };
+                backward.extend(conv2d::backward_input(
+                    gpu,
+                    &conv,
+                    g.grad(y),
+                    &pv(&format!("{param}.weight")),
+                    g.grad(to),
+                    written[to],
+                    mask.map(|m| g.act(m)),
+                )?);
+                written[to] = true;
             }
             Op::Norm { param } => {
+                debug_assert!(!g.fused(x), "no ReLU fuses into a conv a norm reads");
                 backward.extend(layer_norm::backward(
                     gpu,
-                    &layer_norm(x),
-                    &acts[x],
+                    &g.layer_norm(l),
+                    g.act(x),
                     &pv(&format!("{param}.weight")),
-                    stats.as_ref().expect("a norm has statistics"),
-                    dact(y),
-                    dact(x),
+                    l.stats.as_ref().expect("a norm has statistics"),
+                    g.grad(y),
+                    g.grad(x),
                     &gv(&format!("{param}.weight")),
                     &gv(&format!("{param}.bias")),
                     written[x],
                 )?);
                 written[x] = true;
             }
+            // Folded into the conv reading its output.
+            Op::Relu if g.folded(y) => {}
+            // Masked by y > 0, which is x > 0: also what a fused x's gradient needs.
             Op::Relu => {
                 backward.push(elementwise::relu_backward(
                     gpu,
-                    &acts[y],
-                    dact(y),
-                    dact(x),
+                    g.act(y),
+                    g.grad(y),
+                    g.grad(x),
                     written[x],
                 )?);
                 written[x] = true;
             }
             Op::Add { other } => {
                 for i in [x, *other] {
-                    backward.push(elementwise::scale(gpu, dact(y), dact(i), 1.0, written[i])?);
+                    let dy = g.grad(y);
+                    backward.push(if g.fused(i) {
+                        elementwise::relu_backward(gpu, g.act(i), dy, g.grad(i), written[i])?
+                    } else {
+                        elementwise::scale(gpu, dy, g.grad(i), 1.0, written[i])?
+                    });
                     written[i] = true;
                 }
             }
         }
     }
-
-    let bytes = (acts[1..].iter().chain(dacts.iter().flatten()))
-        .map(|t| 4 * t.len() as u64)
-        .sum::<u64>()
-        + stats
-            .iter()
-            .flatten()
-            .map(|t| 4 * t.len() as u64)
-            .sum::<u64>();
-    Ok(EncoderSlice {
-        forward,
-        backward,
-        bytes,
-    })
+    Ok(backward)
 }
 
 /// The part every modality shares, planned for the encoder's output z [rows, D] in the

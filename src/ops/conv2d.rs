@@ -10,7 +10,9 @@
 //! convolution is KH = 1 over images of height 1), within [`MAX_TAPS`], [`MAX_STRIDE`] and
 //! padding no wider than the kernel.
 //! The forward overwrites y; backward_input overwrites dx (or adds, by flag); backward_weight
-//! adds to dw and db (parameter gradients). The weight gradient is summed per chunk of the
+//! adds to dw and db (parameter gradients). A ReLU fuses into either side: the forward may
+//! store relu(y) ([`Activation::Relu`]), and the input gradient may be masked by the output
+//! of the ReLU its input came through, so that it is that ReLU's input gradient. The weight gradient is summed per chunk of the
 //! batch into a partial buffer the plan owns, then the chunks are added with sum_channels.
 
 use crate::error::{shape_err, Result};
@@ -25,6 +27,8 @@ use crate::ops::tune::ConvPass;
 macro_rules! params {
     ($ty:ident, $c:expr, { $($f:ident : $v:expr),* $(,)? }) => {{
         let [n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow] = $c.geometry();
+        // A struct without padding members has nothing left to default.
+        #[allow(clippy::needless_update)]
         $ty { n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, oh, ow, $($f: $v,)* ..Default::default() }
     }};
 }
@@ -53,9 +57,9 @@ crate::uniform_struct! {
         pub ci_count: u32,
         pub accumulate: u32,
         pub window_cis: u32,
+        pub relu: u32,
         pub _pad0: u32,
         pub _pad1: u32,
-        pub _pad2: u32,
     }
 }
 
@@ -103,8 +107,8 @@ crate::uniform_struct! {
         pub co_base: u32,
         pub co_count: u32,
         pub window_cos: u32,
-        pub _pad0: u32,
-        pub _pad1: u32,
+        pub relu: u32,
+        pub mask_offset: u32,
     }
 }
 
@@ -160,7 +164,13 @@ crate::uniform_struct! {
         pub accumulate: u32,
         /// The weight gradient's images per chunk of the batch.
         pub chunk: u32,
+        /// The forward: ReLU in the store; the input gradient: masked by the ReLU output at
+        /// mask_offset.
+        pub relu: u32,
+        pub mask_offset: u32,
         pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -182,6 +192,14 @@ pub const MAX_TAPS: usize = WEIGHT_WINDOW / BLOCK;
 /// of 8 channels): at 16 x 16 = 256 phases, 255 blocks (2040 channels) still fit z's 65535
 /// workgroups.
 pub const MAX_STRIDE: usize = 16;
+
+/// What the forward stores: the convolution plus its bias, or the ReLU of that, fused into
+/// the store where a ReLU reads nothing but the conv's output (y is then the ReLU's output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+}
 
 /// How the conv forward and input gradient bind their weights (conv2d_weight_windows.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -550,7 +568,7 @@ fn stage_windows(
     Ok((windows, stage))
 }
 
-/// Plan y = conv(x, weight) + bias with the device's kernel ([`ConvKernel::tuned`]).
+/// Plan y = act(conv(x, weight) + bias) with the device's kernel ([`ConvKernel::tuned`]).
 pub fn forward(
     gpu: &Gpu,
     c: &Conv2d,
@@ -558,13 +576,16 @@ pub fn forward(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
+    act: Activation,
 ) -> Result<Vec<Launch>> {
     let kernel = ConvKernel::tuned(gpu, c, ConvPass::Forward);
-    forward_with(gpu, c, x, w, b, y, kernel)
+    forward_with(gpu, c, x, w, b, y, act, kernel)
 }
 
 /// [`forward`] with the kernel given: one tiled dispatch, or the weights' copy into windows
-/// bound as the binding says, then one dispatch per window (conv2d_forward.wgsl).
+/// bound as the binding says, then one dispatch per window (conv2d_forward.wgsl; a ReLU is
+/// taken by the last window of each block of output channels, once the sum is whole).
+#[allow(clippy::too_many_arguments)]
 pub fn forward_with(
     gpu: &Gpu,
     c: &Conv2d,
@@ -572,6 +593,7 @@ pub fn forward_with(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
+    act: Activation,
     kernel: ConvKernel,
 ) -> Result<Vec<Launch>> {
     let name = "conv2d_forward";
@@ -587,7 +609,16 @@ pub fn forward_with(
     let binding = match kernel {
         ConvKernel::Direct(binding) => binding,
         ConvKernel::Tiled(tiling) => {
-            let l = tiled(gpu, c, TiledPass::Forward, x, w, Some(b), y, tiling)?;
+            let relu = act == Activation::Relu;
+            let l = tiled(
+                gpu,
+                c,
+                TiledPass::Forward { bias: b, relu },
+                x,
+                w,
+                y,
+                tiling,
+            )?;
             let l = l.cost(c.flops(), c.moved());
             return Ok(vec![l.reference(forward_reference(*c))]);
         }
@@ -612,6 +643,7 @@ pub fn forward_with(
             ci_count: ci_count as u32,
             accumulate: (ci_base > 0) as u32,
             window_cis: win.cols as u32,
+            relu: (act == Activation::Relu && ci_base + ci_count == c.cin) as u32,
         });
         let window = windows.view(i * win.floats, &[win.floats]);
         let flops = 2 * c.n * oh * ow * rows * ci_count * kk;
@@ -636,7 +668,10 @@ pub fn forward_with(
 }
 
 /// Plan dx (+)= the gradient of y = conv(x, weight) + bias with respect to x, given dy,
-/// with the device's kernel ([`ConvKernel::tuned`]).
+/// with the device's kernel ([`ConvKernel::tuned`]). With `relu`, the output of the
+/// ReLU that x came through (x itself, or the ReLU's input where the ReLU fused into the
+/// conv before), the gradient is kept where relu > 0 and is 0 elsewhere: the ReLU's backward
+/// folded in, dx being the gradient of the ReLU's input.
 pub fn backward_input(
     gpu: &Gpu,
     c: &Conv2d,
@@ -644,14 +679,16 @@ pub fn backward_input(
     w: &Tensor,
     dx: &Tensor,
     accumulate: bool,
+    relu: Option<&Tensor>,
 ) -> Result<Vec<Launch>> {
     let kernel = ConvKernel::tuned(gpu, c, ConvPass::BackwardInput);
-    backward_input_with(gpu, c, dy, w, dx, accumulate, kernel)
+    backward_input_with(gpu, c, dy, w, dx, accumulate, relu, kernel)
 }
 
 /// [`backward_input`] with the kernel given: one tiled dispatch, or the weights' copy into
 /// windows (transposed) bound as the binding says, then one dispatch per window
-/// (conv2d_backward_input.wgsl).
+/// (conv2d_backward_input.wgsl; each masks its own share before adding it).
+#[allow(clippy::too_many_arguments)]
 pub fn backward_input_with(
     gpu: &Gpu,
     c: &Conv2d,
@@ -659,6 +696,7 @@ pub fn backward_input_with(
     w: &Tensor,
     dx: &Tensor,
     accumulate: bool,
+    relu: Option<&Tensor>,
     kernel: ConvKernel,
 ) -> Result<Vec<Launch>> {
     let name = "conv2d_backward_input";
@@ -670,12 +708,21 @@ pub fn backward_input_with(
             ("dx", dx, &c.x_shape()),
         ],
     )?;
+    if let Some(m) = relu {
+        c.check(name, &[("relu", m, &c.x_shape())])?;
+    }
+    // What the input gradient moves at least: the forward's floats, dx once more where it is
+    // added to, and the mask.
+    let moved = c.moved() + (accumulate as u64 + relu.is_some() as u64) * c.x_len() as u64;
     let binding = match kernel {
         ConvKernel::Direct(binding) => binding,
         ConvKernel::Tiled(tiling) => {
-            let pass = TiledPass::BackwardInput { accumulate };
-            let l = tiled(gpu, c, pass, dy, w, None, dx, tiling)?;
-            let l = l.cost(c.flops(), c.moved() + accumulate as u64 * c.x_len() as u64);
+            let pass = TiledPass::BackwardInput {
+                accumulate,
+                mask: relu,
+            };
+            let l = tiled(gpu, c, pass, dy, w, dx, tiling)?;
+            let l = l.cost(c.flops(), moved);
             return Ok(vec![l.reference(backward_input_reference(*c, accumulate))]);
         }
     };
@@ -701,6 +748,8 @@ pub fn backward_input_with(
             co_base: co_base as u32,
             co_count: co_count as u32,
             window_cos: win.cols as u32,
+            relu: relu.is_some() as u32,
+            mask_offset: relu.map_or(0, |m| rel_offset(gpu, m)),
         });
         let window = windows.view(i * win.floats, &[win.floats]);
         let flops = 2 * c.n * oh * ow * rows * co_count * kk;
@@ -711,7 +760,8 @@ pub fn backward_input_with(
             "main",
             &[],
             &params,
-            &[dy, &window, dx],
+            // dy stands in for an absent mask: the kernel reads it only with relu != 0.
+            &[dy, &window, dx, relu.unwrap_or(dy)],
             [wx, wy, (phases * rows.div_ceil(BLOCK)) as u32],
         )?
         .cost(flops as u64, moved as u64);
@@ -752,62 +802,62 @@ fn backward_input_reference(conv: Conv2d, accumulate: bool) -> impl Fn() + Send 
     }
 }
 
-/// What one dispatch of conv2d_tiled.wgsl computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TiledPass {
-    Forward,
+/// What one dispatch of conv2d_tiled.wgsl computes, with the tensors only it binds.
+#[derive(Clone, Copy, Debug)]
+enum TiledPass<'a> {
+    /// With the bias, and the ReLU in the store or not.
+    Forward { bias: &'a Tensor, relu: bool },
+    /// Masked by the ReLU output `mask`, if any.
     BackwardInput {
         accumulate: bool,
+        mask: Option<&'a Tensor>,
     },
     /// Into chunks of this many images.
-    BackwardWeight {
-        chunk: usize,
-    },
+    BackwardWeight { chunk: usize },
 }
 
 /// Plan one dispatch of conv2d_tiled.wgsl: from `input` (x, dy, x) and `second` (the
-/// weights, the weights, dy) into `out` (y, dx, the weight gradient's chunks), with the
-/// bias for the forward. Its grid: the product's rows by channels, along z the stride
-/// phases of the input gradient or the weight gradient's chunks.
-#[allow(clippy::too_many_arguments)]
+/// weights, the weights, dy) into `out` (y, dx, the weight gradient's chunks), with what the
+/// pass binds besides. Its grid: the product's rows by channels, along z the stride phases
+/// of the input gradient or the weight gradient's chunks.
 fn tiled(
     gpu: &Gpu,
     c: &Conv2d,
     pass: TiledPass,
     input: &Tensor,
     second: &Tensor,
-    bias: Option<&Tensor>,
     out: &Tensor,
     tiling: Tiling,
 ) -> Result<Launch> {
     let (oh, ow) = c.out_hw();
     let (phases, hq, wq) = c.phases();
-    let (entry, [rows, cols, z], accumulate, chunk) = match pass {
-        TiledPass::Forward => ("forward", [c.n * oh * ow, c.cout, 1], false, 0),
-        TiledPass::BackwardInput { accumulate } => (
-            "backward_input",
-            [c.n * hq * wq, c.cin, phases],
-            accumulate,
-            0,
-        ),
-        TiledPass::BackwardWeight { chunk } => (
-            "backward_weight",
-            [c.cin * c.taps(), c.cout, c.n.div_ceil(chunk)],
-            false,
-            chunk,
-        ),
-    };
-    let params = params!(Conv2dTiledParams, c, {
+    let mut params = params!(Conv2dTiledParams, c, {
         in_offset: rel_offset(gpu, input),
         w_offset: rel_offset(gpu, second),
-        b_offset: bias.map_or(0, |b| rel_offset(gpu, b)),
         out_offset: rel_offset(gpu, out),
-        accumulate: accumulate as u32,
-        chunk: chunk as u32,
     });
-    let mut tensors = vec![(1, input), (2, second)];
-    tensors.extend(bias.map(|b| (3, b)));
-    tensors.push((4, out));
+    let mut tensors = vec![(1, input), (2, second), (4, out)];
+    let (entry, [rows, cols, z]) = match pass {
+        TiledPass::Forward { bias, relu } => {
+            params.b_offset = rel_offset(gpu, bias);
+            params.relu = relu as u32;
+            tensors.push((3, bias));
+            ("forward", [c.n * oh * ow, c.cout, 1])
+        }
+        TiledPass::BackwardInput { accumulate, mask } => {
+            params.accumulate = accumulate as u32;
+            params.relu = mask.is_some() as u32;
+            params.mask_offset = mask.map_or(0, |m| rel_offset(gpu, m));
+            // dy stands in for an absent mask: the kernel reads it only with relu != 0.
+            tensors.push((5, mask.unwrap_or(input)));
+            ("backward_input", [c.n * hq * wq, c.cin, phases])
+        }
+        TiledPass::BackwardWeight { chunk } => {
+            params.chunk = chunk as u32;
+            let rows = c.cin * c.taps();
+            ("backward_weight", [rows, c.cout, c.n.div_ceil(chunk)])
+        }
+    };
     Launch::with_bindings(
         gpu,
         Shader::Conv2dTiled,
@@ -873,7 +923,7 @@ pub fn backward_weight_with(
     let chunked = match kernel {
         ConvKernel::Tiled(tiling) => {
             let pass = TiledPass::BackwardWeight { chunk: per_chunk };
-            tiled(gpu, c, pass, x, dy, None, &partial, tiling)?
+            tiled(gpu, c, pass, x, dy, &partial, tiling)?
         }
         ConvKernel::Direct(_) => {
             let params = params!(Conv2dBackwardWeightParams, c, {

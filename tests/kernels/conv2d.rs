@@ -1,4 +1,6 @@
-use cpc::ops::conv2d::{self, Conv2d, ConvKernel, WeightBinding};
+use cpc::gpu::Tensor;
+use cpc::ops::conv2d::{self, Activation, Conv2d, ConvKernel, WeightBinding};
+use cpc::ops::elementwise::Op;
 use cpc::ops::matmul::Tiling;
 use cpc::{cpu, Error};
 
@@ -108,28 +110,42 @@ fn check_forward(c: Conv2d, x_offset: usize, seed: u64) {
 }
 
 fn check_forward_with(c: Conv2d, x_offset: usize, seed: u64, kernel: ConvKernel) {
+    check_forward_as(c, x_offset, seed, kernel, Activation::Identity);
+}
+
+/// The forward into a NaN-filled y against the CPU reference, followed by a ReLU where `act`
+/// fuses one.
+fn check_forward_as(c: Conv2d, x_offset: usize, seed: u64, kernel: ConvKernel, act: Activation) {
     let mut r = rng(seed);
     let (x, w, b) = (
         random(&mut r, len(c.x_shape())),
         random(&mut r, len(c.w_shape())),
         random(&mut r, c.cout),
     );
-    // x as a view `x_offset` elements into a larger buffer (as model activations are).
-    let mut host = vec![f32::NAN; x_offset + x.len()];
-    host[x_offset..].copy_from_slice(&x);
-    let tx = upload(&[host.len()], &host).view(x_offset, &c.x_shape());
+    let tx = upload_at(x_offset, &c.x_shape(), &x);
     let (tw, tb) = (upload(&c.w_shape(), &w), upload(&[c.cout], &b));
     let ty = nan_tensor(&c.y_shape());
-    run(&conv2d::forward_with(gpu(), &c, &tx, &tw, &tb, &ty, kernel).unwrap());
+    run(&conv2d::forward_with(gpu(), &c, &tx, &tw, &tb, &ty, act, kernel).unwrap());
     let mut want = vec![0.0; len(c.y_shape())];
     cpu::conv2d::forward(&c, &x, &w, &b, &mut want);
+    if act == Activation::Relu {
+        let pre = want.clone();
+        cpu::elementwise::launch(Op::Relu, &pre, &pre, &mut want, 1.0, false);
+    }
     assert_close(
-        &format!("{c:?} {kernel:?}"),
+        &format!("{c:?} {kernel:?} {act:?}"),
         &read(&ty),
         &want,
         tol(c.cin * c.taps()),
         1e-5,
     );
+}
+
+/// `data` as a view `offset` elements into a larger buffer (as model activations are).
+fn upload_at(offset: usize, shape: &[usize], data: &[f32]) -> Tensor {
+    let mut host = vec![f32::NAN; offset + data.len()];
+    host[offset..].copy_from_slice(data);
+    upload(&[host.len()], &host).view(offset, shape)
 }
 
 #[test]
@@ -172,30 +188,52 @@ fn check_backward(c: Conv2d, seed: u64) {
 }
 
 fn check_backward_with(c: Conv2d, seed: u64, kernel: ConvKernel) {
+    check_input_grad(c, seed, kernel, false);
+    let mut r = rng(seed + 1);
+    let (nx, nw, ny) = (len(c.x_shape()), len(c.w_shape()), len(c.y_shape()));
+    let (x, dy) = (random(&mut r, nx), random(&mut r, ny));
+    let (dw0, db0) = (random(&mut r, nw), random(&mut r, c.cout));
+    let (tx, tdy) = (upload(&c.x_shape(), &x), upload(&c.y_shape(), &dy));
+    let (tdw, tdb) = (upload(&c.w_shape(), &dw0), upload(&[c.cout], &db0));
+    run(&conv2d::backward_weight_with(gpu(), &c, &tx, &tdy, &tdw, &tdb, kernel).unwrap());
+    let (mut dw, mut db) = (dw0.clone(), db0.clone());
+    cpu::conv2d::backward_weight(&c, &x, &dy, &mut dw, &mut db);
+    let (oh, ow) = c.out_hw();
+    let terms = c.n * oh * ow;
+    let what = format!("{c:?} {kernel:?}");
+    assert_close(&format!("dw {what}"), &read(&tdw), &dw, tol(terms), 1e-5);
+    assert_close(&format!("db {what}"), &read(&tdb), &db, tol(terms), 1e-5);
+}
+
+/// The input gradient into a NaN-filled dx and added to random values; `masked`: masked by
+/// a ReLU output (half its entries 0, the rest positive, at an offset in its buffer), as the
+/// CPU reference's input gradient followed by the ReLU's backward.
+fn check_input_grad(c: Conv2d, seed: u64, kernel: ConvKernel, masked: bool) {
     let mut r = rng(seed);
     let (nx, nw, ny) = (len(c.x_shape()), len(c.w_shape()), len(c.y_shape()));
-    let (x, w, dy) = (random(&mut r, nx), random(&mut r, nw), random(&mut r, ny));
-    let (dx0, dw0, db0) = (
-        random(&mut r, nx),
-        random(&mut r, nw),
-        random(&mut r, c.cout),
-    );
-    let (tx, tw, tdy) = (
-        upload(&c.x_shape(), &x),
-        upload(&c.w_shape(), &w),
-        upload(&c.y_shape(), &dy),
-    );
-    let (oh, ow) = c.out_hw();
-    let what = format!("{c:?} {kernel:?}");
+    let (w, dy, dx0) = (random(&mut r, nw), random(&mut r, ny), random(&mut r, nx));
+    let mask: Vec<f32> = random(&mut r, nx).iter().map(|v| v.max(0.0)).collect();
+    let (tw, tdy) = (upload(&c.w_shape(), &w), upload(&c.y_shape(), &dy));
+    let tmask = masked.then(|| upload_at(3, &c.x_shape(), &mask));
+    let what = format!("{c:?} {kernel:?} masked {masked}");
     for accumulate in [false, true] {
         let tdx = if accumulate {
             upload(&c.x_shape(), &dx0)
         } else {
             nan_tensor(&c.x_shape())
         };
-        run(&conv2d::backward_input_with(gpu(), &c, &tdy, &tw, &tdx, accumulate, kernel).unwrap());
+        let relu = tmask.as_ref();
+        let launches =
+            conv2d::backward_input_with(gpu(), &c, &tdy, &tw, &tdx, accumulate, relu, kernel);
+        run(&launches.unwrap());
         let mut want = dx0.clone();
-        cpu::conv2d::backward_input(&c, &dy, &w, &mut want, accumulate);
+        if masked {
+            let mut sum = vec![0.0; nx];
+            cpu::conv2d::backward_input(&c, &dy, &w, &mut sum, false);
+            cpu::elementwise::launch(Op::ReluBackward, &mask, &sum, &mut want, 1.0, accumulate);
+        } else {
+            cpu::conv2d::backward_input(&c, &dy, &w, &mut want, accumulate);
+        }
         let terms = c.cout * c.kh.div_ceil(c.sh) * c.kw.div_ceil(c.sw);
         assert_close(
             &format!("dx (accumulate {accumulate}) {what}"),
@@ -205,13 +243,6 @@ fn check_backward_with(c: Conv2d, seed: u64, kernel: ConvKernel) {
             1e-5,
         );
     }
-    let (tdw, tdb) = (upload(&c.w_shape(), &dw0), upload(&[c.cout], &db0));
-    run(&conv2d::backward_weight_with(gpu(), &c, &tx, &tdy, &tdw, &tdb, kernel).unwrap());
-    let (mut dw, mut db) = (dw0.clone(), db0.clone());
-    cpu::conv2d::backward_weight(&c, &x, &dy, &mut dw, &mut db);
-    let terms = c.n * oh * ow;
-    assert_close(&format!("dw {what}"), &read(&tdw), &dw, tol(terms), 1e-5);
-    assert_close(&format!("db {what}"), &read(&tdb), &db, tol(terms), 1e-5);
 }
 
 #[test]
@@ -317,17 +348,42 @@ fn every_kernel() -> Vec<ConvKernel> {
     kernels
 }
 
+/// `check(case, its index, a seed of its own, kernel)` for every case on [`every_kernel`].
+fn on_every_kernel(cases: &[Conv2d], seed: usize, check: impl Fn(Conv2d, usize, u64, ConvKernel)) {
+    for (k, kernel) in every_kernel().into_iter().enumerate() {
+        for (i, &c) in cases.iter().enumerate() {
+            check(c, i, (seed + 100 * k + i) as u64, kernel);
+        }
+    }
+}
+
 #[test]
 fn conv2d_rectangular_matches_reference_on_both_paths() {
     let mut cases = rect_cases();
     cases.extend(audio_cases());
-    for (k, kernel) in every_kernel().into_iter().enumerate() {
-        for (i, &c) in cases.iter().enumerate() {
-            let seed = (2000 + 100 * k + i) as u64;
-            check_forward_with(c, i % 3, seed, kernel);
-            check_backward_with(c, seed, kernel);
-        }
-    }
+    on_every_kernel(&cases, 2000, |c, i, seed, kernel| {
+        check_forward_with(c, i % 3, seed, kernel);
+        check_backward_with(c, seed, kernel);
+    });
+}
+
+#[test]
+fn conv2d_with_a_fused_relu_matches_reference_on_both_paths() {
+    // The ReLU in the forward's store and the ReLU's backward folded into the input gradient,
+    // on every kernel: uniform windows that split the forward's input channels (the second
+    // adds to the first, and only then may the ReLU be taken) and the input gradient's output
+    // channels (each share masked before it is added), tiles past the edge, a stride and a
+    // rectangular kernel.
+    let cases = [
+        conv(2, 45, 11, 7, 6, 7, 2, 3),
+        conv(1, 9, 45, 6, 7, 7, 1, 3),
+        conv(3, 9, 17, 13, 15, 3, 1, 1),
+        rect(2, 3, 5, [11, 13], [2, 5], [2, 3], [1, 2]),
+    ];
+    on_every_kernel(&cases, 4000, |c, i, seed, kernel| {
+        check_forward_as(c, i % 3, seed, kernel, Activation::Relu);
+        check_input_grad(c, seed, kernel, true);
+    });
 }
 
 #[test]
@@ -428,10 +484,10 @@ fn conv2d_rejects_mismatched_shapes() {
     let t = |shape: &[usize]| upload(shape, &vec![0.0; shape.iter().product()]);
     let (x, w, b, y) = (t(&c.x_shape()), t(&c.w_shape()), t(&[4]), t(&c.y_shape()));
     let bad_w = t(&[4, 3, 5, 5]);
-    let err = conv2d::forward(gpu(), &c, &x, &bad_w, &b, &y).unwrap_err();
+    let err = conv2d::forward(gpu(), &c, &x, &bad_w, &b, &y, Activation::Identity).unwrap_err();
     assert_shape_err(err, "conv2d_forward", &["[4, 3, 5, 5]", "[4, 3, 3, 3]"]);
     let bad_y = t(&[2, 4, 6, 6]);
-    let err = conv2d::backward_input(gpu(), &c, &bad_y, &w, &x, false).unwrap_err();
+    let err = conv2d::backward_input(gpu(), &c, &bad_y, &w, &x, false, None).unwrap_err();
     assert_shape_err(
         err,
         "conv2d_backward_input",
@@ -478,7 +534,7 @@ fn conv2d_rejects_mismatched_shapes() {
             "output 0 x 0".to_string(),
         ),
     ] {
-        let err = conv2d::forward(gpu(), &bad, &x, &w, &b, &y).unwrap_err();
+        let err = conv2d::forward(gpu(), &bad, &x, &w, &b, &y, Activation::Identity).unwrap_err();
         assert_shape_err(err, "conv2d_forward", &[&part]);
     }
 }

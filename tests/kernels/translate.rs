@@ -20,7 +20,7 @@ use cpc::gpu::kernels::{RUNTIME_CHECKS, ZERO_INITIALIZE_WORKGROUP_MEMORY};
 use cpc::gpu::{Gpu, Shader, Tensor};
 use cpc::model::{CpcModel, ModelSpec};
 use cpc::ops::adam::AdamConfig;
-use cpc::ops::conv2d::{self, Conv2d, ConvKernel, WeightBinding};
+use cpc::ops::conv2d::{self, Activation, Conv2d, ConvKernel, WeightBinding};
 use cpc::ops::matmul::{self, Matmul, MatmulKernel, Tiling};
 use cpc::train::Config;
 use naga::back::{glsl, hlsl, msl, spv};
@@ -65,14 +65,14 @@ fn plan_workloads(gpu: &Gpu) {
         t(&c.y_shape()),
     );
     let storage = ConvKernel::Direct(WeightBinding::Storage);
-    conv2d::forward_with(gpu, &c, &x, &w, &b, &y, storage).unwrap();
-    conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, storage).unwrap();
+    conv2d::forward_with(gpu, &c, &x, &w, &b, &y, Activation::Identity, storage).unwrap();
+    conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, None, storage).unwrap();
     // The GPU path's convolutions (ops::conv2d::ConvKernel::for_device on a GPU), with every
     // tiling a device may be given.
     for &tiling in Tiling::CANDIDATES {
         let tiled = ConvKernel::Tiled(tiling);
-        conv2d::forward_with(gpu, &c, &x, &w, &b, &y, tiled).unwrap();
-        conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, tiled).unwrap();
+        conv2d::forward_with(gpu, &c, &x, &w, &b, &y, Activation::Identity, tiled).unwrap();
+        conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, None, tiled).unwrap();
         conv2d::backward_weight_with(gpu, &c, &x, &y, &w, &b, tiled).unwrap();
     }
     // The GPU path's matrix product (ops::matmul::MatmulKernel::for_device on a GPU), with

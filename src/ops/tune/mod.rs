@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{rel_offset, Gpu, KernelPath, Launch, Stopwatch, Tensor};
-use crate::ops::conv2d::{self, Conv2d, ConvKernel};
+use crate::ops::conv2d::{self, Activation, Conv2d, ConvKernel};
 use crate::ops::matmul::{self, Matmul, MatmulKernel, Tiling};
 
 pub use cache::AdapterKey;
@@ -604,9 +604,11 @@ pub(crate) fn conv_tiling(gpu: &Gpu, c: &Conv2d, pass: ConvPass) -> Tiling {
         tune_by(gpu, |t| {
             let kernel = ConvKernel::Tiled(t);
             gpu.unrecorded(|| match pass {
-                ConvPass::Forward => conv2d::forward_with(gpu, &c, &x, &w, &b, &y, kernel),
+                ConvPass::Forward => {
+                    conv2d::forward_with(gpu, &c, &x, &w, &b, &y, Activation::Identity, kernel)
+                }
                 ConvPass::BackwardInput => {
-                    conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, kernel)
+                    conv2d::backward_input_with(gpu, &c, &y, &w, &x, false, None, kernel)
                 }
                 ConvPass::BackwardWeight => {
                     conv2d::backward_weight_with(gpu, &c, &x, &y, &w, &b, kernel)
