@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
-use crate::gpu::{AdapterChoice, Kernels, LimitsChoice};
+use crate::gpu::{AdapterChoice, Kernels, LimitsChoice, Subgroups};
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
 
@@ -74,15 +74,26 @@ pub struct AdapterArgs {
     pub limits: LimitsChoice,
     /// Kernel path: auto (CPU-tuned kernels on a CPU adapter, GPU-tuned ones elsewhere),
     /// gpu or cpu, on any adapter (default: CPC_KERNELS, else auto).
-    #[arg(long, value_parser = kernels_parser())]
+    #[arg(long, value_parser = choice_parser::<Kernels>(&["auto", "gpu", "cpu"]))]
     pub kernels: Option<Kernels>,
+    /// Reductions: auto (subgroup operations where the adapter offers them) or off (the
+    /// portable kernels on any adapter) (default: CPC_SUBGROUPS, else auto).
+    #[arg(long, value_parser = choice_parser::<Subgroups>(&["auto", "off"]))]
+    pub subgroups: Option<Subgroups>,
 }
 
-/// clap parser of `--kernels`: the values listed in `--help`, parsed by [`Kernels`].
-fn kernels_parser() -> impl clap::builder::TypedValueParser<Value = Kernels> {
+/// clap parser of a choice (`--kernels`, `--subgroups`): the values listed in `--help`,
+/// parsed by `T` ([`Kernels`], [`Subgroups`]).
+fn choice_parser<T>(
+    values: &'static [&'static str],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["auto", "gpu", "cpu"])
-        .map(|s| s.parse::<Kernels>().expect("one of the possible values"))
+    clap::builder::PossibleValuesParser::new(values)
+        .map(|s| s.parse::<T>().expect("one of the possible values"))
 }
 
 impl From<&AdapterArgs> for AdapterChoice {
@@ -94,6 +105,7 @@ impl From<&AdapterArgs> for AdapterChoice {
             limits: a.limits,
             custom_limits: None,
             kernels: a.kernels,
+            subgroups: a.subgroups,
         }
     }
 }

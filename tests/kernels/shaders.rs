@@ -28,18 +28,35 @@ fn every_shader_validates_and_is_in_the_table() {
     on_disk.sort();
     let mut in_table: Vec<String> = Shader::ALL.iter().map(|s| s.file().to_string()).collect();
     in_table.sort();
-    in_table.dedup(); // the conv Storage variants share their files
+    in_table.dedup(); // the conv Storage and the Subgroup variants share their files
     assert_eq!(
         on_disk, in_table,
         "shaders/ and gpu::kernels::Shader disagree"
     );
-    for file in &on_disk {
-        let source = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
-        module(file, &source);
-    }
-    // The variants derived from a file by swapping a declaration parse and validate too.
+    // Every source as built: the files, the variants derived by swapping a declaration, and
+    // the reduction kernels with shaders/shared/reduce*.wgsl prepended.
     for shader in Shader::ALL {
         module(shader.file(), &shader.source());
+    }
+}
+
+#[test]
+fn row_kernels_workgroup_size_matches_rust() {
+    // ROW_WG in shaders/shared/reduce.wgsl is the workgroup the launchers count rows by
+    // (Gpu::row_dispatch), and the workgroup size of both row kernels.
+    for (shader, entry) in [
+        (Shader::Infonce, "infonce_rows"),
+        (Shader::SoftmaxXent, "main"),
+    ] {
+        for variant in [shader, shader.with_subgroups().unwrap()] {
+            let m = module(variant.file(), &variant.source());
+            let ep = m.entry_points.iter().find(|e| e.name == entry).unwrap();
+            assert_eq!(
+                ep.workgroup_size,
+                [cpc::gpu::ROW_WORKGROUP as u32, 1, 1],
+                "{variant:?} {entry}"
+            );
+        }
     }
 }
 
