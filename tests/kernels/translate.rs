@@ -144,8 +144,8 @@ impl Backend {
     }
 
     /// The SPIR-V version a module is written in: 1.0, or for the subgroup variants 1.3 (its
-    /// GroupNonUniform capabilities are SPIR-V 1.3's), as wgpu-hal writes for the Vulkan 1.1
-    /// devices that alone offer SUBGROUP.
+    /// GroupNonUniform capabilities are SPIR-V 1.3's), what wgpu-hal writes for the oldest
+    /// devices that offer SUBGROUP (Vulkan 1.1 with VK_EXT_subgroup_size_control).
     fn spirv_version(subgroups: bool) -> (u8, u8) {
         if subgroups {
             (1, 3)
