@@ -11,7 +11,9 @@
 // every team.size-th candidate, and combines with team_max / team_sum. On lavapipe a thread
 // per row beat a workgroup per row with tree reductions in workgroup memory 10x (rows of 784
 // candidates: the barriers and workgroup-memory loads cost more than the row itself); a
-// subgroup per row needs neither, and its members read neighbouring scores.
+// subgroup per row needs neither, and its members read neighbouring scores (on lavapipe,
+// which gathers every lane's load anyway, it is 20-60 % slower than a thread per row:
+// docs/performance.md).
 //   max m = max_j S[q, j];  sum e = sum_j exp(S[q, j] - m)  (stable for any magnitude)
 //   loss[q] = log(e) + m - S[q, t];
 //   correct[q] = 1 if S[q, t] > S[q, j] for every j != t, else 0 (a tie is wrong: flat

@@ -178,6 +178,9 @@ fn subgroups_follow_the_choice_then_the_adapter() {
             .into_iter()
             .filter_map(|k| k.shader.reductions())
             .collect();
-        assert!(!built.is_empty() && built.iter().all(|&r| r == want), "{built:?}");
+        assert!(
+            !built.is_empty() && built.iter().all(|&r| r == want),
+            "{built:?}"
+        );
     }
 }
