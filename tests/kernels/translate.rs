@@ -1,10 +1,9 @@
 //! Every pipeline the program builds translates with naga to SPIR-V, MSL, HLSL, GLSL ES 3.10
 //! and desktop GLSL 4.30 (the reduction kernels' subgroup variants to the SPIR-V and HLSL
 //! versions with subgroups: see [`translate`]); spirv-val checks the SPIR-V and
-//! glslangValidator the GLSL
-//! (Debian's spirv-tools and glslang-tools). A missing tool fails the test
-//! where CI is set and is skipped with a message elsewhere; MSL and HLSL have no validator
-//! here, so for them translation must succeed.
+//! glslangValidator the GLSL (Debian's spirv-tools and glslang-tools). A missing tool fails
+//! the test where CI is set and is skipped with a message elsewhere; MSL and HLSL have no
+//! validator here, so for them translation must succeed.
 //!
 //! The pipelines are the ones a fresh device's cache holds ([`Gpu::built_pipelines`]) after
 //! planning real workloads: the tiny preset and the small one with layer norm, the probe's
