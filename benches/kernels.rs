@@ -10,8 +10,9 @@
 //!
 //! `cargo bench --bench kernels` uses the default adapter (WGPU_ADAPTER_NAME etc. apply)
 //! and its kernel path (CPC_KERNELS=gpu|cpu forces one; the matmul entries are named after
-//! the kernel that ran, so both paths' figures can sit side by side). On the GPU path each
-//! shape gets its tuned tiling, as in training (CPC_TUNE=off: the default). CPC_BENCH_QUICK=1
+//! the kernel that ran, so both paths' figures can sit side by side) and reductions
+//! (CPC_SUBGROUPS=off for the portable ones). On the GPU path each shape gets its tuned
+//! tiling, as in training (CPC_TUNE=off: the default). CPC_BENCH_QUICK=1
 //! keeps to small shapes and short runs, for the software adapter. Criterion's filter (a
 //! regular expression over `group/name/shape`) picks entries: `cargo bench --bench kernels
 //! -- 'matmul/square.*/2048x'`, `-- 'conv2d/.*/paper_'`; scripts/gpu-check.sh runs those.
@@ -41,8 +42,13 @@ fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| {
         let g = Gpu::new(&AdapterChoice::default()).expect("an adapter");
         eprintln!(
-            "adapter: {} ({:?}, {:?}); {:?} kernel path ({})",
-            g.info.name, g.info.backend, g.info.device_type, g.kernels, g.kernels_reason
+            "adapter: {} ({:?}, {:?}); {:?} kernel path ({}); reductions: {}",
+            g.info.name,
+            g.info.backend,
+            g.info.device_type,
+            g.kernels,
+            g.kernels_reason,
+            g.reductions()
         );
         g
     })

@@ -49,37 +49,27 @@ struct AdamParams {
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<storage, read_write> norm: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-
-fn reduce(li: u32, x: f32) -> f32 {
-    red[li] = x;
-    workgroupBarrier();
-    for (var half = 128u; half > 0u; half >>= 1u) {
-        if (li < half) { red[li] += red[li + half]; }
-        workgroupBarrier();
-    }
-    return red[0];
-}
-
-@compute @workgroup_size(256)
-fn sum_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+// sum_squares and finish_norm meet in a workgroup_sum (shared/reduce.wgsl: a tree in
+// workgroup memory, or sums within and across subgroups).
+@compute @workgroup_size(REDUCE_WG)
+fn sum_squares(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
     var s = 0.0;
-    for (var i = wid.x * 256u + li; i < p.n; i += 65536u) {
+    for (var i = wid.x * REDUCE_WG + l.index; i < p.n; i += 65536u) {
         let g = grad[p.grad_offset + i];
         s += g * g;
     }
-    let total = reduce(li, s);
-    if (li == 0u) { partials[p.partials_offset + wid.x] = total; }
+    let total = workgroup_sum(l, s);
+    if (l.index == 0u) { partials[p.partials_offset + wid.x] = total; }
 }
 
-@compute @workgroup_size(256)
-fn finish_norm(@builtin(local_invocation_index) li: u32) {
+@compute @workgroup_size(REDUCE_WG)
+fn finish_norm(l: Lanes) {
     var s = 0.0;
-    for (var i = li; i < p.partials_count; i += 256u) {
+    for (var i = l.index; i < p.partials_count; i += REDUCE_WG) {
         s += partials[p.partials_offset + i];
     }
-    let total = reduce(li, s);
-    if (li == 0u) {
+    let total = workgroup_sum(l, s);
+    if (l.index == 0u) {
         norm[0] = sqrt(total);
         norm[1] = 0.0;
     }

@@ -9,13 +9,15 @@
 // 3 beta [channels] (read), 4 y (read_write), 5 stats [n, 2] = (mean, rstd) (read_write),
 // 6 dy (read), 7 dx (read_write), 8 dgamma [channels] (read_write), 9 dbeta (read_write).
 // Entry points and what they use:
-//   forward          (1, 2, 3, 4, 5)  one workgroup of 256 per sample; overwrites y and stats.
+//   forward          (1, 2, 3, 4, 5)  one workgroup of REDUCE_WG per sample; overwrites y and
+//                                     stats.
 //   backward_input   (1, 2, 5, 6, 7)  one workgroup per sample; overwrites dx (adds when
 //                                     accumulate != 0):
 //                    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
 //   backward_params  (1, 5, 6, 8, 9)  one workgroup per channel; ADDS to dgamma and dbeta:
 //                    dgamma[c] += sum dy * xhat, dbeta[c] += sum dy over samples and inner.
-// Workgroups past 65535 spread over y.
+// Workgroups past 65535 spread over y. Each sum over a workgroup is a workgroup_sum2
+// (shared/reduce.wgsl: a tree in workgroup memory, or sums within and across subgroups).
 
 // Rust twin: ops::layer_norm::LayerNormParams.
 struct LayerNormParams {
@@ -48,57 +50,37 @@ struct LayerNormParams {
 @group(0) @binding(8) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dbeta: array<f32>;
 
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
-
-// Tree-sum red_a and red_b across the workgroup; every thread gets the totals.
-fn reduce2(li: u32, a: f32, b: f32) -> vec2<f32> {
-    red_a[li] = a;
-    red_b[li] = b;
-    workgroupBarrier();
-    for (var half = 128u; half > 0u; half >>= 1u) {
-        if (li < half) {
-            red_a[li] += red_a[li + half];
-            red_b[li] += red_b[li + half];
-        }
-        workgroupBarrier();
-    }
-    let out = vec2<f32>(red_a[0], red_b[0]);
-    workgroupBarrier();
-    return out;
-}
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) li: u32) {
+           l: Lanes) {
     let s = wid.x + wid.y * nwg.x;
     if (s >= p.n) { return; }
     let m = p.channels * p.inner;
     let base = s * m;
     // Two passes (mean, then squared deviations) to avoid cancellation in the variance.
     var acc = 0.0;
-    for (var e = li; e < m; e += 256u) { acc += x[p.x_offset + base + e]; }
-    let mean = reduce2(li, acc, 0.0).x / f32(m);
+    for (var e = l.index; e < m; e += REDUCE_WG) { acc += x[p.x_offset + base + e]; }
+    let mean = workgroup_sum(l, acc) / f32(m);
     acc = 0.0;
-    for (var e = li; e < m; e += 256u) {
+    for (var e = l.index; e < m; e += REDUCE_WG) {
         let d = x[p.x_offset + base + e] - mean;
         acc += d * d;
     }
-    let rstd = inverseSqrt(reduce2(li, acc, 0.0).x / f32(m) + p.eps);
-    for (var e = li; e < m; e += 256u) {
+    let rstd = inverseSqrt(workgroup_sum(l, acc) / f32(m) + p.eps);
+    for (var e = l.index; e < m; e += REDUCE_WG) {
         let c = e / p.inner;
         let xhat = (x[p.x_offset + base + e] - mean) * rstd;
         y[p.y_offset + base + e] = xhat * gamma[p.gamma_offset + c] + beta[p.beta_offset + c];
     }
-    if (li == 0u) {
+    if (l.index == 0u) {
         stats[p.stats_offset + 2u * s] = mean;
         stats[p.stats_offset + 2u * s + 1u] = rstd;
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WG)
 fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) li: u32) {
+                  l: Lanes) {
     let s = wid.x + wid.y * nwg.x;
     if (s >= p.n) { return; }
     let m = p.channels * p.inner;
@@ -107,15 +89,15 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let rstd = stats[p.stats_offset + 2u * s + 1u];
     var sg = 0.0;
     var sgx = 0.0;
-    for (var e = li; e < m; e += 256u) {
+    for (var e = l.index; e < m; e += REDUCE_WG) {
         let c = e / p.inner;
         let g = dy[p.dy_offset + base + e] * gamma[p.gamma_offset + c];
         let xhat = (x[p.x_offset + base + e] - mean) * rstd;
         sg += g;
         sgx += g * xhat;
     }
-    let sums = reduce2(li, sg, sgx) / f32(m);
-    for (var e = li; e < m; e += 256u) {
+    let sums = workgroup_sum2(l, vec2<f32>(sg, sgx)) / f32(m);
+    for (var e = l.index; e < m; e += REDUCE_WG) {
         let c = e / p.inner;
         let g = dy[p.dy_offset + base + e] * gamma[p.gamma_offset + c];
         let xhat = (x[p.x_offset + base + e] - mean) * rstd;
@@ -126,15 +108,15 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WG)
 fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) li: u32) {
+                   l: Lanes) {
     let c = wid.x + wid.y * nwg.x;
     if (c >= p.channels) { return; }
     let count = p.n * p.inner;
     var sg = 0.0;
     var sb = 0.0;
-    for (var e = li; e < count; e += 256u) {
+    for (var e = l.index; e < count; e += REDUCE_WG) {
         let s = e / p.inner;
         let i = e - s * p.inner;
         let at = (s * p.channels + c) * p.inner + i;
@@ -143,8 +125,8 @@ fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         sg += g * xhat;
         sb += g;
     }
-    let sums = reduce2(li, sg, sb);
-    if (li == 0u) {
+    let sums = workgroup_sum2(l, vec2<f32>(sg, sb));
+    if (l.index == 0u) {
         dgamma[p.dgamma_offset + c] += sums.x;
         dbeta[p.dbeta_offset + c] += sums.y;
     }

@@ -4,8 +4,9 @@
 //
 // Bindings: 0 SumChannelsParams (uniform), 1 x (read), 2 out (read_write).
 // Entry points (the launcher picks by the length of each sum, outer * inner):
-//   main         long sums: one workgroup of 256 per channel; the threads stride over the
-//                outer x inner elements and meet in a tree reduction in workgroup memory.
+//   main         long sums: one workgroup of REDUCE_WG per channel; the threads stride over
+//                the outer x inner elements and meet in a workgroup_sum (shared/reduce.wgsl:
+//                a tree in workgroup memory, or sums within and across subgroups).
 //   main_vec4    the same, four elements of inner a load, when inner and x_offset are
 //                multiples of 4 (lavapipe pays about as much for a vec4 load as for one f32).
 //   per_thread   short sums (split partials, [chunks, W] with few chunks): one thread per
@@ -31,21 +32,12 @@ struct SumChannelsParams {
 // x seen as vec4s, for main_vec4 (an entry point uses one view or the other).
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 
-var<workgroup> partial: array<f32, 256>;
-
-// Adds the workgroup's 256 partial sums s and writes channel c's result (thread 0).
+// Adds the workgroup's partial sums s and writes channel c's result (thread 0).
 // Call from uniform control flow.
-fn finish(c: u32, li: u32, s: f32) {
-    partial[li] = s;
-    workgroupBarrier();
-    for (var half = 128u; half > 0u; half >>= 1u) {
-        if (li < half) {
-            partial[li] += partial[li + half];
-        }
-        workgroupBarrier();
-    }
-    if (li == 0u) {
-        var v = p.alpha * partial[0];
+fn finish(c: u32, l: Lanes, s: f32) {
+    let total = workgroup_sum(l, s);
+    if (l.index == 0u) {
+        var v = p.alpha * total;
         let at = p.out_offset + c;
         if (p.accumulate != 0u) {
             v += out[at];
@@ -54,27 +46,27 @@ fn finish(c: u32, li: u32, s: f32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+        l: Lanes) {
     let c = wid.x + wid.y * nwg.x;
-    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    // Uniform across the workgroup, so the reduction below stays in uniform control flow.
     if (c >= p.channels) {
         return;
     }
     let count = p.outer * p.inner;
     var s = 0.0;
-    for (var e = li; e < count; e += 256u) {
+    for (var e = l.index; e < count; e += REDUCE_WG) {
         let o = e / p.inner;
         let i = e - o * p.inner;
         s += x[p.x_offset + (o * p.channels + c) * p.inner + i];
     }
-    finish(c, li, s);
+    finish(c, l, s);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WG)
 fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) li: u32) {
+             l: Lanes) {
     let c = wid.x + wid.y * nwg.x;
     if (c >= p.channels) {
         return;
@@ -82,12 +74,12 @@ fn main_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let inner4 = p.inner / 4u;
     let count = p.outer * inner4;
     var s = vec4<f32>(0.0);
-    for (var e = li; e < count; e += 256u) {
+    for (var e = l.index; e < count; e += REDUCE_WG) {
         let o = e / inner4;
         let i = e - o * inner4;
         s += x4[p.x_offset / 4u + (o * p.channels + c) * inner4 + i];
     }
-    finish(c, li, s.x + s.y + s.z + s.w);
+    finish(c, l, s.x + s.y + s.z + s.w);
 }
 
 @compute @workgroup_size(256)

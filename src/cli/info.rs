@@ -36,6 +36,7 @@ pub fn run(choice: &AdapterChoice) -> Result<()> {
     println!("why:   {}", gpu.reason);
     println!("kernels: {:?} path ({})", gpu.kernels, gpu.kernels_reason);
     println!("tuning:  {}", gpu.tilings.reason());
+    println!("reductions: {}", gpu.reductions());
     println!("\nfeatures:");
     for (name, feat) in [
         ("timestamp queries", wgpu::Features::TIMESTAMP_QUERY),

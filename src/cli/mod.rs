@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 pub use crate::eval::open_eval_data;
-use crate::gpu::{AdapterChoice, Kernels, LimitsChoice};
+use crate::gpu::{AdapterChoice, Kernels, LimitsChoice, Subgroups};
 use crate::ops::tune::Tune;
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
@@ -75,20 +75,31 @@ pub struct AdapterArgs {
     pub limits: LimitsChoice,
     /// Kernel path: auto (CPU-tuned kernels on a CPU adapter, GPU-tuned ones elsewhere),
     /// gpu or cpu, on any adapter (default: CPC_KERNELS, else auto).
-    #[arg(long, value_parser = kernels_parser())]
+    #[arg(long, value_parser = choice_parser::<Kernels>(&["auto", "gpu", "cpu"]))]
     pub kernels: Option<Kernels>,
     /// Tune the GPU path's tile sizes the first time each shape class runs on this adapter,
     /// remembered in a cache file (`cpc info` shows it), or run the fixed defaults for
     /// reproducible runs (default: CPC_TUNE, else on).
     #[arg(long, value_parser = tune_parser())]
     pub tune: Option<Tune>,
+    /// Reductions: auto (subgroup operations where the adapter offers them) or off (the
+    /// portable kernels on any adapter) (default: CPC_SUBGROUPS, else auto).
+    #[arg(long, value_parser = choice_parser::<Subgroups>(&["auto", "off"]))]
+    pub subgroups: Option<Subgroups>,
 }
 
-/// clap parser of `--kernels`: the values listed in `--help`, parsed by [`Kernels`].
-fn kernels_parser() -> impl clap::builder::TypedValueParser<Value = Kernels> {
+/// clap parser of a choice (`--kernels`, `--subgroups`): the values listed in `--help`,
+/// parsed by `T` ([`Kernels`], [`Subgroups`]).
+fn choice_parser<T>(
+    values: &'static [&'static str],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["auto", "gpu", "cpu"])
-        .map(|s| s.parse::<Kernels>().expect("one of the possible values"))
+    clap::builder::PossibleValuesParser::new(values)
+        .map(|s| s.parse::<T>().expect("one of the possible values"))
 }
 
 /// clap parser of `--tune`: the values listed in `--help`, parsed by [`Tune`].
@@ -109,6 +120,7 @@ impl From<&AdapterArgs> for AdapterChoice {
             kernels: a.kernels,
             tune: a.tune,
             cache_dir: None,
+            subgroups: a.subgroups,
         }
     }
 }

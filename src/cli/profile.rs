@@ -156,6 +156,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
     println!("kernels: {:?} path ({})", gpu.kernels, gpu.kernels_reason);
+    println!("reductions: {}", gpu.reductions());
     memory::check_fits(&gpu, &spec, batch, None)?;
     let layout = ParamLayout::new(&spec);
     let (model, plan) = memory::plan(&gpu, &spec, batch, &layout.init(0), AdamConfig::default())?;

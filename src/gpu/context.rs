@@ -5,7 +5,9 @@
 //! finally the CPU (software) adapter. The kernel path (which family of kernels the
 //! launchers in ops/ plan) follows the adapter unless `--kernels` or CPC_KERNELS forces one;
 //! on the GPU path the tiled kernels' tile sizes are tuned per adapter unless `--tune off` or
-//! CPC_TUNE=off (ops::tune).
+//! CPC_TUNE=off (ops::tune);
+//! the reduction kernels use subgroup operations where the adapter offers them unless
+//! `--subgroups off` or CPC_SUBGROUPS=off keeps them portable.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,9 @@ pub struct AdapterChoice {
     /// The tuner's cache folder instead of CPC_CACHE_DIR's or the user's (no flag: tests
     /// keep their caches in temporary folders).
     pub cache_dir: Option<PathBuf>,
+    /// Whether the reductions may use subgroups (`--subgroups`); None: CPC_SUBGROUPS, else
+    /// auto. Tests set it to run both on one adapter.
+    pub subgroups: Option<Subgroups>,
 }
 
 /// The limits a device is opened with: what decides which buffers bind whole, how many
@@ -74,6 +79,25 @@ pub enum Kernels {
     Cpu,
 }
 
+/// The choice the command line made (`flag`), else the environment variable `var`, else
+/// the default; and which of the three it was, for the reasons `cpc info` prints.
+fn asked_or_env<T>(
+    asked: Option<T>,
+    flag: &'static str,
+    var: &'static str,
+) -> Result<(T, &'static str)>
+where
+    T: std::str::FromStr<Err = Error> + Default,
+{
+    Ok(match asked {
+        Some(choice) => (choice, flag),
+        None => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => (v.parse()?, var),
+            _ => (T::default(), "default"),
+        },
+    })
+}
+
 impl std::str::FromStr for Kernels {
     type Err = Error;
     fn from_str(s: &str) -> Result<Kernels> {
@@ -107,13 +131,7 @@ impl KernelPath {
         asked: Option<Kernels>,
         device_type: wgpu::DeviceType,
     ) -> Result<(KernelPath, String)> {
-        let (kernels, source) = match asked {
-            Some(k) => (k, "--kernels"),
-            None => match std::env::var("CPC_KERNELS") {
-                Ok(v) if !v.is_empty() => (v.parse()?, "CPC_KERNELS"),
-                _ => (Kernels::Auto, "default"),
-            },
-        };
+        let (kernels, source) = asked_or_env(asked, "--kernels", "CPC_KERNELS")?;
         Ok(match kernels {
             Kernels::Gpu => (KernelPath::Gpu, format!("gpu kernels from {source}")),
             Kernels::Cpu => (KernelPath::Cpu, format!("cpu kernels from {source}")),
@@ -124,6 +142,58 @@ impl KernelPath {
             Kernels::Auto => (
                 KernelPath::Gpu,
                 format!("gpu kernels for a {device_type:?} adapter ({source}: auto)"),
+            ),
+        })
+    }
+}
+
+/// Whether the reduction kernels (InfoNCE and soft-max rows, channel sums, norms) may use
+/// subgroup operations: `--subgroups auto|off` or CPC_SUBGROUPS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Subgroups {
+    /// Where the adapter offers wgpu's SUBGROUP feature (Vulkan, Metal and DX12 GPUs and
+    /// lavapipe mostly do; GL never does in wgpu, nor do many browsers).
+    #[default]
+    Auto,
+    /// Never: the portable kernels, as an adapter without the feature runs them.
+    Off,
+}
+
+impl std::str::FromStr for Subgroups {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Subgroups> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Subgroups::Auto),
+            "off" => Ok(Subgroups::Off),
+            other => Err(Error::Config(format!(
+                "unknown subgroups choice '{other}': use auto or off"
+            ))),
+        }
+    }
+}
+
+impl Subgroups {
+    /// The one place the reductions are chosen: the flag, else CPC_SUBGROUPS, else whether
+    /// the adapter offers SUBGROUP (its `features`). Returns whether subgroup operations are
+    /// used and why, in words (with the subgroup sizes the adapter reports).
+    pub fn choose(
+        asked: Option<Subgroups>,
+        info: &wgpu::AdapterInfo,
+        features: wgpu::Features,
+    ) -> Result<(bool, String)> {
+        let (choice, source) = asked_or_env(asked, "--subgroups", "CPC_SUBGROUPS")?;
+        Ok(match choice {
+            Subgroups::Off => (false, format!("off from {source}")),
+            Subgroups::Auto if features.contains(wgpu::Features::SUBGROUP) => (
+                true,
+                format!(
+                    "the adapter's subgroups have {} to {} invocations ({source}: auto)",
+                    info.subgroup_min_size, info.subgroup_max_size
+                ),
+            ),
+            Subgroups::Auto => (
+                false,
+                format!("the adapter has no subgroups ({source}: auto)"),
             ),
         })
     }
@@ -156,6 +226,11 @@ pub struct Gpu {
     /// The tiled kernels' tiling per shape class (ops::tune): tuned, read from the cache
     /// file, or the default.
     pub tilings: Tilings,
+    /// Whether the reduction kernels use subgroup operations (Gpu::pipeline builds their
+    /// subgroup variants); the device has the SUBGROUP feature only then.
+    pub subgroups: bool,
+    /// Why, in words, for `cpc info`.
+    pub subgroups_reason: String,
     pub(crate) pipelines: PipelineCache,
     /// Validation errors wgpu reports outside an error scope land here instead of panicking.
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -304,7 +379,12 @@ impl Gpu {
         };
         // A kernel the limits cannot bind is refused here, at start, not mid-plan.
         crate::gpu::kernels::check_kernels_fit(&limits, info.device_type)?;
-        let features = adapter.features() & wanted_features();
+        let (subgroups, subgroups_reason) =
+            Subgroups::choose(choice.subgroups, &info, adapter.features())?;
+        let mut features = adapter.features() & wanted_features();
+        // Without subgroups the device lacks the feature too: a portable kernel that used
+        // one would fail to build, not pass unnoticed on an adapter that has them.
+        features.set(wgpu::Features::SUBGROUP, subgroups);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cpc"),
             required_features: features,
@@ -338,10 +418,22 @@ impl Gpu {
             kernels,
             kernels_reason,
             tilings,
+            subgroups,
+            subgroups_reason,
             pipelines: PipelineCache::default(),
             uncaptured,
             allocated: Default::default(),
         })
+    }
+
+    /// The reductions in words, for `cpc info` and `cpc profile`: which, and why.
+    pub fn reductions(&self) -> String {
+        let which = if self.subgroups {
+            "subgroup operations"
+        } else {
+            "portable"
+        };
+        format!("{which}; {}", self.subgroups_reason)
     }
 
     /// The software adapter, for tests and benches (honours WGPU_ADAPTER_NAME if set).

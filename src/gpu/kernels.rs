@@ -52,6 +52,13 @@ shaders! {
     Infonce => "infonce.wgsl",
     Adam => "adam.wgsl",
     SoftmaxXent => "softmax_xent.wgsl",
+    // The reduction kernels once more, with subgroup operations (see Shader::source); a
+    // device that uses subgroups builds these in their place (Gpu::pipeline).
+    InfonceSubgroup => "infonce.wgsl",
+    SoftmaxXentSubgroup => "softmax_xent.wgsl",
+    SumChannelsSubgroup => "sum_channels.wgsl",
+    AdamSubgroup => "adam.wgsl",
+    LayerNormSubgroup => "layer_norm.wgsl",
 }
 
 /// How the conv forward and input-gradient shaders declare their weights: one 64 KiB window
@@ -60,13 +67,70 @@ const UNIFORM_WEIGHTS: &str = "@group(0) @binding(2) var<uniform> weight: array<
 /// ... or, in the Storage variants, the whole (transposed) weight matrix as storage.
 const STORAGE_WEIGHTS: &str = "@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;";
 
+/// What every reduction kernel is built with (shaders/shared/reduce.wgsl) ...
+const REDUCE: &str = include_str!("../../shaders/shared/reduce.wgsl");
+/// ... and one of its two implementations: trees in workgroup memory ...
+const REDUCE_WORKGROUP: &str = include_str!("../../shaders/shared/reduce_workgroup.wgsl");
+/// ... or subgroup operations (wgpu's SUBGROUP feature).
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/shared/reduce_subgroup.wgsl");
+
+/// How a reduction kernel's source implements shaders/shared/reduce.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reductions {
+    /// Portable: a row per thread, workgroup sums as trees in workgroup memory.
+    Workgroup,
+    /// A row per subgroup, workgroup sums within and then across subgroups.
+    Subgroup,
+}
+
+/// Invocations in a workgroup of the row kernels (infonce_rows, softmax_xent): ROW_WG in
+/// shaders/shared/reduce.wgsl.
+pub const ROW_WORKGROUP: usize = 64;
+
 impl Shader {
+    /// A reduction kernel's variant with subgroup operations; None for every other shader,
+    /// the variants included.
+    pub fn with_subgroups(self) -> Option<Shader> {
+        match self {
+            Shader::Infonce => Some(Shader::InfonceSubgroup),
+            Shader::SoftmaxXent => Some(Shader::SoftmaxXentSubgroup),
+            Shader::SumChannels => Some(Shader::SumChannelsSubgroup),
+            Shader::Adam => Some(Shader::AdamSubgroup),
+            Shader::LayerNorm => Some(Shader::LayerNormSubgroup),
+            _ => None,
+        }
+    }
+
+    /// Which implementation of the shared reductions the source is built with; None for a
+    /// shader without them.
+    pub fn reductions(self) -> Option<Reductions> {
+        if self.with_subgroups().is_some() {
+            Some(Reductions::Workgroup)
+        } else if Shader::ALL.iter().any(|s| s.with_subgroups() == Some(self)) {
+            Some(Reductions::Subgroup)
+        } else {
+            None
+        }
+    }
+
     /// The WGSL source. The conv forward and input-gradient files read their weights from one
     /// 64 KiB uniform window per dispatch, which a CPU adapter reads ten times faster than
     /// storage; a GPU would need hundreds of small dispatches for the paper's layers that
     /// way, so their Storage variants bind all the weights as one storage array instead.
+    /// The reduction kernels get the shared reductions prepended, portable or with subgroup
+    /// operations.
     pub fn source(self) -> std::borrow::Cow<'static, str> {
         let text = self.file_text();
+        let reductions = match self.reductions() {
+            Some(Reductions::Workgroup) => REDUCE_WORKGROUP,
+            Some(Reductions::Subgroup) => REDUCE_SUBGROUP,
+            None => return Shader::weights_swapped(self, text),
+        };
+        format!("{reductions}\n{REDUCE}\n{text}").into()
+    }
+
+    /// The conv files' text, with storage weights in their Storage variants.
+    fn weights_swapped(self, text: &'static str) -> std::borrow::Cow<'static, str> {
         match self {
             Shader::Conv2dForwardStorage | Shader::Conv2dBackwardInputStorage => {
                 assert!(
@@ -143,13 +207,19 @@ pub(crate) struct PipelineCache {
 }
 
 impl Gpu {
-    /// The pipeline for `entry` of `shader` with the given override constants.
+    /// The pipeline for `entry` of `shader` with the given override constants. A device that
+    /// uses subgroups ([`Gpu::subgroups`]) builds a reduction kernel's subgroup variant in its
+    /// place: launchers name the kernel, the device picks how it reduces.
     pub fn pipeline(
         &self,
         shader: Shader,
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> wgpu::ComputePipeline {
+        let shader = match shader.with_subgroups() {
+            Some(variant) if self.subgroups => variant,
+            _ => shader,
+        };
         let key = PipelineKey {
             shader,
             entry,
@@ -197,6 +267,23 @@ impl Gpu {
             .unwrap()
             .insert(key, pipeline.clone());
         pipeline
+    }
+
+    /// How a row kernel (infonce_rows, softmax_xent) is dispatched over `rows` rows: its
+    /// override constants and its workgroup count (to spread). The portable kernels take a
+    /// row per thread; with subgroups, a row per subgroup, as many per workgroup as it holds
+    /// subgroups of the largest size the adapter reports, so no row waits for another. At a
+    /// smaller size the extra subgroups idle: the kernels are correct for any count.
+    pub fn row_dispatch(&self, rows: usize) -> ([(&'static str, f64); 1], u64) {
+        let per_group = if self.subgroups {
+            (ROW_WORKGROUP / self.info.subgroup_max_size.max(1) as usize).max(1)
+        } else {
+            ROW_WORKGROUP
+        };
+        (
+            [("ROWS_PER_GROUP", per_group as f64)],
+            rows.div_ceil(per_group) as u64,
+        )
     }
 
     /// Every pipeline built on this device so far, sorted by shader, entry point and

@@ -8,9 +8,9 @@ mod timing;
 
 pub use context::{
     list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu, KernelPath, Kernels,
-    LimitsChoice,
+    LimitsChoice, Subgroups,
 };
-pub use kernels::{check_kernels_fit, PipelineKey, Shader};
+pub use kernels::{check_kernels_fit, PipelineKey, Reductions, Shader, ROW_WORKGROUP};
 pub use launch::{
     layout_of, rel_offset, spread, Cost, Launch, Reference, Uniform, UniformLayout, SPREAD_X,
 };

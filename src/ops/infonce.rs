@@ -272,16 +272,18 @@ pub fn forward(
         // S_k = P_k Z^T.
         fwd.launches
             .push(matmul::forward(gpu, &inf.scores_matmul(k), p, z, &scores)?);
-        // Per query: loss, correct, dS.
+        // Per query: loss, correct, dS; a team of invocations per query (a thread, or a
+        // subgroup).
+        let (constants, groups) = gpu.row_dispatch(q);
         fwd.launches.push(
             Launch::new(
                 gpu,
                 Shader::Infonce,
                 "infonce_rows",
-                &[],
+                &constants,
                 &params,
                 &[&scores, &dscores, &row_stats],
-                spread(gpu, "infonce_rows", q.div_ceil(64) as u64)?,
+                spread(gpu, "infonce_rows", groups)?,
             )?
             // Per score: max, exp, sum, then softmax minus one-hot (~8 FLOPs, exp counted once);
             // scores read twice, dS written once.

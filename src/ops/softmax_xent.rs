@@ -97,12 +97,14 @@ pub fn forward(
         stats_offset: rel_offset(gpu, row_stats),
         scale,
     };
-    let wg = spread(gpu, "softmax_xent", sx.rows.div_ceil(64) as u64)?;
+    // A team of invocations per row: one thread, or one subgroup.
+    let (constants, groups) = gpu.row_dispatch(sx.rows);
+    let wg = spread(gpu, "softmax_xent", groups)?;
     Launch::new(
         gpu,
         Shader::SoftmaxXent,
         "main",
-        &[],
+        &constants,
         &params,
         &[scores, bias, labels, dlogits, row_stats],
         wg,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cpc::data::{Format, OnBadImage};
-use cpc::gpu::{AdapterChoice, Gpu, KernelPath, Kernels, LimitsChoice};
+use cpc::gpu::{AdapterChoice, Gpu, KernelPath, Kernels, LimitsChoice, Subgroups};
 use cpc::ops::tune::Tune;
 use cpc::train::pretrain::PretrainOptions;
 use cpc::train::Config;
@@ -38,14 +38,11 @@ pub fn gpu_on(kernels: Kernels) -> &'static Gpu {
         Kernels::Auto => return gpu(),
     };
     cell.get_or_init(|| {
-        let g = Gpu::new(&AdapterChoice {
-            software: true,
-            limits: LimitsChoice::Webgpu,
+        let g = open_software(AdapterChoice {
             kernels: Some(kernels),
             tune: Some(Tune::Off),
             ..Default::default()
-        })
-        .expect("software adapter (apt-get install mesa-vulkan-drivers)");
+        });
         assert_eq!(g.kernels, path);
         g
     })
@@ -79,6 +76,44 @@ pub fn have_tool(tool: &str, install: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "{why}, and CI is set");
     eprintln!("{why}; the checks that need it are skipped");
     false
+}
+
+/// The software adapter as [`gpu`] opens it, with its reduction kernels using subgroup
+/// operations (`on`) or the portable ones, whatever CPC_SUBGROUPS says: [`gpu`] itself where
+/// it already is that device, else one opened once more. lavapipe offers subgroups, so both
+/// run here.
+pub fn gpu_subgroups(on: bool) -> &'static Gpu {
+    static OTHER: OnceLock<Gpu> = OnceLock::new();
+    if gpu().subgroups == on {
+        return gpu();
+    }
+    OTHER.get_or_init(|| software_gpu(if on { Subgroups::Auto } else { Subgroups::Off }))
+}
+
+/// A new device on the software adapter under WebGPU's limits, as [`gpu`] opens it, with its
+/// reductions as `subgroups` asks whatever CPC_SUBGROUPS says (lavapipe has subgroups).
+pub fn software_gpu(subgroups: Subgroups) -> Gpu {
+    let g = open_software(AdapterChoice {
+        subgroups: Some(subgroups),
+        ..Default::default()
+    });
+    assert_eq!(
+        g.subgroups,
+        subgroups == Subgroups::Auto,
+        "the software adapter offers subgroups: {}",
+        g.reductions()
+    );
+    g
+}
+
+/// A new device on the software adapter under WebGPU's limits, the rest as `choice` asks.
+fn open_software(choice: AdapterChoice) -> Gpu {
+    Gpu::new(&AdapterChoice {
+        software: true,
+        limits: LimitsChoice::Webgpu,
+        ..choice
+    })
+    .expect("software adapter (apt-get install mesa-vulkan-drivers)")
 }
 
 pub fn rng(seed: u64) -> rand::rngs::StdRng {

@@ -1,10 +1,72 @@
 //! The kernel tests' helpers, on top of those every test binary shares (tests/common: the
 //! software device, seeded random data): tensors up and down, NaN-filled outputs, closeness
-//! checks with stated tolerances, and finite differences in f64.
+//! checks with stated tolerances, and finite differences in f64. The device they use is the
+//! shared one, or the one [`on_both_reductions`] runs a test body on.
 
-use cpc::gpu::{Launch, Tensor};
+use std::cell::Cell;
 
-pub use crate::shared::{gpu, random, rng};
+use cpc::gpu::{Gpu, Launch, Tensor};
+
+pub use crate::shared::{random, rng};
+
+thread_local! {
+    /// The device this test thread's helpers use; None: the shared one.
+    static DEVICE: Cell<Option<&'static Gpu>> = const { Cell::new(None) };
+}
+
+/// The device the kernel tests run on: the shared software adapter, or inside
+/// [`on_both_reductions`] the one of the current round.
+pub fn gpu() -> &'static Gpu {
+    DEVICE.get().unwrap_or_else(crate::shared::gpu)
+}
+
+/// Run `body` twice: on a device whose reduction kernels use subgroup operations, then on
+/// one with the portable kernels (shaders/shared/reduce*.wgsl), each as gpu() for the
+/// body's helpers. A failure names the round.
+pub fn on_both_reductions(body: impl Fn()) {
+    for on in [true, false] {
+        on_device(crate::shared::gpu_subgroups(on), &body);
+    }
+}
+
+/// A device with subgroups that plans its row kernels (Gpu::row_dispatch) as for an adapter
+/// whose largest subgroup has `max` invocations, on lavapipe's subgroups of 8: with 128 a
+/// workgroup of 64 takes one row and seven of its eight subgroups idle; with 4 it takes 16
+/// rows, two for each subgroup. Opened once per `max`.
+pub fn gpu_assuming_subgroups_up_to(max: u32) -> &'static Gpu {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static DEVICES: Mutex<Option<HashMap<u32, &'static Gpu>>> = Mutex::new(None);
+    let mut devices = DEVICES.lock().unwrap();
+    devices
+        .get_or_insert_with(HashMap::new)
+        .entry(max)
+        .or_insert_with(|| {
+            let mut g = crate::shared::software_gpu(cpc::gpu::Subgroups::Auto);
+            assert_ne!(
+                g.info.subgroup_max_size, max,
+                "a size other than the adapter's own"
+            );
+            g.info.subgroup_max_size = max;
+            Box::leak(Box::new(g))
+        })
+}
+
+/// Run `body` with `device` as gpu(), telling which reductions ran if it panics.
+pub fn on_device(device: &'static Gpu, body: impl Fn()) {
+    struct Restore(Option<&'static Gpu>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let g = gpu();
+                eprintln!("(failed with reductions: {})", g.reductions());
+            }
+            DEVICE.set(self.0);
+        }
+    }
+    let _restore = Restore(DEVICE.replace(Some(device)));
+    body();
+}
 
 /// Upload host data as a new tensor.
 pub fn upload(shape: &[usize], data: &[f32]) -> Tensor {

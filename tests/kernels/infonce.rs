@@ -11,11 +11,15 @@ fn grid(batch: usize, g: usize, dim: usize, offsets: Vec<usize>) -> Infonce {
     Infonce::new(Sequences::grid(batch, g), dim, offsets)
 }
 
-/// Small geometries: grids with candidate rows of 32, 50 and 300 (B*G*G), and queries (one
-/// thread each, workgroups of 64) past one workgroup in the last (240 for offset 2); audio's
-/// one sequence per block (3 clips of 23 frames); and steps unlike the width (T 6, W 3).
+/// Small geometries: grids with candidate rows of 32, 50 and 300 (B*G*G), and queries (a
+/// thread or a subgroup each, workgroups of 64) past one workgroup in the last (240 for
+/// offset 2); rows of 4 (shorter than lavapipe's subgroup of 8) and 9 candidates, with 2
+/// and 6 queries; audio's one sequence per block (3 clips of 23 frames); and steps unlike
+/// the width (T 6, W 3).
 fn shapes() -> Vec<Infonce> {
     vec![
+        grid(1, 2, 5, vec![1]),
+        grid(1, 3, 3, vec![1, 2]),
         grid(2, 4, 6, vec![2, 3]),
         grid(2, 5, 37, vec![2, 3]),
         grid(3, 10, 37, vec![2, 3, 4]),
@@ -141,78 +145,97 @@ fn check_forward(inf: &Infonce, preds: &[Vec<f32>], z: &[f32]) -> infonce::Infon
 
 #[test]
 fn infonce_counts_a_tie_as_wrong() {
-    // Flat crops give every query the same score for every candidate: chance loss, and an
-    // accuracy of 0, not 1. Then z rows that equal the target's make exact ties too.
-    let inf = grid(2, 4, 6, vec![2, 3]);
-    let preds: Vec<Vec<f32>> = (0..inf.steps())
-        .map(|k| vec![0.0; inf.queries(k) * inf.dim])
-        .collect();
-    let (_, z) = random_inputs(&inf, 9, 1.0);
-    check_forward(&inf, &preds, &z);
-    let (tp, tz) = (
-        upload_preds(&inf, &preds),
-        upload(&[inf.candidates(), inf.dim], &z),
-    );
-    let stats = nan_tensor(&[inf.stats_len()]);
-    run(&infonce::forward(gpu(), &inf, &tp, &tz, &stats)
-        .unwrap()
-        .launches);
-    let got = InfonceStats::from_slice(&read(&stats));
-    let chance = (inf.candidates() as f32).ln();
-    assert_close("flat loss", &got.loss_k, &[chance, chance], 1e-5, 1e-6);
-    assert_eq!(got.accuracy_k, vec![0.0, 0.0], "ties are not right");
-    let want = cpu::infonce::forward(&inf, &preds, &z);
-    assert_eq!(want.accuracy_k, vec![0.0, 0.0], "the reference agrees");
+    on_both_reductions(|| {
+        // Flat crops give every query the same score for every candidate: chance loss, and an
+        // accuracy of 0, not 1. Then z rows that equal the target's make exact ties too.
+        let inf = grid(2, 4, 6, vec![2, 3]);
+        let preds: Vec<Vec<f32>> = (0..inf.steps())
+            .map(|k| vec![0.0; inf.queries(k) * inf.dim])
+            .collect();
+        let (_, z) = random_inputs(&inf, 9, 1.0);
+        check_forward(&inf, &preds, &z);
+        let (tp, tz) = (
+            upload_preds(&inf, &preds),
+            upload(&[inf.candidates(), inf.dim], &z),
+        );
+        let stats = nan_tensor(&[inf.stats_len()]);
+        run(&infonce::forward(gpu(), &inf, &tp, &tz, &stats)
+            .unwrap()
+            .launches);
+        let got = InfonceStats::from_slice(&read(&stats));
+        let chance = (inf.candidates() as f32).ln();
+        assert_close("flat loss", &got.loss_k, &[chance, chance], 1e-5, 1e-6);
+        assert_eq!(got.accuracy_k, vec![0.0, 0.0], "ties are not right");
+        let want = cpu::infonce::forward(&inf, &preds, &z);
+        assert_eq!(want.accuracy_k, vec![0.0, 0.0], "the reference agrees");
 
-    // Every z row the same: each prediction ties all candidates whatever its values.
-    let z_same: Vec<f32> = (0..inf.candidates())
-        .flat_map(|_| z[..inf.dim].to_vec())
-        .collect();
-    let (preds, _) = random_inputs(&inf, 10, 1.0);
-    check_forward(&inf, &preds, &z_same);
-    let want = cpu::infonce::forward(&inf, &preds, &z_same);
-    assert_eq!(want.accuracy_k, vec![0.0, 0.0]);
+        // Every z row the same: each prediction ties all candidates whatever its values.
+        let z_same: Vec<f32> = (0..inf.candidates())
+            .flat_map(|_| z[..inf.dim].to_vec())
+            .collect();
+        let (preds, _) = random_inputs(&inf, 10, 1.0);
+        check_forward(&inf, &preds, &z_same);
+        let want = cpu::infonce::forward(&inf, &preds, &z_same);
+        assert_eq!(want.accuracy_k, vec![0.0, 0.0]);
+    });
 }
 
 #[test]
 fn infonce_forward_matches_reference() {
-    for (seed, inf) in shapes().iter().enumerate() {
-        let (preds, z) = random_inputs(inf, seed as u64, 1.0);
-        check_forward(inf, &preds, &z);
+    on_both_reductions(|| {
+        for (seed, inf) in shapes().iter().enumerate() {
+            let (preds, z) = random_inputs(inf, seed as u64, 1.0);
+            check_forward(inf, &preds, &z);
+        }
+    });
+}
+
+#[test]
+fn infonce_rows_for_any_subgroup_size() {
+    // Workgroups that take one row (seven subgroups idle) or two rows per subgroup.
+    for max in [128, 4] {
+        on_device(gpu_assuming_subgroups_up_to(max), || {
+            for (seed, inf) in shapes().iter().enumerate().skip(2).take(2) {
+                let (preds, z) = random_inputs(inf, seed as u64, 1.0);
+                check_forward(inf, &preds, &z);
+            }
+        });
     }
 }
 
 #[test]
 fn infonce_forward_stable_for_large_scores() {
-    // Scores around 80-100: exp(90) overflows f32 (max about exp(88.7)), so only the
-    // max-subtracted log-softmax stays finite.
-    let inf = grid(2, 5, 37, vec![2, 3]);
-    let (mut preds, mut z) = random_inputs(&inf, 7, 1.5);
-    for p in &mut preds {
-        for row in p.chunks_mut(inf.dim) {
-            row[0] = 9.0;
+    on_both_reductions(|| {
+        // Scores around 80-100: exp(90) overflows f32 (max about exp(88.7)), so only the
+        // max-subtracted log-softmax stays finite.
+        let inf = grid(2, 5, 37, vec![2, 3]);
+        let (mut preds, mut z) = random_inputs(&inf, 7, 1.5);
+        for p in &mut preds {
+            for row in p.chunks_mut(inf.dim) {
+                row[0] = 9.0;
+            }
         }
-    }
-    for (n, row) in z.chunks_mut(inf.dim).enumerate() {
-        row[0] = 10.0;
-        // The true candidates of some queries get a nudge so not every row is chance.
-        if n % 3 == 0 {
-            row[1] = 1.0;
+        for (n, row) in z.chunks_mut(inf.dim).enumerate() {
+            row[0] = 10.0;
+            // The true candidates of some queries get a nudge so not every row is chance.
+            if n % 3 == 0 {
+                row[1] = 1.0;
+            }
         }
-    }
-    let want = cpu::infonce::forward(&inf, &preds, &z);
-    let all: Vec<f64> = want.scores.concat();
-    let (lo, hi) = all
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &s| (a.min(s), b.max(s)));
-    assert!(
-        lo > 70.0 && hi > 89.0 && hi < 110.0,
-        "scores span {lo}..{hi}"
-    );
-    let fwd = check_forward(&inf, &preds, &z);
-    for t in fwd.dscores.iter().chain(&fwd.row_stats) {
-        assert!(read(t).iter().all(|v| v.is_finite()));
-    }
+        let want = cpu::infonce::forward(&inf, &preds, &z);
+        let all: Vec<f64> = want.scores.concat();
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &s| (a.min(s), b.max(s)));
+        assert!(
+            lo > 70.0 && hi > 89.0 && hi < 110.0,
+            "scores span {lo}..{hi}"
+        );
+        let fwd = check_forward(&inf, &preds, &z);
+        for t in fwd.dscores.iter().chain(&fwd.row_stats) {
+            assert!(read(t).iter().all(|v| v.is_finite()));
+        }
+    });
 }
 
 /// The loss as a function of the flattened predictions.
@@ -247,7 +270,7 @@ fn infonce_backward_reference_matches_finite_differences() {
 
 #[test]
 fn infonce_backward_matches_reference() {
-    for (seed, inf) in shapes().iter().take(2).enumerate() {
+    for (seed, inf) in shapes().iter().skip(2).take(2).enumerate() {
         for accumulate in [false, true] {
             let (preds, z) = random_inputs(inf, 30 + seed as u64, 1.0);
             let dz0 = random(&mut rng(40 + seed as u64), z.len());

@@ -17,30 +17,32 @@ fn ln(d: [usize; 3]) -> LayerNorm {
 
 #[test]
 fn layer_norm_forward_matches_reference() {
-    for (seed, &d) in SHAPES.iter().enumerate() {
-        let l = ln(d);
-        let mut r = rng(seed as u64);
-        let m = d.iter().product();
-        // An offset in x makes the mean large against the spread: the two-pass variance matters.
-        let x: Vec<f32> = random(&mut r, m).iter().map(|v| v * 2.0 + 3.0).collect();
-        let (g, b) = (random(&mut r, d[1]), random(&mut r, d[1]));
-        let (ty, ts) = (nan_tensor(&[m]), nan_tensor(&[d[0], 2]));
-        run(&[layer_norm::forward(
-            gpu(),
-            &l,
-            &upload(&[m], &x),
-            &upload(&[d[1]], &g),
-            &upload(&[d[1]], &b),
-            &ty,
-            &ts,
-        )
-        .unwrap()]);
-        let mut want = vec![0.0; m];
-        let stats = cpu::layer_norm::forward(&l, &x, &g, &b, &mut want);
-        // Normalised values are O(1): f32 rounding of the mean and variance gives ~1e-6 relative.
-        assert_close(&format!("y {d:?}"), &read(&ty), &want, 2e-5, 1e-4);
-        assert_close(&format!("stats {d:?}"), &read(&ts), &stats, 2e-5, 1e-4);
-    }
+    on_both_reductions(|| {
+        for (seed, &d) in SHAPES.iter().enumerate() {
+            let l = ln(d);
+            let mut r = rng(seed as u64);
+            let m = d.iter().product();
+            // An offset in x makes the mean large against the spread: the two-pass variance matters.
+            let x: Vec<f32> = random(&mut r, m).iter().map(|v| v * 2.0 + 3.0).collect();
+            let (g, b) = (random(&mut r, d[1]), random(&mut r, d[1]));
+            let (ty, ts) = (nan_tensor(&[m]), nan_tensor(&[d[0], 2]));
+            run(&[layer_norm::forward(
+                gpu(),
+                &l,
+                &upload(&[m], &x),
+                &upload(&[d[1]], &g),
+                &upload(&[d[1]], &b),
+                &ty,
+                &ts,
+            )
+            .unwrap()]);
+            let mut want = vec![0.0; m];
+            let stats = cpu::layer_norm::forward(&l, &x, &g, &b, &mut want);
+            // Normalised values are O(1): f32 rounding of the mean and variance gives ~1e-6 relative.
+            assert_close(&format!("y {d:?}"), &read(&ty), &want, 2e-5, 1e-4);
+            assert_close(&format!("stats {d:?}"), &read(&ts), &stats, 2e-5, 1e-4);
+        }
+    });
 }
 
 #[test]
@@ -85,57 +87,59 @@ fn layer_norm_backward_reference_matches_finite_differences() {
 
 #[test]
 fn layer_norm_backward_matches_reference() {
-    for (seed, &d) in SHAPES.iter().enumerate() {
-        for accumulate in [false, true] {
-            let l = ln(d);
-            let mut r = rng(100 + seed as u64);
-            let m = d.iter().product();
-            let (x, g, b, dy) = (
-                random(&mut r, m),
-                random(&mut r, d[1]),
-                random(&mut r, d[1]),
-                random(&mut r, m),
-            );
-            let (dx0, dg0, db0) = (
-                random(&mut r, m),
-                random(&mut r, d[1]),
-                random(&mut r, d[1]),
-            );
-            let (tx, tg, tb) = (upload(&[m], &x), upload(&[d[1]], &g), upload(&[d[1]], &b));
-            let (ty, ts) = (nan_tensor(&[m]), nan_tensor(&[d[0], 2]));
-            let tdx = if accumulate {
-                upload(&[m], &dx0)
-            } else {
-                nan_tensor(&[m])
-            };
-            // Parameter gradients always accumulate: start them from random values.
-            let (tdg, tdb) = (upload(&[d[1]], &dg0), upload(&[d[1]], &db0));
-            let mut launches =
-                vec![layer_norm::forward(gpu(), &l, &tx, &tg, &tb, &ty, &ts).unwrap()];
-            launches.extend(
-                layer_norm::backward(
-                    gpu(),
-                    &l,
-                    &tx,
-                    &tg,
-                    &ts,
-                    &upload(&[m], &dy),
-                    &tdx,
-                    &tdg,
-                    &tdb,
-                    accumulate,
-                )
-                .unwrap(),
-            );
-            run(&launches);
-            let (mut dx, mut dg, mut db) = (dx0.clone(), dg0.clone(), db0.clone());
-            cpu::layer_norm::backward(&l, &x, &g, &dy, &mut dx, &mut dg, &mut db, accumulate);
-            // dx subtracts two means from g: cancellation costs a few ulps of |g|.
-            assert_close(&format!("dx {d:?}"), &read(&tdx), &dx, 1e-4, 1e-4);
-            assert_close(&format!("dgamma {d:?}"), &read(&tdg), &dg, 1e-4, 1e-4);
-            assert_close(&format!("dbeta {d:?}"), &read(&tdb), &db, 1e-4, 1e-4);
+    on_both_reductions(|| {
+        for (seed, &d) in SHAPES.iter().enumerate() {
+            for accumulate in [false, true] {
+                let l = ln(d);
+                let mut r = rng(100 + seed as u64);
+                let m = d.iter().product();
+                let (x, g, b, dy) = (
+                    random(&mut r, m),
+                    random(&mut r, d[1]),
+                    random(&mut r, d[1]),
+                    random(&mut r, m),
+                );
+                let (dx0, dg0, db0) = (
+                    random(&mut r, m),
+                    random(&mut r, d[1]),
+                    random(&mut r, d[1]),
+                );
+                let (tx, tg, tb) = (upload(&[m], &x), upload(&[d[1]], &g), upload(&[d[1]], &b));
+                let (ty, ts) = (nan_tensor(&[m]), nan_tensor(&[d[0], 2]));
+                let tdx = if accumulate {
+                    upload(&[m], &dx0)
+                } else {
+                    nan_tensor(&[m])
+                };
+                // Parameter gradients always accumulate: start them from random values.
+                let (tdg, tdb) = (upload(&[d[1]], &dg0), upload(&[d[1]], &db0));
+                let mut launches =
+                    vec![layer_norm::forward(gpu(), &l, &tx, &tg, &tb, &ty, &ts).unwrap()];
+                launches.extend(
+                    layer_norm::backward(
+                        gpu(),
+                        &l,
+                        &tx,
+                        &tg,
+                        &ts,
+                        &upload(&[m], &dy),
+                        &tdx,
+                        &tdg,
+                        &tdb,
+                        accumulate,
+                    )
+                    .unwrap(),
+                );
+                run(&launches);
+                let (mut dx, mut dg, mut db) = (dx0.clone(), dg0.clone(), db0.clone());
+                cpu::layer_norm::backward(&l, &x, &g, &dy, &mut dx, &mut dg, &mut db, accumulate);
+                // dx subtracts two means from g: cancellation costs a few ulps of |g|.
+                assert_close(&format!("dx {d:?}"), &read(&tdx), &dx, 1e-4, 1e-4);
+                assert_close(&format!("dgamma {d:?}"), &read(&tdg), &dg, 1e-4, 1e-4);
+                assert_close(&format!("dbeta {d:?}"), &read(&tdb), &db, 1e-4, 1e-4);
+            }
         }
-    }
+    });
 }
 
 #[test]

@@ -1,5 +1,8 @@
-//! Every shaders/*.wgsl parses and validates with naga (errors point at the WGSL line), is
-//! in the crate's shader table, and its uniform struct matches the Rust twin byte for byte.
+//! Every shaders/*.wgsl parses and validates with naga as the crate builds it (the reduction
+//! kernels with shaders/shared/reduce*.wgsl prepended; errors point at the WGSL line), is in
+//! the crate's shader table, and its uniform struct matches the Rust twin byte for byte; the
+//! row kernels' workgroup is the one the launchers count by, and the subgroup choice follows
+//! the flag, then the adapter.
 
 use std::collections::HashMap;
 
@@ -28,18 +31,35 @@ fn every_shader_validates_and_is_in_the_table() {
     on_disk.sort();
     let mut in_table: Vec<String> = Shader::ALL.iter().map(|s| s.file().to_string()).collect();
     in_table.sort();
-    in_table.dedup(); // the conv Storage variants share their files
+    in_table.dedup(); // the conv Storage and the Subgroup variants share their files
     assert_eq!(
         on_disk, in_table,
         "shaders/ and gpu::kernels::Shader disagree"
     );
-    for file in &on_disk {
-        let source = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
-        module(file, &source);
-    }
-    // The variants derived from a file by swapping a declaration parse and validate too.
+    // Every source as built: the files, the variants derived by swapping a declaration, and
+    // the reduction kernels with shaders/shared/reduce*.wgsl prepended.
     for shader in Shader::ALL {
         module(shader.file(), &shader.source());
+    }
+}
+
+#[test]
+fn row_kernels_workgroup_size_matches_rust() {
+    // ROW_WG in shaders/shared/reduce.wgsl is the workgroup the launchers count rows by
+    // (Gpu::row_dispatch), and the workgroup size of both row kernels.
+    for (shader, entry) in [
+        (Shader::Infonce, "infonce_rows"),
+        (Shader::SoftmaxXent, "main"),
+    ] {
+        for variant in [shader, shader.with_subgroups().unwrap()] {
+            let m = module(variant.file(), &variant.source());
+            let ep = m.entry_points.iter().find(|e| e.name == entry).unwrap();
+            assert_eq!(
+                ep.workgroup_size,
+                [cpc::gpu::ROW_WORKGROUP as u32, 1, 1],
+                "{variant:?} {entry}"
+            );
+        }
     }
 }
 
@@ -128,4 +148,39 @@ fn every_kernel_fits_webgpu_and_downlevel_limits_are_refused_naming_kernel_and_l
     let opened = cpc::gpu::Gpu::software_with(cpc::gpu::LimitsChoice::Downlevel);
     let e = opened.err().expect("downlevel limits refused").to_string();
     assert!(e.contains("max_storage_buffers_per_shader_stage"), "{e}");
+}
+
+#[test]
+fn subgroups_follow_the_choice_then_the_adapter() {
+    use cpc::gpu::{Reductions, Subgroups, Tensor};
+    let info = wgpu::AdapterInfo::new(wgpu::DeviceType::DiscreteGpu, wgpu::Backend::Vulkan);
+    let used = |asked, features| Subgroups::choose(Some(asked), &info, features).unwrap().0;
+    assert!(used(Subgroups::Auto, wgpu::Features::SUBGROUP));
+    assert!(!used(Subgroups::Auto, wgpu::Features::empty()));
+    assert!(!used(Subgroups::Off, wgpu::Features::SUBGROUP));
+    assert_eq!("OFF".parse::<Subgroups>().unwrap(), Subgroups::Off);
+    assert!("on".parse::<Subgroups>().is_err());
+    // Each device has the feature only where it uses subgroups, and builds the reduction
+    // kernels' variant its choice asks for under the name the launchers use.
+    for on in [true, false] {
+        let g = crate::shared::gpu_subgroups(on);
+        assert_eq!(g.features.contains(wgpu::Features::SUBGROUP), on);
+        let x = Tensor::zeros(g, "x", &[3, 2, 100]).unwrap();
+        let out = Tensor::zeros(g, "out", &[2]).unwrap();
+        cpc::ops::sum_channels::launch(g, &x, [3, 2, 100], &out, 1.0, false).unwrap();
+        let want = if on {
+            Reductions::Subgroup
+        } else {
+            Reductions::Workgroup
+        };
+        let built: Vec<_> = g
+            .built_pipelines()
+            .into_iter()
+            .filter_map(|k| k.shader.reductions())
+            .collect();
+        assert!(
+            !built.is_empty() && built.iter().all(|&r| r == want),
+            "{built:?}"
+        );
+    }
 }

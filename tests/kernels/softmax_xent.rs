@@ -4,8 +4,9 @@ use cpc::{cpu, Error};
 
 use crate::common::*;
 
-/// Rows that are not a multiple of the workgroup of 64, and class counts below and above 5.
-const SHAPES: &[(usize, usize)] = &[(1, 1), (7, 3), (65, 10), (130, 37), (300, 5)];
+/// Rows that are not a multiple of the workgroup of 64, and class counts below and above 5;
+/// rows of classes shorter than lavapipe's subgroup of 8 and longer than any subgroup (128).
+const SHAPES: &[(usize, usize)] = &[(1, 1), (7, 3), (65, 10), (130, 37), (300, 5), (9, 130)];
 
 fn labels_for(sx: &SoftmaxXent, seed: u64) -> Vec<f32> {
     (0..sx.rows)
@@ -73,40 +74,60 @@ fn check(sx: SoftmaxXent, scores: &[f32], bias: &[f32], labels: &[f32], pad: usi
 
 #[test]
 fn softmax_xent_forward_matches_reference() {
-    for (seed, &(rows, classes)) in SHAPES.iter().enumerate() {
-        let sx = SoftmaxXent { rows, classes };
-        let mut r = rng(seed as u64);
-        let scores: Vec<f32> = random(&mut r, rows * classes)
-            .iter()
-            .map(|v| 3.0 * v)
-            .collect();
-        let bias = random(&mut r, classes);
-        let labels = labels_for(&sx, seed as u64);
-        check(sx, &scores, &bias, &labels, 0);
-        check(sx, &scores, &bias, &labels, 5);
+    on_both_reductions(|| {
+        for (seed, &(rows, classes)) in SHAPES.iter().enumerate() {
+            let sx = SoftmaxXent { rows, classes };
+            let mut r = rng(seed as u64);
+            let scores: Vec<f32> = random(&mut r, rows * classes)
+                .iter()
+                .map(|v| 3.0 * v)
+                .collect();
+            let bias = random(&mut r, classes);
+            let labels = labels_for(&sx, seed as u64);
+            check(sx, &scores, &bias, &labels, 0);
+            check(sx, &scores, &bias, &labels, 5);
+        }
+    });
+}
+
+#[test]
+fn softmax_xent_rows_for_any_subgroup_size() {
+    // Workgroups that take one row (seven subgroups idle) or two rows per subgroup.
+    for max in [128, 4] {
+        on_device(gpu_assuming_subgroups_up_to(max), || {
+            for (seed, &(rows, classes)) in [(65, 10), (9, 130), (7, 3)].iter().enumerate() {
+                let sx = SoftmaxXent { rows, classes };
+                let mut r = rng(seed as u64);
+                let scores = random(&mut r, rows * classes);
+                let labels = labels_for(&sx, seed as u64);
+                check(sx, &scores, &random(&mut r, classes), &labels, 0);
+            }
+        });
     }
 }
 
 #[test]
 fn softmax_xent_ties_count_for_the_target_and_large_logits_stay_finite() {
-    // Whole-number scores and zero bias: many exact ties, which count as hits on both sides.
-    let sx = SoftmaxXent {
-        rows: 70,
-        classes: 8,
-    };
-    let mut r = rng(9);
-    let scores: Vec<f32> = random(&mut r, 70 * 8)
-        .iter()
-        .map(|v| (2.0 * v).round())
-        .collect();
-    let labels = labels_for(&sx, 3);
-    check(sx, &scores, &[0.0; 8], &labels, 0);
-    // Logits near 1000: exp overflows f32 without the max subtraction.
-    let big: Vec<f32> = random(&mut r, 70 * 8)
-        .iter()
-        .map(|v| 1000.0 + 5.0 * v)
-        .collect();
-    check(sx, &big, &random(&mut r, 8), &labels, 0);
+    on_both_reductions(|| {
+        // Whole-number scores and zero bias: many exact ties, which count as hits on both sides.
+        let sx = SoftmaxXent {
+            rows: 70,
+            classes: 8,
+        };
+        let mut r = rng(9);
+        let scores: Vec<f32> = random(&mut r, 70 * 8)
+            .iter()
+            .map(|v| (2.0 * v).round())
+            .collect();
+        let labels = labels_for(&sx, 3);
+        check(sx, &scores, &[0.0; 8], &labels, 0);
+        // Logits near 1000: exp overflows f32 without the max subtraction.
+        let big: Vec<f32> = random(&mut r, 70 * 8)
+            .iter()
+            .map(|v| 1000.0 + 5.0 * v)
+            .collect();
+        check(sx, &big, &random(&mut r, 8), &labels, 0);
+    });
 }
 
 #[test]

@@ -5,6 +5,12 @@ use crate::common::*;
 
 #[test]
 fn sum_channels_matches_reference() {
+    on_both_reductions(check_sums);
+}
+
+/// [outer, channels, inner]: sums of 1 to 70000 terms, one thread's (up to PER_THREAD_MAX)
+/// and a workgroup's, with vec4 loads (inner a multiple of 4) and without.
+fn check_sums() {
     for (seed, dims) in [
         [1, 1, 1],
         [3, 5, 7],
@@ -16,6 +22,8 @@ fn sum_channels_matches_reference() {
         [8, 9, 8],
         [40, 3, 12],
         [7, 5, 100],
+        [3, 2, 1001],
+        [1, 1, 70000],
     ]
     .into_iter()
     .enumerate()

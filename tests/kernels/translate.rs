@@ -1,13 +1,15 @@
 //! Every pipeline the program builds translates with naga to SPIR-V, MSL, HLSL, GLSL ES 3.10
-//! and desktop GLSL 4.30; spirv-val checks the SPIR-V and glslangValidator the GLSL
-//! (Debian's spirv-tools and glslang-tools). A missing tool fails the test
-//! where CI is set and is skipped with a message elsewhere; MSL and HLSL have no validator
-//! here, so for them translation must succeed.
+//! and desktop GLSL 4.30 (the reduction kernels' subgroup variants to the SPIR-V and HLSL
+//! versions with subgroups: see [`translate`]); spirv-val checks the SPIR-V and
+//! glslangValidator the GLSL (Debian's spirv-tools and glslang-tools). A missing tool fails
+//! the test where CI is set and is skipped with a message elsewhere; MSL and HLSL have no
+//! validator here, so for them translation must succeed.
 //!
 //! The pipelines are the ones a fresh device's cache holds ([`Gpu::built_pipelines`]) after
 //! planning real workloads: the tiny preset and the small one with layer norm, the probe's
 //! classifier, the conv kernels with their weights bound as storage (a GPU's binding), and
-//! the GPU path's tiled matrix product with every tiling candidate.
+//! the GPU path's tiled matrix product with every tiling candidate; the models and probe
+//! once more on a device without subgroups, for the portable reduction kernels.
 //! Each is translated from the same source, with the same override constants and runtime
 //! checks as gpu/kernels.rs creates it; every entry point of every shader must be among them.
 
@@ -17,7 +19,7 @@ use std::process::Command;
 
 use cpc::eval::probe::{Hyper, LinearClassifier};
 use cpc::gpu::kernels::{RUNTIME_CHECKS, ZERO_INITIALIZE_WORKGROUP_MEMORY};
-use cpc::gpu::{Gpu, Shader, Tensor};
+use cpc::gpu::{AdapterChoice, Gpu, Reductions, Shader, Subgroups, Tensor};
 use cpc::model::{CpcModel, ModelSpec};
 use cpc::ops::adam::AdamConfig;
 use cpc::ops::conv2d::{self, Activation, Conv2d, ConvKernel, WeightBinding};
@@ -28,6 +30,12 @@ use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
 
 /// Plan what the program plans, on `gpu`, so that its cache holds every pipeline they use.
 fn plan_workloads(gpu: &Gpu) {
+    plan_models_and_probe(gpu);
+    plan_gpu_path_kernels(gpu);
+}
+
+/// The models (tiny, small with layer norm) and the probe: every reduction kernel.
+fn plan_models_and_probe(gpu: &Gpu) {
     for (preset, toml) in [
         ("tiny", ""),
         ("small", "[model.encoder]\nlayer_norm = true"),
@@ -55,6 +63,10 @@ fn plan_workloads(gpu: &Gpu) {
         iterations: 2,
     };
     probe.unwrap().fit(gpu, &hyper).unwrap();
+}
+
+/// The conv and matmul kernels a GPU gets, with every tiling.
+fn plan_gpu_path_kernels(gpu: &Gpu) {
     // A GPU binds the conv weights as storage (ops::conv2d::WeightBinding::for_device).
     let c = Conv2d::square(1, 4, 6, 8, 3, 1);
     let t = |shape: &[usize]| Tensor::zeros(gpu, "planned", shape).unwrap();
@@ -113,11 +125,22 @@ impl Backend {
 
     fn name(self) -> &'static str {
         match self {
-            Backend::Spirv => "SPIR-V 1.0 (Vulkan 1.0)",
+            Backend::Spirv => "SPIR-V 1.0 (Vulkan 1.0; subgroups 1.3, Vulkan 1.1)",
             Backend::Msl => "MSL 2.0",
-            Backend::Hlsl => "HLSL SM 5.1",
+            Backend::Hlsl => "HLSL SM 5.1 (subgroups SM 6.0)",
             Backend::GlslEs => "GLSL ES 3.10",
             Backend::GlslDesktop => "GLSL 4.30 core",
+        }
+    }
+
+    /// The SPIR-V version a module is written in: 1.0, or for the subgroup variants 1.3 (its
+    /// GroupNonUniform capabilities are SPIR-V 1.3's), what wgpu-hal writes for the oldest
+    /// devices that offer SUBGROUP (Vulkan 1.1 with VK_EXT_subgroup_size_control).
+    fn spirv_version(subgroups: bool) -> (u8, u8) {
+        if subgroups {
+            (1, 3)
+        } else {
+            (1, 0)
         }
     }
 
@@ -152,11 +175,17 @@ fn policies() -> BoundsCheckPolicies {
 /// Translate one entry point of a module whose overrides are applied, with the options
 /// wgpu-hal 30 would use (vulkan/device.rs, metal/device.rs, dx12/device.rs,
 /// gles/device.rs), bindings numbered as its pipeline layouts number them.
+/// `subgroups`: the module is a subgroup variant, which only devices with SUBGROUP build, so
+/// translated for what those have (SPIR-V 1.3, HLSL shader model 6.0 for wave intrinsics);
+/// MSL and GLSL take the extension-free versions (naga writes simd_sum and
+/// GL_KHR_shader_subgroup whatever the version, and glslangValidator accepts the extension in
+/// GLSL ES 3.10 and 4.30, though wgpu's GL backend never offers SUBGROUP).
 fn translate(
     backend: Backend,
     module: &naga::Module,
     info: &naga::valid::ModuleInfo,
     entry: &str,
+    subgroups: bool,
 ) -> Result<Vec<u8>, String> {
     let stage = naga::ShaderStage::Compute;
     // Group 0's bindings in order: the layout wgpu derives from the shader (layout: None).
@@ -169,7 +198,7 @@ fn translate(
     match backend {
         Backend::Spirv => {
             let options = spv::Options {
-                lang_version: (1, 0),
+                lang_version: Backend::spirv_version(subgroups),
                 bounds_check_policies: policies(),
                 zero_initialize_workgroup_memory: if ZERO_INITIALIZE_WORKGROUP_MEMORY {
                     spv::ZeroInitializeWorkgroupMemoryMode::Polyfill
@@ -234,7 +263,11 @@ fn translate(
             // No binding map: naga numbers each register by its binding and its space by its
             // group (fake_missing_bindings), which leaves the code the same.
             let options = hlsl::Options {
-                shader_model: hlsl::ShaderModel::V5_1,
+                shader_model: if subgroups {
+                    hlsl::ShaderModel::V6_0
+                } else {
+                    hlsl::ShaderModel::V5_1
+                },
                 zero_initialize_workgroup_memory: ZERO_INITIALIZE_WORKGROUP_MEMORY,
                 restrict_indexing: RUNTIME_CHECKS.bounds_checks,
                 force_loop_bounding: RUNTIME_CHECKS.force_loop_bounding,
@@ -302,11 +335,16 @@ fn have(tool: &str) -> bool {
 }
 
 /// Run the validator on `bytes` written to `file`; its complaint on failure.
-fn validate(tool: &str, file: &Path, bytes: &[u8]) -> Result<(), String> {
+/// SPIR-V is checked for the Vulkan version its SPIR-V version comes with (`subgroups`:
+/// Vulkan 1.1).
+fn validate(tool: &str, file: &Path, bytes: &[u8], subgroups: bool) -> Result<(), String> {
     std::fs::write(file, bytes).unwrap();
     let mut cmd = Command::new(tool);
     if tool == "spirv-val" {
-        cmd.args(["--target-env", "vulkan1.0"]);
+        cmd.args([
+            "--target-env",
+            if subgroups { "vulkan1.1" } else { "vulkan1.0" },
+        ]);
     }
     let out = cmd.arg(file).output().map_err(|e| format!("{tool}: {e}"))?;
     if out.status.success() {
@@ -322,10 +360,28 @@ fn validate(tool: &str, file: &Path, bytes: &[u8]) -> Result<(), String> {
 
 #[test]
 fn every_pipeline_translates_for_every_backend() {
-    // A device of its own, so its cache holds exactly what the workloads plan.
+    // A device of its own, so its cache holds exactly what the workloads plan; lavapipe has
+    // subgroups, so its reduction kernels are the subgroup variants. A second device without
+    // them plans the models and probe again for the portable ones.
     let gpu = Gpu::software().expect("software adapter");
     plan_workloads(&gpu);
-    let keys = gpu.built_pipelines();
+    let portable = Gpu::new(&AdapterChoice {
+        software: true,
+        subgroups: Some(Subgroups::Off),
+        ..Default::default()
+    })
+    .expect("software adapter");
+    plan_models_and_probe(&portable);
+    let mut keys = gpu.built_pipelines();
+    keys.extend(portable.built_pipelines());
+    keys.sort();
+    keys.dedup();
+    assert!(
+        keys.iter()
+            .any(|k| k.shader.reductions() == Some(Reductions::Subgroup)),
+        "the software adapter offers subgroups: {}",
+        gpu.reductions()
+    );
 
     // Every entry point of every shader (source variants included) is planned.
     let built: BTreeSet<(Shader, &str)> = keys.iter().map(|k| (k.shader, k.entry)).collect();
@@ -362,6 +418,7 @@ fn every_pipeline_translates_for_every_backend() {
     let mut passed = [0; Backend::ALL.len()];
     for key in &keys {
         let (module, info) = &modules[&key.shader];
+        let subgroups = key.shader.reductions() == Some(Reductions::Subgroup);
         let constants: naga::back::PipelineConstants = key
             .constants()
             .into_iter()
@@ -384,15 +441,14 @@ fn every_pipeline_translates_for_every_backend() {
             }
         };
         for (b, backend) in Backend::ALL.into_iter().enumerate() {
-            let result =
-                translate(backend, &module, &info, key.entry).and_then(|out| {
-                    match backend.validator() {
-                        Some((tool, file)) if validators[tool] => {
-                            validate(tool, &dir.path().join(file), &out)
-                        }
-                        _ => Ok(()),
+            let result = translate(backend, &module, &info, key.entry, subgroups).and_then(|out| {
+                match backend.validator() {
+                    Some((tool, file)) if validators[tool] => {
+                        validate(tool, &dir.path().join(file), &out, subgroups)
                     }
-                });
+                    _ => Ok(()),
+                }
+            });
             match result {
                 Ok(()) => passed[b] += 1,
                 Err(e) => failures.push(fail(Some(backend), e)),
