@@ -16,3 +16,4 @@ pub mod patches;
 pub mod probe;
 pub mod softmax_xent;
 pub mod sum_channels;
+pub mod transpose;

@@ -52,6 +52,7 @@ shaders! {
     Infonce => "infonce.wgsl",
     Adam => "adam.wgsl",
     SoftmaxXent => "softmax_xent.wgsl",
+    Transpose => "transpose.wgsl",
     // The reduction kernels once more, with subgroup operations (see Shader::source); a
     // device that uses subgroups builds these in their place (Gpu::pipeline).
     InfonceSubgroup => "infonce.wgsl",

@@ -17,6 +17,7 @@ pub mod patches;
 pub mod sequences;
 pub mod softmax_xent;
 pub mod sum_channels;
+pub mod transpose;
 pub mod tune;
 
 use crate::gpu::{layout_of, UniformLayout};
@@ -41,5 +42,6 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<conv2d::WeightWindowsParams>(),
         layout_of::<conv2d::Conv2dTiledParams>(),
         layout_of::<softmax_xent::SoftmaxXentParams>(),
+        layout_of::<transpose::TransposeParams>(),
     ]
 }

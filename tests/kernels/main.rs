@@ -20,4 +20,5 @@ mod shaders;
 mod softmax_xent;
 mod sum_channels;
 mod translate;
+mod transpose;
 mod tune;

@@ -7,8 +7,8 @@
 //!
 //! The pipelines are the ones a fresh device's cache holds ([`Gpu::built_pipelines`]) after
 //! planning real workloads: the tiny preset and the small one with layer norm, the probe's
-//! classifier, the conv kernels with their weights bound as storage (a GPU's binding), and
-//! the GPU path's tiled matrix product with every tiling candidate; the models and probe
+//! classifier, the conv kernels with their weights bound as storage (a GPU's binding), the
+//! frames' transpose, and the GPU path's tiled matrix product with every tiling candidate; the models and probe
 //! once more on a device without subgroups, for the portable reduction kernels.
 //! Each is translated from the same source, with the same override constants and runtime
 //! checks as gpu/kernels.rs creates it; every entry point of every shader must be among them.
@@ -32,6 +32,9 @@ use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
 fn plan_workloads(gpu: &Gpu) {
     plan_models_and_probe(gpu);
     plan_gpu_path_kernels(gpu);
+    // The frames' transpose of a 1-D encoder (no preset plans one yet).
+    let t = Tensor::zeros(gpu, "planned", &[60]).unwrap();
+    cpc::ops::transpose::launch(gpu, &t, [2, 5, 6], &t.view(0, &[60])).unwrap();
 }
 
 /// The models (tiny, small with layer norm) and the probe: every reduction kernel.
