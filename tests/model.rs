@@ -548,3 +548,54 @@ fn the_layer_list_spells_out_each_preset() {
     assert!((34_550_000..34_650_000).contains(&count), "{count}");
     assert_eq!(paper.layers().output_shape().c, paper.dim());
 }
+
+/// The paper's speech model as one layer list: five 1-D convs with ReLUs turn a window of
+/// 20480 samples into 128 frames of 512 channels (one per 160 samples); its parameters under
+/// their names, counted by hand; windows and offsets that do not fit are errors.
+#[test]
+fn the_audio_layer_list_gives_the_papers_frames() {
+    use cpc::model::audio::AudioSpec;
+    use cpc::model::layers::Op;
+    let spec = AudioSpec::paper();
+    spec.validate().unwrap();
+    let list = spec.layers();
+    assert_eq!((spec.frames(), spec.dim()), (128, 512));
+    let widths: Vec<usize> = list.acts.iter().map(|a| a.w).collect();
+    assert_eq!(
+        widths,
+        [20480, 4096, 4096, 1024, 1024, 512, 512, 256, 256, 128, 128]
+    );
+    assert!(list
+        .layers
+        .iter()
+        .step_by(2)
+        .all(|l| matches!(l.op, Op::Conv { .. })));
+    assert!(list
+        .layers
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .all(|l| l.op == Op::Relu));
+    let layout = ParamLayout::for_model(&list, spec.hidden, spec.offsets.len());
+    let shape = |name: &str| layout.get(name).map(|v| v.shape.clone());
+    assert_eq!(shape("encoder.convs.0.weight"), Some(vec![512, 1, 1, 10]));
+    assert_eq!(shape("encoder.convs.1.weight"), Some(vec![512, 512, 1, 8]));
+    assert_eq!(shape("encoder.convs.4.bias"), Some(vec![512]));
+    assert_eq!(shape("gru.weight_ih_l0"), Some(vec![768, 512]));
+    assert_eq!(shape("heads.11.weight"), Some(vec![512, 256]));
+    // Convs 5632 + 2097664 + 3 x 1049088, GRU 393216 + 196608 + 1536, heads 12 x 131072.
+    assert_eq!(layout.count(), 7_414_784);
+
+    let short = AudioSpec {
+        window: 100,
+        ..AudioSpec::paper()
+    };
+    let err = short.validate().unwrap_err().to_string();
+    assert!(err.contains("100 samples"), "{err}");
+    let far = AudioSpec {
+        offsets: vec![1, 128],
+        ..AudioSpec::paper()
+    };
+    let err = far.validate().unwrap_err().to_string();
+    assert!(err.contains("1..128"), "{err}");
+}

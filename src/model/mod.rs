@@ -2,6 +2,7 @@
 //! ([`layers`]) that its parameters under PyTorch's names ([`params`]), its planned forward
 //! and backward on the GPU ([`cpc`]) and the CPU reference (cpu::model) all walk.
 
+pub mod audio;
 pub mod cpc;
 pub mod layers;
 pub mod memory;

@@ -19,6 +19,7 @@
 use rand::{Rng, SeedableRng};
 
 use crate::gpu::{Gpu, Tensor};
+use crate::model::layers::LayerList;
 use crate::model::spec::ModelSpec;
 use crate::Result;
 
@@ -63,20 +64,26 @@ impl ParamLayout {
     /// The encoder's parameters in the order of its layer list, then the GRU's and the
     /// prediction heads'.
     pub fn new(spec: &ModelSpec) -> ParamLayout {
+        ParamLayout::for_model(&spec.layers(), spec.hidden, spec.steps())
+    }
+
+    /// The layout of any CPC model: the encoder `list`'s parameters, then the GRU's (hidden
+    /// size `hidden`) and `steps` prediction heads', D being the encoder's output channels.
+    pub fn for_model(list: &LayerList, hidden: usize, steps: usize) -> ParamLayout {
         let mut l = ParamLayout {
             views: Vec::new(),
             total: 0,
         };
-        for (name, shape, init) in spec.layers().params() {
+        for (name, shape, init) in list.params() {
             l.push(&name, &shape, init);
         }
-        let (d, h) = (spec.dim(), spec.hidden);
+        let (d, h) = (list.output_shape().c, hidden);
         let bound = 1.0 / (h as f32).sqrt();
         l.push("gru.weight_ih_l0", &[3 * h, d], Init::Uniform(bound));
         l.push("gru.weight_hh_l0", &[3 * h, h], Init::Uniform(bound));
         l.push("gru.bias_ih_l0", &[3 * h], Init::Uniform(bound));
         l.push("gru.bias_hh_l0", &[3 * h], Init::Uniform(bound));
-        for k in 0..spec.steps() {
+        for k in 0..steps {
             l.push(&format!("heads.{k}.weight"), &[d, h], Init::Uniform(bound));
         }
         l
