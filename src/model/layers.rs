@@ -206,12 +206,4 @@ impl LayerList {
             })
             .sum()
     }
-
-    /// How many layers read activation `a`.
-    pub fn readers(&self, a: usize) -> usize {
-        self.layers
-            .iter()
-            .filter(|l| l.x == a || l.op == Op::Add { other: a })
-            .count()
-    }
 }

@@ -52,9 +52,9 @@ impl ModelSpec {
         2 * self.crop / (self.grid + 1)
     }
 
-    /// Patch vector size D: the last stage's width.
+    /// Patch vector size D: the channels of the encoder's output (the last stage's width).
     pub fn dim(&self) -> usize {
-        self.stages.last().map_or(self.stem.out, |s| s.down.out)
+        self.layers().output_shape().c
     }
 
     pub fn steps(&self) -> usize {

@@ -52,11 +52,6 @@ impl Sequences {
         self.steps * self.width
     }
 
-    /// The row of sequence s (= b * W + w) at step t.
-    pub fn row(&self, s: usize, t: usize) -> usize {
-        (s / self.width * self.steps + t) * self.width + s % self.width
-    }
-
     pub fn is_empty(&self) -> bool {
         self.rows() == 0
     }
