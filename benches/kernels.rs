@@ -362,7 +362,7 @@ fn bench_training_step(c: &mut Criterion) {
     };
     for &preset in presets {
         let cfg = Config::preset(preset).unwrap();
-        let spec = ModelSpec::from(&cfg.model);
+        let spec = ModelSpec::from(cfg.model.vision().unwrap());
         let batch = cfg.train.batch as usize;
         let model = CpcModel::new(
             gpu(),

@@ -13,7 +13,13 @@ use common::{gpu, gpu_on};
 /// The tiny preset's model (docs/model.md, "Tiny-scale calibration"): 8x8 patches, conv 3->32, conv s2 32->64, one
 /// residual conv, D = H = 64, offsets 2 and 3.
 fn tiny() -> ModelSpec {
-    let from_preset = ModelSpec::from(&cpc::train::Config::preset("tiny").unwrap().model);
+    let from_preset = ModelSpec::from(
+        cpc::train::Config::preset("tiny")
+            .unwrap()
+            .model
+            .vision()
+            .unwrap(),
+    );
     let spec = ModelSpec {
         crop: 32,
         grid: 7,
@@ -543,7 +549,13 @@ fn the_layer_list_spells_out_each_preset() {
         list.flops(1),
         110_592 + 589_824 + 1_179_648 + 2048 + 4 * 1024
     );
-    let paper = ModelSpec::from(&cpc::train::Config::preset("paper").unwrap().model);
+    let paper = ModelSpec::from(
+        cpc::train::Config::preset("paper")
+            .unwrap()
+            .model
+            .vision()
+            .unwrap(),
+    );
     let count = ParamLayout::new(&paper).count();
     assert!((34_550_000..34_650_000).contains(&count), "{count}");
     assert_eq!(paper.layers().output_shape().c, paper.dim());

@@ -50,7 +50,7 @@ fn the_cpu_and_gpu_kernel_paths_give_the_same_losses() {
     use cpc::model::{CpcModel, ModelSpec, ParamLayout};
     let dir = TestDir::new("paths");
     let tiled = |kernels: Kernels| {
-        let spec = ModelSpec::from(&Config::preset("tiny").unwrap().model);
+        let spec = ModelSpec::from(Config::preset("tiny").unwrap().model.vision().unwrap());
         let params = ParamLayout::new(&spec).init(0);
         let model = CpcModel::new(gpu_on(kernels), &spec, 4, &params, Default::default()).unwrap();
         let launches = model.step_launches();
@@ -124,7 +124,7 @@ fn the_checkpoint_holds_every_parameter_and_the_optimiser_state() {
     let s = run(&pretrain_options(tiny_run(4, 2), &dir)).unwrap();
     let ck = Checkpoint::load(&s.checkpoint).unwrap();
     let layout = cpc::model::ParamLayout::new(&cpc::model::ModelSpec::from(
-        &Config::preset("tiny").unwrap().model,
+        Config::preset("tiny").unwrap().model.vision().unwrap(),
     ));
     for v in &layout.views {
         for prefix in ["", "optimizer.exp_avg.", "optimizer.exp_avg_sq."] {
@@ -151,7 +151,7 @@ fn resuming_from_another_configuration_names_both() {
     let dir = TestDir::new("other-config");
     run(&pretrain_options(tiny_run(4, 1), &dir)).unwrap();
     let mut other = tiny_run(4, 2);
-    other.model.hidden = 32;
+    other.model.vision_mut().unwrap().hidden = 32;
     let mut opts = pretrain_options(other, &dir);
     opts.resume = true;
     let msg = run(&opts).unwrap_err().to_string();
@@ -544,7 +544,7 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
     // A small-preset checkpoint (jitter 1), given without --preset: the checkpoint's own
     // configuration runs, jitter off, and the dump records that.
     let config = Config::preset("small").unwrap();
-    let layout = ParamLayout::new(&ModelSpec::from(&config.model));
+    let layout = ParamLayout::new(&ModelSpec::from(config.model.vision().unwrap()));
     let params = layout.init(3);
     ModelCheckpoint {
         path: dir.join("small.safetensors"),
@@ -566,12 +566,16 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
     debug_step(&args).unwrap();
     let dump = Checkpoint::load(&args.dump).unwrap();
     let ran = Config::from_toml(dump.meta("config").unwrap()).unwrap();
-    assert_eq!(ran.model.crop, 64);
-    assert_eq!(ran.model.jitter, 0, "the dump records jitter off");
+    assert_eq!(ran.model.vision().unwrap().crop, 64);
+    assert_eq!(
+        ran.model.vision().unwrap().jitter,
+        0,
+        "the dump records jitter off"
+    );
     assert_eq!(dump.meta("offsets"), Some("[2,3,4]"));
     assert_eq!(dump.meta("step"), Some("7"));
     // Activations against the CPU reference model: z, then each offset's scores.
-    let mut spec = ModelSpec::from(&ran.model);
+    let mut spec = ModelSpec::from(ran.model.vision().unwrap());
     spec.jitter = 0;
     let z = dump.get("z").unwrap();
     assert_eq!(z.shape, vec![1, 7, 7, 256]);
@@ -657,7 +661,7 @@ fn bare_tiny_weights(
     Vec<f32>,
     Checkpoint,
 ) {
-    let spec = cpc::model::ModelSpec::from(&Config::preset("tiny").unwrap().model);
+    let spec = cpc::model::ModelSpec::from(Config::preset("tiny").unwrap().model.vision().unwrap());
     let layout = cpc::model::ParamLayout::new(&spec);
     let params = layout.init(seed);
     let mut ck = Checkpoint::new();

@@ -119,7 +119,7 @@ fn probe_reaches_100_percent_on_linearly_separable_data() {
 /// A checkpoint as `cpc pretrain` writes it (parameters and metadata; the optimiser state
 /// is not read by evaluation), of `config` with its initial weights.
 fn write_checkpoint(path: &Path, config: &Config) {
-    let layout = ParamLayout::new(&ModelSpec::from(&config.model));
+    let layout = ParamLayout::new(&ModelSpec::from(config.model.vision().unwrap()));
     let params = layout.init(config.train.seed);
     let mut ck = Checkpoint::new();
     for v in &layout.views {
@@ -171,7 +171,7 @@ fn probe_refuses_checkpoints_of_another_configuration_or_version() {
     assert_eq!(p.config, tiny());
 
     let mut other = tiny();
-    other.model.hidden = 32;
+    other.model.vision_mut().unwrap().hidden = 32;
     let msg = ModelCheckpoint::read(&path, Some(&other))
         .unwrap_err()
         .to_string();

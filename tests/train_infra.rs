@@ -374,7 +374,7 @@ fn presets_have_the_spec_geometry() {
     ];
     for (name, crop, patch, grid, d, h, k) in expect {
         let c = Config::preset(name).unwrap();
-        let m = &c.model;
+        let m = c.model.vision().unwrap();
         assert_eq!(
             (m.crop, m.patch(), m.grid, m.code_dim(), m.hidden, m.steps),
             (crop, patch, grid, d, h, k),
@@ -390,13 +390,13 @@ fn presets_have_the_spec_geometry() {
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c, "{name}");
     }
     let tiny = Config::preset("tiny").unwrap();
-    assert_eq!(tiny.model.jitter, 0);
+    assert_eq!(tiny.model.vision().unwrap().jitter, 0);
     assert_eq!(tiny.model.offsets(), vec![2, 3]);
     assert_eq!(
         (tiny.train.lr, tiny.train.min_lr, tiny.train.warmup_steps),
         (1e-3, 1e-3, 0)
     );
-    let enc = &tiny.model.encoder;
+    let enc = &tiny.model.vision().unwrap().encoder;
     assert_eq!(
         (enc.stem.kernel, enc.stem.channels, enc.stem.stride),
         (3, 32, 1)
@@ -416,7 +416,11 @@ fn preset_compute_matches_the_spec() {
     // 1.2 GFLOP and paper about 57 GFLOP per image forward.
     let gflop = |name: &str| {
         let c = Config::preset(name).unwrap();
-        c.model.forward_flops_per_image(c.train.batch) / 1e9
+        c.model
+            .vision()
+            .unwrap()
+            .forward_flops_per_image(c.train.batch)
+            / 1e9
     };
     let (tiny, small, paper) = (gflop("tiny"), gflop("small"), gflop("paper"));
     assert!((0.085..0.115).contains(&tiny), "tiny {tiny} GFLOP");
@@ -442,10 +446,11 @@ fn toml_overrides_field_by_field() {
     )
     .unwrap();
     let tiny = Config::preset("tiny").unwrap();
-    assert_eq!(c.model.hidden, 128);
-    assert!(c.model.encoder.layer_norm);
+    assert_eq!(c.model.vision().unwrap().hidden, 128);
+    assert!(c.model.vision().unwrap().encoder.layer_norm);
     assert_eq!(
-        c.model.encoder.stages, tiny.model.encoder.stages,
+        c.model.vision().unwrap().encoder.stages,
+        tiny.model.vision().unwrap().encoder.stages,
         "untouched fields stay"
     );
     assert_eq!((c.train.lr, c.train.min_lr, c.train.batch), (5e-4, 0.0, 16));
@@ -467,7 +472,7 @@ fn toml_overrides_field_by_field() {
         "[[model.encoder.stages]]\nstride = 2\nchannels = 64\nblocks = 2\nconvs_per_block = 2\n",
     )
     .unwrap();
-    assert_eq!(deeper.model.encoder.stages[0].blocks, 2);
+    assert_eq!(deeper.model.vision().unwrap().encoder.stages[0].blocks, 2);
 }
 
 #[test]
@@ -516,7 +521,7 @@ fn crop_must_give_an_even_patch() {
         );
     }
     let c = Config::from_toml_overrides("tiny", "[model]\ncrop = 48\n").unwrap();
-    assert_eq!(c.model.patch(), 12);
+    assert_eq!(c.model.vision().unwrap().patch(), 12);
     // Offsets beyond the grid are refused.
     let text = Config::from_toml_overrides("tiny", "[model]\nsteps = 6\n")
         .unwrap_err()
@@ -906,6 +911,124 @@ fn pretrain_flags_that_make_no_sense_are_refused() {
         );
         for name in names {
             assert!(err.contains(name), "{flags:?}: `{name}` not in: {err}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- modalities
+
+#[test]
+fn vision_fingerprints_are_the_ones_written_before_audio_existed() {
+    // The FNV-1a fingerprints of the vision presets' model fields, as checkpoints written
+    // before model.modality existed carry them: a vision model's TOML has no modality key.
+    for (name, fingerprint) in [
+        ("paper", "7d517140019fc08b"),
+        ("laptop", "a4d542dd80814993"),
+        ("small", "f0ec76e93632cf13"),
+        ("tiny", "ee19ca08809efb07"),
+    ] {
+        let c = Config::preset(name).unwrap();
+        assert_eq!(c.fingerprint(), fingerprint, "{name}");
+        assert_eq!(c.model.modality(), "vision");
+        assert!(!c.to_toml().contains("modality"), "{name}");
+        // Naming the modality explicitly reads the same model.
+        let named = c
+            .to_toml()
+            .replace("[model]\n", "[model]\nmodality = \"vision\"\n");
+        assert_eq!(Config::from_toml(&named).unwrap(), c, "{name}");
+    }
+}
+
+#[test]
+fn audio_presets_round_trip_and_differ_from_vision() {
+    // (preset, window, frames T, D, H, offsets, frame norm)
+    let expect = [
+        ("audio", 20480, 128, 512, 256, 1..=12, false),
+        ("audio-small", 20480, 128, 256, 256, 1..=12, true),
+        ("audio-tiny", 3200, 20, 32, 32, 1..=4, false),
+    ];
+    let mut fingerprints = vec![Config::preset("tiny").unwrap().fingerprint()];
+    for (name, window, frames, d, h, offsets, norm) in expect {
+        let c = Config::preset(name).unwrap();
+        assert_eq!(c.model.modality(), "audio", "{name}");
+        let a = c.model.audio().unwrap();
+        let spec = cpc::model::audio::AudioSpec::from(a);
+        assert_eq!(
+            (
+                a.window,
+                spec.frames(),
+                c.model.code_dim(),
+                c.model.hidden()
+            ),
+            (window, frames, d, h),
+            "{name}"
+        );
+        assert_eq!(c.model.offsets(), offsets.collect::<Vec<u32>>(), "{name}");
+        assert_eq!(a.encoder.frame_norm, norm, "{name}");
+        let text = c.to_toml();
+        assert!(text.contains("modality = \"audio\""), "{text}");
+        assert_eq!(Config::from_toml(&text).unwrap(), c, "{name}");
+        fingerprints.push(c.fingerprint());
+    }
+    let mut unique = fingerprints.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), fingerprints.len(), "{fingerprints:?}");
+    // Overrides merge into the audio model as into vision's.
+    let c =
+        Config::from_toml_overrides("audio-tiny", "[model.encoder]\nframe_norm = true\n").unwrap();
+    assert!(c.model.audio().unwrap().encoder.frame_norm);
+    assert_eq!(
+        Config::preset("audio-tiny").unwrap().model_differences(&c),
+        vec!["model.encoder.frame_norm: false != true".to_string()]
+    );
+}
+
+#[test]
+fn bad_audio_configurations_name_the_field() {
+    let cases = [
+        ("[model]\nwindow = 0\n", vec!["model.window", "0"]),
+        (
+            "[model]\nwindow = 4294967295\n",
+            vec!["model.window", "1048576"],
+        ),
+        ("[model]\nhidden = 0\n", vec!["model.hidden"]),
+        ("[model]\nsteps = 0\n", vec!["model.steps"]),
+        // 20 frames: offsets 1..=20 leave no frame to predict at offset 20.
+        ("[model]\nsteps = 20\n", vec!["offsets", "1..20"]),
+        ("[model]\nwindow = 100\n", vec!["shrinks", "100"]),
+        (
+            "[model.encoder]\nconvs = []\n",
+            vec!["model.encoder.convs", "0 convs"],
+        ),
+        (
+            "[[model.encoder.convs]]\nkernel = 4\nstride = 0\npadding = 1\nchannels = 8\n",
+            vec!["model.encoder.convs[0].stride", "0"],
+        ),
+        (
+            "[[model.encoder.convs]]\nkernel = 100000\nstride = 2\npadding = 1\nchannels = 8\n",
+            vec!["model.encoder.convs[0].kernel", "100000", "2048"],
+        ),
+        (
+            "[[model.encoder.convs]]\nkernel = 4\nstride = 2\npadding = 4\nchannels = 8\n",
+            vec!["model.encoder.convs[0].padding", "4"],
+        ),
+        (
+            "[[model.encoder.convs]]\nkernel = 4\nstride = 2\npadding = 1\nchannels = 0\n",
+            vec!["model.encoder.convs[0].channels"],
+        ),
+        ("[model]\ncrop = 32\n", vec!["crop"]),
+        (
+            "[model]\nmodality = \"smell\"\n",
+            vec!["smell", "vision, audio"],
+        ),
+    ];
+    for (toml, words) in cases {
+        let err = Config::from_toml_overrides("audio-tiny", toml)
+            .unwrap_err()
+            .to_string();
+        for w in words {
+            assert!(err.contains(w), "{toml}: `{w}` not in: {err}");
         }
     }
 }

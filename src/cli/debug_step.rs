@@ -79,8 +79,11 @@ fn weights(args: &DebugStepArgs) -> Result<(Config, Vec<f32>, Option<u64>)> {
 pub fn run(args: &DebugStepArgs) -> Result<()> {
     let (mut cfg, params, step) = weights(args)?;
     // Jitter draws random windows: off, and the dump's configuration says so.
-    cfg.model.jitter = 0;
-    let spec = ModelSpec::from(&cfg.model);
+    cfg.model.require_vision("cpc debug-step")?;
+    if let Some(v) = cfg.model.vision_mut() {
+        v.jitter = 0;
+    }
+    let spec = ModelSpec::from(cfg.model.require_vision("cpc debug-step")?);
     let layout = ParamLayout::new(&spec);
     let batch_ck = Checkpoint::load(&args.batch)?;
     let crops = batch_ck.get("crops").ok_or_else(|| Error::Checkpoint {

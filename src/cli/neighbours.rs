@@ -61,7 +61,11 @@ pub fn run(args: &NeighboursArgs) -> Result<()> {
         &queries(features.len(), args.queries),
         args.neighbours,
     );
-    let crop = pretrained.config.model.crop as usize;
+    let crop = pretrained
+        .config
+        .model
+        .require_vision("cpc neighbours")?
+        .crop as usize;
     draw_grid(set.as_ref(), &features, crop, &table, &args.out)?;
     print!("{}", describe(&features, &table));
     println!("wrote {}", args.out.display());

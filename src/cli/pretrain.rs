@@ -215,7 +215,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         "adapter: {} ({:?}, {:?})",
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
-    let spec = ModelSpec::from(&cfg.model);
+    let spec = ModelSpec::from(cfg.model.require_vision("cpc pretrain")?);
     if args.plan {
         let est = Estimate::new(&gpu, &spec)?;
         print!(

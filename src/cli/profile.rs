@@ -149,7 +149,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         cfg.train.batch = b;
     }
     let batch = cfg.train.batch as usize;
-    let spec = ModelSpec::from(&cfg.model);
+    let spec = ModelSpec::from(cfg.model.require_vision("cpc profile")?);
     let gpu = Gpu::new(&(&args.adapter).into())?;
     println!(
         "adapter: {} ({:?}, {:?})",

@@ -197,7 +197,7 @@ impl Encoder {
     /// Plan the model of `config` with parameters `params` (checked against the adapter's
     /// limits first, so a batch too large is an error that says which batch fits).
     pub fn new(gpu: &Gpu, config: &Config, params: &[f32], batch: usize) -> Result<Encoder> {
-        let spec = ModelSpec::from(&config.model);
+        let spec = ModelSpec::from(config.model.require_vision("the encoder")?);
         spec.validate()?;
         memory::check_fits(gpu, &spec, batch, None)?;
         let model = CpcModel::new(gpu, &spec, batch, params, AdamConfig::default())?;

@@ -22,6 +22,11 @@ pub struct Conv1dSpec {
     pub channels: usize,
 }
 
+/// The paper's encoder convs as (kernel, stride, padding): a frame every 5*4*2*2*2 = 160
+/// samples, 10 ms at 16 kHz.
+pub const PAPER_CONVS: [(usize, usize, usize); 5] =
+    [(10, 5, 3), (8, 4, 2), (4, 2, 1), (4, 2, 1), (4, 2, 1)];
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AudioSpec {
     /// Samples per training window, L.
@@ -31,29 +36,27 @@ pub struct AudioSpec {
     pub hidden: usize,
     /// Frame offsets predicted, ascending: 1..=12 in the paper.
     pub offsets: Vec<usize>,
+    /// Channel-wise normalisation of each frame after the encoder.
+    pub frame_norm: bool,
 }
 
 impl AudioSpec {
     /// The paper's speech model: 20480-sample windows, five convs of 512 channels, H = 256,
     /// 12 prediction steps.
     pub fn paper() -> AudioSpec {
-        let conv = |kernel, stride, pad| Conv1dSpec {
-            kernel,
-            stride,
-            pad,
-            channels: 512,
-        };
         AudioSpec {
             window: 20480,
-            convs: vec![
-                conv(10, 5, 3),
-                conv(8, 4, 2),
-                conv(4, 2, 1),
-                conv(4, 2, 1),
-                conv(4, 2, 1),
-            ],
+            convs: (PAPER_CONVS.iter())
+                .map(|&(kernel, stride, pad)| Conv1dSpec {
+                    kernel,
+                    stride,
+                    pad,
+                    channels: 512,
+                })
+                .collect(),
             hidden: 256,
             offsets: (1..=12).collect(),
+            frame_norm: false,
         }
     }
 

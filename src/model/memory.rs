@@ -92,7 +92,7 @@ impl std::fmt::Display for MemoryPlan {
 
 /// Bytes of one flat parameter buffer of `spec`, counted from its shapes (the gradients and
 /// both Adam moments are as large): nothing is allocated. The spec is validated first, which
-/// bounds the count (train::config::MAX_PARAMS), so the product cannot overflow.
+/// bounds the count (model::config::MAX_PARAMS), so the product cannot overflow.
 pub fn params_bytes(spec: &ModelSpec) -> Result<u64> {
     spec.validate()?;
     Ok(4 * ParamLayout::new(spec).total as u64)

@@ -3,12 +3,14 @@
 //! and backward on the GPU ([`cpc`]) and the CPU reference (cpu::model) all walk.
 
 pub mod audio;
+pub mod config;
 pub mod cpc;
 pub mod layers;
 pub mod memory;
 pub mod params;
 pub mod spec;
 
+pub use config::{ModelConfig, VisionConfig};
 pub use cpc::CpcModel;
 pub use params::{ParamBuffers, ParamLayout};
 pub use spec::{ConvSpec, ModelSpec, StageSpec};

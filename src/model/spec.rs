@@ -1,15 +1,15 @@
 //! The architecture of a CPC model as the planner reads it: geometry, encoder layers, GRU
 //! size and prediction offsets, in the planner's units. It is built from the user-facing
-//! [`crate::train::ModelConfig`] (presets, TOML) by `From`, or directly in tests.
+//! [`crate::model::VisionConfig`] (presets, TOML) by `From`, or directly in tests.
 
 use crate::error::{Error, Result};
-use crate::model::layers::{ConvGeometry, LayerList, Shape};
-use crate::model::ParamLayout;
-use crate::train::config::{
+use crate::model::config::VisionConfig;
+use crate::model::config::{
     MAX_BLOCK_CONVS, MAX_CHANNELS, MAX_CROP, MAX_GRID, MAX_HIDDEN, MAX_KERNEL, MAX_PARAMS,
     MAX_STAGES, MAX_STRIDE,
 };
-use crate::train::ModelConfig;
+use crate::model::layers::{ConvGeometry, LayerList, Shape};
+use crate::model::ParamLayout;
 
 /// A 3x3 (or k x k) convolution layer's hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl ModelSpec {
     }
 
     /// Checks that the spec is a model the planner can build: the same bounds as
-    /// [`ModelConfig::validate`] (for specs built directly; a validated configuration's spec
+    /// [`VisionConfig::validate`] (for specs built directly; a validated configuration's spec
     /// always passes them), checked before any size is computed from them, then what the
     /// shapes give: the encoder must leave a non-empty patch and the parameters, counted from
     /// the shapes, must not exceed [`MAX_PARAMS`].
@@ -234,8 +234,8 @@ impl ModelSpec {
     }
 }
 
-impl From<&ModelConfig> for ModelSpec {
-    fn from(m: &ModelConfig) -> ModelSpec {
+impl From<&VisionConfig> for ModelSpec {
+    fn from(m: &VisionConfig) -> ModelSpec {
         let conv = |kernel: u32, out: u32, stride: u32| ConvSpec {
             kernel: kernel as usize,
             out: out as usize,

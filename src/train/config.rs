@@ -1,6 +1,7 @@
-//! What a run is: the model (geometry, encoder, GRU, predictions) and its training.
+//! What a run is: its model (model::config: modality, encoder, GRU, predictions) and its
+//! training (steps, learning rate, checkpoints, logging).
 //!
-//! Four presets, each a complete [`Config`]; a TOML file then overrides any of their fields,
+//! Seven presets, each a complete [`Config`]; a TOML file then overrides any of their fields,
 //! one by one, under the same names [`Config::to_toml`] writes:
 //!
 //! ```toml
@@ -13,6 +14,8 @@
 //! total_steps = 2000
 //! ```
 //!
+//! Vision (crops cut into a G x G grid of patches, the GRU down each column):
+//!
 //! | preset | crop S | grid G | patch P | D | H | K | encoder (stem; stages) |
 //! |---|---|---|---|---|---|---|---|
 //! | paper  | 256 | 7 | 64 | 1024 | 1024 | 5 | 3x3/2 64; 128, 256, 1024 (stride 2, 1 block of 2 convs each) |
@@ -21,32 +24,26 @@
 //! | tiny   | 32 | 7 | 8 | 64 | 64 | 2 | 3x3/1 32; 64 (stride 2, 1 block of 1 conv) |
 //!
 //! D, the patch vector size, is the width of the encoder's last stage (the mean pool keeps
-//! the channels), so it is derived rather than stored: [`ModelConfig::code_dim`].
-//! [`ModelConfig::forward_flops_per_image`] checks the presets against the spec's compute line
-//! (tiny about 100 MFLOP, small about 1.2 GFLOP, paper about 57 GFLOP per image forward).
+//! the channels), so it is derived rather than stored (`code_dim`).
+//! `VisionConfig::forward_flops_per_image` checks the presets against the spec's compute
+//! line (tiny about 100 MFLOP, small about 1.2 GFLOP, paper about 57 GFLOP per image forward).
+//!
+//! Audio (windows of raw 16 kHz samples, one frame every 160 samples, the GRU along them;
+//! the convs' kernels 10, 8, 4, 4, 4, strides 5, 4, 2, 2, 2, padding 3, 2, 1, 1, 1):
+//!
+//! | preset | window L | frames T | D (conv channels) | H | offsets | frame norm |
+//! |---|---|---|---|---|---|---|
+//! | audio       | 20480 (1.28 s) | 128 | 512 | 256 | 1..=12 | off (the paper) |
+//! | audio-small | 20480 | 128 | 256 | 256 | 1..=12 | on |
+//! | audio-tiny  | 3200 (0.2 s) | 20 | 32 | 32 | 1..=4 | off |
 //!
 //! # Limits
 //!
-//! [`Config::validate`] checks every number before anything is planned or allocated: a
-//! configuration may come from a TOML file or from a checkpoint's metadata, and an absurd
-//! value there must be an error naming the field, not an overflow, a 16 GiB allocation or a
-//! loop of four billion layers. The bounds are far above any real model (the paper preset:
-//! crop 256, grid 7, D = H = 1024, 8 encoder convs, 34.6 M parameters) and keep every size
-//! computed from a configuration well inside 64-bit arithmetic:
+//! [`Config::validate`] checks every number before anything is planned or allocated: the
+//! model's fields as model::config lists them, and the run's:
 //!
 //! | field | range |
 //! |---|---|
-//! | model.crop | 1..=[`MAX_CROP`] (4096), with an even patch 2 S / (G + 1) |
-//! | model.grid | 2..=[`MAX_GRID`] (64) |
-//! | model.prediction_skip, model.steps | >= 1, the last offset `skip + steps - 1` below grid |
-//! | model.hidden | 1..=[`MAX_HIDDEN`] (65536) |
-//! | model.jitter | below half the patch (the planner's bound, model::spec) |
-//! | stem and stage channels | 1..=[`MAX_CHANNELS`] (65536) |
-//! | stem kernel | odd, 1..=[`MAX_KERNEL`] (31); stage convs are 3x3 |
-//! | strides | 1..=[`MAX_STRIDE`] (8) |
-//! | model.encoder.stages | at most [`MAX_STAGES`] (16) |
-//! | blocks x convs_per_block | at most [`MAX_BLOCK_CONVS`] (1024) over all stages |
-//! | parameters | at most [`MAX_PARAMS`] (2^31) floats in the flat buffer, padding included |
 //! | train.batch | >= 1; the upper bound is the adapter's memory (model::memory::check_fits) |
 //! | train.total_steps | 1..=[`MAX_TOTAL_STEPS`] (10^9); warmup_steps at most total_steps |
 //! | train.log_every | >= 1 |
@@ -54,125 +51,38 @@
 //! | train.min_lr | finite, in [0, lr] |
 //! | train.weight_decay | finite, in [0, [`MAX_WEIGHT_DECAY`]] (1), and lr x weight_decay <= 1 |
 //! | train.clip_norm | finite, >= 0 (0: no clipping) |
-//!
-//! The GPU's own limits (buffer sizes, memory) depend on the adapter and are checked when a
-//! run is planned (model::memory), which also finds the largest batch that fits.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::audio::PAPER_CONVS;
+use crate::model::config::{
+    check_range, conv, stage, AudioConfig, AudioEncoderConfig, Conv1dConfig, EncoderConfig,
+    ModelConfig, VisionConfig,
+};
 
 /// The names [`Config::preset`] knows.
-pub const PRESETS: [&str; 4] = ["paper", "laptop", "small", "tiny"];
+pub const PRESETS: [&str; 7] = [
+    "paper",
+    "laptop",
+    "small",
+    "tiny",
+    "audio",
+    "audio-small",
+    "audio-tiny",
+];
 
-/// Largest crop side S, pixels (the presets use at most 256).
-pub const MAX_CROP: u32 = 4096;
-/// Largest grid G: G^2 = 4096 patches an image (the presets use 7).
-pub const MAX_GRID: u32 = 64;
-/// Widest conv (stem or stage), so the largest D (the paper preset: 1024).
-pub const MAX_CHANNELS: u32 = 65536;
-/// Largest GRU hidden size H (the paper preset: 1024).
-pub const MAX_HIDDEN: u32 = 65536;
-/// Largest stem kernel side (odd: convs pad by kernel / 2 and keep the centre).
-pub const MAX_KERNEL: u32 = 31;
-/// Largest conv stride.
-pub const MAX_STRIDE: u32 = 8;
-// Every kernel and stride a configuration may give, the convolutions run (ops::conv2d).
-const _: () = assert!(
-    (MAX_KERNEL * MAX_KERNEL) as usize <= crate::ops::conv2d::MAX_TAPS
-        && MAX_STRIDE as usize <= crate::ops::conv2d::MAX_STRIDE
-);
-/// Most encoder stages (each has at least its downsampling conv).
-pub const MAX_STAGES: usize = 16;
-/// Most residual-block convs, `blocks * convs_per_block` summed over the stages (ResNet-152
-/// has about 150 convs; every conv is a layer the planner builds).
-pub const MAX_BLOCK_CONVS: u64 = 1024;
-/// Most floats in the flat parameter buffer, padding included: 8 GiB a buffer, 32 GiB with
-/// the gradients and Adam's two moments (the paper preset has 34.6 M). Views' element
-/// offsets then fit the kernels' 32-bit uniforms.
-pub const MAX_PARAMS: u64 = 1 << 31;
 /// Most optimiser steps of a run (a million steps is a long run).
 pub const MAX_TOTAL_STEPS: u64 = 1_000_000_000;
 /// Largest weight decay (AdamW's usual values are 0.01 to 0.1). It shrinks the weights by
 /// lr * weight_decay a step, so that product must not exceed 1 either (it would flip them).
 pub const MAX_WEIGHT_DECAY: f32 = 1.0;
 
-/// `field = value` must lie in `lo..=hi`: an error naming all three otherwise.
-fn check_range(field: &str, value: u64, lo: u64, hi: u64) -> Result<()> {
-    if (lo..=hi).contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "{field} = {value} is out of range: it must lie in {lo}..={hi}"
-        )))
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub model: ModelConfig,
     pub train: TrainConfig,
-}
-
-/// Everything that decides the parameters' shapes and what they compute; a checkpoint is only
-/// valid for the same model fields ([`Config::fingerprint`], [`Config::model_differences`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// S: side of the square crop fed to the model, pixels.
-    pub crop: u32,
-    /// G: patches per row and per column.
-    pub grid: u32,
-    /// H: GRU hidden size.
-    pub hidden: u32,
-    /// K: number of prediction offsets.
-    pub steps: u32,
-    /// First prediction offset o_1 (offsets are prediction_skip .. prediction_skip + K - 1).
-    /// 2 skips the adjacent row, which overlaps by half a patch and is a shortcut.
-    pub prediction_skip: u32,
-    /// Per-patch crop jitter in pixels: a random crop of P - jitter pixels padded back to P
-    /// (the paper's P/16); 0 turns it off.
-    pub jitter: u32,
-    pub encoder: EncoderConfig,
-}
-
-/// A ResNet-v2-style encoder run on every P x P patch (model::cpc plans it): a stem conv and
-/// ReLU, then stages, each one downsampling conv and ReLU followed by pre-activation residual
-/// blocks at that width, `h + conv_n(relu(... conv_1(relu(h))))`, then a final ReLU and a
-/// spatial mean pool. With `layer_norm`, a one-group group norm follows every conv. The tiny
-/// preset's one-conv block thus computes `relu(h + conv(h))` on h >= 0, the spec's
-/// calibration encoder. Convs pad by kernel/2.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncoderConfig {
-    pub stem: ConvSpec,
-    pub stages: Vec<StageSpec>,
-    /// Group norm with one group after every conv (CPC v2); never batch norm (see the spec).
-    pub layer_norm: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConvSpec {
-    /// Square kernel side, odd.
-    pub kernel: u32,
-    /// Output channels.
-    pub channels: u32,
-    pub stride: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageSpec {
-    /// Stride of the stage's first conv (3x3).
-    pub stride: u32,
-    /// Width of the stage: output channels of its first conv and of every block conv.
-    pub channels: u32,
-    /// Residual blocks after the downsampling conv.
-    pub blocks: u32,
-    /// 3x3 convs inside each residual block.
-    pub convs_per_block: u32,
 }
 
 /// Optimisation and bookkeeping; changing these does not invalidate a checkpoint.
@@ -198,20 +108,49 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
 }
 
-fn conv(kernel: u32, channels: u32, stride: u32) -> ConvSpec {
-    ConvSpec {
-        kernel,
-        channels,
-        stride,
-    }
+/// The paper's audio encoder geometry (kernels 10, 8, 4, 4, 4, strides 5, 4, 2, 2, 2: a
+/// frame every 160 samples) at `channels`, over windows of `window` samples, the GRU of
+/// `hidden`, predicting frames 1..=steps.
+fn audio_model(
+    window: u32,
+    channels: u32,
+    hidden: u32,
+    steps: u32,
+    frame_norm: bool,
+) -> ModelConfig {
+    let u = |n: usize| n as u32;
+    ModelConfig::Audio(AudioConfig {
+        window,
+        hidden,
+        steps,
+        prediction_skip: 1,
+        encoder: AudioEncoderConfig {
+            convs: (PAPER_CONVS.iter())
+                .map(|&(kernel, stride, padding)| Conv1dConfig {
+                    kernel: u(kernel),
+                    stride: u(stride),
+                    padding: u(padding),
+                    channels,
+                })
+                .collect(),
+            frame_norm,
+        },
+    })
 }
 
-fn stage(stride: u32, channels: u32, blocks: u32, convs_per_block: u32) -> StageSpec {
-    StageSpec {
-        stride,
-        channels,
-        blocks,
-        convs_per_block,
+/// The audio presets' shared bookkeeping.
+fn audio_train() -> TrainConfig {
+    TrainConfig {
+        batch: 8,
+        lr: 2e-4,
+        min_lr: 2e-6,
+        warmup_steps: 0,
+        total_steps: 1000,
+        weight_decay: 0.0,
+        clip_norm: 1.0,
+        seed: 0,
+        log_every: 10,
+        checkpoint_every: 1000,
     }
 }
 
@@ -222,7 +161,7 @@ impl Config {
             // The paper's geometry; an encoder of 3x3 basic blocks sized to the paper's
             // ResNet-v2-101 (three stages) cost, about 1 GFLOP per 64 x 64 patch.
             "paper" => Config {
-                model: ModelConfig {
+                model: ModelConfig::Vision(VisionConfig {
                     crop: 256,
                     grid: 7,
                     hidden: 1024,
@@ -238,7 +177,7 @@ impl Config {
                         ],
                         layer_norm: false,
                     },
-                },
+                }),
                 train: TrainConfig {
                     batch: 16,
                     lr: 2e-4,
@@ -254,7 +193,7 @@ impl Config {
             },
             // Same geometry, widths 32/64/128/256: fits a 4-8 GiB laptop GPU at batch 16.
             "laptop" => Config {
-                model: ModelConfig {
+                model: ModelConfig::Vision(VisionConfig {
                     crop: 256,
                     grid: 7,
                     hidden: 256,
@@ -266,7 +205,7 @@ impl Config {
                         stages: vec![stage(2, 64, 1, 2), stage(2, 128, 1, 2), stage(2, 256, 1, 2)],
                         layer_norm: false,
                     },
-                },
+                }),
                 train: TrainConfig {
                     batch: 16,
                     lr: 2e-4,
@@ -282,7 +221,7 @@ impl Config {
             },
             // STL-10 scale (64 px crops, 16 px patches), about 1.2 GFLOP per image forward.
             "small" => Config {
-                model: ModelConfig {
+                model: ModelConfig::Vision(VisionConfig {
                     crop: 64,
                     grid: 7,
                     hidden: 256,
@@ -294,7 +233,7 @@ impl Config {
                         stages: vec![stage(2, 64, 1, 2), stage(2, 128, 0, 2), stage(2, 256, 1, 2)],
                         layer_norm: false,
                     },
-                },
+                }),
                 train: TrainConfig {
                     batch: 16,
                     lr: 2e-4,
@@ -310,7 +249,7 @@ impl Config {
             },
             // The spec's PyTorch calibration: constant Adam lr 1e-3, batch 16, no clipping.
             "tiny" => Config {
-                model: ModelConfig {
+                model: ModelConfig::Vision(VisionConfig {
                     crop: 32,
                     grid: 7,
                     hidden: 64,
@@ -322,7 +261,7 @@ impl Config {
                         stages: vec![stage(2, 64, 1, 1)],
                         layer_norm: false,
                     },
-                },
+                }),
                 train: TrainConfig {
                     batch: 16,
                     lr: 1e-3,
@@ -334,6 +273,46 @@ impl Config {
                     seed: 0,
                     log_every: 10,
                     checkpoint_every: 100,
+                },
+            },
+            // The paper's speech model (van den Oord et al. 2018): Adam at 2e-4, 8 windows
+            // of 20480 samples a step (per GPU in the paper).
+            "audio" => Config {
+                model: audio_model(20480, 512, 256, 12, false),
+                train: TrainConfig {
+                    batch: 8,
+                    lr: 2e-4,
+                    min_lr: 2e-6,
+                    warmup_steps: 1000,
+                    total_steps: 100_000,
+                    ..audio_train()
+                },
+            },
+            // Half the channels, and the frame norm that later CPC audio code trains with.
+            "audio-small" => Config {
+                model: audio_model(20480, 256, 256, 12, true),
+                train: TrainConfig {
+                    batch: 8,
+                    lr: 2e-4,
+                    min_lr: 2e-6,
+                    warmup_steps: 500,
+                    total_steps: 50_000,
+                    ..audio_train()
+                },
+            },
+            // For tests and a first try: 0.2 s windows, 32 channels; trains in minutes on
+            // the software adapter. Constant rate, no clipping, as the tiny vision preset.
+            "audio-tiny" => Config {
+                model: audio_model(3200, 32, 32, 4, false),
+                train: TrainConfig {
+                    batch: 16,
+                    lr: 2e-3,
+                    min_lr: 2e-3,
+                    warmup_steps: 0,
+                    total_steps: 300,
+                    clip_norm: 0.0,
+                    checkpoint_every: 100,
+                    ..audio_train()
                 },
             },
             _ => {
@@ -440,178 +419,6 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         self.train.validate()
-    }
-}
-
-impl ModelConfig {
-    /// P = 2 S / (G + 1): patches of side P at stride P/2 tile the crop exactly.
-    /// Defined when [`ModelConfig::validate`] passes (it checks that P is an even integer).
-    pub fn patch(&self) -> u32 {
-        // In 64 bits, so that an unchecked configuration gives a number rather than a panic.
-        (2 * self.crop as u64 / (self.grid as u64 + 1)) as u32
-    }
-
-    /// P/2: distance between neighbouring patches (50 % overlap).
-    pub fn patch_stride(&self) -> u32 {
-        self.patch() / 2
-    }
-
-    /// D: the patch vector size, the width of the encoder's last conv.
-    pub fn code_dim(&self) -> u32 {
-        self.encoder
-            .stages
-            .last()
-            .map_or(self.encoder.stem.channels, |s| s.channels)
-    }
-
-    /// The row offsets predicted, o_k for k = 1..K: prediction_skip, prediction_skip + 1, ...
-    /// K values: call it on a validated configuration (steps below the grid).
-    pub fn offsets(&self) -> Vec<u32> {
-        (0..self.steps)
-            .map(|k| self.prediction_skip.saturating_add(k))
-            .collect()
-    }
-
-    /// FLOPs of one image's forward pass in a batch of `batch`: see
-    /// [`crate::model::ModelSpec::forward_flops_per_image`].
-    pub fn forward_flops_per_image(&self, batch: u32) -> f64 {
-        crate::model::ModelSpec::from(self).forward_flops_per_image(batch as usize)
-    }
-
-    fn fingerprint(&self) -> String {
-        let text = toml::to_string(self).expect("a ModelConfig serialises to TOML");
-        // FNV-1a, 64 bit: stable across Rust versions, unlike DefaultHasher.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in text.bytes() {
-            hash ^= byte as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("{hash:016x}")
-    }
-
-    /// Checks every field against its bound (module docs, Limits) before anything is derived
-    /// from them, in an order where each check's arithmetic only uses fields already checked;
-    /// then the planner's checks on the shapes ([`crate::model::ModelSpec::validate`]: the
-    /// encoder leaves a non-empty patch, the parameter count). Errors name the field, its
-    /// value and the bound.
-    pub fn validate(&self) -> Result<()> {
-        let err = |m: String| Err(Error::Config(m));
-        let (s, g) = (self.crop, self.grid);
-        check_range("model.crop", s as u64, 1, MAX_CROP as u64)?;
-        check_range("model.grid", g as u64, 2, MAX_GRID as u64)?;
-        if (2 * s) % (g + 1) != 0 || (2 * s / (g + 1)) % 2 != 0 {
-            return err(format!(
-                "model.crop = {s} with model.grid = {g} gives patch 2*{s}/({g}+1) = {:.3}, \
-                 which is not an even integer; choose crop as a multiple of {} \
-                 (e.g. {} for patch {})",
-                2.0 * s as f64 / (g + 1) as f64,
-                g + 1,
-                (g + 1) * 32,
-                64
-            ));
-        }
-        if self.steps == 0 {
-            return err("model.steps = 0: need at least one prediction offset".into());
-        }
-        if self.prediction_skip == 0 {
-            return err(
-                "model.prediction_skip = 0: offset 0 would predict a patch from itself".into(),
-            );
-        }
-        // In 64 bits: two u32 near their maximum must not wrap below the grid.
-        let last = self.prediction_skip as u64 + self.steps as u64 - 1;
-        if last >= g as u64 {
-            return err(format!(
-                "model.prediction_skip = {} and model.steps = {}: the last offset, \
-                 prediction_skip + steps - 1 = {last}, must be below model.grid = {g} so that \
-                 every offset has a row to predict",
-                self.prediction_skip, self.steps
-            ));
-        }
-        check_range("model.hidden", self.hidden as u64, 1, MAX_HIDDEN as u64)?;
-        let p = self.patch();
-        if self.jitter >= p / 2 {
-            return err(format!(
-                "model.jitter = {} must be below half the patch side, {p}/2 = {}",
-                self.jitter,
-                p / 2
-            ));
-        }
-        let stem = self.encoder.stem;
-        let field = "model.encoder.stem";
-        check_range(
-            &format!("{field}.kernel"),
-            stem.kernel as u64,
-            1,
-            MAX_KERNEL as u64,
-        )?;
-        if stem.kernel.is_multiple_of(2) {
-            return err(format!(
-                "{field}.kernel = {} must be odd (convs pad by kernel / 2 on each side)",
-                stem.kernel
-            ));
-        }
-        check_range(
-            &format!("{field}.channels"),
-            stem.channels as u64,
-            1,
-            MAX_CHANNELS as u64,
-        )?;
-        check_range(
-            &format!("{field}.stride"),
-            stem.stride as u64,
-            1,
-            MAX_STRIDE as u64,
-        )?;
-        let stages = &self.encoder.stages;
-        if stages.len() > MAX_STAGES {
-            return err(format!(
-                "model.encoder.stages has {} stages; at most {MAX_STAGES}",
-                stages.len()
-            ));
-        }
-        let mut block_convs = 0u64;
-        for (i, st) in stages.iter().enumerate() {
-            let field = format!("model.encoder.stages[{i}]");
-            check_range(
-                &format!("{field}.stride"),
-                st.stride as u64,
-                1,
-                MAX_STRIDE as u64,
-            )?;
-            let (channels, max) = (st.channels as u64, MAX_CHANNELS as u64);
-            check_range(&format!("{field}.channels"), channels, 1, max)?;
-            check_range(
-                &format!("{field}.blocks"),
-                st.blocks as u64,
-                0,
-                MAX_BLOCK_CONVS,
-            )?;
-            let convs = st.convs_per_block as u64;
-            check_range(
-                &format!("{field}.convs_per_block"),
-                convs,
-                0,
-                MAX_BLOCK_CONVS,
-            )?;
-            if st.blocks > 0 && st.convs_per_block == 0 {
-                return err(format!(
-                    "{field}.blocks = {} with convs_per_block = 0: blocks need at least one conv",
-                    st.blocks
-                ));
-            }
-            // Both factors are at most MAX_BLOCK_CONVS: no overflow.
-            block_convs += st.blocks as u64 * convs;
-            if block_convs > MAX_BLOCK_CONVS {
-                return err(format!(
-                    "{field}: blocks x convs_per_block = {} x {convs} brings the encoder to \
-                     {block_convs} block convs; at most {MAX_BLOCK_CONVS} over all stages",
-                    st.blocks
-                ));
-            }
-        }
-        // Every field is in range: the shapes can now be computed without overflow.
-        crate::model::ModelSpec::from(self).validate()
     }
 }
 

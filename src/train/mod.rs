@@ -1,8 +1,8 @@
 //! Training infrastructure that needs no GPU: what a run is configured with, how its learning
 //! rate moves, how it is saved and resumed, and what it logs and draws.
 //!
-//! - [`config`]: model and training configuration, presets (`paper`, `laptop`, `small`,
-//!   `tiny`) overridable field by field from TOML, and the fingerprint of the model fields.
+//! - [`config`]: a run's configuration (the model's, model::config, and the training's),
+//!   presets overridable field by field from TOML.
 //! - [`schedule`]: learning rate, linear warm-up then cosine decay.
 //! - [`checkpoint`]: named f32 tensors plus string metadata in a safetensors file, replaced
 //!   atomically so that a crash never leaves a run without a readable checkpoint.
@@ -22,7 +22,7 @@ pub mod pretrain;
 pub mod schedule;
 
 pub use checkpoint::{Checkpoint, NamedTensor};
-pub use config::{Config, ConvSpec, EncoderConfig, ModelConfig, StageSpec, TrainConfig};
+pub use config::{Config, TrainConfig};
 pub use metrics::{read_metrics, MetricsRow, MetricsWriter};
 pub use model_checkpoint::{ModelCheckpoint, CHECKPOINT_FORMAT};
 pub use plot::plot_curves;

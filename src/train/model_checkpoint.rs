@@ -22,7 +22,7 @@ use super::checkpoint::Checkpoint;
 use super::config::Config;
 use crate::data::LoaderState;
 use crate::error::{Error, Result};
-use crate::model::{ModelSpec, ParamLayout};
+use crate::model::ParamLayout;
 
 /// The `format` metadata of the checkpoints this version writes and reads.
 pub const CHECKPOINT_FORMAT: &str = "cpc-checkpoint-1";
@@ -145,7 +145,7 @@ impl ModelCheckpoint {
                 ))
             }
         };
-        let layout = ParamLayout::new(&ModelSpec::from(&config.model));
+        let layout = config.model.layout();
         let (params, moments) = flat_tensors(&layout, &ck, path)?;
         Ok(ModelCheckpoint {
             path: path.into(),
@@ -182,7 +182,7 @@ impl ModelCheckpoint {
 
     /// Tensors and metadata, unchecked.
     fn tensors(&self) -> Result<Checkpoint> {
-        let layout = ParamLayout::new(&ModelSpec::from(&self.config.model));
+        let layout = self.config.model.layout();
         let mut ck = Checkpoint::new();
         let mut flats = vec![("", &self.params)];
         if let Some(m) = &self.moments {
@@ -234,7 +234,7 @@ impl ModelCheckpoint {
     /// The same configuration with fresh weights from its own training seed: the encoder
     /// the pretraining run started from, the probe's baseline.
     pub fn random_params(&self) -> Vec<f32> {
-        ParamLayout::new(&ModelSpec::from(&self.config.model)).init(self.config.train.seed)
+        self.config.model.layout().init(self.config.train.seed)
     }
 }
 
@@ -243,7 +243,7 @@ impl ModelCheckpoint {
 /// validates tensors: each present with its shape, none the model does not use, all finite.
 pub fn read_weights(path: &Path, config: &Config) -> Result<Vec<f32>> {
     let ck = Checkpoint::load(path)?;
-    let layout = ParamLayout::new(&ModelSpec::from(&config.model));
+    let layout = config.model.layout();
     Ok(flat_tensors(&layout, &ck, path)?.0)
 }
 

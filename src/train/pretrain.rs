@@ -283,7 +283,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             "probe every 0 steps: give a positive number of steps".into(),
         ));
     }
-    let spec = ModelSpec::from(&cfg.model);
+    let spec = ModelSpec::from(cfg.model.require_vision("pretraining")?);
     spec.validate()?;
     let tc = &cfg.train;
     let batch = tc.batch as usize;

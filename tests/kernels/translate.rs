@@ -49,8 +49,14 @@ fn plan_models_and_probe(gpu: &Gpu) {
             max_norm: 1.0,
             ..AdamConfig::default()
         };
-        CpcModel::new(gpu, &ModelSpec::from(&config.model), 1, &[], adam)
-            .unwrap_or_else(|e| panic!("planning the {preset} preset: {e}"));
+        CpcModel::new(
+            gpu,
+            &ModelSpec::from(config.model.vision().unwrap()),
+            1,
+            &[],
+            adam,
+        )
+        .unwrap_or_else(|e| panic!("planning the {preset} preset: {e}"));
     }
     // The probe's classifier, on more rows than one thread sums and of an odd dimension, as
     // real probe sets are: the scalar paths of elementwise (W's weight decay) and
