@@ -7,25 +7,28 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::cli::{at_least_one, print_notes, AdapterArgs};
+use crate::data::audio::OnShort;
 use crate::data::{Format, OnBadFile};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
-use crate::model::ModelSpec;
+use crate::model::{ModelConfig, ModelSpec};
 use crate::train::config::MAX_TOTAL_STEPS;
 use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring, MAX_WORKERS};
 use crate::train::Config;
 
 #[derive(Args, Clone, Debug)]
 pub struct PretrainArgs {
-    /// Images: a folder (class sub-folders or flat), CIFAR-10 or STL-10 binaries. Default:
-    /// the built-in procedural data set.
+    /// Images: a folder (class sub-folders or flat), CIFAR-10 or STL-10 binaries; audio
+    /// presets: a folder of WAV, FLAC or Ogg Vorbis files (a sub-folder per speaker, or
+    /// flat). Default: the built-in procedural images or synthetic speech.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// How to read --data: auto, folder, cifar10, stl10 or builtin.
     #[arg(long, default_value = "auto")]
     pub format: Format,
-    /// Model and training preset: paper, laptop, small or tiny.
+    /// Model and training preset: paper, laptop, small, tiny (images); audio, audio-small,
+    /// audio-tiny (speech).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// A TOML file overriding the preset field by field ([model], [model.encoder], [train]).
@@ -61,13 +64,17 @@ pub struct PretrainArgs {
     /// Continue from the output folder's checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// An image that cannot be decoded or is smaller than the crop: stop or skip (and count).
+    /// A file that cannot be decoded, or an image smaller than the crop: stop or skip (and
+    /// count).
     #[arg(
         long = "on-bad-file",
         visible_alias = "on-bad-image",
         default_value = "stop"
     )]
     pub on_bad_image: OnBadFile,
+    /// An audio clip shorter than a window: pad it with zeros, or skip it (and count).
+    #[arg(long, default_value = "pad")]
+    pub on_short: OnShort,
     /// Refuse a batch whose planned GPU buffers exceed this many GiB.
     #[arg(long)]
     pub memory_budget_gib: Option<f64>,
@@ -198,11 +205,22 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         g => g.map(|g| (g * (1u64 << 30) as f64) as u64),
     };
     if let (Some(epochs), false) = (args.epochs, args.plan) {
-        let open = crate::data::OpenOptions {
-            on_bad_image: args.on_bad_image,
-            ..Default::default()
-        };
-        let n = crate::data::open(args.data.as_deref(), args.format, &open)?.len() as u64;
+        let n = match cfg.model {
+            ModelConfig::Vision(_) => {
+                let open = crate::data::OpenOptions {
+                    on_bad_image: args.on_bad_image,
+                    ..Default::default()
+                };
+                crate::data::open(args.data.as_deref(), args.format, &open)?.len()
+            }
+            ModelConfig::Audio(_) => {
+                let open = crate::data::audio::AudioOptions {
+                    on_bad_file: args.on_bad_image,
+                    ..Default::default()
+                };
+                crate::data::audio::open(args.data.as_deref(), &open)?.len()
+            }
+        } as u64;
         let t = &mut cfg.train;
         t.total_steps = steps_for_epochs(epochs, n, t.batch)?;
         let why = format!("--epochs {epochs}: {} steps", t.total_steps);
@@ -239,6 +257,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         data: args.data.clone(),
         format: args.format,
         on_bad_image: args.on_bad_image,
+        on_short: args.on_short,
         out: args.out.clone(),
         resume: args.resume,
         memory_budget,

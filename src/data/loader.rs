@@ -212,6 +212,24 @@ impl Loader {
     }
 }
 
+impl super::TrainingData for Loader {
+    fn next_input(&mut self) -> Result<Vec<f32>> {
+        Ok(self.next_batch()?.images)
+    }
+
+    fn state(&self) -> LoaderState {
+        Loader::state(self)
+    }
+
+    fn skipped(&self) -> usize {
+        self.dataset().skipped()
+    }
+
+    fn describe(&self) -> String {
+        self.dataset().describe()
+    }
+}
+
 impl Iterator for Loader {
     type Item = Result<Batch>;
 

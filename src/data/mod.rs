@@ -131,6 +131,25 @@ pub trait Dataset: Send + Sync {
     }
 }
 
+/// What the training loop reads, whatever the modality: batch after batch of the model's
+/// input tensor, flattened ([B, 3, S, S] normalised crops from a [`Loader`], [B, 1, 1, L]
+/// windows from an [`audio::AudioLoader`]), in a deterministic order resumable from a
+/// [`LoaderState`].
+pub trait TrainingData: Send {
+    /// The next batch's input tensor; waits only if the loader's workers are behind.
+    fn next_input(&mut self) -> Result<Vec<f32>>;
+
+    /// Where the next batch starts: saved with a checkpoint, given back to resume.
+    fn state(&self) -> LoaderState;
+
+    /// Files left out so far: bad files under [`OnBadFile::Skip`], clips shorter than a
+    /// window under [`audio::OnShort::Skip`].
+    fn skipped(&self) -> usize;
+
+    /// One line for logs: what is read and how.
+    fn describe(&self) -> String;
+}
+
 /// How [`open`] reads a path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {

@@ -11,13 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::data::{self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions};
+use crate::data::audio::{self, AudioLoader, AudioLoaderConfig, AudioOptions, AudioSet, OnShort};
+use crate::data::{
+    self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
+};
 use crate::error::{Error, Result};
 use crate::eval::probe::{align_labels, probe_model, LabelSource, ProbeConfig, ProbeResult};
 use crate::eval::CentreCrops;
 use crate::gpu::Gpu;
 use crate::model::memory::{self, MemoryPlan};
-use crate::model::{CpcModel, ModelSpec, ParamLayout};
+use crate::model::{CpcModel, ModelConfig, ModelSpec, ParamLayout};
 use crate::ops::adam::AdamConfig;
 use crate::ops::infonce::InfonceStats;
 use crate::train::model_checkpoint::{ModelCheckpoint, Moments};
@@ -31,6 +34,8 @@ pub struct PretrainOptions {
     pub data: Option<PathBuf>,
     pub format: Format,
     pub on_bad_image: OnBadFile,
+    /// Audio clips shorter than a window: zero-padded or left out (and counted).
+    pub on_short: OnShort,
     /// Output folder: checkpoint.safetensors, metrics.jsonl, curves.png.
     pub out: PathBuf,
     /// Continue from `<out>/checkpoint.safetensors`.
@@ -292,7 +297,13 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         source,
     })?;
     let ck_path = opts.out.join(CHECKPOINT);
-    let dataset = open_dataset(opts, &spec, batch)?;
+    let resume = if opts.resume {
+        Some(load_resume(&ck_path, cfg)?)
+    } else {
+        None
+    };
+    let state = resume.as_ref().and_then(|r| r.loader).unwrap_or_default();
+    let mut data = open_training_data(opts, batch, state)?;
     let probe_sets = opts
         .probe
         .as_ref()
@@ -300,11 +311,6 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         .transpose()?;
 
     let layout = ParamLayout::new(&spec);
-    let resume = if opts.resume {
-        Some(load_resume(&ck_path, cfg)?)
-    } else {
-        None
-    };
     let start = resume.as_ref().map_or(0, |r| r.step);
     // Temporary files that a killed run left behind (ours, by name; never another live
     // process's) go before this run writes its own.
@@ -333,13 +339,6 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         model.buffers.v.write(gpu, &m.exp_avg_sq)?;
     }
 
-    let mut loader_cfg = LoaderConfig::new(batch, spec.crop, tc.seed);
-    loader_cfg.workers = opts.workers;
-    let mut loader = Loader::new(
-        dataset.clone(),
-        loader_cfg,
-        resume.as_ref().and_then(|r| r.loader).unwrap_or_default(),
-    )?;
     let mut ring = StatsRing::new(gpu, model.stats.len() + 2);
     let total = tc.total_steps;
     let mut book = Bookkeeping {
@@ -379,9 +378,9 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             book.summary.interrupted = true;
             break;
         }
-        let b = loader.next_batch()?;
+        let input = data.next_input()?;
         let lr = book.schedule.lr(step);
-        model.set_inputs(gpu, &b.images, step + 1, lr, step_seed(tc.seed, step))?;
+        model.set_inputs(gpu, &input, step + 1, lr, step_seed(tc.seed, step))?;
         submit_step(gpu, &model, &mut ring, step);
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
@@ -400,7 +399,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         }
         if tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every) && step < total {
             book.drain(&model, &mut ring)?;
-            book.pending = Some(book.snapshot(&model, step, loader.state())?);
+            book.pending = Some(book.snapshot(&model, step, data.state())?);
         }
     }
     book.drain(&model, &mut ring)?;
@@ -414,7 +413,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         }
     }
     if step > start || resume.is_none() {
-        book.snapshot(&model, step, loader.state())?.save()?;
+        book.snapshot(&model, step, data.state())?.save()?;
     }
     book.bar.finish_and_clear();
     let Bookkeeping {
@@ -423,7 +422,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         ..
     } = book;
     summary.last_step = step;
-    summary.skipped_images = dataset.skipped();
+    summary.skipped_images = data.skipped();
     drop(metrics);
     let rows = crate::train::read_metrics(&metrics_path)?;
     if !rows.is_empty() {
@@ -432,48 +431,73 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     Ok(summary)
 }
 
-/// The data set the run reads, checked to hold a batch: images smaller than the crop are
-/// bad images in a folder (CIFAR and STL-10 have a fixed size and are scaled up).
-fn open_dataset(
+/// The batches the run reads, from the set its model's modality reads (images or audio),
+/// resuming at `state`: the set is checked to hold a batch, and images smaller than the
+/// crop are bad images in a folder (CIFAR and STL-10 have a fixed size and are scaled up).
+fn open_training_data(
     opts: &PretrainOptions,
-    spec: &ModelSpec,
     batch: usize,
-) -> Result<Arc<dyn data::Dataset>> {
+    state: LoaderState,
+) -> Result<Box<dyn TrainingData>> {
+    let cfg = &opts.config;
     if let Some(path) = opts.data.as_deref().filter(|p| !p.exists()) {
         return Err(Error::Data {
             path: path.display().to_string(),
             message: "no such file or folder".into(),
         });
     }
-    let folder = opts
-        .data
-        .as_deref()
-        .map(data::detect)
-        .transpose()?
-        .is_some_and(|f| f == Format::Folder)
-        || opts.format == Format::Folder;
-    let open = OpenOptions {
-        on_bad_image: opts.on_bad_image,
-        min_side: if folder { spec.crop } else { 0 },
-        ..OpenOptions::default()
+    let source = || {
+        (opts.data.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in".into())
     };
-    let dataset: Arc<dyn data::Dataset> =
-        Arc::from(data::open(opts.data.as_deref(), opts.format, &open)?);
+    let data: Box<dyn TrainingData> = match &cfg.model {
+        ModelConfig::Vision(v) => {
+            let folder = (opts.data.as_deref().map(data::detect).transpose()?)
+                .is_some_and(|f| f == Format::Folder)
+                || opts.format == Format::Folder;
+            let crop = v.crop as usize;
+            let open = OpenOptions {
+                on_bad_image: opts.on_bad_image,
+                min_side: if folder { crop } else { 0 },
+                ..OpenOptions::default()
+            };
+            let dataset: Arc<dyn data::Dataset> =
+                Arc::from(data::open(opts.data.as_deref(), opts.format, &open)?);
+            if dataset.len() < batch {
+                return Err(Error::Data {
+                    path: source(),
+                    message: format!("{} images, fewer than one batch of {batch}", dataset.len()),
+                });
+            }
+            let mut loader = LoaderConfig::new(batch, crop, cfg.train.seed);
+            loader.workers = opts.workers;
+            Box::new(Loader::new(dataset, loader, state)?)
+        }
+        ModelConfig::Audio(a) => {
+            if opts.format != Format::Auto {
+                return Err(Error::Config(format!(
+                    "--format {} names an image format; an audio model reads a folder of \
+                     audio files (or the built-in synthetic speech)",
+                    opts.format
+                )));
+            }
+            let open = AudioOptions {
+                on_bad_file: opts.on_bad_image,
+                ..AudioOptions::default()
+            };
+            let set: Arc<dyn AudioSet> = Arc::from(audio::open(opts.data.as_deref(), &open)?);
+            let mut loader = AudioLoaderConfig::new(batch, a.window as usize, cfg.train.seed);
+            loader.workers = opts.workers;
+            loader.on_short = opts.on_short;
+            Box::new(AudioLoader::new(set, loader, state)?)
+        }
+    };
     if opts.progress {
-        // What was read, and what was left out (bad images, folder links skipped).
-        eprintln!("data: {}", dataset.describe());
+        // What was read, and what was left out (bad files, folder links skipped).
+        eprintln!("data: {}", data.describe());
     }
-    if dataset.len() < batch {
-        return Err(Error::Data {
-            path: opts
-                .data
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "built-in".into()),
-            message: format!("{} images, fewer than one batch of {batch}", dataset.len()),
-        });
-    }
-    Ok(dataset)
+    Ok(data)
 }
 
 /// The terminal's progress bar from `start` to `total` (hidden without progress).

@@ -194,6 +194,7 @@ pub fn pretrain_options(config: Config, out: &Path) -> PretrainOptions {
         data: None,
         format: Format::Auto,
         on_bad_image: OnBadImage::Stop,
+        on_short: cpc::data::audio::OnShort::Pad,
         out: out.to_path_buf(),
         resume: false,
         memory_budget: None,

@@ -216,6 +216,28 @@ impl AudioLoader {
     }
 }
 
+impl crate::data::TrainingData for AudioLoader {
+    fn next_input(&mut self) -> Result<Vec<f32>> {
+        Ok(self.next_batch()?.samples)
+    }
+
+    fn state(&self) -> LoaderState {
+        AudioLoader::state(self)
+    }
+
+    fn skipped(&self) -> usize {
+        let short = match self.config.on_short {
+            OnShort::Skip => self.short,
+            OnShort::Pad => 0,
+        };
+        self.set.skipped() + short
+    }
+
+    fn describe(&self) -> String {
+        AudioLoader::describe(self)
+    }
+}
+
 impl Iterator for AudioLoader {
     type Item = Result<AudioBatch>;
 
