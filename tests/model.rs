@@ -734,33 +734,39 @@ fn an_audio_model_sliced_into_single_clips_computes_the_same() {
     assert_near("gradients", &grads, &want_grads, 1e-5);
 }
 
-/// frames: z and c at every frame; pooled: their means over each clip's frames; features:
-/// pooled's z. Against the CPU reference, into NaN-filled buffers.
+/// frames: z and c at every position (a clip's frames, an image's patches); pooled: their
+/// means over each example's positions; features: pooled's z. Against the CPU reference
+/// (which, as features, runs without jitter), into NaN-filled buffers.
 #[test]
-fn audio_features_are_the_mean_frame_and_context_of_each_clip() {
-    let (spec, batch) = (small_audio(true), 3);
-    let params = ParamLayout::new(&spec).init(3);
-    let x = inputs(&(&spec).into(), batch, 4);
-    let model = CpcModel::new(gpu(), &spec, batch, &params, AdamConfig::default()).unwrap();
-    model.z.fill(gpu(), f32::NAN).unwrap();
-    model.c.fill(gpu(), f32::NAN).unwrap();
-    let (z, c) = model.frames(gpu(), &x).unwrap();
-    let (want_z, want_c) = cpu::model::context(&spec, &params, &x, batch, 0);
-    assert_near("z", &z, &want_z, 1e-4);
-    assert_near("c", &c, &want_c, 1e-4);
-    let mean = |rows: &[f32], width: usize| -> Vec<f32> {
-        let t = spec.frames();
-        let mut out = vec![0.0; batch * width];
-        for (i, v) in rows.iter().enumerate() {
-            let (frame, j) = (i / width, i % width);
-            out[frame / t * width + j] += v / t as f32;
-        }
-        out
+fn pooled_features_are_the_mean_vector_and_context_of_each_clip_or_image() {
+    let vision = ModelSpec {
+        jitter: 0,
+        ..narrow_with_norm()
     };
-    let pooled = model.pooled(gpu(), &x).unwrap();
-    assert_near("pooled z", &pooled.z, &mean(&want_z, spec.dim()), 1e-4);
-    assert_near("pooled c", &pooled.c, &mean(&want_c, spec.hidden), 1e-4);
-    assert_eq!(model.features(gpu(), &x).unwrap(), pooled.z);
+    for spec in [Spec::Audio(small_audio(true)), Spec::Vision(vision)] {
+        let batch = 3;
+        let params = ParamLayout::new(&spec).init(3);
+        let x = inputs(&spec, batch, 4);
+        let model = CpcModel::new(gpu(), &spec, batch, &params, AdamConfig::default()).unwrap();
+        model.z.fill(gpu(), f32::NAN).unwrap();
+        model.c.fill(gpu(), f32::NAN).unwrap();
+        let (z, c) = model.frames(gpu(), &x).unwrap();
+        let (want_z, want_c) = cpu::model::context(&spec, &params, &x, batch, 0);
+        assert_near("z", &z, &want_z, 1e-4);
+        assert_near("c", &c, &want_c, 1e-4);
+        let mean = |rows: &[f32], width: usize| -> Vec<f32> {
+            let t = spec.positions();
+            let mut out = vec![0.0; batch * width];
+            for (i, v) in rows.iter().enumerate() {
+                out[i / width / t * width + i % width] += v / t as f32;
+            }
+            out
+        };
+        let pooled = model.pooled(gpu(), &x).unwrap();
+        assert_near("pooled z", &pooled.z, &mean(&want_z, spec.dim()), 1e-4);
+        assert_near("pooled c", &pooled.c, &mean(&want_c, spec.hidden()), 1e-4);
+        assert_eq!(model.features(gpu(), &x).unwrap(), pooled.z);
+    }
 }
 
 /// The paper's speech model with the frame norm: its parameters ([D] gain and bias after the

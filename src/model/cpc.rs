@@ -802,6 +802,7 @@ impl CpcModel {
         let spec = spec.into();
         spec.validate()?;
         let buffers = ParamBuffers::new(gpu, ParamLayout::new(&spec), init)?;
+        // The inputs, the encoder's items (vision's patches) and z with its gradient.
         let mut mem = Alloc::new(gpu);
         let x = spec.input_shape();
         let inputs = mem.zeros("inputs", &[batch, x.c, x.h, x.w])?;
@@ -814,6 +815,7 @@ impl CpcModel {
             .transpose()?;
         // The encoder writes z, or the frames that the frame norm reads.
         let (ez, edz) = norm.as_ref().map_or((&z, &dz), |n| (&n.frames, &n.dframes));
+        // The encoder, in slices of examples small enough to bind; then the shared tail.
         let per = slice
             .filter(|&s| s > 0)
             .unwrap_or_else(|| slice_images(&gpu.limits, &spec, batch));
