@@ -3,7 +3,9 @@
 
 use cpc::cpu;
 use cpc::gpu::{Gpu, Kernels};
-use cpc::model::{ConvSpec, CpcModel, ModelSpec, ParamLayout, StageSpec};
+use cpc::model::{
+    AudioSpec, Conv1dSpec, ConvSpec, CpcModel, ModelSpec, ParamLayout, Spec, StageSpec,
+};
 use cpc::ops::adam::AdamConfig;
 use rand::Rng;
 
@@ -86,17 +88,41 @@ fn narrow_with_norm() -> ModelSpec {
     }
 }
 
-fn crops(spec: &ModelSpec, batch: usize, seed: u64) -> Vec<f32> {
+/// A small audio model: 640-sample windows, three 1-D convs of 8 channels (kernels 10, 8, 4,
+/// strides 5, 4, 2, padded as the paper preset: 128, 32, then 16 frames of D = 8), H = 8,
+/// offsets 1..=3.
+fn small_audio(frame_norm: bool) -> AudioSpec {
+    let conv = |kernel, stride, pad| Conv1dSpec {
+        kernel,
+        stride,
+        pad,
+        channels: 8,
+    };
+    AudioSpec {
+        window: 640,
+        convs: vec![conv(10, 5, 3), conv(8, 4, 2), conv(4, 2, 1)],
+        hidden: 8,
+        offsets: vec![1, 2, 3],
+        frame_norm,
+    }
+}
+
+/// A batch of examples, uniform in [-0.5, 0.5): crops [B, 3, S, S] or clips [B, L].
+fn inputs(spec: &Spec, batch: usize, seed: u64) -> Vec<f32> {
     let mut r = common::rng(seed);
-    (0..batch * 3 * spec.crop * spec.crop)
+    (0..batch * spec.input_shape().len())
         .map(|_| r.random_range(-0.5f32..0.5))
         .collect()
+}
+
+fn crops(spec: &ModelSpec, batch: usize, seed: u64) -> Vec<f32> {
+    inputs(&spec.into(), batch, seed)
 }
 
 /// Run forward and backward once on the GPU; return (stats, flat gradients).
 fn gpu_step(
     gpu: &Gpu,
-    spec: &ModelSpec,
+    spec: impl Into<Spec>,
     batch: usize,
     params: &[f32],
     x: &[f32],
@@ -112,10 +138,11 @@ fn gpu_step(
 }
 
 /// The model's forward and gradients on `gpu` against the CPU reference (see the module).
-fn check_model(gpu: &Gpu, spec: &ModelSpec, batch: usize, samples_per_tensor: usize) {
+fn check_model(gpu: &Gpu, spec: impl Into<Spec>, batch: usize, samples_per_tensor: usize) {
+    let spec = &spec.into();
     let layout = ParamLayout::new(spec);
     let params = layout.init(7);
-    let x = crops(spec, batch, 8);
+    let x = inputs(spec, batch, 8);
     let seed = 5;
     let (stats, grads) = gpu_step(gpu, spec, batch, &params, &x, seed);
     let reference = cpu::model::loss(spec, &params, &x, batch, seed);
@@ -130,7 +157,7 @@ fn check_model(gpu: &Gpu, spec: &ModelSpec, batch: usize, samples_per_tensor: us
         assert!((g - w).abs() <= tol, "stats[{i}]: GPU {g}, CPU {w}");
     }
     // Chance level at initialisation: ln(candidates) within a few tenths.
-    let chance = ((batch * spec.grid * spec.grid) as f32).ln();
+    let chance = (spec.sequences(batch).rows() as f32).ln();
     assert!(
         (stats[0] - chance).abs() < 0.5,
         "initial loss {} vs ln(N) {chance}",
@@ -213,7 +240,11 @@ fn narrow_model_without_norm_gradients_match_finite_differences() {
 #[test]
 fn the_memory_estimate_matches_a_real_plan() {
     use cpc::model::memory::{plan, Estimate};
-    for spec in [tiny(), narrow_with_norm()] {
+    for spec in [
+        Spec::Vision(tiny()),
+        Spec::Vision(narrow_with_norm()),
+        Spec::Audio(small_audio(true)),
+    ] {
         let est = Estimate::new(gpu(), &spec).unwrap();
         let init = ParamLayout::new(&spec).init(0);
         for batch in [3, 7] {
@@ -588,7 +619,7 @@ fn the_audio_layer_list_gives_the_papers_frames() {
         .skip(1)
         .step_by(2)
         .all(|l| l.op == Op::Relu));
-    let layout = ParamLayout::for_model(&list, spec.hidden, spec.offsets.len());
+    let layout = ParamLayout::new(&spec);
     let shape = |name: &str| layout.get(name).map(|v| v.shape.clone());
     assert_eq!(shape("encoder.convs.0.weight"), Some(vec![512, 1, 1, 10]));
     assert_eq!(shape("encoder.convs.1.weight"), Some(vec![512, 512, 1, 8]));
@@ -610,4 +641,247 @@ fn the_audio_layer_list_gives_the_papers_frames() {
     };
     let err = far.validate().unwrap_err().to_string();
     assert!(err.contains("1..128"), "{err}");
+}
+
+// ---------------------------------------------------------------- audio
+
+/// `got` against `want` element by element, within `tol` (1 + |want|); NaN (a value never
+/// written) fails.
+fn assert_near(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: GPU {g}, CPU {w}"
+        );
+    }
+}
+
+/// The audio model's forward on `gpu` against the CPU reference, every output NaN-filled
+/// before the run: the frames z (after the frame norm, where there is one), the contexts c,
+/// the scores, the loss and the accuracies (within one query's flip). With the frame norm
+/// each frame of z has mean 0 over its D channels and variance v / (v + eps), v the frame's
+/// own variance before the norm (gain 1, bias 0 at initialisation; above 0.9 as these
+/// frames have v > 9e-5): from the definition rather than the reference.
+fn check_audio_forward(gpu: &Gpu, spec: &AudioSpec) {
+    let batch = 3;
+    let params = ParamLayout::new(spec).init(11);
+    let x = inputs(&spec.into(), batch, 12);
+    let model = CpcModel::new(gpu, spec, batch, &params, AdamConfig::default()).unwrap();
+    for t in [&model.z, &model.c, &model.stats]
+        .into_iter()
+        .chain(&model.scores)
+    {
+        t.fill(gpu, f32::NAN).unwrap();
+    }
+    model.set_inputs(gpu, &x, 1, 0.0, 0).unwrap();
+    model.run(gpu, |m, pass| m.record_forward(pass)).unwrap();
+    let (z, c) = cpu::model::context(spec, &params, &x, batch, 0);
+    let want = cpu::model::loss(spec, &params, &x, batch, 0);
+    let (t, d) = (spec.frames(), spec.dim());
+    assert_eq!((z.len(), c.len()), (batch * t * d, batch * t * spec.hidden));
+    assert_near("z", &model.z.read(gpu).unwrap(), &z, 1e-4);
+    assert_near("c", &model.c.read(gpu).unwrap(), &c, 1e-4);
+    for (k, scores) in model.scores.iter().enumerate() {
+        let w: Vec<f32> = want.scores[k].iter().map(|&v| v as f32).collect();
+        assert_near(&format!("scores {k}"), &scores.read(gpu).unwrap(), &w, 1e-4);
+    }
+    let stats = model.read_stats(gpu).unwrap();
+    assert!((stats.loss - want.loss as f32).abs() <= 1e-4 * want.loss as f32);
+    for (k, &o) in spec.offsets.iter().enumerate() {
+        let one_query = 1.0 / (batch * (t - o)) as f32 + 1e-6;
+        assert!((stats.loss_k[k] - want.loss_k[k] as f32).abs() <= 1e-4 * want.loss_k[k] as f32);
+        assert!((stats.accuracy_k[k] - want.accuracy_k[k] as f32).abs() <= one_query);
+    }
+    if spec.frame_norm {
+        for frame in z.chunks(d) {
+            let mean = frame.iter().sum::<f32>() / d as f32;
+            let var = frame.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / d as f32;
+            assert!(
+                mean.abs() < 1e-5 && (0.9..1.0 + 1e-5).contains(&var),
+                "{mean} {var}"
+            );
+        }
+    }
+}
+
+#[test]
+fn audio_model_forward_matches_the_reference_on_both_kernel_paths() {
+    for kernels in [Kernels::Cpu, Kernels::Gpu] {
+        for frame_norm in [false, true] {
+            check_audio_forward(gpu_on(kernels), &small_audio(frame_norm));
+        }
+    }
+}
+
+/// The whole audio model's gradients (convs, frame norm, GRU, heads) against central
+/// differences of the CPU reference's loss, as for vision: B * T = 48 candidate frames.
+#[test]
+fn audio_model_with_frame_norm_gradients_match_finite_differences() {
+    check_model(gpu(), &small_audio(true), 3, 3);
+}
+
+#[test]
+fn an_audio_model_sliced_into_single_clips_computes_the_same() {
+    use cpc::model::cpc::slice_images;
+    let (spec, batch) = (small_audio(true), 3);
+    assert_eq!(slice_images(&gpu().limits, &spec, batch), batch);
+    let params = ParamLayout::new(&spec).init(5);
+    let x = inputs(&(&spec).into(), batch, 6);
+    let cfg = AdamConfig::default();
+    let model = CpcModel::sliced(gpu(), &spec, batch, &params, cfg, Some(1)).unwrap();
+    assert_eq!(model.slice_allocs.len(), batch);
+    model.set_inputs(gpu(), &x, 1, 0.0, 0).unwrap();
+    model
+        .run(gpu(), |m, pass| m.record_gradients(pass))
+        .unwrap();
+    let (want_stats, want_grads) = gpu_step(gpu(), &spec, batch, &params, &x, 0);
+    assert_near(
+        "stats",
+        &model.stats.read(gpu()).unwrap(),
+        &want_stats,
+        1e-5,
+    );
+    let grads = model.buffers.grads.read(gpu()).unwrap();
+    assert_near("gradients", &grads, &want_grads, 1e-5);
+}
+
+/// frames: z and c at every position (a clip's frames, an image's patches); pooled: their
+/// means over each example's positions; features: pooled's z. Against the CPU reference
+/// (which, as features, runs without jitter), into NaN-filled buffers.
+#[test]
+fn pooled_features_are_the_mean_vector_and_context_of_each_clip_or_image() {
+    let vision = ModelSpec {
+        jitter: 0,
+        ..narrow_with_norm()
+    };
+    for spec in [Spec::Audio(small_audio(true)), Spec::Vision(vision)] {
+        let batch = 3;
+        let params = ParamLayout::new(&spec).init(3);
+        let x = inputs(&spec, batch, 4);
+        let model = CpcModel::new(gpu(), &spec, batch, &params, AdamConfig::default()).unwrap();
+        model.z.fill(gpu(), f32::NAN).unwrap();
+        model.c.fill(gpu(), f32::NAN).unwrap();
+        let (z, c) = model.frames(gpu(), &x).unwrap();
+        let (want_z, want_c) = cpu::model::context(&spec, &params, &x, batch, 0);
+        assert_near("z", &z, &want_z, 1e-4);
+        assert_near("c", &c, &want_c, 1e-4);
+        let mean = |rows: &[f32], width: usize| -> Vec<f32> {
+            let t = spec.positions();
+            let mut out = vec![0.0; batch * width];
+            for (i, v) in rows.iter().enumerate() {
+                out[i / width / t * width + i % width] += v / t as f32;
+            }
+            out
+        };
+        let pooled = model.pooled(gpu(), &x).unwrap();
+        assert_near("pooled z", &pooled.z, &mean(&want_z, spec.dim()), 1e-4);
+        assert_near("pooled c", &pooled.c, &mean(&want_c, spec.hidden()), 1e-4);
+        assert_eq!(model.features(gpu(), &x).unwrap(), pooled.z);
+    }
+}
+
+/// The paper's speech model with the frame norm: its parameters ([D] gain and bias after the
+/// convs, before the GRU, ones and zeros) and its forward FLOPs counted by hand (every frame
+/// of the batch a candidate).
+#[test]
+fn the_papers_audio_model_with_frame_norm_counts_its_parameters_and_flops() {
+    let spec = AudioSpec {
+        frame_norm: true,
+        ..AudioSpec::paper()
+    };
+    let layout = ParamLayout::new(&spec);
+    // The paper's 7 414 784 and a gain and a bias of 512.
+    assert_eq!(layout.count(), 7_414_784 + 2 * 512);
+    let names: Vec<&str> = layout.views.iter().map(|v| v.name.as_str()).collect();
+    let at = names
+        .iter()
+        .position(|&n| n == "encoder.frame_norm.weight")
+        .unwrap();
+    assert_eq!(
+        names[at - 1..at + 3],
+        [
+            "encoder.convs.4.bias",
+            "encoder.frame_norm.weight",
+            "encoder.frame_norm.bias",
+            "gru.weight_ih_l0"
+        ]
+    );
+    let init = layout.init(0);
+    assert!(layout
+        .slice(&init, "encoder.frame_norm.weight")
+        .iter()
+        .all(|&v| v == 1.0));
+    assert!(layout
+        .slice(&init, "encoder.frame_norm.bias")
+        .iter()
+        .all(|&v| v == 0.0));
+    // Per clip at batch 8: the convs' multiply-adds, the ReLUs' and the norm's elements, the
+    // GRU's 128 steps, and per offset o its 128 - o queries' predictions (512 x 256) and
+    // scores against the batch's 8 * 128 frames (512 each).
+    let convs = 2 * (4096 * 512 * 10 + 1024 * 512 * 512 * 8 + (512 + 256 + 128) * 512 * 512 * 4);
+    let relus = (4096 + 1024 + 512 + 256 + 128) * 512;
+    let norm = 128 * 512;
+    let gru = 2 * 128 * 3 * (512 * 256 + 256 * 256);
+    let heads: u64 = (1..=12u64)
+        .map(|o| 2 * (128 - o) * (512 * 256 + 8 * 128 * 512))
+        .sum();
+    let want = (convs + relus + norm + gru + heads) as f64;
+    assert_eq!(Spec::from(&spec).forward_flops_per_example(8), want);
+}
+
+#[test]
+fn an_absurd_audio_spec_is_an_error_not_a_panic() {
+    let paper = AudioSpec::paper;
+    let wide = Conv1dSpec {
+        kernel: 4,
+        stride: 2,
+        pad: 1,
+        channels: 1 << 16,
+    };
+    let absurd = [
+        (
+            AudioSpec {
+                window: usize::MAX,
+                ..paper()
+            },
+            "window",
+        ),
+        (
+            AudioSpec {
+                hidden: usize::MAX,
+                ..paper()
+            },
+            "hidden",
+        ),
+        (
+            AudioSpec {
+                convs: vec![],
+                ..paper()
+            },
+            "at least one conv",
+        ),
+        (
+            AudioSpec {
+                convs: vec![Conv1dSpec {
+                    pad: usize::MAX,
+                    ..wide
+                }],
+                ..paper()
+            },
+            "pad",
+        ),
+        (
+            AudioSpec {
+                convs: vec![wide; 3],
+                ..paper()
+            },
+            "parameters",
+        ),
+    ];
+    for (spec, what) in absurd {
+        let text = spec.validate().unwrap_err().to_string();
+        assert!(text.contains(what), "{text}");
+        assert!(CpcModel::new(gpu(), &spec, 1, &[], AdamConfig::default()).is_err());
+    }
 }

@@ -1,39 +1,32 @@
-//! CPU reference of the whole CPC model's loss (model::cpc), composed of the kernels' CPU
-//! references walking the same layer list as the GPU's plan (model::layers). Slow and clear: for gradient checks
-//! by finite differences and for comparing the GPU forward number for number.
+//! CPU reference of the whole CPC model's loss (model::cpc), of either modality, composed of
+//! the kernels' CPU references walking the same layer list as the GPU's plan
+//! (model::layers). Slow and clear: for gradient checks by finite differences and for
+//! comparing the GPU forward number for number. The modalities differ only in their items
+//! (patches or clips) and what follows the encoder (a mean over each patch, or each clip's
+//! frames and the frame norm); the encoder walk, the GRU and InfoNCE are one code.
 
 use crate::cpu;
-use crate::model::layers::Op;
-use crate::model::{ModelSpec, ParamLayout};
+use crate::model::audio::FRAME_NORM;
+use crate::model::layers::{LayerList, Op, NORM_EPS};
+use crate::model::{ParamLayout, Spec};
 use crate::ops::elementwise;
 use crate::ops::gru::Gru;
 use crate::ops::infonce::Infonce;
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::matmul::Matmul;
 use crate::ops::patches::Patches;
-use crate::ops::sequences::Sequences;
 
-/// The patch vectors z [N, D] of a batch of crops [B, 3, S, S]: the encoder's layer list
-/// walked in order, then the mean over each patch's final activation.
-pub fn encode(
-    spec: &ModelSpec,
+/// Every activation of the encoder's layer `list` over `n` items `x0` [n, C, H, W], walked
+/// in list order with the parameters `params` of `layout`; the last is the encoder's output.
+fn walk(
+    list: &LayerList,
+    layout: &ParamLayout,
     params: &[f32],
-    crops: &[f32],
-    batch: usize,
-    seed: u32,
-) -> Vec<f32> {
-    let layout = ParamLayout::new(spec);
+    x0: Vec<f32>,
+    n: usize,
+) -> Vec<Vec<f32>> {
     let p = |name: &str| layout.slice(params, name);
-    let (g, patch) = (spec.grid, spec.patch());
-    let n = batch * g * g;
-    let geometry = Patches {
-        batch,
-        grid: g,
-        patch,
-        jitter: spec.jitter,
-    };
-    let list = spec.layers();
-    let mut acts: Vec<Vec<f32>> = vec![cpu::patches::forward(&geometry, crops, seed)];
+    let mut acts: Vec<Vec<f32>> = vec![x0];
     for l in &list.layers {
         let (x, shape) = (&acts[l.x], list.acts[l.y]);
         let mut y = vec![0.0; n * shape.len()];
@@ -50,7 +43,7 @@ pub fn encode(
                     n,
                     channels: shape.c,
                     inner: shape.h * shape.w,
-                    eps: 1e-5,
+                    eps: NORM_EPS,
                 };
                 let (gamma, beta) = (p(&format!("{param}.weight")), p(&format!("{param}.bias")));
                 cpu::layer_norm::forward(&ln, x, gamma, beta, &mut y);
@@ -62,38 +55,103 @@ pub fn encode(
         }
         acts.push(y);
     }
+    acts
+}
+
+/// The vectors z [B * positions, D] of a batch of inputs (crops [B, 3, S, S] or clips
+/// [B, L]), in the layout of `spec.sequences(batch)`: the encoder's layer list walked over
+/// every item (an image's patches, cut with the jitter of `seed`; a clip as it is), then for
+/// vision the mean over each patch's final activation, for audio each clip's [D, T]
+/// transposed into its T frames and, with the frame norm, each frame normalised over its D
+/// channels.
+pub fn encode(
+    spec: impl Into<Spec>,
+    params: &[f32],
+    inputs: &[f32],
+    batch: usize,
+    seed: u32,
+) -> Vec<f32> {
+    let spec = spec.into();
+    let layout = ParamLayout::new(&spec);
+    let n = batch * spec.items();
+    let x0 = match &spec {
+        Spec::Vision(v) => {
+            let geometry = Patches {
+                batch,
+                grid: v.grid,
+                patch: v.patch(),
+                jitter: v.jitter,
+            };
+            cpu::patches::forward(&geometry, inputs, seed)
+        }
+        Spec::Audio(_) => inputs.to_vec(),
+    };
+    let list = spec.layers();
+    let out = &walk(&list, &layout, params, x0, n)[list.output()];
     let last = list.output_shape();
-    let mut z = vec![0.0; n * last.c];
-    cpu::mean_pool::forward(&acts[list.output()], [n, last.c, last.h * last.w], &mut z);
+    let (d, positions) = (last.c, last.h * last.w);
+    let mut z = vec![0.0; spec.sequences(batch).rows() * d];
+    match &spec {
+        Spec::Vision(_) => cpu::mean_pool::forward(out, [n, d, positions], &mut z),
+        Spec::Audio(_) => cpu::transpose::forward(out, [n, d, positions], &mut z),
+    }
+    if let Some(ln) = spec.frame_norm(batch * spec.positions()) {
+        let frames = z.clone();
+        let gamma = layout.slice(params, &format!("{FRAME_NORM}.weight"));
+        let beta = layout.slice(params, &format!("{FRAME_NORM}.bias"));
+        cpu::layer_norm::forward(&ln, &frames, gamma, beta, &mut z);
+    }
     z
 }
 
-/// The loss, per-step losses and accuracies of a batch, as the GPU computes them.
-pub fn loss(
-    spec: &ModelSpec,
+/// The GRU's weights in `params`.
+fn gru_weights(layout: &ParamLayout, params: &[f32]) -> cpu::gru::GruWeights {
+    let w = |name: &str| layout.slice(params, name).to_vec();
+    cpu::gru::GruWeights {
+        weight_ih: w("gru.weight_ih_l0"),
+        weight_hh: w("gru.weight_hh_l0"),
+        bias_ih: w("gru.bias_ih_l0"),
+        bias_hh: w("gru.bias_hh_l0"),
+    }
+}
+
+/// The vectors z [rows, D] of a batch ([`encode`]) and the GRU's contexts c [rows, H]
+/// along each sequence of `spec.sequences(batch)`.
+pub fn context(
+    spec: impl Into<Spec>,
     params: &[f32],
-    crops: &[f32],
+    inputs: &[f32],
+    batch: usize,
+    seed: u32,
+) -> (Vec<f32>, Vec<f32>) {
+    let spec = spec.into();
+    let layout = ParamLayout::new(&spec);
+    let z = encode(&spec, params, inputs, batch, seed);
+    let gru = Gru {
+        seq: spec.sequences(batch),
+        input: spec.dim(),
+        hidden: spec.hidden(),
+    };
+    let mut c = vec![0.0; gru.seq.rows() * gru.hidden];
+    cpu::gru::forward(&gru, &z, &gru_weights(&layout, params), &mut c);
+    (z, c)
+}
+
+/// The loss, per-step losses and accuracies of a batch, as the GPU computes them: each
+/// head's predictions from the contexts of its queries, scored against every vector z of
+/// the batch.
+pub fn loss(
+    spec: impl Into<Spec>,
+    params: &[f32],
+    inputs: &[f32],
     batch: usize,
     seed: u32,
 ) -> cpu::infonce::InfonceReference {
-    let layout = ParamLayout::new(spec);
-    let (g, d, h) = (spec.grid, spec.dim(), spec.hidden);
-    let n = batch * g * g;
-    let z = encode(spec, params, crops, batch, seed);
-    let gru = Gru {
-        seq: Sequences::grid(batch, g),
-        input: d,
-        hidden: h,
-    };
-    let w = cpu::gru::GruWeights {
-        weight_ih: layout.slice(params, "gru.weight_ih_l0").to_vec(),
-        weight_hh: layout.slice(params, "gru.weight_hh_l0").to_vec(),
-        bias_ih: layout.slice(params, "gru.bias_ih_l0").to_vec(),
-        bias_hh: layout.slice(params, "gru.bias_hh_l0").to_vec(),
-    };
-    let mut c = vec![0.0; n * h];
-    cpu::gru::forward(&gru, &z, &w, &mut c);
-    let inf = Infonce::new(Sequences::grid(batch, g), d, spec.offsets.clone());
+    let spec = spec.into();
+    let layout = ParamLayout::new(&spec);
+    let (d, h) = (spec.dim(), spec.hidden());
+    let (z, c) = context(&spec, params, inputs, batch, seed);
+    let inf = Infonce::new(spec.sequences(batch), d, spec.offsets().to_vec());
     let preds: Vec<Vec<f32>> = (0..inf.steps())
         .map(|k| {
             let q = inf.queries(k);

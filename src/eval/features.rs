@@ -169,7 +169,7 @@ impl Features {
 /// batch; the last batch is padded with zeros and the padding's features dropped. The
 /// model's crops, patches and activations are overwritten; its parameters are not touched.
 pub fn encode_crops(gpu: &Gpu, model: &CpcModel, crops: &[f32]) -> Result<Vec<f32>> {
-    let s = model.spec.crop;
+    let s = model.spec.vision()?.crop;
     let per_image = 3 * s * s;
     let per_batch = model.batch * per_image;
     let d = model.spec.dim();
@@ -220,7 +220,9 @@ impl Encoder {
             class_names: class_names(dataset),
             indices: Vec::new(),
         };
-        for batch in Sequential::new(dataset, self.model.spec.crop, self.model.batch).workers(2) {
+        for batch in
+            Sequential::new(dataset, self.model.spec.vision()?.crop, self.model.batch).workers(2)
+        {
             let batch = batch?;
             out.data
                 .extend(encode_crops(gpu, &self.model, &batch.images)?);

@@ -8,10 +8,21 @@
 //!
 //! A clip is one item of [`Shape`] 1 x 1 x L (a conv with kh = 1 is a 1-D conv along the
 //! width); the encoder's output, D x 1 x T per clip, becomes the frames [B*T, D] by
-//! ops::transpose.
+//! ops::transpose. With `frame_norm`, each frame is then normalised over its D channels
+//! with a learnt per-channel gain and bias (ops::layer_norm over [B*T, D, 1]), as the
+//! ChannelNorm of later CPC audio code (facebookresearch/CPC_audio) does; that code puts
+//! one after every conv and divides the variance by D - 1, this model one after the last
+//! ReLU, dividing by D as every norm here does.
 
 use crate::error::{Error, Result};
-use crate::model::layers::{ConvGeometry, LayerList, Shape};
+use crate::model::config::{MAX_CHANNELS, MAX_HIDDEN};
+use crate::model::layers::{self, ConvGeometry, LayerList, Shape, NORM_EPS};
+use crate::model::params::{Init, ParamLayout};
+use crate::ops::conv2d;
+use crate::ops::layer_norm::LayerNorm;
+
+/// The frame norm's parameters: `{FRAME_NORM}.weight` and `.bias`, [D] each.
+pub const FRAME_NORM: &str = "encoder.frame_norm";
 
 /// One 1-D convolution of the encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +47,8 @@ pub struct AudioSpec {
     pub hidden: usize,
     /// Frame offsets predicted, ascending: 1..=12 in the paper.
     pub offsets: Vec<usize>,
-    /// Channel-wise normalisation of each frame after the encoder.
+    /// Normalise each frame over its D channels after the encoder's last ReLU (see the
+    /// module); the paper has none.
     pub frame_norm: bool,
 }
 
@@ -95,18 +107,54 @@ impl AudioSpec {
         self.convs.last().map_or(1, |c| c.channels)
     }
 
-    /// A model the planner can build: at least one conv, every conv's output non-empty, and
-    /// offsets that leave queries in a window.
+    /// The frame norm of `rows` frames [rows, D], when the spec has one: a layer norm with
+    /// each frame a sample of D channels (inner 1), so each frame's own D values give its
+    /// mean and variance.
+    pub fn frame_norm_over(&self, rows: usize) -> Option<LayerNorm> {
+        self.frame_norm.then(|| LayerNorm {
+            n: rows,
+            channels: self.dim(),
+            inner: 1,
+            eps: NORM_EPS,
+        })
+    }
+
+    /// The encoder's parameters: its convs' in list order, then the frame norm's.
+    pub fn encoder_params(&self) -> Vec<(String, Vec<usize>, Init)> {
+        let mut params = self.layers().params();
+        if self.frame_norm {
+            params.extend(layers::norm_params(FRAME_NORM, self.dim()));
+        }
+        params
+    }
+
+    /// A model the planner can build: at least one conv, each within the conv kernels'
+    /// bounds, a window the kernels' 32-bit sizes hold, widths and a hidden size within the
+    /// vision model's bounds, every conv's output non-empty, at most MAX_PARAMS parameters
+    /// ([`ParamLayout::check_size`]), and offsets that leave queries in a window. The bounds
+    /// come first, so nothing is computed from a size that could overflow.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.convs.is_empty() || self.window == 0 || self.hidden == 0 {
-            return bad(format!(
-                "an audio model needs a window, convs and a hidden size: {self:?}"
-            ));
+        let range = |what: String, value: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                bad(format!("{what} = {value} must lie in {lo}..={hi}"))
+            }
+        };
+        if self.convs.is_empty() {
+            return bad("an audio model needs at least one conv".into());
         }
-        if let Some(c) = self.convs.iter().find(|c| c.kernel == 0 || c.stride == 0) {
-            return bad(format!("conv {c:?}: kernel and stride must be positive"));
+        range("window".into(), self.window, 1, u32::MAX as usize)?;
+        range("hidden".into(), self.hidden, 1, MAX_HIDDEN as usize)?;
+        for (i, c) in self.convs.iter().enumerate() {
+            let what = |field: &str| format!("conv {i} {field}");
+            range(what("kernel"), c.kernel, 1, conv2d::MAX_TAPS)?;
+            range(what("stride"), c.stride, 1, conv2d::MAX_STRIDE)?;
+            range(what("pad"), c.pad, 0, c.kernel)?;
+            range(what("channels"), c.channels, 1, MAX_CHANNELS as usize)?;
         }
+        ParamLayout::new(self).check_size()?;
         if self.layers().first_empty().is_some() {
             return bad(format!(
                 "the encoder shrinks a window of {} samples to nothing",

@@ -55,7 +55,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::model::audio::{AudioSpec, Conv1dSpec};
-use crate::model::{ModelSpec, ParamLayout};
+use crate::model::{ModelSpec, ParamLayout, Spec};
 
 /// The modalities a model may have, as `model.modality` names them.
 pub const MODALITIES: [&str; 2] = ["vision", "audio"];
@@ -200,13 +200,13 @@ impl ModelConfig {
 
     /// The names, shapes and offsets of the model's parameters.
     pub fn layout(&self) -> ParamLayout {
-        match self {
-            ModelConfig::Vision(v) => ParamLayout::new(&ModelSpec::from(v)),
-            ModelConfig::Audio(a) => {
-                let spec = AudioSpec::from(a);
-                ParamLayout::for_model(&spec.layers(), spec.hidden, spec.offsets.len())
-            }
-        }
+        ParamLayout::new(Spec::from(self))
+    }
+
+    /// FLOPs of one example's forward pass (an image, a window) in a batch of `batch`: see
+    /// [`Spec::forward_flops_per_example`].
+    pub fn forward_flops_per_example(&self, batch: u32) -> f64 {
+        Spec::from(self).forward_flops_per_example(batch as usize)
     }
 
     /// Checks every field against its bound (module docs, Limits); errors name the field.
@@ -346,6 +346,16 @@ impl AudioConfig {
             }
         }
         AudioSpec::from(self).validate()
+    }
+}
+
+/// The planner's spec of a configured model.
+impl From<&ModelConfig> for Spec {
+    fn from(m: &ModelConfig) -> Spec {
+        match m {
+            ModelConfig::Vision(v) => Spec::Vision(ModelSpec::from(v)),
+            ModelConfig::Audio(a) => Spec::Audio(AudioSpec::from(a)),
+        }
     }
 }
 

@@ -1,25 +1,33 @@
-//! The CPC model on the GPU, planned once for a batch size: every activation, gradient and
-//! scratch buffer is allocated here and every launch is planned here; a training step only
-//! records the launches (see [`CpcModel::record_step`]).
+//! The CPC model on the GPU, of either modality (model::modality), planned once for a batch
+//! size: every activation, gradient and scratch buffer is allocated here and every launch is
+//! planned here; a training step only records the launches (see [`CpcModel::record_step`]).
 //!
 //! Forward, as a flat list:
-//!   patches      crops [B, 3, S, S] -> x [N, 3, P, P], N = B G G (with per-patch jitter)
-//!   encoder      stem conv, [norm], relu; per stage: down conv, [norm], relu, then residual
+//!   input        vision: patches, crops [B, 3, S, S] -> x [N, 3, P, P], N = B G G (with
+//!                per-patch jitter); audio: each clip [1, 1, L] is an item as it is
+//!   encoder      the spec's layer list (model::layers) on every item: for vision the stem
+//!                conv, [norm], relu; per stage: down conv, [norm], relu, then residual
 //!                blocks h + f(relu(h)), f = (conv, [norm], relu)* ending in conv, [norm];
-//!                final relu; mean pool -> z [N, D]; planned in slices of images, each with
-//!                its own activations, so that every one binds ([`slice_images`])
-//!   gru          down each column of the grid -> c [N, H]
+//!                final relu; for audio 1-D convs, each with its relu. Planned in slices of
+//!                examples, each with its own activations, so that every one binds
+//!                ([`slice_images`])
+//!   readout      vision: mean pool of each patch -> z [N, D]; audio: each clip's D x T
+//!                output transposed -> its T frames, z [B T, D]
+//!   frame norm   audio with frame_norm only: each frame over its D channels -> z
+//!   gru          along each sequence (down each grid column, along each clip) -> c [rows, H]
 //!   heads        per step k: gather the query rows of c -> cq_k, p_k = cq_k W_k^T [Q_k, D]
 //!   infonce      scores p_k z^T, log-softmax, loss and accuracy -> stats [1 + 2K]
 //! Backward: the same list in reverse order. Parameter gradients accumulate (+=) into
 //! `buffers.grads`, zeroed at the start of each step; activation gradients are overwritten
 //! by their first contribution and accumulated by later ones (the residual's two paths).
 
+use std::ops::Range;
+
 use crate::error::Result;
 use crate::gpu::{Gpu, Launch, Tensor};
-use crate::model::layers::{ConvGeometry, LayerList, Op};
+use crate::model::layers::{ConvGeometry, LayerList, Op, Shape, NORM_EPS};
+use crate::model::modality::Spec;
 use crate::model::params::{ParamBuffers, ParamLayout};
-use crate::model::spec::ModelSpec;
 use crate::ops::adam::{Adam, AdamConfig};
 use crate::ops::conv2d::{self, Activation, Conv2d};
 use crate::ops::copy_rows;
@@ -31,20 +39,40 @@ use crate::ops::matmul::{self, Matmul};
 use crate::ops::mean_pool;
 use crate::ops::patches::{self, Patches};
 use crate::ops::sequences::Sequences;
+use crate::ops::transpose;
 
-/// Images per encoder slice at `batch`: as many as keep the slice's largest activation
-/// within one storage binding and one buffer of a device with `limits`, spread evenly over
-/// the fewest slices (at least one image: a model whose one image is too large is refused
-/// by memory::check_fits). The patches, z and their gradients stay whole.
-pub fn slice_images(limits: &wgpu::Limits, spec: &ModelSpec, batch: usize) -> usize {
+/// Allocates zeroed tensors and counts their bytes.
+struct Alloc<'a> {
+    gpu: &'a Gpu,
+    bytes: u64,
+}
+
+impl<'a> Alloc<'a> {
+    fn new(gpu: &'a Gpu) -> Alloc<'a> {
+        Alloc { gpu, bytes: 0 }
+    }
+
+    fn zeros(&mut self, label: &str, shape: &[usize]) -> Result<Tensor> {
+        self.bytes += 4 * shape.iter().product::<usize>() as u64;
+        Tensor::zeros(self.gpu, label, shape)
+    }
+}
+
+/// Examples (images or clips) per encoder slice at `batch`: as many as keep the slice's
+/// largest activation within one storage binding and one buffer of a device with `limits`,
+/// spread evenly over the fewest slices (at least one example: a model whose one example is
+/// too large is refused by memory::check_fits). The encoder's input items, z and their
+/// gradients stay whole.
+pub fn slice_images(limits: &wgpu::Limits, spec: impl Into<Spec>, batch: usize) -> usize {
+    let spec = spec.into();
     let limit = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
-    // The largest activation of one patch; the patches themselves are not sliced.
+    // The largest activation of one item; the items themselves are not sliced.
     let list = spec.layers();
     let largest = list.acts[1..].iter().map(|a| a.len()).max().unwrap_or(1);
-    let per_image = 4 * (spec.grid * spec.grid * largest) as u64;
-    let most = ((limit / per_image) as usize).clamp(1, batch.max(1));
+    let per_example = 4 * (spec.items() * largest) as u64;
+    let most = ((limit / per_example) as usize).clamp(1, batch.max(1));
     let slices = batch.max(1).div_ceil(most);
     batch.max(1).div_ceil(slices)
 }
@@ -78,13 +106,13 @@ impl PlanLayer {
     }
 }
 
-/// The patches' activation index.
+/// The input items' activation index (the patches, or the clips).
 const PATCHES: usize = 0;
 
 /// Each ReLU fused into the conv before it, where the conv's output feeds nothing but that
 /// ReLU and every reader of the ReLU's output can mask the gradient it hands back by that
 /// output (a conv's input gradient, a ReLU's or a residual sum's backward; not a norm's, nor
-/// the mean pool, which reads `pooled`): the conv stores relu(conv(x) + b) into the ReLU's
+/// the readout, which reads `pooled`): the conv stores relu(conv(x) + b) into the ReLU's
 /// output, and the sum before the ReLU is never stored. See [`EncoderGraph`] for the
 /// backward this asks for.
 fn fuse_relus(layers: Vec<PlanLayer>, pooled: usize) -> Vec<PlanLayer> {
@@ -131,11 +159,11 @@ struct EncoderGraph {
     layers: Vec<PlanLayer>,
     /// The n items of the slice.
     n: usize,
-    /// [n, C, H, W] per activation the fused layers use (the patches given).
+    /// [n, C, H, W] per activation the fused layers use (the input items given).
     acts: Vec<Option<Tensor>>,
-    /// The gradient of each activation but the patches and the folded ReLUs' outputs.
+    /// The gradient of each activation but the input items and the folded ReLUs' outputs.
     grads: Vec<Option<Tensor>>,
-    /// The activation the mean pool reads.
+    /// The activation the readout reads (mean pool or transpose): the encoder's output.
     pooled: usize,
 }
 
@@ -191,19 +219,48 @@ impl EncoderGraph {
             n: self.n,
             channels: s.c,
             inner: s.h * s.w,
-            eps: 1e-5,
+            eps: NORM_EPS,
         }
     }
 }
 
-/// Plan the encoder for the patches `x0` [n, 3, P, P] of some images: its activations and
-/// their gradients, the forward up to z [n, D] and the backward from dz [n, D], whose
-/// parameter gradients accumulate into `buffers.grads` (so slices add up). Both walk the
-/// spec's layer list (model::layers), the backward in reverse, with the ReLUs fused into
-/// the convs around them ([`fuse_relus`], [`EncoderGraph`]).
+/// What the modality does with the encoder's output y [n, D, h, w] of n items (and its
+/// gradient dy): vision averages each patch's positions into its row of z [n, D]; audio
+/// transposes each clip's [D, T] (h = 1) into its T frames, rows of z [n T, D]. Returns the
+/// forward launch and the backward one, which overwrites dy from dz.
+fn readout(
+    gpu: &Gpu,
+    spec: &Spec,
+    n: usize,
+    out: Shape,
+    (y, dy): (&Tensor, &Tensor),
+    (z, dz): (&Tensor, &Tensor),
+) -> Result<(Launch, Launch)> {
+    let (d, positions) = (out.c, out.h * out.w);
+    Ok(match spec {
+        Spec::Vision(_) => {
+            let pooled = [n, d, positions];
+            (
+                mean_pool::forward(gpu, y, pooled, z)?,
+                mean_pool::backward(gpu, dz, pooled, dy, false)?,
+            )
+        }
+        Spec::Audio(_) => (
+            transpose::launch(gpu, y, [n, d, positions], z)?,
+            transpose::launch(gpu, dz, [n, positions, d], dy)?,
+        ),
+    })
+}
+
+/// Plan the encoder for the input items `x0` [n, C, H, W] of some examples (patches or
+/// clips): its activations and their gradients, the forward up to its rows of z and the
+/// backward from their gradient dz, whose parameter gradients accumulate into
+/// `buffers.grads` (so slices add up). Both walk the spec's layer list (model::layers), the
+/// backward in reverse, with the ReLUs fused into the convs around them ([`fuse_relus`],
+/// [`EncoderGraph`]); only the [`readout`] after the last layer is the modality's.
 fn plan_encoder(
     gpu: &Gpu,
-    spec: &ModelSpec,
+    spec: &Spec,
     buffers: &ParamBuffers,
     x0: &Tensor,
     z: &Tensor,
@@ -212,15 +269,11 @@ fn plan_encoder(
     let n = x0.shape[0];
     let list = spec.layers();
     let last = list.output();
-    let mut bytes = 0u64;
-    let mut alloc = |label: &str, shape: &[usize]| {
-        bytes += 4 * shape.iter().product::<usize>() as u64;
-        Tensor::zeros(gpu, label, shape).map(Some)
-    };
+    let mut mem = Alloc::new(gpu);
     let mut layers = Vec::new();
     for l in &list.layers {
         let stats = match l.op {
-            Op::Norm { .. } => alloc("norm stats", &[n, 2])?,
+            Op::Norm { .. } => Some(mem.zeros("norm stats", &[n, 2])?),
             _ => None,
         };
         let (op, x, y) = (l.op.clone(), l.x, l.y);
@@ -245,7 +298,7 @@ fn plan_encoder(
         let used = (g.layers.iter()).any(|l| l.y == i || l.inputs().contains(&i));
         g.acts.push(match i {
             PATCHES => Some(x0.clone()),
-            _ if used => alloc("activation", &[n, s.c, s.h, s.w])?,
+            _ if used => Some(mem.zeros("activation", &[n, s.c, s.h, s.w])?),
             _ => None,
         });
     }
@@ -253,27 +306,77 @@ fn plan_encoder(
         let needed = i != PATCHES && g.acts[i].is_some() && !g.folded(i);
         let shape = g.acts[i].as_ref().map(|t| t.shape.clone());
         g.grads.push(match shape {
-            Some(shape) if needed => alloc("activation grad", &shape)?,
+            Some(shape) if needed => Some(mem.zeros("activation grad", &shape)?),
             _ => None,
         });
     }
     let out = g.list.output_shape();
     debug_assert_eq!(out.c, spec.dim());
-    let pooled = [n, out.c, out.h * out.w];
     let mut forward = encoder_forward(gpu, buffers, &g)?;
-    forward.push(mean_pool::forward(gpu, g.act(last), pooled, z)?);
-    let mut backward = vec![mean_pool::backward(gpu, dz, pooled, g.grad(last), false)?];
+    let (read, unread) = readout(gpu, spec, n, out, (g.act(last), g.grad(last)), (z, dz))?;
+    forward.push(read);
+    let mut backward = vec![unread];
     backward.extend(encoder_backward(gpu, buffers, &g)?);
     Ok(EncoderSlice {
         forward,
         backward,
-        bytes,
+        bytes: mem.bytes,
     })
+}
+
+/// The encoder planned in slices of `per` examples of the batch (see [`slice_images`]), each
+/// with its own activations: `items` [B * items, C, H, W] in, its rows of `z` [rows, D] out
+/// (and back from `dz`).
+struct EncoderSlices {
+    forward: Vec<Launch>,
+    backward: Vec<Launch>,
+    bytes: u64,
+    /// Per slice, the indices of the sizes it allocated among those recorded while planning
+    /// ([`Gpu::record_sizes`]; empty ranges when nothing was recorded).
+    allocs: Vec<Range<usize>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_encoder_slices(
+    gpu: &Gpu,
+    spec: &Spec,
+    buffers: &ParamBuffers,
+    items: &Tensor,
+    z: &Tensor,
+    dz: &Tensor,
+    batch: usize,
+    per: usize,
+) -> Result<EncoderSlices> {
+    let (k, item) = (spec.items(), spec.layers().acts[PATCHES]);
+    let (rows, d) = (spec.positions(), spec.dim());
+    let mut out = EncoderSlices {
+        forward: Vec::new(),
+        backward: Vec::new(),
+        bytes: 0,
+        allocs: Vec::new(),
+    };
+    for b0 in (0..batch).step_by(per) {
+        let b = per.min(batch - b0);
+        let first = gpu.recorded_count();
+        let s = plan_encoder(
+            gpu,
+            spec,
+            buffers,
+            &items.view(b0 * k * item.len(), &[b * k, item.c, item.h, item.w]),
+            &z.view(b0 * rows * d, &[b * rows, d]),
+            &dz.view(b0 * rows * d, &[b * rows, d]),
+        )?;
+        out.allocs.push(first..gpu.recorded_count());
+        out.forward.extend(s.forward);
+        out.backward.extend(s.backward);
+        out.bytes += s.bytes;
+    }
+    Ok(out)
 }
 
 /// The encoder's forward: the fused layer list in order.
 fn encoder_forward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Result<Vec<Launch>> {
-    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
+    let pv = |name: &str| buffers.param(name);
     let mut forward = Vec::new();
     for l in &g.layers {
         let (x, y) = (g.act(l.x), g.act(l.y));
@@ -307,12 +410,15 @@ fn encoder_forward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Resul
     Ok(forward)
 }
 
-/// The encoder's backward from the gradient of the pooled activation (written first): the
-/// fused layer list in reverse order, each activation's gradient overwritten by its first
-/// contribution and accumulated by later ones (see [`EncoderGraph`] for the masks).
+/// The encoder's backward from the gradient of its output (written first, by the readout's
+/// backward): the fused layer list in reverse order, each activation's gradient overwritten
+/// by its first contribution and accumulated by later ones (see [`EncoderGraph`] for the
+/// masks).
 fn encoder_backward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Result<Vec<Launch>> {
-    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
-    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
+    let (pv, gv) = (
+        |name: &str| buffers.param(name),
+        |name: &str| buffers.grad(name),
+    );
     let mut written = vec![false; g.acts.len()];
     written[g.pooled] = true;
     let mut backward = Vec::new();
@@ -329,7 +435,7 @@ fn encoder_backward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Resu
                     &gv(&format!("{param}.weight")),
                     &gv(&format!("{param}.bias")),
                 )?);
-                // The patches need no gradient.
+                // The input items need no gradient.
                 if x == PATCHES {
                     continue;
                 }
@@ -402,7 +508,10 @@ fn encoder_backward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Resu
 /// then the backward of all of it down to dz (which it overwrites; the encoder's backward
 /// reads it).
 struct ContextAndLoss {
+    /// The GRU's launches, then the heads' and the loss's.
     forward: Vec<Launch>,
+    /// How many of `forward` are the GRU's.
+    gru_launches: usize,
     backward: Vec<Launch>,
     c: Tensor,
     stats: Tensor,
@@ -419,16 +528,14 @@ fn plan_context_and_loss(
     z: &Tensor,
     dz: &Tensor,
 ) -> Result<ContextAndLoss> {
-    let pv = |name: &str| buffers.layout.view(&buffers.params, name);
-    let gv = |name: &str| buffers.layout.view(&buffers.grads, name);
+    let (pv, gv) = (
+        |name: &str| buffers.param(name),
+        |name: &str| buffers.grad(name),
+    );
     let (n, d) = (z.shape[0], z.shape[1]);
     let h = pv("gru.weight_hh_l0").shape[1];
-    let mut bytes = 0u64;
-    let mut alloc = |label: &str, shape: &[usize]| {
-        bytes += 4 * shape.iter().product::<usize>() as u64;
-        Tensor::zeros(gpu, label, shape)
-    };
-    let c = alloc("c", &[n, h])?;
+    let mut mem = Alloc::new(gpu);
+    let c = mem.zeros("c", &[n, h])?;
     let gru_shape = Gru {
         seq,
         input: d,
@@ -453,10 +560,10 @@ fn plan_context_and_loss(
     let mut head_launches = Vec::new();
     for k in 0..inf.steps() {
         let q = inf.queries(k);
-        cq.push(alloc("query contexts", &[q, h])?);
-        preds.push(alloc("predictions", &[q, d])?);
-        dcq.push(alloc("query context grads", &[q, h])?);
-        dpreds.push(alloc("prediction grads", &[q, d])?);
+        cq.push(mem.zeros("query contexts", &[q, h])?);
+        preds.push(mem.zeros("predictions", &[q, d])?);
+        dcq.push(mem.zeros("query context grads", &[q, h])?);
+        dpreds.push(mem.zeros("prediction grads", &[q, d])?);
         head_launches.push(copy_rows::gather(
             gpu,
             &inf.context_rows(k, h),
@@ -473,13 +580,13 @@ fn plan_context_and_loss(
             &preds[k],
         )?);
     }
-    let stats = alloc("stats", &[inf.stats_len()])?;
+    let stats = mem.zeros("stats", &[inf.stats_len()])?;
     let inf_fwd = infonce::forward(gpu, &inf, &preds, z, &stats)?;
     let scores = inf_fwd.scores.clone();
 
     // ---- backward ------------------------------------------------------------------
     // Rows of c past the last query row never receive a gradient: they stay zero.
-    let dc = alloc("dc", &[n, h])?;
+    let dc = mem.zeros("dc", &[n, h])?;
     let mut backward = infonce::backward(gpu, &inf_fwd, &preds, z, &dpreds, dz, false)?;
     for k in 0..inf.steps() {
         let q = inf.queries(k);
@@ -512,56 +619,167 @@ fn plan_context_and_loss(
     backward.extend(gru_bwd.launches);
     // The forward, now that the backward has planned against what it saves.
     let mut forward = gru_fwd.launches;
+    let gru_launches = forward.len();
     forward.extend(head_launches);
     forward.extend(inf_fwd.launches);
     Ok(ContextAndLoss {
         forward,
+        gru_launches,
         backward,
         c,
         stats,
         scores,
-        bytes,
+        bytes: mem.bytes,
     })
+}
+
+/// Audio's frame norm between the readout and the GRU: the readout's `frames` [rows, D] ->
+/// z, each frame over its D channels, and back from dz into `dframes` (overwritten); the
+/// gain's and bias's gradients accumulate.
+struct FrameNorm {
+    frames: Tensor,
+    dframes: Tensor,
+    forward: Launch,
+    backward: Vec<Launch>,
+}
+
+fn plan_frame_norm(
+    gpu: &Gpu,
+    ln: &LayerNorm,
+    buffers: &ParamBuffers,
+    (z, dz): (&Tensor, &Tensor),
+    mem: &mut Alloc,
+) -> Result<FrameNorm> {
+    use crate::model::audio::FRAME_NORM;
+    let frames = mem.zeros("frames", &z.shape)?;
+    let dframes = mem.zeros("frame grads", &z.shape)?;
+    let stats = mem.zeros("frame norm stats", &[ln.n, 2])?;
+    let (weight, bias) = (format!("{FRAME_NORM}.weight"), format!("{FRAME_NORM}.bias"));
+    let gamma = buffers.param(&weight);
+    let forward = layer_norm::forward(gpu, ln, &frames, &gamma, &buffers.param(&bias), z, &stats)?;
+    let backward = layer_norm::backward(
+        gpu,
+        ln,
+        &frames,
+        &gamma,
+        &stats,
+        dz,
+        &dframes,
+        &buffers.grad(&weight),
+        &buffers.grad(&bias),
+        false,
+    )?;
+    Ok(FrameNorm {
+        frames,
+        dframes,
+        forward,
+        backward,
+    })
+}
+
+/// Vision's input: the patches kernel cuts each crop into its G x G patches [N, 3, P, P],
+/// the encoder's items, with the step's jitter. (Audio has none: each clip [1, 1, L] is an
+/// item as it is.)
+struct PatchInput {
+    geometry: Patches,
+    launch: Launch,
+    patches: Tensor,
+}
+
+impl PatchInput {
+    /// The patches kernel and its output (allocated by `mem`) for a vision spec.
+    fn plan(
+        gpu: &Gpu,
+        spec: &Spec,
+        batch: usize,
+        crops: &Tensor,
+        mem: &mut Alloc,
+    ) -> Result<Option<PatchInput>> {
+        let Spec::Vision(v) = spec else {
+            return Ok(None);
+        };
+        let geometry = Patches {
+            batch,
+            grid: v.grid,
+            patch: v.patch(),
+            jitter: v.jitter,
+        };
+        // The patches, whole: the patches kernel numbers each patch's jitter over the batch.
+        let p = geometry.patch;
+        let patches = mem.zeros("patches", &[batch * v.grid * v.grid, 3, p, p])?;
+        let launch = patches::forward(gpu, &geometry, crops, &patches, 0)?;
+        Ok(Some(PatchInput {
+            geometry,
+            launch,
+            patches,
+        }))
+    }
+
+    /// The jitter of the next patches: from `seed`, or none (evaluation).
+    fn set_jitter(&self, gpu: &Gpu, crops: &Tensor, seed: Option<u32>) {
+        let geometry = Patches {
+            jitter: if seed.is_some() {
+                self.geometry.jitter
+            } else {
+                0
+            },
+            ..self.geometry
+        };
+        let params = patches::params(gpu, &geometry, crops, &self.patches, seed.unwrap_or(0));
+        self.launch.set_params(gpu, &params);
+    }
 }
 
 /// The step's host-visible numbers, read without stalling: see [`CpcModel::record_step`].
 pub struct CpcModel {
-    pub spec: ModelSpec,
+    pub spec: Spec,
     pub batch: usize,
     pub buffers: ParamBuffers,
-    /// Input crops [B, 3, S, S], written by the host before each step.
-    pub crops: Tensor,
+    /// The inputs, written by the host before each step: crops [B, 3, S, S] or clips
+    /// [B, 1, 1, L] (one example of `spec.input_shape()` each).
+    pub inputs: Tensor,
     /// [loss, loss_0, accuracy_0, loss_1, accuracy_1, ...] of the last forward.
     pub stats: Tensor,
-    /// Patch vectors [N, D] and contexts [N, H] of the last forward.
+    /// The vectors z [rows, D] (patch vectors, or frames after the frame norm) and the
+    /// contexts c [rows, H] of the last forward, in the layout of `spec.sequences(batch)`.
     pub z: Tensor,
     pub c: Tensor,
-    /// Per prediction offset k, the scores S_k [Q_k, N] of the last forward: row q is query q's
-    /// prediction against every patch vector of the batch (ops::infonce).
+    /// Per prediction offset k, the scores S_k [Q_k, rows] of the last forward: row q is
+    /// query q's prediction against every vector z of the batch (ops::infonce).
     pub scores: Vec<Tensor>,
     pub adam: Adam,
-    patches: Patches,
-    patches_launch: Launch,
-    /// The patches [N, 3, P, P] cut from `crops`.
-    patches_out: Tensor,
+    /// The patches of the crops (vision); None for audio, whose clips are the items.
+    patches: Option<PatchInput>,
     forward: Vec<Launch>,
-    /// The first launches of `forward`: the encoder, up to z.
+    /// The first launches of `forward`: the encoder, up to z ...
     encoder_launches: usize,
+    /// ... and then the GRU, up to c.
+    context_launches: usize,
     backward: Vec<Launch>,
     /// Bytes of activations, gradients and scratch planned for this batch (not parameters).
     pub activation_bytes: u64,
     /// Per encoder slice, the indices of the sizes it allocated among those recorded while
     /// planning ([`Gpu::record_sizes`]; empty ranges when nothing was recorded).
-    pub slice_allocs: Vec<std::ops::Range<usize>>,
+    pub slice_allocs: Vec<Range<usize>>,
+}
+
+/// Each example's mean vectors over its positions: of z [B, D] and of c [B, H].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pooled {
+    pub z: Vec<f32>,
+    pub c: Vec<f32>,
 }
 
 impl CpcModel {
-    /// Plan the model for `batch` images with parameters `init` (a flat vector of the
+    /// Plan the model for `batch` examples with parameters `init` (a flat vector of the
     /// spec's [`ParamLayout`]; an empty `init` leaves the parameters zero, which the memory
-    /// estimate uses to plan without a host copy of them).
+    /// estimate uses to plan without a host copy of them). `spec`: a [`Spec`] of either
+    /// modality, or a vision `&ModelSpec` or audio `&AudioSpec` as it is.
+    ///
+    /// [`AudioSpec`]: crate::model::AudioSpec
     pub fn new(
         gpu: &Gpu,
-        spec: &ModelSpec,
+        spec: impl Into<Spec>,
         batch: usize,
         init: &[f32],
         adam: AdamConfig,
@@ -569,73 +787,53 @@ impl CpcModel {
         CpcModel::sliced(gpu, spec, batch, init, adam, None)
     }
 
-    /// [`CpcModel::new`] with the encoder planned in slices of `slice` images (None: as
+    /// [`CpcModel::new`] with the encoder planned in slices of `slice` examples (None: as
     /// [`slice_images`] says for this device). The memory estimate plans one slice; tests
-    /// compare slicings.
+    /// compare slicings. The plan in phases: the inputs and z, the frame norm (audio), the
+    /// encoder's slices, the context and loss, Adam; the backward is the reverse.
     pub fn sliced(
         gpu: &Gpu,
-        spec: &ModelSpec,
+        spec: impl Into<Spec>,
         batch: usize,
         init: &[f32],
         adam: AdamConfig,
         slice: Option<usize>,
     ) -> Result<CpcModel> {
+        let spec = spec.into();
         spec.validate()?;
-        let layout = ParamLayout::new(spec);
-        let buffers = ParamBuffers::new(gpu, layout, init)?;
-        let (g, p, s) = (spec.grid, spec.patch(), spec.crop);
-        let n = batch * g * g;
-        let d = spec.dim();
-        let mut bytes = 0u64;
-        let mut alloc = |label: &str, shape: &[usize]| {
-            bytes += 4 * shape.iter().product::<usize>() as u64;
-            Tensor::zeros(gpu, label, shape)
-        };
-
-        // ---- forward -------------------------------------------------------------------
-        let crops = alloc("crops", &[batch, 3, s, s])?;
-        let geometry = Patches {
-            batch,
-            grid: g,
-            patch: p,
-            jitter: spec.jitter,
-        };
-        // The patches, whole: the patches kernel numbers each patch's jitter over the batch.
-        let patches_out = alloc("patches", &[n, 3, p, p])?;
-        let patches_launch = patches::forward(gpu, &geometry, &crops, &patches_out, 0)?;
-        let z = alloc("z", &[n, d])?;
-        let dz = alloc("dz", &[n, d])?;
-
-        // The encoder treats each image apart, so it is planned in slices of images, each
-        // with its own activations, small enough to bind (see [`slice_images`]).
+        let buffers = ParamBuffers::new(gpu, ParamLayout::new(&spec), init)?;
+        // The inputs, the encoder's items (vision's patches) and z with its gradient.
+        let mut mem = Alloc::new(gpu);
+        let x = spec.input_shape();
+        let inputs = mem.zeros("inputs", &[batch, x.c, x.h, x.w])?;
+        let patches = PatchInput::plan(gpu, &spec, batch, &inputs, &mut mem)?;
+        let seq = spec.sequences(batch);
+        let zshape = [seq.rows(), spec.dim()];
+        let (z, dz) = (mem.zeros("z", &zshape)?, mem.zeros("dz", &zshape)?);
+        let norm = (spec.frame_norm(seq.rows()))
+            .map(|ln| plan_frame_norm(gpu, &ln, &buffers, (&z, &dz), &mut mem))
+            .transpose()?;
+        // The encoder writes z, or the frames that the frame norm reads.
+        let (ez, edz) = norm.as_ref().map_or((&z, &dz), |n| (&n.frames, &n.dframes));
+        // The encoder, in slices of examples small enough to bind; then the shared tail.
         let per = slice
             .filter(|&s| s > 0)
-            .unwrap_or_else(|| slice_images(&gpu.limits, spec, batch));
-        let (mut forward, mut encoder_backward) = (Vec::new(), Vec::new());
-        let (mut slice_bytes, mut slice_allocs) = (0u64, Vec::new());
-        for b0 in (0..batch).step_by(per) {
-            let (r0, rows) = (b0 * g * g, per.min(batch - b0) * g * g);
-            let first = gpu.recorded_count();
-            let s = plan_encoder(
-                gpu,
-                spec,
-                &buffers,
-                &patches_out.view(r0 * 3 * p * p, &[rows, 3, p, p]),
-                &z.view(r0 * d, &[rows, d]),
-                &dz.view(r0 * d, &[rows, d]),
-            )?;
-            slice_allocs.push(first..gpu.recorded_count());
-            forward.extend(s.forward);
-            encoder_backward.extend(s.backward);
-            slice_bytes += s.bytes;
-        }
-        let encoder_launches = forward.len();
+            .unwrap_or_else(|| slice_images(&gpu.limits, &spec, batch));
+        let items = patches.as_ref().map_or(&inputs, |p| &p.patches);
+        let encoder = plan_encoder_slices(gpu, &spec, &buffers, items, ez, edz, batch, per)?;
+        let tail = plan_context_and_loss(gpu, &buffers, seq, spec.offsets(), &z, &dz)?;
+        let (norm_forward, norm_backward) =
+            norm.map_or((None, Vec::new()), |n| (Some(n.forward), n.backward));
 
-        let seq = Sequences::grid(batch, g);
-        let tail = plan_context_and_loss(gpu, &buffers, seq, &spec.offsets, &z, &dz)?;
+        // Forward: encoder, frame norm, context and loss; backward in reverse.
+        let mut forward = encoder.forward;
+        forward.extend(norm_forward);
+        let encoder_launches = forward.len();
+        let context_launches = encoder_launches + tail.gru_launches;
         forward.extend(tail.forward);
         let mut backward = tail.backward;
-        backward.extend(encoder_backward);
+        backward.extend(norm_backward);
+        backward.extend(encoder.backward);
 
         let adam = Adam::new(
             gpu,
@@ -646,78 +844,112 @@ impl CpcModel {
             &buffers.v,
         )?;
         Ok(CpcModel {
-            spec: spec.clone(),
+            spec,
             batch,
             buffers,
-            crops,
+            inputs,
             stats: tail.stats,
             z,
             c: tail.c,
             scores: tail.scores,
             adam,
-            patches: geometry,
-            patches_launch,
-            patches_out,
+            patches,
             forward,
             encoder_launches,
+            context_launches,
             backward,
-            activation_bytes: bytes + tail.bytes + slice_bytes,
-            slice_allocs,
+            activation_bytes: mem.bytes + tail.bytes + encoder.bytes,
+            slice_allocs: encoder.allocs,
         })
     }
 }
 
 impl CpcModel {
-    /// Queue this step's inputs: the crops [B, 3, S, S], Adam's step `t` (1-based) and
-    /// learning rate, and the patch-jitter seed. Writes only; allocates nothing.
-    pub fn set_inputs(&self, gpu: &Gpu, crops: &[f32], t: u64, lr: f32, seed: u32) -> Result<()> {
-        self.crops.write(gpu, crops)?;
+    /// Queue this step's inputs: the examples (crops [B, 3, S, S], or clips [B, L]: B times
+    /// `spec.input_shape()`), Adam's step `t` (1-based) and learning rate, and the patch-jitter
+    /// seed (audio has no jitter and ignores it). Writes only; allocates nothing.
+    pub fn set_inputs(&self, gpu: &Gpu, inputs: &[f32], t: u64, lr: f32, seed: u32) -> Result<()> {
+        self.inputs.write(gpu, inputs)?;
         self.adam.set_step(gpu, t, lr);
-        let params = patches::params(gpu, &self.patches, &self.crops, &self.patches_out, seed);
-        self.patches_launch.set_params(gpu, &params);
+        if let Some(p) = &self.patches {
+            p.set_jitter(gpu, &self.inputs, Some(seed));
+        }
         Ok(())
     }
 
-    /// Record the forward pass (patches to loss) into a compute pass.
+    /// Record the input's launch (the patches) and the first `launches` of the forward.
+    fn record_first(&self, pass: &mut wgpu::ComputePass<'_>, launches: usize) {
+        if let Some(p) = &self.patches {
+            p.launch.record(pass);
+        }
+        for l in &self.forward[..launches] {
+            l.record(pass);
+        }
+    }
+
+    /// Record the forward pass (inputs to loss) into a compute pass.
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.patches_launch.record(pass);
-        for l in &self.forward {
-            l.record(pass);
-        }
+        self.record_first(pass, self.forward.len());
     }
 
-    /// Record the encoder alone: patches to z [N, D].
+    /// Record the encoder alone: inputs to z.
     pub fn record_encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.patches_launch.record(pass);
-        for l in &self.forward[..self.encoder_launches] {
-            l.record(pass);
-        }
+        self.record_first(pass, self.encoder_launches);
     }
 
-    /// Each image's representation: the mean of its G x G patch vectors, [B, D], for crops
-    /// [B, 3, S, S] (no jitter). Blocking; for evaluation, not the training loop.
-    pub fn features(&self, gpu: &Gpu, crops: &[f32]) -> Result<Vec<f32>> {
-        self.crops.write(gpu, crops)?;
-        let plain = Patches {
-            jitter: 0,
-            ..self.patches
+    /// Run the forward on `inputs` (no jitter) up to z, or with `context` up to c, and wait.
+    fn run_plain(&self, gpu: &Gpu, inputs: &[f32], context: bool) -> Result<()> {
+        self.inputs.write(gpu, inputs)?;
+        if let Some(p) = &self.patches {
+            p.set_jitter(gpu, &self.inputs, None);
+        }
+        let launches = if context {
+            self.context_launches
+        } else {
+            self.encoder_launches
         };
-        self.patches_launch.set_params(
-            gpu,
-            &patches::params(gpu, &plain, &self.crops, &self.patches_out, 0),
-        );
-        self.run(gpu, |m, pass| m.record_encode(pass))?;
-        let z = self.z.read(gpu)?;
-        let (gg, d) = (self.spec.grid * self.spec.grid, self.spec.dim());
-        let mut out = vec![0.0f32; self.batch * d];
-        for (b, feat) in out.chunks_mut(d).enumerate() {
-            for row in z[b * gg * d..(b + 1) * gg * d].chunks(d) {
-                feat.iter_mut()
+        self.run(gpu, |m, pass| m.record_first(pass, launches))
+    }
+
+    /// Each example's representation: the mean of its vectors z (an image's G x G patch
+    /// vectors, a clip's T frames), [B, D], for inputs as [`CpcModel::set_inputs`] takes
+    /// them (no jitter). Blocking; for evaluation, not the training loop.
+    pub fn features(&self, gpu: &Gpu, inputs: &[f32]) -> Result<Vec<f32>> {
+        self.run_plain(gpu, inputs, false)?;
+        Ok(self.mean_over_positions(&self.z.read(gpu)?))
+    }
+
+    /// Each example's mean vectors over its positions: of z [B, D] and of the context c
+    /// [B, H] (the GRU is run; the heads are not). Blocking, as [`CpcModel::features`].
+    pub fn pooled(&self, gpu: &Gpu, inputs: &[f32]) -> Result<Pooled> {
+        let (z, c) = self.frames(gpu, inputs)?;
+        Ok(Pooled {
+            z: self.mean_over_positions(&z),
+            c: self.mean_over_positions(&c),
+        })
+    }
+
+    /// The vectors z [rows, D] and contexts c [rows, H] at every position (a clip's frames,
+    /// an image's patches), in the layout of `spec.sequences(batch)`. Blocking, as
+    /// [`CpcModel::features`].
+    pub fn frames(&self, gpu: &Gpu, inputs: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.run_plain(gpu, inputs, true)?;
+        Ok((self.z.read(gpu)?, self.c.read(gpu)?))
+    }
+
+    /// The mean of each example's rows of `x` [B * positions, width], [B, width].
+    fn mean_over_positions(&self, x: &[f32]) -> Vec<f32> {
+        let positions = self.spec.positions();
+        let width = x.len() / (self.batch * positions);
+        let mut out = vec![0.0f32; self.batch * width];
+        for (b, mean) in out.chunks_mut(width).enumerate() {
+            for row in x[b * positions * width..(b + 1) * positions * width].chunks(width) {
+                mean.iter_mut()
                     .zip(row)
-                    .for_each(|(f, v)| *f += v / gg as f32);
+                    .for_each(|(m, v)| *m += v / positions as f32);
             }
         }
-        Ok(out)
+        out
     }
 
     /// Record zeroing of the gradients, forward and backward (no optimiser step).
@@ -743,7 +975,7 @@ impl CpcModel {
     /// Every launch of a step in order, with names, for profiling.
     pub fn step_launches(&self) -> Vec<&Launch> {
         let mut v: Vec<&Launch> = self.adam.zero_launches.iter().collect();
-        v.push(&self.patches_launch);
+        v.extend(self.patches.as_ref().map(|p| &p.launch));
         v.extend(self.forward.iter());
         v.extend(self.backward.iter());
         v.extend(self.adam.launches());

@@ -15,6 +15,9 @@
 use crate::model::params::Init;
 use crate::ops::conv2d::Conv2d;
 
+/// The epsilon of every norm of a model (inside the square root), as PyTorch's default.
+pub const NORM_EPS: f32 = 1e-5;
+
 /// One item's activation: channels x height x width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shape {
@@ -101,6 +104,15 @@ pub enum Op {
     },
 }
 
+/// A norm's parameters over `channels` channels, as PyTorch's norms initialise them: the
+/// gain `{param}.weight` ones, the bias `{param}.bias` zeros.
+pub fn norm_params(param: &str, channels: usize) -> [(String, Vec<usize>, Init); 2] {
+    [
+        (format!("{param}.weight"), vec![channels], Init::Ones),
+        (format!("{param}.bias"), vec![channels], Init::Zeros),
+    ]
+}
+
 /// One layer: `op` from activation `x` into activation `y`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
@@ -184,10 +196,7 @@ impl LayerList {
                     out.push((format!("{param}.weight"), shape, bound));
                     out.push((format!("{param}.bias"), vec![geom.cout], bound));
                 }
-                Op::Norm { param } => {
-                    out.push((format!("{param}.weight"), vec![x.c], Init::Ones));
-                    out.push((format!("{param}.bias"), vec![x.c], Init::Zeros));
-                }
+                Op::Norm { param } => out.extend(norm_params(param, x.c)),
                 Op::Relu | Op::Add { .. } => {}
             }
         }

@@ -2,14 +2,14 @@
 //! allocates, and the largest batch that fits the adapter's limits, found before a run.
 //!
 //! The order matters for absurd models and batches (a checkpoint's configuration may say
-//! anything the bounds of train::config allow): the parameter buffers are counted from the
+//! anything the bounds of model::config allow): the parameter buffers are counted from the
 //! shapes and checked first, before anything is planned; only then is the model planned, at
 //! batches 1 to 3, from which any batch is extrapolated without allocating it, and the
 //! batch that fits is found by bisection rather than one batch at a time.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::{CpcModel, ModelSpec, ParamLayout};
+use crate::model::{CpcModel, ParamLayout, Spec};
 use crate::ops::adam::AdamConfig;
 
 /// Bytes a planned model holds on the GPU.
@@ -90,19 +90,21 @@ impl std::fmt::Display for MemoryPlan {
     }
 }
 
-/// Bytes of one flat parameter buffer of `spec`, counted from its shapes (the gradients and
-/// both Adam moments are as large): nothing is allocated. The spec is validated first, which
-/// bounds the count (model::config::MAX_PARAMS), so the product cannot overflow.
-pub fn params_bytes(spec: &ModelSpec) -> Result<u64> {
+/// Bytes of one flat parameter buffer of `spec` (either modality's, or a vision
+/// `&ModelSpec`), counted from its shapes (the gradients and both Adam moments are as
+/// large): nothing is allocated. The spec is validated first, which bounds the count
+/// (model::config::MAX_PARAMS), so the product cannot overflow.
+pub fn params_bytes(spec: impl Into<Spec>) -> Result<u64> {
+    let spec = spec.into();
     spec.validate()?;
-    Ok(4 * ParamLayout::new(spec).total as u64)
+    Ok(4 * ParamLayout::new(&spec).total as u64)
 }
 
 /// The four flat parameter buffers (parameters, gradients, two Adam moments) must each fit
 /// the adapter's largest buffer (they are allocated whole, though bound in pieces) and
 /// together the memory budget: checked from the shapes before any plan allocates them.
 /// Returns the bytes of one.
-fn check_params_fit(gpu: &Gpu, spec: &ModelSpec, budget_bytes: Option<u64>) -> Result<u64> {
+fn check_params_fit(gpu: &Gpu, spec: &Spec, budget_bytes: Option<u64>) -> Result<u64> {
     let one = params_bytes(spec)?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let what = format!(
@@ -133,12 +135,12 @@ fn check_params_fit(gpu: &Gpu, spec: &ModelSpec, budget_bytes: Option<u64>) -> R
 /// Plan the model for `batch` and count its buffers.
 pub fn plan(
     gpu: &Gpu,
-    spec: &ModelSpec,
+    spec: impl Into<Spec>,
     batch: usize,
     init: &[f32],
     adam: AdamConfig,
 ) -> Result<(CpcModel, MemoryPlan)> {
-    let (model, plan, _) = plan_with_sizes(gpu, spec, batch, init, adam, None)?;
+    let (model, plan, _) = plan_with_sizes(gpu, &spec.into(), batch, init, adam, None)?;
     Ok((model, plan))
 }
 
@@ -146,7 +148,7 @@ pub fn plan(
 /// [`CpcModel::sliced`].
 fn plan_with_sizes(
     gpu: &Gpu,
-    spec: &ModelSpec,
+    spec: &Spec,
     batch: usize,
     init: &[f32],
     adam: AdamConfig,
@@ -179,7 +181,7 @@ fn plan_with_sizes(
 /// buffer (activations grow with B, the score matrices with B^2). Buffers that do not depend
 /// on B (parameters, the conv weight-gradient scratch and weight windows) fit exactly.
 /// The three plans have the encoder in one slice; [`Estimate::at`] slices it as the model
-/// would at that batch (cpc::slice_images), each slice's buffers those of its images.
+/// would at that batch (cpc::slice_images), each slice's buffers those of its examples.
 pub struct Estimate {
     params_bytes: u64,
     /// Each buffer's size at batches 1, 2 and 3 (the plan allocates the same buffers in the
@@ -187,7 +189,7 @@ pub struct Estimate {
     sizes: Vec<[u64; 3]>,
     /// Which of `sizes` the encoder's one slice allocated.
     slice: std::ops::Range<usize>,
-    spec: ModelSpec,
+    spec: Spec,
     limits: wgpu::Limits,
 }
 
@@ -195,13 +197,14 @@ impl Estimate {
     /// Plans `spec` three times. The parameter buffers are checked against the adapter's
     /// largest buffer first, from the shapes; the plans get no initial values (zero
     /// parameters size the same buffers), so no host vector of the parameter count is made.
-    /// Each plan has the encoder in one slice, so a device must bind 3 images' largest
-    /// activation (WebGPU's 128 MiB holds 10 of the paper preset's).
-    pub fn new(gpu: &Gpu, spec: &ModelSpec) -> Result<Estimate> {
+    /// Each plan has the encoder in one slice, so a device must bind 3 examples' largest
+    /// activation (WebGPU's 128 MiB holds 10 of the paper preset's images).
+    pub fn new(gpu: &Gpu, spec: impl Into<Spec>) -> Result<Estimate> {
+        let spec = &spec.into();
         let params_bytes = check_params_fit(gpu, spec, None)?;
         if crate::model::cpc::slice_images(&gpu.limits, spec, 3) < 3 {
             return Err(Error::Config(format!(
-                "the encoder's activations of 3 images do not fit one binding of {} bytes \
+                "the encoder's activations of 3 examples do not fit one binding of {} bytes \
                  (max_storage_buffer_binding_size or max_buffer_size), which the memory \
                  estimate needs",
                 gpu.limits
@@ -246,7 +249,7 @@ impl Estimate {
         };
         // A huge batch saturates a buffer at u64::MAX (`as` does); the sums saturate too
         // rather than wrap to something that would seem to fit.
-        // The encoder's buffers once per slice, `full` slices of `per` images and one of the
+        // The encoder's buffers once per slice, `full` slices of `per` examples and one of the
         // rest; the others at the whole batch. Counted, not listed: the batch may be 2^31.
         let per = crate::model::cpc::slice_images(&self.limits, &self.spec, batch);
         let (full, rest) = ((batch / per) as u64, batch % per);
@@ -278,10 +281,11 @@ impl Estimate {
 /// batch is refused before it is planned.
 pub fn check_fits(
     gpu: &Gpu,
-    spec: &ModelSpec,
+    spec: impl Into<Spec>,
     batch: usize,
     budget_bytes: Option<u64>,
 ) -> Result<MemoryPlan> {
+    let spec = &spec.into();
     let fits = |p: &MemoryPlan| p.refusal(&gpu.limits, budget_bytes).is_none();
     check_params_fit(gpu, spec, budget_bytes)?;
     let estimate = Estimate::new(gpu, spec)?;

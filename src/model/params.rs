@@ -13,14 +13,18 @@
 //! | gru.bias_ih_l0, gru.bias_hh_l0 | [3H] |
 //! | heads.{k}.weight | [D, H] (torch.nn.Linear(H, D, bias=False)) |
 //!
+//! An audio model's encoder has `encoder.convs.{i}.weight` / `.bias` [C, Cin, 1, k] / [C]
+//! and, with its frame norm, `encoder.frame_norm.weight` / `.bias` [D] (model::audio).
+//!
 //! Views start at multiples of 64 elements (256 bytes), which satisfies every adapter's
 //! storage-offset alignment; the padding between them stays zero.
 
 use rand::{Rng, SeedableRng};
 
+use crate::error::Error;
 use crate::gpu::{Gpu, Tensor};
-use crate::model::layers::LayerList;
-use crate::model::spec::ModelSpec;
+use crate::model::config::MAX_PARAMS;
+use crate::model::modality::Spec;
 use crate::Result;
 
 /// How a tensor is initialised: PyTorch's defaults for the module that owns it.
@@ -61,32 +65,46 @@ pub struct ParamLayout {
 const ALIGN: usize = 64;
 
 impl ParamLayout {
-    /// The encoder's parameters in the order of its layer list, then the GRU's and the
-    /// prediction heads'.
-    pub fn new(spec: &ModelSpec) -> ParamLayout {
-        ParamLayout::for_model(&spec.layers(), spec.hidden, spec.steps())
-    }
-
-    /// The layout of any CPC model: the encoder `list`'s parameters, then the GRU's (hidden
-    /// size `hidden`) and `steps` prediction heads', D being the encoder's output channels.
-    pub fn for_model(list: &LayerList, hidden: usize, steps: usize) -> ParamLayout {
+    /// The encoder's parameters in the order of its layer list (then the audio frame norm's,
+    /// where there is one), then the GRU's (hidden size H) and the prediction heads', D being
+    /// the encoder's output channels. Any modality's spec, or a vision [`ModelSpec`] as it is.
+    ///
+    /// [`ModelSpec`]: crate::model::ModelSpec
+    pub fn new(spec: impl Into<Spec>) -> ParamLayout {
+        let spec = spec.into();
         let mut l = ParamLayout {
             views: Vec::new(),
             total: 0,
         };
-        for (name, shape, init) in list.params() {
+        for (name, shape, init) in spec.encoder_params() {
             l.push(&name, &shape, init);
         }
-        let (d, h) = (list.output_shape().c, hidden);
+        let (d, h) = (spec.dim(), spec.hidden());
         let bound = 1.0 / (h as f32).sqrt();
         l.push("gru.weight_ih_l0", &[3 * h, d], Init::Uniform(bound));
         l.push("gru.weight_hh_l0", &[3 * h, h], Init::Uniform(bound));
         l.push("gru.bias_ih_l0", &[3 * h], Init::Uniform(bound));
         l.push("gru.bias_hh_l0", &[3 * h], Init::Uniform(bound));
-        for k in 0..steps {
+        for k in 0..spec.steps() {
             l.push(&format!("heads.{k}.weight"), &[d, h], Init::Uniform(bound));
         }
         l
+    }
+
+    /// The flat buffer must hold at most [`MAX_PARAMS`] floats, padding included: checked
+    /// from the shapes, before anything sized by them is allocated.
+    pub fn check_size(&self) -> Result<()> {
+        if self.total as u64 <= MAX_PARAMS {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "the model has {} parameters, a flat buffer of {} floats with its alignment \
+             padding ({:.1} GiB; the gradients and both Adam moments are as large again); \
+             at most {MAX_PARAMS} floats (2^31): narrow the widest convs or the GRU",
+            self.count(),
+            self.total,
+            4.0 * self.total as f64 / (1u64 << 30) as f64
+        )))
     }
 
     fn push(&mut self, name: &str, shape: &[usize], init: Init) {
@@ -179,5 +197,15 @@ impl ParamBuffers {
                 layout,
             })
         })
+    }
+
+    /// The view of parameter `name`.
+    pub fn param(&self, name: &str) -> Tensor {
+        self.layout.view(&self.params, name)
+    }
+
+    /// The view of parameter `name`'s gradient.
+    pub fn grad(&self, name: &str) -> Tensor {
+        self.layout.view(&self.grads, name)
     }
 }

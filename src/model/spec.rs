@@ -5,11 +5,12 @@
 use crate::error::{Error, Result};
 use crate::model::config::VisionConfig;
 use crate::model::config::{
-    MAX_BLOCK_CONVS, MAX_CHANNELS, MAX_CROP, MAX_GRID, MAX_HIDDEN, MAX_KERNEL, MAX_PARAMS,
-    MAX_STAGES, MAX_STRIDE,
+    MAX_BLOCK_CONVS, MAX_CHANNELS, MAX_CROP, MAX_GRID, MAX_HIDDEN, MAX_KERNEL, MAX_STAGES,
+    MAX_STRIDE,
 };
 use crate::model::layers::{ConvGeometry, LayerList, Shape};
 use crate::model::ParamLayout;
+use crate::model::Spec;
 
 /// A 3x3 (or k x k) convolution layer's hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,17 +65,9 @@ impl ModelSpec {
     /// Multiply-adds counted twice (norms, ReLUs and sums once per element), for one image's
     /// forward pass in a batch of `batch`: the encoder's layers on G*G patches, the GRU at
     /// the G*G positions, and for each offset its predictions and scores against the B*G*G
-    /// candidates of the batch.
+    /// candidates of the batch ([`Spec::forward_flops_per_example`]).
     pub fn forward_flops_per_image(&self, batch: usize) -> f64 {
-        let (g, d, h) = (self.grid as f64, self.dim() as f64, self.hidden as f64);
-        let encoder = self.layers().flops(self.grid * self.grid) as f64;
-        // Three gates, input and hidden projections, at every position.
-        let gru = 2.0 * g * g * 3.0 * (d * h + h * h);
-        let candidates = batch as f64 * g * g;
-        let predictions: f64 = (self.offsets.iter())
-            .map(|&o| 2.0 * (self.grid.saturating_sub(o)) as f64 * g * (d * h + candidates * d))
-            .sum();
-        encoder + gru + predictions
+        Spec::from(self).forward_flops_per_example(batch)
     }
 
     /// The encoder, run on every P x P patch: the one place its architecture is spelled out
@@ -133,7 +126,7 @@ impl ModelSpec {
     /// [`VisionConfig::validate`] (for specs built directly; a validated configuration's spec
     /// always passes them), checked before any size is computed from them, then what the
     /// shapes give: the encoder must leave a non-empty patch and the parameters, counted from
-    /// the shapes, must not exceed [`MAX_PARAMS`].
+    /// the shapes, must not exceed MAX_PARAMS ([`ParamLayout::check_size`]).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         let range = |what: &str, value: usize, lo: u64, hi: u64| {
@@ -211,17 +204,7 @@ impl ModelSpec {
             ));
         }
         // Counted from the shapes (no buffer), before anything sized by them is allocated.
-        let layout = ParamLayout::new(self);
-        if layout.total as u64 > MAX_PARAMS {
-            return bad(format!(
-                "the model has {} parameters, a flat buffer of {} floats with its alignment \
-                 padding ({:.1} GiB; the gradients and both Adam moments are as large again); \
-                 at most {MAX_PARAMS} floats (2^31): narrow the widest convs or the GRU",
-                layout.count(),
-                layout.total,
-                4.0 * layout.total as f64 / (1u64 << 30) as f64
-            ));
-        }
+        ParamLayout::new(self).check_size()?;
         // Every conv must leave a non-empty activation.
         if self.layers().first_empty().is_some() {
             return bad(format!(
