@@ -12,7 +12,7 @@ use crate::data::{Format, OnBadFile};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
-use crate::model::{ModelConfig, ModelSpec};
+use crate::model::{ModelConfig, Spec};
 use crate::train::config::MAX_TOTAL_STEPS;
 use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring, MAX_WORKERS};
 use crate::train::Config;
@@ -233,7 +233,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         "adapter: {} ({:?}, {:?})",
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
-    let spec = ModelSpec::from(cfg.model.require_vision("cpc pretrain")?);
+    let spec = Spec::from(&cfg.model);
     if args.plan {
         let est = Estimate::new(&gpu, &spec)?;
         print!(
@@ -274,16 +274,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     };
     let params = crate::model::ParamLayout::new(&spec).count();
     eprintln!(
-        "preset {}: {} parameters, crop {} -> {}x{} patches of {}, D {}, H {}, offsets {:?}; batch {}, {} steps",
+        "preset {}: {params} parameters, {}; batch {}, {} steps",
         args.preset,
-        params,
-        spec.crop,
-        spec.grid,
-        spec.grid,
-        spec.patch(),
-        spec.dim(),
-        spec.hidden,
-        spec.offsets,
+        spec.describe(),
         cfg.train.batch,
         cfg.train.total_steps
     );

@@ -18,7 +18,7 @@ use crate::cli::AdapterArgs;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Launch};
 use crate::model::memory;
-use crate::model::{ModelSpec, ParamLayout};
+use crate::model::{ParamLayout, Spec};
 use crate::ops::adam::AdamConfig;
 
 #[derive(Args, Clone, Debug)]
@@ -149,7 +149,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         cfg.train.batch = b;
     }
     let batch = cfg.train.batch as usize;
-    let spec = ModelSpec::from(cfg.model.require_vision("cpc profile")?);
+    let spec = Spec::from(&cfg.model);
     let gpu = Gpu::new(&(&args.adapter).into())?;
     println!(
         "adapter: {} ({:?}, {:?})",
@@ -164,19 +164,20 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         println!("{}", gpu.tilings.summary());
     }
     println!(
-        "preset {}, batch {batch}: {} parameters",
+        "preset {}, batch {batch}: {} parameters, {}",
         args.preset,
-        layout.count()
+        layout.count(),
+        spec.describe()
     );
     println!("planned GPU memory: {plan}");
 
     // Fixed inputs: the profile measures kernels, not data loading.
-    let crops: Vec<f32> = (0..batch * 3 * spec.crop * spec.crop)
+    let inputs: Vec<f32> = (0..batch * spec.input_shape().len())
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let launches = model.step_launches();
     let whole_step = |t: u64| -> Result<Duration> {
-        model.set_inputs(&gpu, &crops, t, 1e-4, t as u32)?;
+        model.set_inputs(&gpu, &inputs, t, 1e-4, t as u32)?;
         let start = Instant::now();
         model.run(&gpu, |m, pass| m.record_step(pass))?;
         Ok(start.elapsed())

@@ -151,6 +151,26 @@ impl Spec {
         }
     }
 
+    /// One line for logs: the input, what the encoder makes of it, H and the offsets.
+    pub fn describe(&self) -> String {
+        let (d, h, offsets) = (self.dim(), self.hidden(), self.offsets());
+        match self {
+            Spec::Vision(v) => format!(
+                "crop {} -> {}x{} patches of {}, D {d}, H {h}, offsets {offsets:?}",
+                v.crop,
+                v.grid,
+                v.grid,
+                v.patch()
+            ),
+            Spec::Audio(a) => format!(
+                "windows of {} samples -> {} frames, D {d}{}, H {h}, offsets {offsets:?}",
+                a.window,
+                a.frames(),
+                if a.frame_norm { " (frame norm)" } else { "" }
+            ),
+        }
+    }
+
     /// The vision spec, or an error saying that this model takes audio, not images.
     pub fn vision(&self) -> Result<&ModelSpec> {
         match self {

@@ -20,7 +20,7 @@ use crate::eval::probe::{align_labels, probe_model, LabelSource, ProbeConfig, Pr
 use crate::eval::CentreCrops;
 use crate::gpu::Gpu;
 use crate::model::memory::{self, MemoryPlan};
-use crate::model::{CpcModel, ModelConfig, ModelSpec, ParamLayout};
+use crate::model::{CpcModel, ModelConfig, ParamLayout, Spec};
 use crate::ops::adam::AdamConfig;
 use crate::ops::infonce::InfonceStats;
 use crate::train::model_checkpoint::{ModelCheckpoint, Moments};
@@ -288,7 +288,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             "probe every 0 steps: give a positive number of steps".into(),
         ));
     }
-    let spec = ModelSpec::from(cfg.model.require_vision("pretraining")?);
+    let spec = Spec::from(&cfg.model);
     spec.validate()?;
     let tc = &cfg.train;
     let batch = tc.batch as usize;
@@ -307,7 +307,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     let probe_sets = opts
         .probe
         .as_ref()
-        .map(|p| ProbeSets::open(p, spec.crop))
+        .map(|p| Ok::<_, Error>(ProbeSets::open(p, spec.vision()?.crop)?))
         .transpose()?;
 
     let layout = ParamLayout::new(&spec);
