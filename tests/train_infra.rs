@@ -945,7 +945,7 @@ fn audio_presets_round_trip_and_differ_from_vision() {
     let expect = [
         ("audio", 20480, 128, 512, 256, 1..=12, false),
         ("audio-small", 20480, 128, 256, 256, 1..=12, true),
-        ("audio-tiny", 3200, 20, 32, 32, 1..=4, false),
+        ("audio-tiny", 3200, 20, 32, 32, 1..=4, true),
     ];
     let mut fingerprints = vec![Config::preset("tiny").unwrap().fingerprint()];
     for (name, window, frames, d, h, offsets, norm) in expect {
@@ -976,11 +976,11 @@ fn audio_presets_round_trip_and_differ_from_vision() {
     assert_eq!(unique.len(), fingerprints.len(), "{fingerprints:?}");
     // Overrides merge into the audio model as into vision's.
     let c =
-        Config::from_toml_overrides("audio-tiny", "[model.encoder]\nframe_norm = true\n").unwrap();
-    assert!(c.model.audio().unwrap().encoder.frame_norm);
+        Config::from_toml_overrides("audio-tiny", "[model.encoder]\nframe_norm = false\n").unwrap();
+    assert!(!c.model.audio().unwrap().encoder.frame_norm);
     assert_eq!(
         Config::preset("audio-tiny").unwrap().model_differences(&c),
-        vec!["model.encoder.frame_norm: false != true".to_string()]
+        vec!["model.encoder.frame_norm: true != false".to_string()]
     );
 }
 

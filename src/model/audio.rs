@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::config::{MAX_CHANNELS, MAX_HIDDEN};
-use crate::model::layers::{self, ConvGeometry, LayerList, Shape, NORM_EPS};
+use crate::model::layers::{self, ConvGeometry, ConvInit, LayerList, Shape, NORM_EPS};
 use crate::model::params::{Init, ParamLayout};
 use crate::ops::conv2d;
 use crate::ops::layer_norm::LayerNorm;
@@ -73,13 +73,14 @@ impl AudioSpec {
     }
 
     /// The encoder: each conv followed by a ReLU, the one place its architecture is spelled
-    /// out (model::layers).
+    /// out (model::layers); He-initialised (see [`ConvInit::He`]).
     pub fn layers(&self) -> LayerList {
-        let mut list = LayerList::new(Shape {
+        let input = Shape {
             c: 1,
             h: 1,
             w: self.window,
-        });
+        };
+        let mut list = LayerList::new(input, ConvInit::He);
         let mut a = 0;
         for (i, c) in self.convs.iter().enumerate() {
             let geom = ConvGeometry {

@@ -121,19 +121,35 @@ pub struct Layer {
     pub y: usize,
 }
 
+/// How a list's convs are initialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvInit {
+    /// torch.nn.Conv2d's default, kaiming_uniform(a = sqrt 5): weights and biases alike
+    /// U(+-1/sqrt(fan_in)). The vision encoder, as its PyTorch reference runs.
+    Torch,
+    /// He (Kaiming) uniform for ReLUs, weights U(+-sqrt(6/fan_in)), biases zero: each conv
+    /// and ReLU keeps its input's variance. The audio encoder: under Torch's init the raw
+    /// waveform's signal shrinks about 2.5x a layer while the biases do not, so five
+    /// layers in the frames are nearly constant and pretraining barely moves
+    /// (docs/model.md, "Audio").
+    He,
+}
+
 /// The list, with the shape of every activation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerList {
     /// acts[0] is the input item; acts[layers[i].y] is layer i's output.
     pub acts: Vec<Shape>,
     pub layers: Vec<Layer>,
+    pub conv_init: ConvInit,
 }
 
 impl LayerList {
-    pub fn new(input: Shape) -> LayerList {
+    pub fn new(input: Shape, conv_init: ConvInit) -> LayerList {
         LayerList {
             acts: vec![input],
             layers: Vec::new(),
+            conv_init,
         }
     }
 
@@ -188,13 +204,17 @@ impl LayerList {
             let x = self.acts[l.x];
             match &l.op {
                 Op::Conv { param, geom } => {
-                    // torch.nn.Conv2d: kaiming_uniform(a=sqrt(5)) gives U(+-1/sqrt(fan_in)),
-                    // its bias alike.
-                    let fan_in = x.c.saturating_mul(geom.kh).saturating_mul(geom.kw);
-                    let bound = Init::Uniform(1.0 / (fan_in as f32).sqrt());
+                    let fan_in = x.c.saturating_mul(geom.kh).saturating_mul(geom.kw) as f32;
+                    let (weight, bias) = match self.conv_init {
+                        ConvInit::Torch => {
+                            let bound = Init::Uniform(1.0 / fan_in.sqrt());
+                            (bound, bound)
+                        }
+                        ConvInit::He => (Init::Uniform((6.0 / fan_in).sqrt()), Init::Zeros),
+                    };
                     let shape = vec![geom.cout, x.c, geom.kh, geom.kw];
-                    out.push((format!("{param}.weight"), shape, bound));
-                    out.push((format!("{param}.bias"), vec![geom.cout], bound));
+                    out.push((format!("{param}.weight"), shape, weight));
+                    out.push((format!("{param}.bias"), vec![geom.cout], bias));
                 }
                 Op::Norm { param } => out.extend(norm_params(param, x.c)),
                 Op::Relu | Op::Add { .. } => {}

@@ -8,7 +8,7 @@ use crate::model::config::{
     MAX_BLOCK_CONVS, MAX_CHANNELS, MAX_CROP, MAX_GRID, MAX_HIDDEN, MAX_KERNEL, MAX_STAGES,
     MAX_STRIDE,
 };
-use crate::model::layers::{ConvGeometry, LayerList, Shape};
+use crate::model::layers::{ConvGeometry, ConvInit, LayerList, Shape};
 use crate::model::ParamLayout;
 use crate::model::Spec;
 
@@ -77,7 +77,7 @@ impl ModelSpec {
     /// pad by k / 2; the norms (one-group group norms) are there with `layer_norm`.
     pub fn layers(&self) -> LayerList {
         let p = self.patch();
-        let mut list = LayerList::new(Shape { c: 3, h: p, w: p });
+        let mut list = LayerList::new(Shape { c: 3, h: p, w: p }, ConvInit::Torch);
         let norm = self.layer_norm;
         let conv_norm = |list: &mut LayerList, name: &str, norm_name: &str, x, conv: ConvSpec| {
             let geom = ConvGeometry::square(conv.out, conv.kernel, conv.stride);
