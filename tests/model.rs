@@ -706,7 +706,11 @@ fn check_audio_forward(gpu: &Gpu, spec: &AudioSpec) {
             );
             normal += (var > 0.9) as usize;
         }
-        assert!(2 * normal > batch * t, "{normal} of {} frames normalised", batch * t);
+        assert!(
+            2 * normal > batch * t,
+            "{normal} of {} frames normalised",
+            batch * t
+        );
     }
 }
 

@@ -261,7 +261,7 @@ impl Features {
     }
 
     /// No labels on an empty set.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if self.names.is_empty() {
             self.labels = None;
         }

@@ -2,6 +2,7 @@
 //! the linear probe against the random-weight baseline ([`probe`]) and pictures of nearest
 //! neighbours ([`neighbours`]).
 
+pub mod audio;
 pub mod features;
 pub mod neighbours;
 pub mod probe;

@@ -1,0 +1,207 @@
+//! Features of audio sets from a frozen audio model, for the probe and `cpc embed`: each
+//! clip is cut into consecutive windows of the model's L samples from its start
+//! (data::audio::fixed_windows: the tail shorter than a window dropped, a clip shorter than
+//! one window zero-padded), the windows of many clips are encoded B at a time, and
+//!
+//! - per clip ([`AudioEncoder::extract`]): the mean over every frame of its windows of the
+//!   frames z (D) and of the contexts c (H), two feature sets of the same clips;
+//! - per frame ([`AudioEncoder::extract_frames`]): every frame's z and c, a row each,
+//!   labelled with its clip's speaker and named `<clip>@<frame>` (10 ms a frame).
+
+use crate::data::audio::{fixed_windows, AudioSet, Clips, OnShort};
+use crate::error::{Error, Result};
+use crate::eval::Features;
+use crate::gpu::Gpu;
+use crate::model::{memory, CpcModel, Spec};
+use crate::ops::adam::AdamConfig;
+use crate::train::Config;
+
+/// The z and c features of the same rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioFeatures {
+    pub z: Features,
+    pub c: Features,
+}
+
+/// A frozen audio model planned on the GPU for batches of `batch` windows.
+pub struct AudioEncoder {
+    pub model: CpcModel,
+    /// L, samples per window.
+    window: usize,
+    /// T, frames per window.
+    frames: usize,
+}
+
+/// Rows being gathered: one entry per window of the batch being filled, naming the clip
+/// (set index) it came from and where the clip's rows start.
+struct Pending {
+    windows: Vec<f32>,
+    owners: Vec<usize>,
+}
+
+impl AudioEncoder {
+    /// Plan the audio model of `config` with parameters `params` (checked against the
+    /// adapter's limits first).
+    pub fn new(gpu: &Gpu, config: &Config, params: &[f32], batch: usize) -> Result<AudioEncoder> {
+        let spec = Spec::from(&config.model);
+        let Spec::Audio(audio) = &spec else {
+            return Err(Error::Config(
+                "an image model's checkpoint: its encoder reads images, not audio".into(),
+            ));
+        };
+        let (window, frames) = (audio.window, audio.frames());
+        spec.validate()?;
+        memory::check_fits(gpu, &spec, batch, None)?;
+        let model = CpcModel::new(gpu, &spec, batch, params, AdamConfig::default())?;
+        Ok(AudioEncoder {
+            model,
+            window,
+            frames,
+        })
+    }
+
+    /// Swap in other weights of the same configuration (the random baseline).
+    pub fn set_params(&self, gpu: &Gpu, params: &[f32]) -> Result<()> {
+        self.model.buffers.params.write(gpu, params)
+    }
+
+    /// One row per clip: the mean of z and of c over every frame of its windows.
+    pub fn extract(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<AudioFeatures> {
+        let (d, h) = (self.model.spec.dim(), self.model.spec.hidden());
+        let mut out = self.empty(set);
+        let mut counts = Vec::new();
+        self.encode(gpu, set, |clip, z, c| {
+            if out.z.indices.last() != Some(&clip) {
+                out.z.push_row(set, clip, set.name(clip), &vec![0.0; d]);
+                out.c.push_row(set, clip, set.name(clip), &vec![0.0; h]);
+                counts.push(0usize);
+            }
+            let row = out.z.len() - 1;
+            add_frames(&mut out.z.data[row * d..], z, d);
+            add_frames(&mut out.c.data[row * h..], c, h);
+            counts[row] += z.len() / d;
+        })?;
+        for (row, &n) in counts.iter().enumerate() {
+            for features in [&mut out.z, &mut out.c] {
+                let dim = features.dim;
+                for v in &mut features.data[row * dim..(row + 1) * dim] {
+                    *v /= n as f32;
+                }
+            }
+        }
+        out.z.finish();
+        out.c.finish();
+        Ok(out)
+    }
+
+    /// One row per frame of every window: z and c as the model computes them.
+    pub fn extract_frames(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<AudioFeatures> {
+        let (d, h) = (self.model.spec.dim(), self.model.spec.hidden());
+        let mut out = self.empty(set);
+        let mut frame_of = (usize::MAX, 0usize);
+        self.encode(gpu, set, |clip, z, c| {
+            if frame_of.0 != clip {
+                frame_of = (clip, 0);
+            }
+            for (zf, cf) in z.chunks(d).zip(c.chunks(h)) {
+                let name = format!("{}@{}", set.name(clip), frame_of.1);
+                out.z.push_row(set, clip, name.clone(), zf);
+                out.c.push_row(set, clip, name, cf);
+                frame_of.1 += 1;
+            }
+        })?;
+        out.z.finish();
+        out.c.finish();
+        Ok(out)
+    }
+
+    fn empty(&self, set: &dyn AudioSet) -> AudioFeatures {
+        let empty = |dim| Features {
+            dim,
+            data: Vec::new(),
+            labels: Some(Vec::new()),
+            names: Vec::new(),
+            class_names: class_names(set),
+            indices: Vec::new(),
+        };
+        AudioFeatures {
+            z: empty(self.model.spec.dim()),
+            c: empty(self.model.spec.hidden()),
+        }
+    }
+
+    /// Every window of every clip through the model, B at a time, in clip order: `sink`
+    /// gets each window's clip index and its frames' z [T, D] and c [T, H].
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        set: &dyn AudioSet,
+        mut sink: impl FnMut(usize, &[f32], &[f32]),
+    ) -> Result<()> {
+        let (b, l, t) = (self.model.batch, self.window, self.frames);
+        let (d, h) = (self.model.spec.dim(), self.model.spec.hidden());
+        let mut pending = Pending {
+            windows: Vec::with_capacity(b * l),
+            owners: Vec::with_capacity(b),
+        };
+        let mut flush = |pending: &mut Pending| -> Result<()> {
+            let n = pending.owners.len();
+            if n == 0 {
+                return Ok(());
+            }
+            pending.windows.resize(b * l, 0.0);
+            let (z, c) = self.model.frames(gpu, &pending.windows)?;
+            for (k, &clip) in pending.owners.iter().enumerate() {
+                sink(
+                    clip,
+                    &z[k * t * d..(k + 1) * t * d],
+                    &c[k * t * h..(k + 1) * t * h],
+                );
+            }
+            pending.windows.clear();
+            pending.owners.clear();
+            Ok(())
+        };
+        for group in Clips::new(set, b).workers(2) {
+            for clip in group? {
+                let windows = fixed_windows(&clip.samples, l, OnShort::Pad);
+                for w in windows.chunks(l) {
+                    pending.windows.extend_from_slice(w);
+                    pending.owners.push(clip.index);
+                    if pending.owners.len() == b {
+                        flush(&mut pending)?;
+                    }
+                }
+            }
+        }
+        flush(&mut pending)
+    }
+}
+
+/// Adds each of the rows of `frames` ([n, dim]) into `sum` [dim].
+fn add_frames(sum: &mut [f32], frames: &[f32], dim: usize) {
+    for frame in frames.chunks(dim) {
+        sum.iter_mut().zip(frame).for_each(|(s, v)| *s += v);
+    }
+}
+
+/// The speakers' names by index, where the set names them all.
+pub fn class_names(set: &dyn AudioSet) -> Option<Vec<String>> {
+    let n = set.num_classes()?;
+    (0..n as u32).map(|c| set.class_name(c)).collect()
+}
+
+impl Features {
+    /// Appends one row: `values` of clip `clip`, with its label (a clip without one makes
+    /// the whole set unlabelled) and `name`.
+    fn push_row(&mut self, set: &dyn AudioSet, clip: usize, name: String, values: &[f32]) {
+        debug_assert_eq!(values.len(), self.dim);
+        self.data.extend_from_slice(values);
+        match (set.label(clip), &mut self.labels) {
+            (Some(l), Some(labels)) => labels.push(l),
+            _ => self.labels = None,
+        }
+        self.names.push(name);
+        self.indices.push(clip);
+    }
+}
