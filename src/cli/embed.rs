@@ -1,6 +1,7 @@
 //! `cpc embed`: every image's mean-pooled patch vector (centre crop, no augmentation) from a
-//! checkpoint's encoder, with labels and names where the data has them, in one safetensors
-//! file (see eval::features for its layout).
+//! checkpoint's encoder, or for an audio checkpoint every clip's mean frame vector z (or,
+//! with `--frames`, every frame's), with labels and names where the data has them, in one
+//! safetensors file (see eval::features for its layout).
 
 use std::path::PathBuf;
 
@@ -8,13 +9,16 @@ use clap::Args;
 
 use crate::cli::{AdapterArgs, CheckpointArgs};
 use crate::data::{Format, OnBadFile, Split};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::eval::audio::AudioEncoder;
+use crate::model::ModelConfig;
 
 #[derive(Args, Clone, Debug)]
 pub struct EmbedArgs {
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
-    /// Images: a folder, CIFAR-10 or STL-10 binaries. Default: the built-in data set.
+    /// Images: a folder, CIFAR-10 or STL-10 binaries; audio checkpoints: a folder of audio
+    /// files. Default: the built-in images or synthetic speech.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// How to read --data: auto, folder, cifar10, stl10 or builtin.
@@ -33,6 +37,10 @@ pub struct EmbedArgs {
         default_value = "stop"
     )]
     pub on_bad_image: OnBadFile,
+    /// Audio: one vector per frame (10 ms) instead of one per file; rows are named
+    /// `<file>@<frame>`.
+    #[arg(long)]
+    pub frames: bool,
     /// The feature file to write (safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -41,15 +49,49 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
-    let (pretrained, _set, source, features) = crate::cli::encode_set(
-        &args.checkpoint,
-        args.data.as_deref(),
-        args.format,
-        args.split,
-        args.limit,
-        args.on_bad_image,
-        &args.adapter,
-    )?;
+    let pretrained = args.checkpoint.load()?;
+    let (source, features) = match pretrained.config.model {
+        ModelConfig::Vision(_) => {
+            if args.frames {
+                return Err(Error::Config(
+                    "--frames is for audio checkpoints; an image model has one vector an image"
+                        .into(),
+                ));
+            }
+            let (_, _set, source, features) = crate::cli::encode_set(
+                &args.checkpoint,
+                args.data.as_deref(),
+                args.format,
+                args.split,
+                args.limit,
+                args.on_bad_image,
+                &args.adapter,
+            )?;
+            (source, features)
+        }
+        ModelConfig::Audio(_) => {
+            let (set, source) = crate::eval::audio::open_eval_audio(
+                args.data.as_deref(),
+                args.split,
+                args.limit,
+                args.on_bad_image,
+            )?;
+            let gpu = crate::gpu::Gpu::new(&(&args.adapter).into())?;
+            eprintln!("adapter: {}; data: {}", gpu.info.name, set.describe());
+            let encoder = AudioEncoder::new(
+                &gpu,
+                &pretrained.config,
+                &pretrained.params,
+                args.checkpoint.batch(&pretrained),
+            )?;
+            let features = if args.frames {
+                encoder.extract_frames(&gpu, set.as_ref())?
+            } else {
+                encoder.extract(&gpu, set.as_ref())?
+            };
+            (source, features.z)
+        }
+    };
     features.save(
         &args.out,
         &[

@@ -8,13 +8,46 @@
 //! - per frame ([`AudioEncoder::extract_frames`]): every frame's z and c, a row each,
 //!   labelled with its clip's speaker and named `<clip>@<frame>` (10 ms a frame).
 
-use crate::data::audio::{fixed_windows, AudioSet, Clips, OnShort};
+use std::path::Path;
+
+use crate::data::audio::{self, fixed_windows, AudioOptions, AudioSet, Clips, OnShort};
+use crate::data::{OnBadFile, Split, Subset};
 use crate::error::{Error, Result};
 use crate::eval::Features;
 use crate::gpu::Gpu;
 use crate::model::{memory, CpcModel, Spec};
 use crate::ops::adam::AdamConfig;
 use crate::train::Config;
+
+/// Open an audio set for evaluation: `path` None is the built-in synthetic speech; `limit`
+/// keeps that many clips, a fixed random sample. Returns the set and a name for messages.
+pub fn open_eval_audio(
+    path: Option<&Path>,
+    split: Split,
+    limit: Option<usize>,
+    on_bad_file: OnBadFile,
+) -> Result<(Box<dyn AudioSet>, String)> {
+    let options = AudioOptions {
+        split,
+        on_bad_file,
+        ..AudioOptions::default()
+    };
+    let set = audio::open(path, &options)?;
+    let source = match path {
+        Some(p) => p.display().to_string(),
+        None => format!("synthetic:{split}"),
+    };
+    if set.is_empty() {
+        return Err(Error::Data {
+            path: source,
+            message: "has no audio clips".into(),
+        });
+    }
+    Ok(match limit {
+        Some(n) => (Box::new(Subset::sample_clips(set, n.max(1))), source),
+        None => (set, source),
+    })
+}
 
 /// The z and c features of the same rows.
 #[derive(Clone, Debug, PartialEq)]
