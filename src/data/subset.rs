@@ -7,8 +7,8 @@
 
 use rand::seq::index::sample;
 
-use super::rng::rng_for;
 use super::audio::AudioSet;
+use super::rng::rng_for;
 use super::{Dataset, Image, OnBadFile};
 use crate::error::Result;
 

@@ -59,17 +59,6 @@ pub struct AudioFeatures {
 /// A frozen audio model planned on the GPU for batches of `batch` windows.
 pub struct AudioEncoder {
     pub model: CpcModel,
-    /// L, samples per window.
-    window: usize,
-    /// T, frames per window.
-    frames: usize,
-}
-
-/// Rows being gathered: one entry per window of the batch being filled, naming the clip
-/// (set index) it came from and where the clip's rows start.
-struct Pending {
-    windows: Vec<f32>,
-    owners: Vec<usize>,
 }
 
 impl AudioEncoder {
@@ -77,20 +66,15 @@ impl AudioEncoder {
     /// adapter's limits first).
     pub fn new(gpu: &Gpu, config: &Config, params: &[f32], batch: usize) -> Result<AudioEncoder> {
         let spec = Spec::from(&config.model);
-        let Spec::Audio(audio) = &spec else {
+        if !matches!(spec, Spec::Audio(_)) {
             return Err(Error::Config(
                 "an image model's checkpoint: its encoder reads images, not audio".into(),
             ));
-        };
-        let (window, frames) = (audio.window, audio.frames());
+        }
         spec.validate()?;
         memory::check_fits(gpu, &spec, batch, None)?;
         let model = CpcModel::new(gpu, &spec, batch, params, AdamConfig::default())?;
-        Ok(AudioEncoder {
-            model,
-            window,
-            frames,
-        })
+        Ok(AudioEncoder { model })
     }
 
     /// Swap in other weights of the same configuration (the random baseline).
@@ -98,117 +82,140 @@ impl AudioEncoder {
         self.model.buffers.params.write(gpu, params)
     }
 
-    /// One row per clip: the mean of z and of c over every frame of its windows.
+    /// See [`clip_features`].
     pub fn extract(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<AudioFeatures> {
-        let (d, h) = (self.model.spec.dim(), self.model.spec.hidden());
-        let mut out = self.empty(set);
-        let mut counts = Vec::new();
-        self.encode(gpu, set, |clip, z, c| {
-            if out.z.indices.last() != Some(&clip) {
-                out.z.push_row(set, clip, set.name(clip), &vec![0.0; d]);
-                out.c.push_row(set, clip, set.name(clip), &vec![0.0; h]);
-                counts.push(0usize);
-            }
-            let row = out.z.len() - 1;
-            add_frames(&mut out.z.data[row * d..], z, d);
-            add_frames(&mut out.c.data[row * h..], c, h);
-            counts[row] += z.len() / d;
-        })?;
-        for (row, &n) in counts.iter().enumerate() {
-            for features in [&mut out.z, &mut out.c] {
-                let dim = features.dim;
-                for v in &mut features.data[row * dim..(row + 1) * dim] {
-                    *v /= n as f32;
-                }
-            }
-        }
-        out.z.finish();
-        out.c.finish();
-        Ok(out)
+        clip_features(gpu, &self.model, set)
     }
 
-    /// One row per frame of every window: z and c as the model computes them.
+    /// See [`frame_features`].
     pub fn extract_frames(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<AudioFeatures> {
-        let (d, h) = (self.model.spec.dim(), self.model.spec.hidden());
-        let mut out = self.empty(set);
-        let mut frame_of = (usize::MAX, 0usize);
-        self.encode(gpu, set, |clip, z, c| {
-            if frame_of.0 != clip {
-                frame_of = (clip, 0);
-            }
-            for (zf, cf) in z.chunks(d).zip(c.chunks(h)) {
-                let name = format!("{}@{}", set.name(clip), frame_of.1);
-                out.z.push_row(set, clip, name.clone(), zf);
-                out.c.push_row(set, clip, name, cf);
-                frame_of.1 += 1;
-            }
-        })?;
-        out.z.finish();
-        out.c.finish();
-        Ok(out)
+        frame_features(gpu, &self.model, set)
     }
+}
 
-    fn empty(&self, set: &dyn AudioSet) -> AudioFeatures {
-        let empty = |dim| Features {
-            dim,
-            data: Vec::new(),
-            labels: Some(Vec::new()),
-            names: Vec::new(),
-            class_names: class_names(set),
-            indices: Vec::new(),
-        };
-        AudioFeatures {
-            z: empty(self.model.spec.dim()),
-            c: empty(self.model.spec.hidden()),
+/// One row per clip of `set` through the audio `model`: the mean of z and of c over every
+/// frame of its windows. The model's inputs and activations are overwritten; its
+/// parameters are not touched.
+pub fn clip_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result<AudioFeatures> {
+    let (d, h) = (model.spec.dim(), model.spec.hidden());
+    let mut out = empty(model, set);
+    let mut counts = Vec::new();
+    encode(gpu, model, set, |clip, z, c| {
+        if out.z.indices.last() != Some(&clip) {
+            out.z.push_row(set, clip, set.name(clip), &vec![0.0; d]);
+            out.c.push_row(set, clip, set.name(clip), &vec![0.0; h]);
+            counts.push(0usize);
+        }
+        let row = out.z.len() - 1;
+        add_frames(&mut out.z.data[row * d..], z, d);
+        add_frames(&mut out.c.data[row * h..], c, h);
+        counts[row] += z.len() / d;
+    })?;
+    for (row, &n) in counts.iter().enumerate() {
+        for features in [&mut out.z, &mut out.c] {
+            let dim = features.dim;
+            for v in &mut features.data[row * dim..(row + 1) * dim] {
+                *v /= n as f32;
+            }
         }
     }
+    out.z.finish();
+    out.c.finish();
+    Ok(out)
+}
 
-    /// Every window of every clip through the model, B at a time, in clip order: `sink`
-    /// gets each window's clip index and its frames' z [T, D] and c [T, H].
-    fn encode(
-        &self,
-        gpu: &Gpu,
-        set: &dyn AudioSet,
-        mut sink: impl FnMut(usize, &[f32], &[f32]),
-    ) -> Result<()> {
-        let (b, l, t) = (self.model.batch, self.window, self.frames);
-        let (d, h) = (self.model.spec.dim(), self.model.spec.hidden());
-        let mut pending = Pending {
-            windows: Vec::with_capacity(b * l),
-            owners: Vec::with_capacity(b),
-        };
-        let mut flush = |pending: &mut Pending| -> Result<()> {
-            let n = pending.owners.len();
-            if n == 0 {
-                return Ok(());
-            }
-            pending.windows.resize(b * l, 0.0);
-            let (z, c) = self.model.frames(gpu, &pending.windows)?;
-            for (k, &clip) in pending.owners.iter().enumerate() {
-                sink(
-                    clip,
-                    &z[k * t * d..(k + 1) * t * d],
-                    &c[k * t * h..(k + 1) * t * h],
-                );
-            }
-            pending.windows.clear();
-            pending.owners.clear();
-            Ok(())
-        };
-        for group in Clips::new(set, b).workers(2) {
-            for clip in group? {
-                let windows = fixed_windows(&clip.samples, l, OnShort::Pad);
-                for w in windows.chunks(l) {
-                    pending.windows.extend_from_slice(w);
-                    pending.owners.push(clip.index);
-                    if pending.owners.len() == b {
-                        flush(&mut pending)?;
-                    }
+/// One row per frame of every window of `set` through the audio `model`: z and c as the
+/// model computes them.
+pub fn frame_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result<AudioFeatures> {
+    let (d, h) = (model.spec.dim(), model.spec.hidden());
+    let mut out = empty(model, set);
+    let mut frame_of = (usize::MAX, 0usize);
+    encode(gpu, model, set, |clip, z, c| {
+        if frame_of.0 != clip {
+            frame_of = (clip, 0);
+        }
+        for (zf, cf) in z.chunks(d).zip(c.chunks(h)) {
+            let name = format!("{}@{}", set.name(clip), frame_of.1);
+            out.z.push_row(set, clip, name.clone(), zf);
+            out.c.push_row(set, clip, name, cf);
+            frame_of.1 += 1;
+        }
+    })?;
+    out.z.finish();
+    out.c.finish();
+    Ok(out)
+}
+
+fn empty(model: &CpcModel, set: &dyn AudioSet) -> AudioFeatures {
+    let empty = |dim| Features {
+        dim,
+        data: Vec::new(),
+        labels: Some(Vec::new()),
+        names: Vec::new(),
+        class_names: class_names(set),
+        indices: Vec::new(),
+    };
+    AudioFeatures {
+        z: empty(model.spec.dim()),
+        c: empty(model.spec.hidden()),
+    }
+}
+
+/// The windows of the batch being filled and the clip (set index) of each.
+struct Pending {
+    windows: Vec<f32>,
+    owners: Vec<usize>,
+}
+
+/// Every window of every clip through the audio `model`, B at a time, in clip order:
+/// `sink` gets each window's clip index and its frames' z [T, D] and c [T, H].
+fn encode(
+    gpu: &Gpu,
+    model: &CpcModel,
+    set: &dyn AudioSet,
+    mut sink: impl FnMut(usize, &[f32], &[f32]),
+) -> Result<()> {
+    let Spec::Audio(audio) = &model.spec else {
+        return Err(Error::Config(
+            "an image model: its encoder reads images, not audio".into(),
+        ));
+    };
+    let (b, l, t) = (model.batch, audio.window, audio.frames());
+    let (d, h) = (model.spec.dim(), model.spec.hidden());
+    let mut pending = Pending {
+        windows: Vec::with_capacity(b * l),
+        owners: Vec::with_capacity(b),
+    };
+    let mut flush = |pending: &mut Pending| -> Result<()> {
+        if pending.owners.is_empty() {
+            return Ok(());
+        }
+        pending.windows.resize(b * l, 0.0);
+        let (z, c) = model.frames(gpu, &pending.windows)?;
+        for (k, &clip) in pending.owners.iter().enumerate() {
+            sink(
+                clip,
+                &z[k * t * d..(k + 1) * t * d],
+                &c[k * t * h..(k + 1) * t * h],
+            );
+        }
+        pending.windows.clear();
+        pending.owners.clear();
+        Ok(())
+    };
+    for group in Clips::new(set, b).workers(2) {
+        for clip in group? {
+            let windows = fixed_windows(&clip.samples, l, OnShort::Pad);
+            for w in windows.chunks(l) {
+                pending.windows.extend_from_slice(w);
+                pending.owners.push(clip.index);
+                if pending.owners.len() == b {
+                    flush(&mut pending)?;
                 }
             }
         }
-        flush(&mut pending)
     }
+    flush(&mut pending)
 }
 
 /// Adds each of the rows of `frames` ([n, dim]) into `sum` [dim].
