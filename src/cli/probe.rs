@@ -1,6 +1,7 @@
 //! `cpc probe`: the linear probe of a checkpoint's frozen encoder against the random-weight
-//! encoder of the same configuration, top-1 and top-5 side by side with the difference
-//! (what pretraining bought); or the probe of two feature files written by `cpc embed`.
+//! encoder of the same configuration and against the input itself (the crops' pixels),
+//! top-1 and top-5 side by side with the differences (what pretraining bought); or the
+//! probe of two feature files written by `cpc embed`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,7 +63,8 @@ pub struct ProbeArgs {
           value_parser = crate::cli::at_least_one())]
     pub iterations: usize,
     /// Print the figures as one JSON object on stdout: {"pretrained": {"top1": .., "top5":
-    /// ..}, "random": {...}} (fractions; {"features": {...}} for feature files).
+    /// ..}, "random": {...}, "input": {...}} (fractions; {"features": {...}} for feature
+    /// files).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -247,7 +247,7 @@ pub fn features_of_crops(gpu: &Gpu, model: &CpcModel, crops: &CentreCrops) -> Re
 
 impl Features {
     /// Append a batch's labels, names and indices (its features are appended by the caller).
-    fn push_batch(&mut self, dataset: &dyn Dataset, batch: &crate::data::Batch) {
+    pub(crate) fn push_batch(&mut self, dataset: &dyn Dataset, batch: &crate::data::Batch) {
         self.labels = match (self.labels.take(), batch.labels_u32()) {
             (Some(mut all), Some(l)) => {
                 all.extend(l);

@@ -1,15 +1,18 @@
 //! Judging what pretraining learned: image features from a frozen encoder ([`features`]),
-//! the linear probe against the random-weight baseline ([`probe`]) and pictures of nearest
-//! neighbours ([`neighbours`]).
+//! the linear probe against the random-weight baseline ([`probe`]) and against the raw
+//! input ([`input`]: pixels, log-mel energies), and pictures of nearest neighbours
+//! ([`neighbours`]).
 
 pub mod audio;
 pub mod features;
+pub mod input;
 pub mod neighbours;
 pub mod probe;
 
 pub use features::{CentreCrops, Encoder, Features};
 pub use probe::{
-    compare, probe, Accuracy, Comparison, Hyper, LinearClassifier, ProbeConfig, ProbeResult,
+    compare, probe, probe_encoders, probe_pixels, Accuracy, Comparison, Hyper, LinearClassifier,
+    ProbeConfig, ProbePair, ProbeResult,
 };
 
 use std::path::Path;

@@ -25,6 +25,7 @@ use crate::data::rng::rng_for;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::features::{class_names, features_of_crops, CentreCrops, Encoder, Features};
+use crate::eval::input::{pixel_features, pixel_side};
 use crate::gpu::{Gpu, Launch, Shader, Tensor};
 use crate::ops::adam::{Adam, AdamConfig};
 use crate::ops::elementwise;
@@ -655,73 +656,141 @@ pub fn probe(
     })
 }
 
-/// The probe of a pretrained encoder and of the random-weight encoder of its configuration.
+/// The probe of one kind of a model's features, pretrained and with the random weights of
+/// its configuration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProbePair {
+    pub pretrained: ProbeResult,
+    pub random: ProbeResult,
+}
+
+/// The probe of a pretrained encoder and of the random-weight encoder of its configuration,
+/// and of the raw input they read.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Comparison {
     pub pretrained: ProbeResult,
     pub random: ProbeResult,
+    /// The same probe on the input itself (see [`crate::eval::input`]).
+    pub input: ProbeResult,
+    /// What the input's features are, for the table: "3 x 32 x 32 pixels".
+    pub input_features: String,
+    /// An audio model's second pair: the time-mean of its context c (the first pair is the
+    /// time-mean of the encoder's z). None for images.
+    pub context: Option<ProbePair>,
+}
+
+impl ProbePair {
+    /// What pretraining bought: pretrained minus random, top-1 and top-5.
+    pub fn difference(&self) -> (f32, f32) {
+        minus(&self.pretrained, &self.random)
+    }
+}
+
+/// Top-1 and top-5 of a [`ProbePair`], as `--json` prints them.
+#[derive(Serialize)]
+struct ProbePairTopK {
+    pretrained: TopK,
+    random: TopK,
+}
+
+impl From<&ProbePair> for ProbePairTopK {
+    fn from(p: &ProbePair) -> ProbePairTopK {
+        ProbePairTopK {
+            pretrained: p.pretrained.test.into(),
+            random: p.random.test.into(),
+        }
+    }
+}
+
+/// Test top-1 and top-5 of `a` minus those of `b`.
+fn minus(a: &ProbeResult, b: &ProbeResult) -> (f32, f32) {
+    (a.test.top1 - b.test.top1, a.test.top5 - b.test.top5)
 }
 
 impl Comparison {
     /// What pretraining bought: pretrained minus random, top-1 and top-5.
     pub fn difference(&self) -> (f32, f32) {
-        (
-            self.pretrained.test.top1 - self.random.test.top1,
-            self.pretrained.test.top5 - self.random.test.top5,
-        )
+        minus(&self.pretrained, &self.random)
     }
 
-    /// `{"pretrained": {"top1": .., "top5": ..}, "random": {"top1": .., "top5": ..}}`
-    /// (test-set fractions), one line.
+    /// What the pretrained features add to the input: pretrained minus input, top-1 and
+    /// top-5.
+    pub fn over_input(&self) -> (f32, f32) {
+        minus(&self.pretrained, &self.input)
+    }
+
+    /// `{"pretrained": {"top1": .., "top5": ..}, "random": {..}, "input": {..}}` (test-set
+    /// fractions), with `"context": {"pretrained": {..}, "random": {..}}` after them where
+    /// there is a context pair; one line.
     pub fn json(&self) -> String {
         #[derive(Serialize)]
         struct Figures {
             pretrained: TopK,
             random: TopK,
+            input: TopK,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            context: Option<ProbePairTopK>,
         }
         let figures = Figures {
             pretrained: self.pretrained.test.into(),
             random: self.random.test.into(),
+            input: self.input.test.into(),
+            context: self.context.as_ref().map(ProbePairTopK::from),
         };
         serde_json::to_string(&figures).expect("numbers serialise")
     }
 
-    /// The side-by-side table `cpc probe` prints.
+    /// The side-by-side table `cpc probe` prints: a row per probe (the context's pair after
+    /// the encoder's, where there is one), then the differences: pretrained - random, the
+    /// same for the context, pretrained - input.
     pub fn table(&self) -> String {
-        let (d1, d5) = self.difference();
+        let chosen =
+            |r: &ProbeResult| format!("lr {}, weight decay {}", r.chosen.lr, r.chosen.weight_decay);
+        let mut probes = vec![
+            ("pretrained", &self.pretrained, chosen(&self.pretrained)),
+            ("random", &self.random, chosen(&self.random)),
+        ];
+        let mut differences = vec![("difference", self.difference())];
+        if let Some(c) = &self.context {
+            probes.push(("pretrained (c)", &c.pretrained, chosen(&c.pretrained)));
+            probes.push(("random (c)", &c.random, chosen(&c.random)));
+            differences.push(("difference (c)", c.difference()));
+        }
+        let input = format!("{}; {}", chosen(&self.input), self.input_features);
+        probes.push(("input", &self.input, input));
+        differences.push(("vs input", self.over_input()));
+        // Labels in a column of 12, wider where the context's labels need it.
+        let width = probes
+            .iter()
+            .map(|p| p.0.len())
+            .chain(differences.iter().map(|d| d.0.len()))
+            .max()
+            .map_or(12, |w| (w + 2).max(12));
         let p = &self.pretrained;
-        let r = &self.random;
-        let chosen = |h: &Hyper| format!("lr {}, weight decay {}", h.lr, h.weight_decay);
-        format!(
-            "linear probe: {} training images, {} test images, {} classes\n\
-             {:<12} {:>7} {:>7}\n\
-             {:<12} {:>7.4} {:>7.4}   ({})\n\
-             {:<12} {:>7.4} {:>7.4}   ({})\n\
-             {:<12} {:>+7.4} {:>+7.4}",
-            p.train_images,
-            p.test_images,
-            p.classes,
-            "encoder",
-            "top-1",
-            "top-5",
-            "pretrained",
-            p.test.top1,
-            p.test.top5,
-            chosen(&p.chosen),
-            "random",
-            r.test.top1,
-            r.test.top5,
-            chosen(&r.chosen),
-            "difference",
-            d1,
-            d5
-        )
+        let mut lines = vec![
+            format!(
+                "linear probe: {} training images, {} test images, {} classes",
+                p.train_images, p.test_images, p.classes
+            ),
+            format!("{:<width$} {:>7} {:>7}", "encoder", "top-1", "top-5"),
+        ];
+        for (label, r, how) in &probes {
+            lines.push(format!(
+                "{label:<width$} {:>7.4} {:>7.4}   ({how})",
+                r.test.top1, r.test.top5
+            ));
+        }
+        for (label, (d1, d5)) in &differences {
+            lines.push(format!("{label:<width$} {d1:>+7.4} {d5:>+7.4}"));
+        }
+        lines.join("\n")
     }
 }
 
-/// Probe a checkpoint's encoder and the random-weight encoder of its configuration on the
-/// same centre crops of `train` and `test`, in batches of `batch` images. Labels and
-/// classes are checked before any image is encoded.
+/// `cpc probe`'s comparison: a checkpoint's encoder and the random-weight encoder of its
+/// configuration on the same centre crops of `train` and `test` ([`probe_encoders`]), in
+/// batches of `batch` images, then the same probe on the crops' pixels ([`probe_pixels`]).
+/// Labels and classes are checked before any image is encoded.
 pub fn compare(
     gpu: &Gpu,
     cfg: &ProbeConfig,
@@ -730,6 +799,30 @@ pub fn compare(
     test: (&dyn Dataset, &str),
     batch: usize,
 ) -> Result<Comparison> {
+    let encoders = probe_encoders(gpu, cfg, pretrained, train, test, batch)?;
+    let crop = pretrained.config.model.crop as usize;
+    let (input, input_features) = probe_pixels(gpu, cfg, crop, train, test, batch)?;
+    Ok(Comparison {
+        pretrained: encoders.pretrained,
+        random: encoders.random,
+        input,
+        input_features,
+        context: None,
+    })
+}
+
+/// The encoders' rows of [`compare`]: the probe of a checkpoint's encoder and of the
+/// random-weight encoder of its configuration on the centre crops of `train` and `test`,
+/// in batches of `batch` images. Labels and classes are checked before any image is
+/// encoded.
+pub fn probe_encoders(
+    gpu: &Gpu,
+    cfg: &ProbeConfig,
+    pretrained: &crate::train::ModelCheckpoint,
+    train: (&dyn Dataset, &str),
+    test: (&dyn Dataset, &str),
+    batch: usize,
+) -> Result<ProbePair> {
     for (set, source) in [train, test] {
         if set.num_classes().is_none() {
             return Err(Error::Data {
@@ -769,7 +862,35 @@ pub fn compare(
     }
     let random = results.pop().expect("two probes");
     let pretrained = results.pop().expect("two probes");
-    Ok(Comparison { pretrained, random })
+    Ok(ProbePair { pretrained, random })
+}
+
+/// The input row of [`compare`]: the probe on the pixels of the centre crops of side
+/// `crop` of `train` and `test` ([`pixel_features`], read in batches of `batch` images),
+/// area-averaged to a side at which the larger set's feature matrix binds whole on this
+/// adapter ([`pixel_side`]). Returns the result and what the features are:
+/// "3 x 32 x 32 pixels".
+pub fn probe_pixels(
+    gpu: &Gpu,
+    cfg: &ProbeConfig,
+    crop: usize,
+    train: (&dyn Dataset, &str),
+    test: (&dyn Dataset, &str),
+    batch: usize,
+) -> Result<(ProbeResult, String)> {
+    let max_bytes = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
+    let side = pixel_side(crop, train.0.len().max(test.0.len()), max_bytes);
+    let pixels = |set: &dyn Dataset| pixel_features(set, crop, side, batch);
+    let result = probe(
+        gpu,
+        cfg,
+        (&pixels(train.0)?, train.1),
+        (&pixels(test.0)?, test.1),
+    )?;
+    Ok((result, format!("3 x {side} x {side} pixels")))
 }
 
 /// The probe of the encoder inside a model being trained (`cpc pretrain --probe-every`):
@@ -789,4 +910,83 @@ pub fn probe_model(
         (&features(train.0)?, train.1),
         (&features(test.0)?, test.1),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(top1: f32, top5: f32, lr: f32) -> ProbeResult {
+        let chosen = Hyper {
+            lr,
+            weight_decay: 1e-4,
+            iterations: 300,
+        };
+        ProbeResult {
+            test: Accuracy {
+                top1,
+                top5,
+                loss: 1.0,
+            },
+            train: Accuracy::default(),
+            chosen,
+            search: Vec::new(),
+            train_images: 1000,
+            test_images: 500,
+            classes: 10,
+        }
+    }
+
+    fn comparison(context: Option<ProbePair>) -> Comparison {
+        Comparison {
+            pretrained: result(0.9, 0.99, 0.01),
+            random: result(0.625, 0.95, 0.03),
+            input: result(0.25, 0.75, 0.1),
+            input_features: "3 x 32 x 32 pixels".into(),
+            context,
+        }
+    }
+
+    #[test]
+    fn table_and_json_show_the_input_row_and_the_context_pair_only_when_present() {
+        let images = comparison(None);
+        assert_eq!(
+            images.table(),
+            "linear probe: 1000 training images, 500 test images, 10 classes\n\
+             encoder        top-1   top-5\n\
+             pretrained    0.9000  0.9900   (lr 0.01, weight decay 0.0001)\n\
+             random        0.6250  0.9500   (lr 0.03, weight decay 0.0001)\n\
+             input         0.2500  0.7500   (lr 0.1, weight decay 0.0001; 3 x 32 x 32 pixels)\n\
+             difference   +0.2750 +0.0400\n\
+             vs input     +0.6500 +0.2400"
+        );
+        assert_eq!(
+            images.json(),
+            r#"{"pretrained":{"top1":0.9,"top5":0.99},"random":{"top1":0.625,"top5":0.95},"input":{"top1":0.25,"top5":0.75}}"#
+        );
+        let audio = Comparison {
+            input_features: "40 log-mel energies".into(),
+            ..comparison(Some(ProbePair {
+                pretrained: result(0.875, 1.0, 0.01),
+                random: result(0.5, 0.875, 0.01),
+            }))
+        };
+        assert_eq!(
+            audio.table(),
+            "linear probe: 1000 training images, 500 test images, 10 classes\n\
+             encoder            top-1   top-5\n\
+             pretrained        0.9000  0.9900   (lr 0.01, weight decay 0.0001)\n\
+             random            0.6250  0.9500   (lr 0.03, weight decay 0.0001)\n\
+             pretrained (c)    0.8750  1.0000   (lr 0.01, weight decay 0.0001)\n\
+             random (c)        0.5000  0.8750   (lr 0.01, weight decay 0.0001)\n\
+             input             0.2500  0.7500   (lr 0.1, weight decay 0.0001; 40 log-mel energies)\n\
+             difference       +0.2750 +0.0400\n\
+             difference (c)   +0.3750 +0.1250\n\
+             vs input         +0.6500 +0.2400"
+        );
+        assert_eq!(
+            audio.json(),
+            r#"{"pretrained":{"top1":0.9,"top5":0.99},"random":{"top1":0.625,"top5":0.95},"input":{"top1":0.25,"top5":0.75},"context":{"pretrained":{"top1":0.875,"top5":1.0},"random":{"top1":0.5,"top5":0.875}}}"#
+        );
+    }
 }
