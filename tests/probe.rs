@@ -391,7 +391,7 @@ fn the_input_row_probes_the_pixels_of_the_crops() {
     corner_folder(&dir.join("train"), 8, 1);
     corner_folder(&dir.join("test"), 5, 2);
     let mut config = tiny();
-    config.model.crop = 40;
+    config.model.vision_mut().unwrap().crop = 40;
     let path = dir.join("ck.safetensors");
     write_checkpoint(&path, &config);
     let pretrained = ModelCheckpoint::read(&path, None).unwrap();

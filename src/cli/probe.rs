@@ -11,7 +11,8 @@ use clap::Args;
 use crate::cli::{open_eval_data, AdapterArgs, CheckpointArgs};
 use crate::data::{Format, OnBadFile, Split};
 use crate::error::{Error, Result};
-use crate::eval::probe::{compare, probe, TopK};
+use crate::eval::audio::{compare_audio, open_eval_audio};
+use crate::eval::probe::{compare, probe, Comparison, TopK};
 use crate::eval::{Features, ProbeConfig};
 use crate::gpu::Gpu;
 
@@ -117,6 +118,31 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         ));
     }
     let test_path = args.test.as_ref().or(args.train.as_ref());
+    if pretrained.config.model.audio().is_some() {
+        let open = |path: Option<&std::path::Path>, split, limit| {
+            open_eval_audio(path, split, limit, args.on_bad_image)
+        };
+        let (train, train_source) = open(args.train.as_deref(), Split::Train, args.train_limit)?;
+        let (test, test_source) = open(test_path.map(|p| p.as_path()), Split::Test, args.test_limit)?;
+        let gpu = Gpu::new(&(&args.adapter).into())?;
+        eprintln!(
+            "adapter: {}; checkpoint {} (step {}); train: {}; test: {}",
+            gpu.info.name,
+            pretrained.path.display(),
+            pretrained.step,
+            train.describe(),
+            test.describe()
+        );
+        let result = compare_audio(
+            &gpu,
+            &cfg,
+            &pretrained,
+            (train.as_ref(), &train_source),
+            (test.as_ref(), &test_source),
+            checkpoint.batch(&pretrained),
+        )?;
+        return print(&result, args.json);
+    }
     let (train, train_source) = open_eval_data(
         args.train.as_deref(),
         args.format,
@@ -148,7 +174,11 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         (test.as_ref(), &test_source),
         checkpoint.batch(&pretrained),
     )?;
-    if args.json {
+    print(&result, args.json)
+}
+
+fn print(result: &Comparison, json: bool) -> Result<()> {
+    if json {
         println!("{}", result.json());
     } else {
         println!("{}", result.table());

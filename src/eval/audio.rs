@@ -13,7 +13,11 @@ use std::path::Path;
 use crate::data::audio::{self, fixed_windows, AudioOptions, AudioSet, Clips, OnShort};
 use crate::data::{OnBadFile, Split, Subset};
 use crate::error::{Error, Result};
-use crate::eval::Features;
+use crate::data::audio::{LogMel, LogMelConfig};
+use crate::eval::input::{log_mel_features, speaker_names};
+use crate::eval::probe::{align_labels, probe, Comparison, LabelSource, ProbePair, ProbeResult};
+use crate::eval::{Features, ProbeConfig};
+use crate::train::ModelCheckpoint;
 use crate::gpu::Gpu;
 use crate::model::{memory, CpcModel, Spec};
 use crate::ops::adam::AdamConfig;
@@ -152,7 +156,7 @@ fn empty(model: &CpcModel, set: &dyn AudioSet) -> AudioFeatures {
         data: Vec::new(),
         labels: Some(Vec::new()),
         names: Vec::new(),
-        class_names: class_names(set),
+        class_names: speaker_names(set),
         indices: Vec::new(),
     };
     AudioFeatures {
@@ -225,10 +229,77 @@ fn add_frames(sum: &mut [f32], frames: &[f32], dim: usize) {
     }
 }
 
-/// The speakers' names by index, where the set names them all.
-pub fn class_names(set: &dyn AudioSet) -> Option<Vec<String>> {
-    let n = set.num_classes()?;
-    (0..n as u32).map(|c| set.class_name(c)).collect()
+/// `cpc probe` of an audio checkpoint: the speaker probe on each clip's mean frame z, for
+/// the pretrained model and the random-weight model of its configuration; the same pair on
+/// the mean context c; and on the clip's time-averaged log-mel energies (the input row).
+/// Labels and speakers are checked before any clip is encoded.
+pub fn compare_audio(
+    gpu: &Gpu,
+    cfg: &ProbeConfig,
+    pretrained: &ModelCheckpoint,
+    train: (&dyn AudioSet, &str),
+    test: (&dyn AudioSet, &str),
+    batch: usize,
+) -> Result<Comparison> {
+    let labels = |set: &dyn AudioSet| -> Option<Vec<u32>> {
+        (0..set.len()).map(|i| set.label(i)).collect()
+    };
+    for (set, source) in [train, test] {
+        if labels(set).is_none() {
+            return Err(Error::Data {
+                path: source.into(),
+                message: "has unlabelled clips: the speaker probe needs a speaker for every \
+                          clip (one sub-folder per speaker, or the synthetic speech)"
+                    .into(),
+            });
+        }
+    }
+    let (train_labels, test_labels) = (labels(train.0), labels(test.0));
+    let (train_names, test_names) = (speaker_names(train.0), speaker_names(test.0));
+    align_labels(
+        LabelSource {
+            labels: train_labels.as_deref(),
+            class_names: train_names.as_deref(),
+            source: train.1,
+        },
+        LabelSource {
+            labels: test_labels.as_deref(),
+            class_names: test_names.as_deref(),
+            source: test.1,
+        },
+    )?;
+    let encoder = AudioEncoder::new(gpu, &pretrained.config, &pretrained.params, batch)?;
+    let mut z = Vec::new();
+    let mut c = Vec::new();
+    for params in [pretrained.params.clone(), pretrained.random_params()] {
+        encoder.set_params(gpu, &params)?;
+        let (ftrain, ftest) = (encoder.extract(gpu, train.0)?, encoder.extract(gpu, test.0)?);
+        z.push(probe(gpu, cfg, (&ftrain.z, train.1), (&ftest.z, test.1))?);
+        c.push(probe(gpu, cfg, (&ftrain.c, train.1), (&ftest.c, test.1))?);
+    }
+    let pair = |mut v: Vec<ProbeResult>| {
+        let random = v.pop().expect("two probes");
+        let pretrained = v.pop().expect("two probes");
+        ProbePair { pretrained, random }
+    };
+    let (z, c) = (pair(z), pair(c));
+    let window = match Spec::from(&pretrained.config.model) {
+        Spec::Audio(a) => a.window,
+        Spec::Vision(_) => unreachable!("AudioEncoder::new refused an image model"),
+    };
+    let mel = LogMel::new(LogMelConfig::default())?;
+    let input = |set: &dyn AudioSet| log_mel_features(set, &mel, window, OnShort::Pad);
+    let (itrain, itest) = (input(train.0)?, input(test.0)?);
+    Ok(Comparison {
+        pretrained: z.pretrained,
+        random: z.random,
+        input: probe(gpu, cfg, (&itrain, train.1), (&itest, test.1))?,
+        input_features: format!(
+            "{} log-mel bands, time-averaged",
+            mel.config().bands
+        ),
+        context: Some(c),
+    })
 }
 
 impl Features {
