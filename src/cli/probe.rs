@@ -123,7 +123,8 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
             open_eval_audio(path, split, limit, args.on_bad_image)
         };
         let (train, train_source) = open(args.train.as_deref(), Split::Train, args.train_limit)?;
-        let (test, test_source) = open(test_path.map(|p| p.as_path()), Split::Test, args.test_limit)?;
+        let (test, test_source) =
+            open(test_path.map(|p| p.as_path()), Split::Test, args.test_limit)?;
         let gpu = Gpu::new(&(&args.adapter).into())?;
         eprintln!(
             "adapter: {}; checkpoint {} (step {}); train: {}; test: {}",

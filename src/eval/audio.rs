@@ -11,17 +11,17 @@
 use std::path::Path;
 
 use crate::data::audio::{self, fixed_windows, AudioOptions, AudioSet, Clips, OnShort};
+use crate::data::audio::{LogMel, LogMelConfig};
 use crate::data::{OnBadFile, Split, Subset};
 use crate::error::{Error, Result};
-use crate::data::audio::{LogMel, LogMelConfig};
 use crate::eval::input::{log_mel_features, speaker_names};
 use crate::eval::probe::{align_labels, probe, Comparison, LabelSource, ProbePair, ProbeResult};
 use crate::eval::{Features, ProbeConfig};
-use crate::train::ModelCheckpoint;
 use crate::gpu::Gpu;
 use crate::model::{memory, CpcModel, Spec};
 use crate::ops::adam::AdamConfig;
 use crate::train::Config;
+use crate::train::ModelCheckpoint;
 
 /// Open an audio set for evaluation: `path` None is the built-in synthetic speech; `limit`
 /// keeps that many clips, a fixed random sample. Returns the set and a name for messages.
@@ -241,9 +241,46 @@ pub fn compare_audio(
     test: (&dyn AudioSet, &str),
     batch: usize,
 ) -> Result<Comparison> {
-    let labels = |set: &dyn AudioSet| -> Option<Vec<u32>> {
-        (0..set.len()).map(|i| set.label(i)).collect()
+    check_speakers(train, test)?;
+    let encoder = AudioEncoder::new(gpu, &pretrained.config, &pretrained.params, batch)?;
+    let mut z = Vec::new();
+    let mut c = Vec::new();
+    for params in [pretrained.params.clone(), pretrained.random_params()] {
+        encoder.set_params(gpu, &params)?;
+        let (ftrain, ftest) = (
+            encoder.extract(gpu, train.0)?,
+            encoder.extract(gpu, test.0)?,
+        );
+        z.push(probe(gpu, cfg, (&ftrain.z, train.1), (&ftest.z, test.1))?);
+        c.push(probe(gpu, cfg, (&ftrain.c, train.1), (&ftest.c, test.1))?);
+    }
+    let pair = |mut v: Vec<ProbeResult>| {
+        let random = v.pop().expect("two probes");
+        let pretrained = v.pop().expect("two probes");
+        ProbePair { pretrained, random }
     };
+    let (z, c) = (pair(z), pair(c));
+    let window = match Spec::from(&pretrained.config.model) {
+        Spec::Audio(a) => a.window,
+        Spec::Vision(_) => unreachable!("AudioEncoder::new refused an image model"),
+    };
+    let mel = LogMel::new(LogMelConfig::default())?;
+    let input = |set: &dyn AudioSet| log_mel_features(set, &mel, window, OnShort::Pad);
+    let (itrain, itest) = (input(train.0)?, input(test.0)?);
+    Ok(Comparison {
+        pretrained: z.pretrained,
+        random: z.random,
+        input: probe(gpu, cfg, (&itrain, train.1), (&itest, test.1))?,
+        input_features: format!("{} log-mel bands, time-averaged", mel.config().bands),
+        context: Some(c),
+    })
+}
+
+/// Both sets have a speaker for every clip, and the same speakers (see
+/// [`align_labels`]): checked before any clip is encoded.
+pub fn check_speakers(train: (&dyn AudioSet, &str), test: (&dyn AudioSet, &str)) -> Result<()> {
+    let labels =
+        |set: &dyn AudioSet| -> Option<Vec<u32>> { (0..set.len()).map(|i| set.label(i)).collect() };
     for (set, source) in [train, test] {
         if labels(set).is_none() {
             return Err(Error::Data {
@@ -268,38 +305,7 @@ pub fn compare_audio(
             source: test.1,
         },
     )?;
-    let encoder = AudioEncoder::new(gpu, &pretrained.config, &pretrained.params, batch)?;
-    let mut z = Vec::new();
-    let mut c = Vec::new();
-    for params in [pretrained.params.clone(), pretrained.random_params()] {
-        encoder.set_params(gpu, &params)?;
-        let (ftrain, ftest) = (encoder.extract(gpu, train.0)?, encoder.extract(gpu, test.0)?);
-        z.push(probe(gpu, cfg, (&ftrain.z, train.1), (&ftest.z, test.1))?);
-        c.push(probe(gpu, cfg, (&ftrain.c, train.1), (&ftest.c, test.1))?);
-    }
-    let pair = |mut v: Vec<ProbeResult>| {
-        let random = v.pop().expect("two probes");
-        let pretrained = v.pop().expect("two probes");
-        ProbePair { pretrained, random }
-    };
-    let (z, c) = (pair(z), pair(c));
-    let window = match Spec::from(&pretrained.config.model) {
-        Spec::Audio(a) => a.window,
-        Spec::Vision(_) => unreachable!("AudioEncoder::new refused an image model"),
-    };
-    let mel = LogMel::new(LogMelConfig::default())?;
-    let input = |set: &dyn AudioSet| log_mel_features(set, &mel, window, OnShort::Pad);
-    let (itrain, itest) = (input(train.0)?, input(test.0)?);
-    Ok(Comparison {
-        pretrained: z.pretrained,
-        random: z.random,
-        input: probe(gpu, cfg, (&itrain, train.1), (&itest, test.1))?,
-        input_features: format!(
-            "{} log-mel bands, time-averaged",
-            mel.config().bands
-        ),
-        context: Some(c),
-    })
+    Ok(())
 }
 
 impl Features {

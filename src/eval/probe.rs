@@ -800,7 +800,11 @@ pub fn compare(
     batch: usize,
 ) -> Result<Comparison> {
     let encoders = probe_encoders(gpu, cfg, pretrained, train, test, batch)?;
-    let crop = pretrained.config.model.require_vision("the pixel probe")?.crop as usize;
+    let crop = pretrained
+        .config
+        .model
+        .require_vision("the pixel probe")?
+        .crop as usize;
     let (input, input_features) = probe_pixels(gpu, cfg, crop, train, test, batch)?;
     Ok(Comparison {
         pretrained: encoders.pretrained,

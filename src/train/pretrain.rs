@@ -16,7 +16,8 @@ use crate::data::{
     self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
 };
 use crate::error::{Error, Result};
-use crate::eval::probe::{align_labels, probe_model, LabelSource, ProbeConfig, ProbeResult};
+use crate::eval::audio::{check_speakers, clip_features, open_eval_audio};
+use crate::eval::probe::{align_labels, probe, probe_model, LabelSource, ProbeConfig, ProbeResult};
 use crate::eval::CentreCrops;
 use crate::gpu::Gpu;
 use crate::model::memory::{self, MemoryPlan};
@@ -60,7 +61,8 @@ pub struct PretrainOptions {
 #[derive(Clone, Debug)]
 pub struct ProbeDuring {
     pub every: u64,
-    /// Labelled images, read as their train and test splits; None: the built-in set.
+    /// Labelled images (or, for an audio model, clips), read as their train and test
+    /// splits; None: the built-in images or synthetic speech.
     pub data: Option<PathBuf>,
     pub format: Format,
     /// Images of each split used, a fixed random sample of it (the probe's cost is their
@@ -84,44 +86,69 @@ impl ProbeDuring {
     }
 }
 
-/// The probe's images, read once as centre crops, with their names for messages.
-struct ProbeSets {
-    train: (CentreCrops, String),
-    test: (CentreCrops, String),
+/// The probe's examples: images read once as centre crops, or audio sets whose clips the
+/// model being trained encodes at each probe; with their names for messages.
+enum ProbeSets {
+    Images {
+        train: (CentreCrops, String),
+        test: (CentreCrops, String),
+    },
+    Audio {
+        train: (Box<dyn AudioSet>, String),
+        test: (Box<dyn AudioSet>, String),
+    },
 }
 
 impl ProbeSets {
-    fn open(p: &ProbeDuring, crop: usize) -> Result<ProbeSets> {
-        let read = |split: data::Split, limit: usize| -> Result<(CentreCrops, String)> {
-            let (set, source) = crate::eval::open_eval_data(
-                p.data.as_deref(),
-                p.format,
-                split,
-                Some(limit),
-                OnBadFile::Stop,
-            )?;
-            Ok((CentreCrops::read(set.as_ref(), crop)?, source))
+    fn open(p: &ProbeDuring, spec: &Spec) -> Result<ProbeSets> {
+        let splits = [
+            (data::Split::Train, p.train_images),
+            (data::Split::Test, p.test_images),
+        ];
+        let sets = match spec {
+            Spec::Vision(v) => {
+                let [train, test] = splits.map(|(split, limit)| {
+                    let (set, source) = crate::eval::open_eval_data(
+                        p.data.as_deref(),
+                        p.format,
+                        split,
+                        Some(limit),
+                        OnBadFile::Stop,
+                    )?;
+                    Ok::<_, Error>((CentreCrops::read(set.as_ref(), v.crop)?, source))
+                });
+                let (train, test) = (train?, test?);
+                align_labels(
+                    LabelSource::of_crops(&train.0, &train.1),
+                    LabelSource::of_crops(&test.0, &test.1),
+                )?;
+                ProbeSets::Images { train, test }
+            }
+            Spec::Audio(_) => {
+                let [train, test] = splits.map(|(split, limit)| {
+                    open_eval_audio(p.data.as_deref(), split, Some(limit), OnBadFile::Stop)
+                });
+                let (train, test) = (train?, test?);
+                check_speakers((train.0.as_ref(), &train.1), (test.0.as_ref(), &test.1))?;
+                ProbeSets::Audio { train, test }
+            }
         };
-        let sets = ProbeSets {
-            train: read(data::Split::Train, p.train_images)?,
-            test: read(data::Split::Test, p.test_images)?,
-        };
-        // Labels and classes are checked before the first step, not at the first probe.
-        align_labels(
-            LabelSource::of_crops(&sets.train.0, &sets.train.1),
-            LabelSource::of_crops(&sets.test.0, &sets.test.1),
-        )?;
         Ok(sets)
     }
 
+    /// The probe of the model being trained: on its encoder's features (an image's mean
+    /// patch vector, a clip's mean frame z).
     fn run(&self, gpu: &Gpu, model: &CpcModel, config: &ProbeConfig) -> Result<ProbeResult> {
-        probe_model(
-            gpu,
-            config,
-            model,
-            (&self.train.0, &self.train.1),
-            (&self.test.0, &self.test.1),
-        )
+        match self {
+            ProbeSets::Images { train, test } => {
+                probe_model(gpu, config, model, (&train.0, &train.1), (&test.0, &test.1))
+            }
+            ProbeSets::Audio { train, test } => {
+                let ftrain = clip_features(gpu, model, train.0.as_ref())?;
+                let ftest = clip_features(gpu, model, test.0.as_ref())?;
+                probe(gpu, config, (&ftrain.z, &train.1), (&ftest.z, &test.1))
+            }
+        }
     }
 }
 
@@ -307,7 +334,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     let probe_sets = opts
         .probe
         .as_ref()
-        .map(|p| Ok::<_, Error>(ProbeSets::open(p, spec.vision()?.crop)?))
+        .map(|p| ProbeSets::open(p, &spec))
         .transpose()?;
 
     let layout = ParamLayout::new(&spec);
