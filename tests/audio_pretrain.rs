@@ -115,7 +115,8 @@ fn pretraining_audio_tiny_on_synthetic_speech_learns() {
     );
 }
 
-/// Measured (seed 0, 100 steps): see the note in the test above; the bound leaves margin.
+/// Measured on lavapipe (seed 0, 100 steps): 5.87 -> 4.05, 0.70 of chance, offset-1
+/// accuracy 13.5 % (43 times chance); the bound leaves 0.56 nats of margin.
 const LEARNT_LOSS_RATIO: f32 = 0.8;
 
 #[test]
