@@ -768,10 +768,18 @@ impl Comparison {
             .map_or(12, |w| (w + 2).max(12));
         let p = &self.pretrained;
         let mut lines = vec![
-            format!(
-                "linear probe: {} training images, {} test images, {} classes",
-                p.train_images, p.test_images, p.classes
-            ),
+            // The context pair is an audio model's: its examples are clips, its classes
+            // speakers.
+            match self.context {
+                None => format!(
+                    "linear probe: {} training images, {} test images, {} classes",
+                    p.train_images, p.test_images, p.classes
+                ),
+                Some(_) => format!(
+                    "speaker probe: {} training clips, {} test clips, {} speakers",
+                    p.train_images, p.test_images, p.classes
+                ),
+            },
             format!("{:<width$} {:>7} {:>7}", "encoder", "top-1", "top-5"),
         ];
         for (label, r, how) in &probes {
@@ -977,7 +985,7 @@ mod tests {
         };
         assert_eq!(
             audio.table(),
-            "linear probe: 1000 training images, 500 test images, 10 classes\n\
+            "speaker probe: 1000 training clips, 500 test clips, 10 speakers\n\
              encoder            top-1   top-5\n\
              pretrained        0.9000  0.9900   (lr 0.01, weight decay 0.0001)\n\
              random            0.6250  0.9500   (lr 0.03, weight decay 0.0001)\n\
