@@ -91,3 +91,99 @@ fn audio_features_are_the_frames_of_every_window_and_their_means() {
         .to_string();
     assert!(err.contains("image"), "{err}");
 }
+
+fn cpc_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cpc"))
+        .env("CPC_TUNE", "off")
+        .args(args)
+        .output()
+        .expect("run cpc")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    o.into_owned()
+}
+
+/// `cpc probe` and `cpc embed` on an audio checkpoint (audio-tiny, 20 steps): the JSON has
+/// the pretrained, random, input and context rows; the log-mel input row tells the 12
+/// synthetic speakers apart far above chance; embed writes a vector per clip, or per frame.
+#[test]
+fn probe_and_embed_commands_take_audio_checkpoints() {
+    use cpc::eval::Features;
+    let dir = common::TestDir::new("audio-cli");
+    let mut cfg = Config::preset("audio-tiny").unwrap();
+    cfg.train.total_steps = 20;
+    let opts = common::pretrain_options(cfg, &dir.join("run"));
+    cpc::train::pretrain::pretrain(gpu(), &opts, &std::sync::atomic::AtomicBool::new(false))
+        .unwrap();
+    let ck = dir.join("run").join(cpc::train::pretrain::CHECKPOINT);
+    let ck = ck.to_str().unwrap();
+    let json = ok(&cpc_command(&[
+        "probe",
+        "--checkpoint",
+        ck,
+        "--json",
+        "--train-limit",
+        "96",
+        "--test-limit",
+        "48",
+        "--iterations",
+        "100",
+        "--software",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    for key in ["pretrained", "random", "input"] {
+        let top1 = v[key]["top1"].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&top1), "{key}: {json}");
+    }
+    for key in ["pretrained", "random"] {
+        assert!(
+            v["context"][key]["top1"].is_number(),
+            "context {key}: {json}"
+        );
+    }
+    // Chance is 1/12; the log-mel energies separate the synthetic voices.
+    assert!(v["input"]["top1"].as_f64().unwrap() > 0.5, "{json}");
+
+    let out = dir.join("clips.safetensors");
+    ok(&cpc_command(&[
+        "embed",
+        "--checkpoint",
+        ck,
+        "--split",
+        "test",
+        "--out",
+        out.to_str().unwrap(),
+        "--software",
+    ]));
+    let clips = Features::load(&out).unwrap();
+    assert_eq!(
+        (clips.len(), clips.dim),
+        (96, 32),
+        "one z per synthetic test clip"
+    );
+    assert_eq!(clips.labels.as_ref().unwrap().len(), 96);
+    let out = dir.join("frames.safetensors");
+    ok(&cpc_command(&[
+        "embed",
+        "--checkpoint",
+        ck,
+        "--split",
+        "test",
+        "--limit",
+        "3",
+        "--frames",
+        "--out",
+        out.to_str().unwrap(),
+        "--software",
+    ]));
+    let frames = Features::load(&out).unwrap();
+    // 2 s clips: 10 windows of 20 frames each.
+    assert_eq!(frames.len(), 3 * 10 * 20);
+    assert!(frames.names[1].ends_with("@1"), "{:?}", &frames.names[..2]);
+}
