@@ -90,8 +90,8 @@ impl ProbeDuring {
 /// model being trained encodes at each probe; with their names for messages.
 enum ProbeSets {
     Images {
-        train: (CentreCrops, String),
-        test: (CentreCrops, String),
+        train: Box<(CentreCrops, String)>,
+        test: Box<(CentreCrops, String)>,
     },
     Audio {
         train: (Box<dyn AudioSet>, String),
@@ -122,7 +122,10 @@ impl ProbeSets {
                     LabelSource::of_crops(&train.0, &train.1),
                     LabelSource::of_crops(&test.0, &test.1),
                 )?;
-                ProbeSets::Images { train, test }
+                ProbeSets::Images {
+                    train: Box::new(train),
+                    test: Box::new(test),
+                }
             }
             Spec::Audio(_) => {
                 let [train, test] = splits.map(|(split, limit)| {
