@@ -203,12 +203,6 @@ impl ModelConfig {
         ParamLayout::new(Spec::from(self))
     }
 
-    /// FLOPs of one example's forward pass (an image, a window) in a batch of `batch`: see
-    /// [`Spec::forward_flops_per_example`].
-    pub fn forward_flops_per_example(&self, batch: u32) -> f64 {
-        Spec::from(self).forward_flops_per_example(batch as usize)
-    }
-
     /// Checks every field against its bound (module docs, Limits); errors name the field.
     pub fn validate(&self) -> Result<()> {
         match self {
