@@ -187,3 +187,37 @@ fn probe_and_embed_commands_take_audio_checkpoints() {
     assert_eq!(frames.len(), 3 * 10 * 20);
     assert!(frames.names[1].ends_with("@1"), "{:?}", &frames.names[..2]);
 }
+
+/// `--probe-every` on an audio model: the speaker probe of the model being trained, before
+/// the first step and every 10 steps, logged beside the loss.
+#[test]
+fn the_probe_during_audio_pretraining_scores_the_model_being_trained() {
+    use cpc::train::pretrain::ProbeDuring;
+    let dir = common::TestDir::new("audio-probe-every");
+    let mut cfg = Config::preset("audio-tiny").unwrap();
+    cfg.train.total_steps = 20;
+    let mut opts = common::pretrain_options(cfg, &dir);
+    opts.probe = Some(ProbeDuring {
+        train_images: 48,
+        test_images: 24,
+        ..ProbeDuring::every(10)
+    });
+    let s =
+        cpc::train::pretrain::pretrain(gpu(), &opts, &std::sync::atomic::AtomicBool::new(false))
+            .unwrap();
+    let before = s.probe_before.as_ref().unwrap();
+    assert_eq!(
+        (before.train_images, before.test_images, before.classes),
+        (48, 24, 12)
+    );
+    assert_eq!(
+        s.probes.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![9, 19]
+    );
+    let rows = cpc::train::read_metrics(dir.join("metrics.jsonl")).unwrap();
+    let logged: Vec<u64> = (rows.iter())
+        .filter(|r| r.probe_top1.is_some())
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(logged, vec![9, 19]);
+}

@@ -281,10 +281,14 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         cfg.train.total_steps
     );
     let s = pretrain(&gpu, &opts, &stop)?;
+    let unit = match cfg.model {
+        ModelConfig::Vision(_) => "images",
+        ModelConfig::Audio(_) => "windows",
+    };
     eprintln!("planned GPU memory: {}", s.memory);
     if let (Some((s0, first)), Some((s1, last))) = (s.history.first(), s.history.last()) {
         eprintln!(
-            "loss {:.4} (step {}) -> {:.4} (step {}); accuracy per offset {:?}; {:.1} images/s",
+            "loss {:.4} (step {}) -> {:.4} (step {}); accuracy per offset {:?}; {:.1} {unit}/s",
             first.loss, s0, last.loss, s1, last.accuracy_k, s.images_per_second
         );
     }
@@ -307,10 +311,11 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         );
     }
     if s.skipped_images > 0 {
-        eprintln!(
-            "skipped {} unreadable or too small images",
-            s.skipped_images
-        );
+        let what = match cfg.model {
+            ModelConfig::Vision(_) => "unreadable or too small images",
+            ModelConfig::Audio(_) => "unreadable files or clips shorter than a window",
+        };
+        eprintln!("skipped {} {what}", s.skipped_images);
     }
     eprintln!(
         "{} at step {}: {}; metrics in {}",
