@@ -9,7 +9,7 @@ use cpc::model::{ParamLayout, Spec};
 use cpc::train::Config;
 
 mod common;
-use common::gpu;
+use common::{cpc_command, gpu, ok};
 
 /// A few short utterances: 3 speakers x 2, 0.45 s each (2 windows of audio-tiny's 0.2 s,
 /// the tail dropped).
@@ -90,23 +90,6 @@ fn audio_features_are_the_frames_of_every_window_and_their_means() {
         .unwrap()
         .to_string();
     assert!(err.contains("image"), "{err}");
-}
-
-fn cpc_command(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cpc"))
-        .env("CPC_TUNE", "off")
-        .args(args)
-        .output()
-        .expect("run cpc")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
-    o.into_owned()
 }
 
 /// `cpc probe` and `cpc embed` on an audio checkpoint (audio-tiny, 20 steps): the JSON has

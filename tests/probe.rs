@@ -17,7 +17,7 @@ use cpc::{cpu, Error};
 use rand::Rng;
 
 mod common;
-use common::{gpu, pretrain_options, rng, write_png, TestDir};
+use common::{cpc_command, failed, gpu, ok, pretrain_options, rng, write_png, TestDir};
 
 /// Rows around one centre per class (centres from `seed`, noise of size `noise` from
 /// `seed` and `draw`), classes in an irregular order.
@@ -492,29 +492,6 @@ fn log_mel_input_tells_synthetic_speakers_apart() {
 }
 
 // ---- the command line ----------------------------------------------------------------------
-
-fn cpc_command(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cpc"))
-        // No tile-size tuning, whatever CPC_KERNELS asks for.
-        .env("CPC_TUNE", "off")
-        .args(args)
-        .output()
-        .expect("run cpc")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
-    o.into_owned()
-}
-
-fn failed(out: &std::process::Output) -> String {
-    assert!(!out.status.success(), "expected an error");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn embed_probe_and_neighbours_commands() {

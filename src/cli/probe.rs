@@ -15,6 +15,7 @@ use crate::eval::audio::{compare_audio, open_eval_audio};
 use crate::eval::probe::{compare, probe, Comparison, TopK};
 use crate::eval::{Features, ProbeConfig};
 use crate::gpu::Gpu;
+use crate::train::ModelCheckpoint;
 
 #[derive(Args, Clone, Debug)]
 pub struct ProbeArgs {
@@ -126,14 +127,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         let (test, test_source) =
             open(test_path.map(|p| p.as_path()), Split::Test, args.test_limit)?;
         let gpu = Gpu::new(&(&args.adapter).into())?;
-        eprintln!(
-            "adapter: {}; checkpoint {} (step {}); train: {}; test: {}",
-            gpu.info.name,
-            pretrained.path.display(),
-            pretrained.step,
-            train.describe(),
-            test.describe()
-        );
+        announce(&gpu, &pretrained, &train.describe(), &test.describe());
         let result = compare_audio(
             &gpu,
             &cfg,
@@ -159,14 +153,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         args.on_bad_image,
     )?;
     let gpu = Gpu::new(&(&args.adapter).into())?;
-    eprintln!(
-        "adapter: {}; checkpoint {} (step {}); train: {}; test: {}",
-        gpu.info.name,
-        pretrained.path.display(),
-        pretrained.step,
-        train.describe(),
-        test.describe()
-    );
+    announce(&gpu, &pretrained, &train.describe(), &test.describe());
     let result = compare(
         &gpu,
         &cfg,
@@ -176,6 +163,16 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         checkpoint.batch(&pretrained),
     )?;
     print(&result, args.json)
+}
+
+/// The line on stderr saying what is probed on which sets.
+fn announce(gpu: &Gpu, pretrained: &ModelCheckpoint, train: &str, test: &str) {
+    eprintln!(
+        "adapter: {}; checkpoint {} (step {}); train: {train}; test: {test}",
+        gpu.info.name,
+        pretrained.path.display(),
+        pretrained.step,
+    );
 }
 
 fn print(result: &Comparison, json: bool) -> Result<()> {

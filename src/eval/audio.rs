@@ -15,7 +15,7 @@ use crate::data::audio::{LogMel, LogMelConfig};
 use crate::data::{OnBadFile, Split, Subset};
 use crate::error::{Error, Result};
 use crate::eval::input::{log_mel_features, speaker_names};
-use crate::eval::probe::{align_labels, probe, Comparison, LabelSource, ProbePair, ProbeResult};
+use crate::eval::probe::{check_labelled, probe, Comparison, ProbePair, ProbeResult};
 use crate::eval::{Features, ProbeConfig};
 use crate::gpu::Gpu;
 use crate::model::{memory, CpcModel, Spec};
@@ -281,31 +281,14 @@ pub fn compare_audio(
 pub fn check_speakers(train: (&dyn AudioSet, &str), test: (&dyn AudioSet, &str)) -> Result<()> {
     let labels =
         |set: &dyn AudioSet| -> Option<Vec<u32>> { (0..set.len()).map(|i| set.label(i)).collect() };
-    for (set, source) in [train, test] {
-        if labels(set).is_none() {
-            return Err(Error::Data {
-                path: source.into(),
-                message: "has unlabelled clips: the speaker probe needs a speaker for every \
-                          clip (one sub-folder per speaker, or the synthetic speech)"
-                    .into(),
-            });
-        }
-    }
-    let (train_labels, test_labels) = (labels(train.0), labels(test.0));
-    let (train_names, test_names) = (speaker_names(train.0), speaker_names(test.0));
-    align_labels(
-        LabelSource {
-            labels: train_labels.as_deref(),
-            class_names: train_names.as_deref(),
-            source: train.1,
-        },
-        LabelSource {
-            labels: test_labels.as_deref(),
-            class_names: test_names.as_deref(),
-            source: test.1,
-        },
-    )?;
-    Ok(())
+    check_labelled(
+        [
+            (labels(train.0), speaker_names(train.0), train.1),
+            (labels(test.0), speaker_names(test.0), test.1),
+        ],
+        "has unlabelled clips: the speaker probe needs a speaker for every clip (one \
+         sub-folder per speaker, or the synthetic speech)",
+    )
 }
 
 impl Features {

@@ -823,6 +823,34 @@ pub fn compare(
     })
 }
 
+/// One set's labels as [`check_labelled`] reads them: every example's label (None when one
+/// has none), the class names where the set has them, and its source for messages.
+pub type SetLabels<'a> = (Option<Vec<u32>>, Option<Vec<String>>, &'a str);
+
+/// Checks, before anything is encoded, that the training and the test set (each as every
+/// example's label, None when one has none, its class names, and its source) are labelled,
+/// else the error names the set with `unlabelled`, and share their classes
+/// ([`align_labels`]).
+pub fn check_labelled(
+    sets: [SetLabels; 2],
+    unlabelled: &str,
+) -> Result<()> {
+    for (labels, _, source) in &sets {
+        if labels.is_none() {
+            return Err(Error::Data {
+                path: source.to_string(),
+                message: unlabelled.into(),
+            });
+        }
+    }
+    let [train, test] = sets.each_ref().map(|(labels, names, source)| LabelSource {
+        labels: labels.as_deref(),
+        class_names: names.as_deref(),
+        source,
+    });
+    align_labels(train, test).map(|_| ())
+}
+
 /// The encoders' rows of [`compare`]: the probe of a checkpoint's encoder and of the
 /// random-weight encoder of its configuration on the centre crops of `train` and `test`,
 /// in batches of `batch` images. Labels and classes are checked before any image is
@@ -835,33 +863,16 @@ pub fn probe_encoders(
     test: (&dyn Dataset, &str),
     batch: usize,
 ) -> Result<ProbePair> {
-    for (set, source) in [train, test] {
-        if set.num_classes().is_none() {
-            return Err(Error::Data {
-                path: source.into(),
-                message: "has no labels: the linear probe needs labelled training and test \
-                          images (class sub-folders, CIFAR-10, STL-10 train/test or the \
-                          built-in set)"
-                    .into(),
-            });
-        }
-    }
     // The labels, without decoding an image.
     let labels =
         |set: &dyn Dataset| -> Option<Vec<u32>> { (0..set.len()).map(|i| set.label(i)).collect() };
-    let (train_labels, test_labels) = (labels(train.0), labels(test.0));
-    let (train_names, test_names) = (class_names(train.0), class_names(test.0));
-    align_labels(
-        LabelSource {
-            labels: train_labels.as_deref(),
-            class_names: train_names.as_deref(),
-            source: train.1,
-        },
-        LabelSource {
-            labels: test_labels.as_deref(),
-            class_names: test_names.as_deref(),
-            source: test.1,
-        },
+    check_labelled(
+        [
+            (labels(train.0), class_names(train.0), train.1),
+            (labels(test.0), class_names(test.0), test.1),
+        ],
+        "has no labels: the linear probe needs labelled training and test images (class \
+         sub-folders, CIFAR-10, STL-10 train/test or the built-in set)",
     )?;
     let encoder = Encoder::new(gpu, &pretrained.config, &pretrained.params, batch)?;
     let mut results = Vec::new();

@@ -204,3 +204,28 @@ pub fn pretrain_options(config: Config, out: &Path) -> PretrainOptions {
         probe: None,
     }
 }
+
+/// Runs the `cpc` binary with `args` (no tile-size tuning, whatever CPC_KERNELS asks for).
+pub fn cpc_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cpc"))
+        .env("CPC_TUNE", "off")
+        .args(args)
+        .output()
+        .expect("run cpc")
+}
+
+/// The stdout of a run that must succeed (else both streams in the panic).
+pub fn ok(out: &std::process::Output) -> String {
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    o.into_owned()
+}
+
+/// The stderr of a run that must fail.
+pub fn failed(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected an error");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
