@@ -126,12 +126,7 @@ pub fn class_of(i: usize) -> u32 {
 /// Image `i` of `split`: a pure function of its arguments.
 pub fn render(seed: u64, split: Split, i: usize, side: usize) -> Image {
     let class = class_of(i) as usize;
-    let split_id = match split {
-        Split::Train => 0,
-        Split::Test => 1,
-        Split::Unlabeled => 2,
-    };
-    let mut rng = rng_for(&[tag::BUILTIN, seed, split_id, i as u64]);
+    let mut rng = rng_for(&[tag::BUILTIN, seed, split.seed_part(), i as u64]);
     let degrees = ORIENTATIONS[class % ORIENTATIONS.len()] + rng.random_range(-4.0f32..4.0);
     let bands = BANDS_PER_SIDE[class / ORIENTATIONS.len()] * rng.random_range(0.9f32..1.1);
     let band_width = side as f32 / bands;

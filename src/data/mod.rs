@@ -1,7 +1,8 @@
-//! Images and audio in, normalised f32 batches out; no GPU here.
+//! Images, audio and text in, normalised f32 batches (or token ids) out; no GPU here.
 //!
-//! Audio has its own readers, synthetic set, loader and features under [`audio`]; what
-//! both share is here: the folder walk (`walk.rs`), the bad-file policy ([`OnBadFile`]), the
+//! Audio has its own readers, synthetic set, loader and features under [`audio`], text its
+//! segmenter, vocabulary, readers, synthetic corpus and passages under [`text`]; what they
+//! share is here: the folder walk (`walk.rs`), the bad-file policy ([`OnBadFile`]), the
 //! seeds ([`rng`]), [`Split`] and the loader's schedule and workers ([`loader`]).
 //!
 //! - [`Dataset`]: decoded RGB images with optional labels, behind one trait, opened by [`open`]:
@@ -26,6 +27,7 @@ mod records;
 pub mod rng;
 pub mod stl;
 pub mod subset;
+pub mod text;
 mod walk;
 
 use std::fmt;
@@ -171,6 +173,18 @@ pub enum Split {
     Test,
     /// STL-10's unlabeled_X.bin, or a folder's `unlabeled/` sub-folder.
     Unlabeled,
+}
+
+impl Split {
+    /// The split's part of a seed ([`rng::derive_seed`]): generated sets draw each split's
+    /// examples from streams of their own.
+    pub fn seed_part(self) -> u64 {
+        match self {
+            Split::Train => 0,
+            Split::Test => 1,
+            Split::Unlabeled => 2,
+        }
+    }
 }
 
 /// What to do with a file that cannot be decoded: an image (also one smaller than the

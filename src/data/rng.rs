@@ -38,4 +38,9 @@ pub(crate) mod tag {
     pub const UTTERANCE: u64 = 5;
     /// An audio window's offset and gain (data/audio/augment.rs).
     pub const AUDIO_AUGMENT: u64 = 6;
+    /// One synthetic text document (data/text/synthetic.rs).
+    pub const TEXT_DOCUMENT: u64 = 7;
+    /// Which labelled sentences of a class go to the test side of a split by fraction
+    /// (data/text/labelled.rs).
+    pub const TEXT_SPLIT: u64 = 8;
 }

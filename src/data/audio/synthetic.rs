@@ -228,7 +228,7 @@ impl AudioSet for SyntheticSpeech {
         let mut rng = rng_for(&[
             tag::UTTERANCE,
             self.config.seed,
-            split_id(self.split),
+            self.split.seed_part(),
             i as u64,
         ]);
         Ok(utterance(&self.voices[speaker], self.frames, &mut rng).into())
@@ -256,14 +256,6 @@ impl AudioSet for SyntheticSpeech {
 
     fn class_name(&self, class: u32) -> Option<String> {
         ((class as usize) < self.config.speakers).then(|| format!("speaker-{class:02}"))
-    }
-}
-
-fn split_id(split: Split) -> u64 {
-    match split {
-        Split::Train => 0,
-        Split::Test => 1,
-        Split::Unlabeled => 2,
     }
 }
 
