@@ -46,6 +46,8 @@ shaders! {
     Conv2dBackwardInputStorage => "conv2d_backward_input.wgsl",
     LayerNorm => "layer_norm.wgsl",
     MeanPool => "mean_pool.wgsl",
+    MaskedMean => "masked_mean.wgsl",
+    Embedding => "embedding.wgsl",
     Patches => "patches.wgsl",
     CopyRows => "copy_rows.wgsl",
     Gru => "gru.wgsl",
@@ -151,9 +153,11 @@ impl Shader {
 /// 12-15 % of a tiny training step on lavapipe (conv kernels 555 -> 480 ms,
 /// docs/performance.md).
 /// SAFETY (of creating modules with these): every loop in shaders/ counts up to a shape
-/// extent or halves a constant, so it ends; every divisor is a shape extent or stride, which
-/// the launchers in ops/ check to be nonzero before anything is dispatched, or a tile size,
-/// which ops::matmul::Tiling::new checks.
+/// extent or to a u32 the host wrote (embedding.wgsl's backward walks its index: a u32
+/// counter rising to a u32 bound ends whatever the bound), or halves a constant, so it ends;
+/// every divisor is a shape extent or stride, which the launchers in ops/ check to be
+/// nonzero before anything is dispatched, or a tile size, which ops::matmul::Tiling::new
+/// checks.
 pub const RUNTIME_CHECKS: wgpu::ShaderRuntimeChecks = wgpu::ShaderRuntimeChecks {
     bounds_checks: true,
     ..wgpu::ShaderRuntimeChecks::unchecked()

@@ -1,4 +1,5 @@
-//! f32 tensors on the GPU: a buffer, an element offset into it and a shape.
+//! f32 tensors on the GPU, and u32 ones (token ids, lengths, indices, written with
+//! [`Tensor::write_u32`]): a buffer, an element offset into it and a shape.
 //!
 //! Many tensors may view one buffer (parameters, gradients and Adam moments each live in one
 //! flat buffer with named views); a view's offset is in elements and kernels receive it in
@@ -115,6 +116,16 @@ impl Tensor {
 
     /// Overwrite the view with host data (queued; lands before the next submission).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
+        self.write_words(gpu, bytemuck::cast_slice(data))
+    }
+
+    /// Overwrite the view with u32 words (token ids, lengths, indices), which the kernels
+    /// bind as `array<u32>`: a view counts 4-byte elements whatever they hold.
+    pub fn write_u32(&self, gpu: &Gpu, data: &[u32]) -> Result<()> {
+        self.write_words(gpu, bytemuck::cast_slice(data))
+    }
+
+    fn write_words(&self, gpu: &Gpu, data: &[[u8; 4]]) -> Result<()> {
         if data.len() != self.len() {
             return Err(Error::Shape {
                 kernel: "write",

@@ -8,9 +8,11 @@ pub mod adam;
 pub mod conv2d;
 pub mod copy_rows;
 pub mod elementwise;
+pub mod embedding;
 pub mod gru;
 pub mod infonce;
 pub mod layer_norm;
+pub mod masked_mean;
 pub mod matmul;
 pub mod mean_pool;
 pub mod patches;
@@ -43,5 +45,7 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         layout_of::<conv2d::Conv2dTiledParams>(),
         layout_of::<softmax_xent::SoftmaxXentParams>(),
         layout_of::<transpose::TransposeParams>(),
+        layout_of::<embedding::EmbeddingParams>(),
+        layout_of::<masked_mean::MaskedMeanParams>(),
     ]
 }

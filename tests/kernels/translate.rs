@@ -35,6 +35,28 @@ fn plan_workloads(gpu: &Gpu) {
     // The frames' transpose of a 1-D encoder (no preset plans one yet).
     let t = Tensor::zeros(gpu, "planned", &[60]).unwrap();
     cpc::ops::transpose::launch(gpu, &t, [2, 5, 6], &t.view(0, &[60])).unwrap();
+    plan_sentence_encoder_kernels(gpu);
+}
+
+/// The text encoder's own kernels: the embedding lookup and its backward, the mean over
+/// each sentence's words and its backward (no preset plans them yet).
+fn plan_sentence_encoder_kernels(gpu: &Gpu) {
+    use cpc::ops::embedding::{self, Embedding, Tokens};
+    use cpc::ops::masked_mean;
+    let shape = Embedding {
+        sentences: 3,
+        width: 5,
+        vocab: 13,
+        dim: 7,
+    };
+    let tokens = Tokens::new(gpu, shape).unwrap();
+    let t = |shape: &[usize]| Tensor::zeros(gpu, "planned", shape).unwrap();
+    let (table, out) = (t(&shape.table_shape()), t(&shape.out_shape()));
+    embedding::forward(gpu, &tokens, &table, &out).unwrap();
+    embedding::backward(gpu, &tokens, &out, &table).unwrap();
+    let (dims, y) = ([3, 7, 5], t(&[3, 7]));
+    masked_mean::forward(gpu, &out, &tokens.lengths, dims, &y).unwrap();
+    masked_mean::backward(gpu, &y, &tokens.lengths, dims, &out, false).unwrap();
 }
 
 /// The models (tiny, small with layer norm) and the probe: every reduction kernel.
