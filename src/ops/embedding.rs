@@ -38,9 +38,8 @@
 use crate::error::{shape_err, Result};
 use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
 
-/// The padding id: positions past a sentence's length. The data side's vocabulary gives id
-/// 0 to its padding token (data::text::vocab::PAD): the same id.
-pub const PAD: u32 = 0;
+/// The padding id: positions past a sentence's length, the vocabulary's padding token.
+pub use crate::data::text::vocab::PAD;
 
 crate::uniform_struct! {
     /// WGSL twin: EmbeddingParams in shaders/embedding.wgsl.
