@@ -651,3 +651,84 @@ fn labelled_sentences_encode_to_offsets_with_empty_ones() {
     assert_eq!((s.len(), s.length(1)), (3, 0));
     assert!(Sentences::new().is_empty());
 }
+
+// ---------------------------------------------------------------- the training loader
+
+/// The synthetic training split cut into passages of 4 sentences, served 8 at a time.
+fn loader(seed: u64, state: cpc::data::LoaderState) -> text::TextLoader {
+    let set = synthetic(0, Split::Train);
+    let vocab = Vocabulary::build(&set, 500).unwrap();
+    let passage = PassageConfig {
+        sentences: 4,
+        max_words: 12,
+    };
+    text::TextLoader::new(&set, &vocab, &passage, 8, seed, state).unwrap()
+}
+
+#[test]
+fn the_loader_serves_shuffled_epochs_deterministically_and_resumes() {
+    use cpc::data::LoaderState;
+    let mut a = loader(3, LoaderState::default());
+    let mut b = loader(3, LoaderState::default());
+    let per_epoch = a.batches_per_epoch() as usize;
+    assert_eq!(per_epoch, a.passages() / 8);
+    assert!(per_epoch >= 3, "{} passages", a.passages());
+    // One epoch visits every passage at most once (by its origin), in batches of 8 x 4.
+    let mut seen = std::collections::HashSet::new();
+    let mut epoch = Vec::new();
+    for _ in 0..per_epoch {
+        let batch = a.next_batch().unwrap();
+        assert_eq!((batch.len(), batch.sentences.len()), (8, 32));
+        assert_eq!(batch.sentences.offsets[0], 0);
+        for &origin in &batch.origins {
+            assert!(seen.insert(origin), "{origin:?} twice in one epoch");
+        }
+        assert_eq!(batch, b.next_batch().unwrap(), "same seed, same batches");
+        epoch.push(batch);
+    }
+    assert_eq!(
+        a.state(),
+        LoaderState {
+            epoch: 1,
+            position: 0
+        }
+    );
+    // The next epoch is another shuffle; a loader started at its state serves the same.
+    let state = a.state();
+    let next = a.next_batch().unwrap();
+    assert_ne!(next.origins, epoch[0].origins);
+    assert_eq!(loader(3, state).next_batch().unwrap(), next);
+    // Mid-epoch too.
+    let mid = LoaderState {
+        epoch: 0,
+        position: 16,
+    };
+    assert_eq!(loader(3, mid).next_batch().unwrap(), epoch[2]);
+    // Another seed, another order.
+    assert_ne!(
+        loader(4, LoaderState::default())
+            .next_batch()
+            .unwrap()
+            .origins,
+        epoch[0].origins
+    );
+}
+
+#[test]
+fn a_set_of_fewer_passages_than_a_batch_is_refused() {
+    let set = synthetic(0, Split::Test);
+    let vocab = Vocabulary::build(&set, 100).unwrap();
+    let passage = PassageConfig {
+        sentences: 4,
+        max_words: 12,
+    };
+    let n = cut_passages(&set, &vocab, &passage).unwrap().passages.len();
+    let err = text::TextLoader::new(&set, &vocab, &passage, n + 1, 0, Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!("{n} passages")) && err.contains("synthetic"),
+        "{err}"
+    );
+}

@@ -13,6 +13,8 @@
 //! - [`passages`]: a set cut into passages of L consecutive sentences, truncated to a word
 //!   limit, as flat token ids and per-sentence offsets ([`Sentences`]): the model's batch
 //!   unit, B passages of L sentences, is [`Passages::gather`] of B of them.
+//! - [`loader`]: [`TextLoader`], batch after batch of B passages in a shuffled, resumable
+//!   order.
 //!
 //! Every text file is UTF-8 (a leading byte-order mark is dropped); one that is not, or is
 //! over [`MAX_FILE_BYTES`], is a bad file: an error naming it (and for bad UTF-8 the byte
@@ -23,6 +25,7 @@
 
 pub mod folder;
 pub mod labelled;
+pub mod loader;
 pub mod passages;
 pub mod segment;
 pub mod synthetic;
@@ -36,6 +39,7 @@ use crate::error::Result;
 
 pub use folder::TextFolder;
 pub use labelled::LabelledSentences;
+pub use loader::TextLoader;
 pub use passages::{cut_passages, PassageConfig, Passages, Sentences};
 pub use segment::TokenizerConfig;
 pub use synthetic::{SyntheticConfig, SyntheticText};
