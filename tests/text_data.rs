@@ -732,3 +732,34 @@ fn a_set_of_fewer_passages_than_a_batch_is_refused() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- the probe's input row
+
+#[test]
+fn the_bag_of_words_counts_each_sentences_words_over_its_length() {
+    use cpc::eval::input::{bag_of_words, BAG_WORDS};
+    let dir = TestDir::new("bag");
+    let path = dir.path("probe.tsv");
+    std::fs::write(&path, "a\tX y x.\nb\tZ w w w.\na\t...\nb\tY\n").unwrap();
+    let set = LabelledSentences::open(Some(&path), &TextOptions::default()).unwrap();
+    // Ids: <pad> 0, <unk> 1, x 2, y 3; z and w are unknown.
+    let v = Vocabulary::from_words(words(&["<pad>", "<unk>", "x", "y"]), LOWER).unwrap();
+    let f = bag_of_words(&set, &v, 3).unwrap();
+    assert_eq!(f.dim, 3, "<unk>, x, y");
+    assert_eq!(f.labels.as_deref(), Some(&[0, 1, 0, 1][..]));
+    let third = 1.0 / 3.0;
+    assert_eq!(f.row(0), [0.0, 2.0 * third, third]);
+    // Cut to its first 3 words: "z w w", all unknown.
+    assert_eq!(f.row(1), [1.0, 0.0, 0.0]);
+    assert_eq!(f.row(2), [0.0, 0.0, 0.0], "punctuation only: no words");
+    assert_eq!(f.row(3), [0.0, 0.0, 1.0]);
+    assert_eq!(f.names[3], "probe.tsv:4");
+    // A vocabulary wider than the cap: its rarest words count as unknown.
+    let mut many = words(&["<pad>", "<unk>"]);
+    many.extend((0..BAG_WORDS + 5).map(|i| format!("w{i}")));
+    many.push("x".into());
+    let v = Vocabulary::from_words(many, LOWER).unwrap();
+    let f = bag_of_words(&set, &v, 8).unwrap();
+    assert_eq!(f.dim, BAG_WORDS);
+    assert_eq!(f.row(0)[0], 1.0, "x is past the cap");
+}

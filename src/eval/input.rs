@@ -11,9 +11,14 @@
 //!   baseline reached 17.6 % on LibriSpeech speakers, CPC 97.4 %), over the same fixed
 //!   windows the model's features are computed on ([`log_mel_features`]).
 //!
-//! Both are plain host code; the probe standardises them like any other features.
+//! - Text: a bag of words per sentence over the vocabulary's most frequent words
+//!   ([`bag_of_words`]).
+//!
+//! All are plain host code; the probe standardises them like any other features.
 
 use crate::data::audio::{fixed_windows, AudioSet, Clips, LogMel, OnShort};
+use crate::data::text::vocab::UNK;
+use crate::data::text::{LabelledSentences, Vocabulary};
 use crate::data::{par_map, Dataset, Sequential};
 use crate::error::{Error, Result};
 use crate::eval::features::{class_names, Features};
@@ -275,4 +280,38 @@ mod tests {
         assert_eq!(pixel_side(32, 50_000, 128 << 20), 14);
         assert_eq!(pixel_side(32, 1 << 30, 16), 1);
     }
+}
+
+/// Most words of the bag-of-words input: the probe's classifier is [`BAG_WORDS`] wide.
+pub const BAG_WORDS: usize = 2048;
+
+/// The bag-of-words input of every sentence of `set`: one column for the unknown token and
+/// one for each of the vocabulary's most frequent words up to [`BAG_WORDS`] columns in all
+/// (ids UNK.., the vocabulary's frequency order; rarer words count as unknown), each
+/// sentence's word counts over its first `max_words` words divided by that length (an
+/// empty sentence a row of zeros), labelled by class, in order.
+pub fn bag_of_words(
+    set: &LabelledSentences,
+    vocab: &Vocabulary,
+    max_words: usize,
+) -> Result<Features> {
+    let sentences = set.encode(vocab, max_words)?;
+    let unk = UNK as usize;
+    let dim = (vocab.len() - unk).min(BAG_WORDS);
+    let mut data = vec![0.0f32; sentences.len() * dim];
+    for (k, row) in data.chunks_exact_mut(dim).enumerate() {
+        let ids = sentences.sentence(k);
+        for &id in ids {
+            let column = (id as usize).checked_sub(unk).filter(|&c| c < dim);
+            row[column.unwrap_or(0)] += 1.0 / ids.len() as f32;
+        }
+    }
+    Ok(Features {
+        dim,
+        data,
+        labels: Some(set.labels().to_vec()),
+        names: (0..set.len()).map(|i| set.name(i).to_string()).collect(),
+        class_names: Some(set.class_names().to_vec()),
+        indices: (0..set.len()).collect(),
+    })
 }
