@@ -553,6 +553,7 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
         params: params.clone(),
         moments: None,
         loader: None,
+        vocabulary: None,
     }
     .save()
     .unwrap();

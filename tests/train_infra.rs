@@ -1032,3 +1032,51 @@ fn bad_audio_configurations_name_the_field() {
         }
     }
 }
+
+// ---------------------------------------------------------------- a text model's vocabulary
+
+#[test]
+fn the_vocabulary_travels_in_the_checkpoint_and_a_corrupt_one_is_refused() {
+    use cpc::data::text::{vocab, TokenizerConfig, Vocabulary};
+    use cpc::train::model_checkpoint::ModelCheckpoint;
+    let dir = std::env::temp_dir().join(format!("cpc-vocab-ck-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("text.safetensors");
+    let config = Config::preset("tiny").unwrap();
+    let words = ["<pad>", "<unk>", "the", "über", "ß"]
+        .map(String::from)
+        .to_vec();
+    let v = Vocabulary::from_words(words, TokenizerConfig { lowercase: false }).unwrap();
+    let ck = ModelCheckpoint {
+        path: path.clone(),
+        params: config.model.layout().init(0),
+        config,
+        step: 3,
+        moments: None,
+        loader: None,
+        vocabulary: Some(v.clone()),
+    };
+    ck.save().unwrap();
+    let back = ModelCheckpoint::read(&path, None).unwrap();
+    assert_eq!(back.vocabulary.as_ref(), Some(&v));
+    assert_eq!(back.vocabulary.unwrap().tokenizer().lowercase, false);
+    // The stored form with a word twice: refused, naming the file and the metadata key.
+    let mut raw = Checkpoint::load(&path).unwrap();
+    let json = raw.metadata[vocab::METADATA_KEY].replace("\"the\"", "\"ß\"");
+    raw.metadata.insert(vocab::METADATA_KEY.into(), json);
+    raw.save(&path).unwrap();
+    let text = ModelCheckpoint::read(&path, None).unwrap_err().to_string();
+    assert!(
+        text.contains("text.safetensors") && text.contains(vocab::METADATA_KEY),
+        "{text}"
+    );
+    // Without one (images, audio): None.
+    let mut raw = Checkpoint::load(&path).unwrap();
+    raw.metadata.remove(vocab::METADATA_KEY);
+    raw.save(&path).unwrap();
+    assert!(ModelCheckpoint::read(&path, None)
+        .unwrap()
+        .vocabulary
+        .is_none());
+    fs::remove_dir_all(&dir).unwrap();
+}

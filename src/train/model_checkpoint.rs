@@ -6,7 +6,8 @@
 //!   under `optimizer.exp_avg.<name>` and `optimizer.exp_avg_sq.<name>`;
 //! - metadata `format` ([`CHECKPOINT_FORMAT`]), `step` (optimiser steps done), `config`
 //!   (the whole configuration as TOML), `fingerprint` (of its model fields), `seed`, and the
-//!   data loader's `loader_epoch` and `loader_position`.
+//!   data loader's `loader_epoch` and `loader_position`; a text model's also its
+//!   `vocabulary` (data::text::vocab's stored form), so that the checkpoint reads text alone.
 //!
 //! What [`ModelCheckpoint::read`] refuses, naming the file and the reason: another format
 //! version; a configuration this version cannot read, or whose fingerprint does not match;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint::Checkpoint;
 use super::config::Config;
+use crate::data::text::vocab::{self, Vocabulary};
 use crate::data::LoaderState;
 use crate::error::{Error, Result};
 use crate::model::ParamLayout;
@@ -51,6 +53,8 @@ pub struct ModelCheckpoint {
     pub moments: Option<Moments>,
     /// Where the data loader stands; needed to resume.
     pub loader: Option<LoaderState>,
+    /// The words a text model's token ids stand for (None for images and audio).
+    pub vocabulary: Option<Vocabulary>,
 }
 
 fn err(path: &Path, message: impl Into<String>) -> Error {
@@ -145,6 +149,12 @@ impl ModelCheckpoint {
                 ))
             }
         };
+        let vocabulary = (ck.meta(vocab::METADATA_KEY))
+            .map(|json| {
+                Vocabulary::from_json(json)
+                    .map_err(|e| err(path, format!("its `{}` metadata: {e}", vocab::METADATA_KEY)))
+            })
+            .transpose()?;
         let layout = config.model.layout();
         let (params, moments) = flat_tensors(&layout, &ck, path)?;
         Ok(ModelCheckpoint {
@@ -154,6 +164,7 @@ impl ModelCheckpoint {
             params,
             moments,
             loader,
+            vocabulary,
         })
     }
 
@@ -218,6 +229,9 @@ impl ModelCheckpoint {
         if let Some(l) = self.loader {
             meta.push(("loader_epoch", l.epoch.to_string()));
             meta.push(("loader_position", l.position.to_string()));
+        }
+        if let Some(v) = &self.vocabulary {
+            meta.push((vocab::METADATA_KEY, v.to_json()));
         }
         for (k, v) in meta {
             ck.metadata.insert(k.into(), v);

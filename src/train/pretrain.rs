@@ -621,6 +621,7 @@ impl Bookkeeping<'_> {
                 exp_avg_sq: model.buffers.v.read(gpu)?,
             }),
             loader: Some(loader),
+            vocabulary: None,
         })
     }
 
