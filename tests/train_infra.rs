@@ -1059,7 +1059,7 @@ fn the_vocabulary_travels_in_the_checkpoint_and_a_corrupt_one_is_refused() {
     ck.save().unwrap();
     let back = ModelCheckpoint::read(&path, None).unwrap();
     assert_eq!(back.vocabulary.as_ref(), Some(&v));
-    assert_eq!(back.vocabulary.unwrap().tokenizer().lowercase, false);
+    assert!(!back.vocabulary.unwrap().tokenizer().lowercase);
     // The stored form with a word twice: refused, naming the file and the metadata key.
     let mut raw = Checkpoint::load(&path).unwrap();
     let json = raw.metadata[vocab::METADATA_KEY].replace("\"the\"", "\"ß\"");

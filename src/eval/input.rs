@@ -195,6 +195,40 @@ pub fn log_mel_features(
     Ok(out)
 }
 
+/// Most words of the bag-of-words input: the probe's classifier is [`BAG_WORDS`] wide.
+pub const BAG_WORDS: usize = 2048;
+
+/// The bag-of-words input of every sentence of `set`: one column for the unknown token and
+/// one for each of the vocabulary's most frequent words up to [`BAG_WORDS`] columns in all
+/// (ids UNK.., the vocabulary's frequency order; rarer words count as unknown), each
+/// sentence's word counts over its first `max_words` words divided by that length (an
+/// empty sentence a row of zeros), labelled by class, in order.
+pub fn bag_of_words(
+    set: &LabelledSentences,
+    vocab: &Vocabulary,
+    max_words: usize,
+) -> Result<Features> {
+    let sentences = set.encode(vocab, max_words)?;
+    let unk = UNK as usize;
+    let dim = (vocab.len() - unk).min(BAG_WORDS);
+    let mut data = vec![0.0f32; sentences.len() * dim];
+    for (k, row) in data.chunks_exact_mut(dim).enumerate() {
+        let ids = sentences.sentence(k);
+        for &id in ids {
+            let column = (id as usize).checked_sub(unk).filter(|&c| c < dim);
+            row[column.unwrap_or(0)] += 1.0 / ids.len() as f32;
+        }
+    }
+    Ok(Features {
+        dim,
+        data,
+        labels: Some(set.labels().to_vec()),
+        names: (0..set.len()).map(|i| set.name(i).to_string()).collect(),
+        class_names: Some(set.class_names().to_vec()),
+        indices: (0..set.len()).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,38 +314,4 @@ mod tests {
         assert_eq!(pixel_side(32, 50_000, 128 << 20), 14);
         assert_eq!(pixel_side(32, 1 << 30, 16), 1);
     }
-}
-
-/// Most words of the bag-of-words input: the probe's classifier is [`BAG_WORDS`] wide.
-pub const BAG_WORDS: usize = 2048;
-
-/// The bag-of-words input of every sentence of `set`: one column for the unknown token and
-/// one for each of the vocabulary's most frequent words up to [`BAG_WORDS`] columns in all
-/// (ids UNK.., the vocabulary's frequency order; rarer words count as unknown), each
-/// sentence's word counts over its first `max_words` words divided by that length (an
-/// empty sentence a row of zeros), labelled by class, in order.
-pub fn bag_of_words(
-    set: &LabelledSentences,
-    vocab: &Vocabulary,
-    max_words: usize,
-) -> Result<Features> {
-    let sentences = set.encode(vocab, max_words)?;
-    let unk = UNK as usize;
-    let dim = (vocab.len() - unk).min(BAG_WORDS);
-    let mut data = vec![0.0f32; sentences.len() * dim];
-    for (k, row) in data.chunks_exact_mut(dim).enumerate() {
-        let ids = sentences.sentence(k);
-        for &id in ids {
-            let column = (id as usize).checked_sub(unk).filter(|&c| c < dim);
-            row[column.unwrap_or(0)] += 1.0 / ids.len() as f32;
-        }
-    }
-    Ok(Features {
-        dim,
-        data,
-        labels: Some(set.labels().to_vec()),
-        names: (0..set.len()).map(|i| set.name(i).to_string()).collect(),
-        class_names: Some(set.class_names().to_vec()),
-        indices: (0..set.len()).collect(),
-    })
 }

@@ -45,7 +45,7 @@ impl TextLoader {
         let n = cut.passages.len();
         if batch == 0 || n < batch {
             return Err(Error::Data {
-                path: set.describe().into(),
+                path: set.describe(),
                 message: format!(
                     "{n} passages of {} sentences, fewer than one batch of {batch}",
                     passage.sentences
