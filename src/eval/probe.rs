@@ -831,10 +831,7 @@ pub type SetLabels<'a> = (Option<Vec<u32>>, Option<Vec<String>>, &'a str);
 /// example's label, None when one has none, its class names, and its source) are labelled,
 /// else the error names the set with `unlabelled`, and share their classes
 /// ([`align_labels`]).
-pub fn check_labelled(
-    sets: [SetLabels; 2],
-    unlabelled: &str,
-) -> Result<()> {
+pub fn check_labelled(sets: [SetLabels; 2], unlabelled: &str) -> Result<()> {
     for (labels, _, source) in &sets {
         if labels.is_none() {
             return Err(Error::Data {
