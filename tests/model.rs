@@ -264,6 +264,7 @@ fn the_memory_estimate_matches_a_real_plan() {
         Spec::Vision(tiny()),
         Spec::Vision(narrow_with_norm()),
         Spec::Audio(small_audio(true)),
+        Spec::Text(small_text()),
     ] {
         let est = Estimate::new(gpu(), &spec).unwrap();
         let init = ParamLayout::new(&spec).init(0);
