@@ -108,3 +108,14 @@ pub(crate) fn shape_err<T>(kernel: &'static str, message: impl Into<String>) -> 
         message: message.into(),
     })
 }
+
+/// The error of a command or option that does not take text models yet: the text model
+/// (model::text) plans and trains on sentences given to it, but the text loader, probe and
+/// embed are still to come (issue 12).
+pub(crate) fn text_not_yet(what: &str) -> Error {
+    Error::Config(format!(
+        "{what} does not take text models yet: a text model trains on sentences its caller \
+         gives it (CpcModel::set_inputs with a PaddedSentences), but this command's text \
+         data path is still to come (issue 12)"
+    ))
+}

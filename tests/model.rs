@@ -4,9 +4,11 @@
 use cpc::cpu;
 use cpc::gpu::{Gpu, Kernels};
 use cpc::model::{
-    AudioSpec, Conv1dSpec, ConvSpec, CpcModel, ModelSpec, ParamLayout, Spec, StageSpec,
+    AudioSpec, Conv1dSpec, ConvSpec, CpcModel, Examples, ModelSpec, ParamLayout, Spec, StageSpec,
+    TextSpec,
 };
 use cpc::ops::adam::AdamConfig;
+use cpc::ops::embedding::PaddedSentences;
 use rand::Rng;
 
 mod common;
@@ -120,12 +122,12 @@ fn crops(spec: &ModelSpec, batch: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Run forward and backward once on the GPU; return (stats, flat gradients).
-fn gpu_step(
+fn gpu_step<'a>(
     gpu: &Gpu,
     spec: impl Into<Spec>,
     batch: usize,
     params: &[f32],
-    x: &[f32],
+    x: impl Into<Examples<'a>>,
     seed: u32,
 ) -> (Vec<f32>, Vec<f32>) {
     let model = CpcModel::new(gpu, spec, batch, params, AdamConfig::default()).unwrap();
@@ -137,15 +139,33 @@ fn gpu_step(
     )
 }
 
-/// The model's forward and gradients on `gpu` against the CPU reference (see the module).
+/// The model's forward and gradients on `gpu` against the CPU reference (see the module),
+/// on random f32 examples.
 fn check_model(gpu: &Gpu, spec: impl Into<Spec>, batch: usize, samples_per_tensor: usize) {
     let spec = &spec.into();
+    check_model_on(
+        gpu,
+        spec,
+        batch,
+        &inputs(spec, batch, 8),
+        samples_per_tensor,
+    );
+}
+
+/// [`check_model`] on the examples `x`.
+fn check_model_on<'a>(
+    gpu: &Gpu,
+    spec: &Spec,
+    batch: usize,
+    x: impl Into<Examples<'a>>,
+    samples_per_tensor: usize,
+) {
+    let x = x.into();
     let layout = ParamLayout::new(spec);
     let params = layout.init(7);
-    let x = inputs(spec, batch, 8);
     let seed = 5;
-    let (stats, grads) = gpu_step(gpu, spec, batch, &params, &x, seed);
-    let reference = cpu::model::loss(spec, &params, &x, batch, seed);
+    let (stats, grads) = gpu_step(gpu, spec, batch, &params, x, seed);
+    let reference = cpu::model::loss(spec, &params, x, batch, seed);
     // The forward: the loss matches the reference (f32 through ~10 layers vs f64 sums).
     let want = reference.stats();
     for (i, (g, w)) in stats.iter().zip(&want).enumerate() {
@@ -188,9 +208,9 @@ fn check_model(gpu: &Gpu, spec: impl Into<Spec>, batch: usize, samples_per_tenso
         for i in picks {
             let mut p = params.clone();
             p[v.offset + i] = params[v.offset + i] + h;
-            let up = cpu::model::loss(spec, &p, &x, batch, seed).loss;
+            let up = cpu::model::loss(spec, &p, x, batch, seed).loss;
             p[v.offset + i] = params[v.offset + i] - h;
-            let down = cpu::model::loss(spec, &p, &x, batch, seed).loss;
+            let down = cpu::model::loss(spec, &p, x, batch, seed).loss;
             let numeric = (up - down) / (2.0 * h as f64);
             let err = (g[i] as f64 - numeric).abs();
             // f32 activations limit what differences resolve: judge against the tensor's
@@ -244,6 +264,7 @@ fn the_memory_estimate_matches_a_real_plan() {
         Spec::Vision(tiny()),
         Spec::Vision(narrow_with_norm()),
         Spec::Audio(small_audio(true)),
+        Spec::Text(small_text()),
     ] {
         let est = Estimate::new(gpu(), &spec).unwrap();
         let init = ParamLayout::new(&spec).init(0);
@@ -657,16 +678,17 @@ fn assert_near(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-/// The audio model's forward on `gpu` against the CPU reference, every output NaN-filled
-/// before the run: the frames z (after the frame norm, where there is one), the contexts c,
-/// the scores, the loss and the accuracies (within one query's flip). With the frame norm
-/// each frame of z has mean 0 over its D channels and variance v / (v + eps), v the frame's
-/// own variance before the norm (gain 1, bias 0 at initialisation; above 0.9 for frames of
-/// v > 9e-5, 0 for constant frames): from the definition rather than the reference.
-fn check_audio_forward(gpu: &Gpu, spec: &AudioSpec) {
-    let batch = 3;
+/// The model's forward on `gpu` against the CPU reference on `x`, every output NaN-filled
+/// before the run: z, c, the scores, the loss and the accuracies (within one query's flip).
+/// Returns the reference's z and c.
+fn check_forward<'a>(
+    gpu: &Gpu,
+    spec: &Spec,
+    batch: usize,
+    x: impl Into<Examples<'a>>,
+) -> (Vec<f32>, Vec<f32>) {
+    let x = x.into();
     let params = ParamLayout::new(spec).init(11);
-    let x = inputs(&spec.into(), batch, 12);
     let model = CpcModel::new(gpu, spec, batch, &params, AdamConfig::default()).unwrap();
     for t in [&model.z, &model.c, &model.stats]
         .into_iter()
@@ -674,12 +696,15 @@ fn check_audio_forward(gpu: &Gpu, spec: &AudioSpec) {
     {
         t.fill(gpu, f32::NAN).unwrap();
     }
-    model.set_inputs(gpu, &x, 1, 0.0, 0).unwrap();
+    model.set_inputs(gpu, x, 1, 0.0, 0).unwrap();
     model.run(gpu, |m, pass| m.record_forward(pass)).unwrap();
-    let (z, c) = cpu::model::context(spec, &params, &x, batch, 0);
-    let want = cpu::model::loss(spec, &params, &x, batch, 0);
-    let (t, d) = (spec.frames(), spec.dim());
-    assert_eq!((z.len(), c.len()), (batch * t * d, batch * t * spec.hidden));
+    let (z, c) = cpu::model::context(spec, &params, x, batch, 0);
+    let want = cpu::model::loss(spec, &params, x, batch, 0);
+    let (rows, steps) = (spec.sequences(batch).rows(), spec.sequences(1).steps);
+    assert_eq!(
+        (z.len(), c.len()),
+        (rows * spec.dim(), rows * spec.hidden())
+    );
     assert_near("z", &model.z.read(gpu).unwrap(), &z, 1e-4);
     assert_near("c", &model.c.read(gpu).unwrap(), &c, 1e-4);
     for (k, scores) in model.scores.iter().enumerate() {
@@ -688,11 +713,28 @@ fn check_audio_forward(gpu: &Gpu, spec: &AudioSpec) {
     }
     let stats = model.read_stats(gpu).unwrap();
     assert!((stats.loss - want.loss as f32).abs() <= 1e-4 * want.loss as f32);
-    for (k, &o) in spec.offsets.iter().enumerate() {
-        let one_query = 1.0 / (batch * (t - o)) as f32 + 1e-6;
+    for (k, &o) in spec.offsets().iter().enumerate() {
+        let one_query = 1.0 / (batch * (steps - o)) as f32 + 1e-6;
         assert!((stats.loss_k[k] - want.loss_k[k] as f32).abs() <= 1e-4 * want.loss_k[k] as f32);
         assert!((stats.accuracy_k[k] - want.accuracy_k[k] as f32).abs() <= one_query);
     }
+    // frames() reads z and c again through the blocking path.
+    let (fz, fc) = model.frames(gpu, x).unwrap();
+    assert_near("frames z", &fz, &z, 1e-4);
+    assert_near("frames c", &fc, &c, 1e-4);
+    (z, c)
+}
+
+/// The audio model's forward on `gpu` against the CPU reference ([`check_forward`]): the
+/// frames z after the frame norm, where there is one. With the frame norm
+/// each frame of z has mean 0 over its D channels and variance v / (v + eps), v the frame's
+/// own variance before the norm (gain 1, bias 0 at initialisation; above 0.9 for frames of
+/// v > 9e-5, 0 for constant frames): from the definition rather than the reference.
+fn check_audio_forward(gpu: &Gpu, spec: &AudioSpec) {
+    let batch = 3;
+    let x = inputs(&spec.into(), batch, 12);
+    let (z, _) = check_forward(gpu, &spec.into(), batch, &x);
+    let (t, d) = (spec.frames(), spec.dim());
     if spec.frame_norm {
         // A frame whose D channels were all equal (every ReLU off: the He-initialised
         // convs have no bias) normalises to zeros; most frames are not such.
@@ -892,5 +934,167 @@ fn an_absurd_audio_spec_is_an_error_not_a_panic() {
         let text = spec.validate().unwrap_err().to_string();
         assert!(text.contains(what), "{text}");
         assert!(CpcModel::new(gpu(), &spec, 1, &[], AdamConfig::default()).is_err());
+    }
+}
+
+// ---------------------------------------------------------------- text
+
+/// A small text model: 13 words (PAD and UNK included) of E = 5, sentences of up to 5
+/// words, a word conv of width 3 to D = 6, passages of 4 sentences, H = 7, offsets 1 and 2.
+fn small_text() -> TextSpec {
+    TextSpec {
+        vocab: 13,
+        max_words: 5,
+        embedding: 5,
+        kernel: 3,
+        channels: 6,
+        sentences: 4,
+        hidden: 7,
+        offsets: vec![1, 2],
+    }
+}
+
+/// `batch` passages of the spec's L sentences, their lengths cycling through 0 (empty), 1,
+/// W and values between, words drawn from a few (so that sentences repeat words) and
+/// spread over the vocabulary but PAD.
+fn passages(spec: &TextSpec, batch: usize, seed: u64) -> PaddedSentences {
+    let mut r = common::rng(seed);
+    let (w, n) = (spec.max_words, batch * spec.sentences);
+    let lengths = (0..n).map(|i| [0, 1, w, 3, 2, w - 1, 1][i % 7]);
+    let mut tokens = Vec::new();
+    let mut offsets = vec![0u32];
+    for len in lengths {
+        tokens.extend((0..len).map(|_| r.random_range(1..spec.vocab as u32)));
+        offsets.push(tokens.len() as u32);
+    }
+    PaddedSentences::from_offsets(&tokens, &offsets, w, spec.vocab).unwrap()
+}
+
+/// The text model's forward on `gpu` against the CPU reference ([`check_forward`]), and
+/// the sentence vectors z zero exactly for the empty sentences (and only for them: every
+/// other sentence has a ReLU on).
+fn check_text_forward(gpu: &Gpu, spec: &TextSpec) {
+    let batch = 3;
+    let x = passages(spec, batch, 12);
+    assert!(x.lengths().contains(&0) && x.lengths().contains(&1));
+    let (z, _) = check_forward(gpu, &spec.into(), batch, &x);
+    let d = spec.dim();
+    for (n, &len) in x.lengths().iter().enumerate() {
+        let row = &z[n * d..(n + 1) * d];
+        assert_eq!(
+            len == 0,
+            row.iter().all(|&v| v == 0.0),
+            "sentence {n} of {len} words: {row:?}"
+        );
+    }
+}
+
+#[test]
+fn text_model_forward_matches_the_reference_on_both_kernel_paths() {
+    for kernels in [Kernels::Cpu, Kernels::Gpu] {
+        check_text_forward(gpu_on(kernels), &small_text());
+    }
+}
+
+/// The whole text model's gradients (the embedding table through its CSR backward, the
+/// word conv, the GRU, the heads) against central differences of the CPU reference's
+/// loss: 3 passages of 4 sentences, empty and one-word sentences among them.
+#[test]
+fn text_model_gradients_match_finite_differences() {
+    let spec = small_text();
+    let x = passages(&spec, 3, 8);
+    check_model_on(gpu(), &(&spec).into(), 3, &x, 4);
+}
+
+#[test]
+fn a_text_model_takes_sentences_and_an_image_model_values() {
+    let spec = small_text();
+    let params = ParamLayout::new(&spec).init(1);
+    let model = CpcModel::new(gpu(), &spec, 2, &params, AdamConfig::default()).unwrap();
+    let values = vec![0.0f32; 40];
+    let err = model
+        .set_inputs(gpu(), &values, 1, 0.0, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("takes sentences"), "{err}");
+    // A batch of the wrong number of sentences is refused by the upload.
+    let err = model
+        .set_inputs(gpu(), &passages(&spec, 3, 1), 1, 0.0, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("12 sentences") && err.contains("8"), "{err}");
+    let vision = tiny();
+    let params = ParamLayout::new(&vision).init(1);
+    let model = CpcModel::new(gpu(), &vision, 1, &params, AdamConfig::default()).unwrap();
+    let err = (model.set_inputs(gpu(), &passages(&spec, 1, 1), 1, 0.0, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("takes f32 examples, not sentences"), "{err}");
+}
+
+#[test]
+fn the_text_presets_count_their_parameters() {
+    // Table V x E, conv D x E x K + D, GRU 3H (D + H) + 6H, heads 3 x D x H.
+    let count = |v: usize, e: usize, d: usize, h: usize| {
+        v * e + (d * e * 3 + d) + (3 * h * (d + h) + 6 * h) + 3 * d * h
+    };
+    for (name, want) in [
+        ("text", count(20000, 620, 2400, 2400)),
+        ("text-small", count(20000, 256, 1024, 1024)),
+        ("text-tiny", count(2048, 32, 64, 64)),
+    ] {
+        let config = cpc::train::Config::preset(name).unwrap();
+        let layout = config.model.layout();
+        assert_eq!(layout.count(), want, "{name}");
+        let spec = Spec::from(&config.model);
+        let text = spec.text().unwrap();
+        assert_eq!(
+            (text.kernel, spec.steps(), spec.offsets()[0]),
+            (3, 3, 1),
+            "{name}"
+        );
+        println!("{name}: {} parameters; {}", layout.count(), spec.describe());
+    }
+    assert_eq!(count(20000, 620, 2400, 2400), 68_720_800);
+    assert_eq!(count(20000, 256, 1024, 1024), 15_350_784);
+    assert_eq!(count(2048, 32, 64, 64), 108_992);
+    // PAD's row of the table starts at zero, the other rows N(0, 1).
+    let layout = ParamLayout::new(&small_text());
+    let init = layout.init(3);
+    let table = layout.slice(&init, "encoder.embedding.weight");
+    assert!(table[..5].iter().all(|&v| v == 0.0));
+    let rest = &table[5..];
+    let var = rest.iter().map(|v| v * v).sum::<f32>() / rest.len() as f32;
+    assert!((0.4..2.0).contains(&var), "{var}");
+}
+
+#[test]
+fn text_configurations_round_trip_and_bad_fields_are_named() {
+    use cpc::model::ModelConfig;
+    let tiny = cpc::train::Config::preset("text-tiny").unwrap();
+    let text = toml::to_string(&tiny.model).unwrap();
+    assert!(text.contains("modality = \"text\""), "{text}");
+    let back: ModelConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back, tiny.model);
+    let fingerprints: std::collections::HashSet<String> =
+        ["text", "text-small", "text-tiny", "audio-tiny", "tiny"]
+            .iter()
+            .map(|p| cpc::train::Config::preset(p).unwrap().model.fingerprint())
+            .collect();
+    assert_eq!(fingerprints.len(), 5);
+    for (toml, field) in [
+        ("[model.encoder]\nkernel = 4", "model.encoder.kernel"),
+        ("[model]\nsteps = 6", "model.sentences"),
+        ("[model]\nvocab_size = 2000000", "model.vocab_size"),
+        ("[model]\nvocab_size = 1", "model.vocab_size"),
+        ("[model]\nmax_words = 0", "model.max_words"),
+        ("[model]\nembedding = 100000", "model.embedding"),
+        ("[model]\nsentences = 1", "model.sentences"),
+        ("[model.encoder]\nchannels = 0", "model.encoder.channels"),
+    ] {
+        let err = cpc::train::Config::from_toml_overrides("text-tiny", toml)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{toml}: {err}");
     }
 }

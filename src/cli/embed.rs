@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::cli::{AdapterArgs, CheckpointArgs};
 use crate::data::{Format, OnBadFile, Split};
-use crate::error::{Error, Result};
+use crate::error::{text_not_yet, Error, Result};
 use crate::eval::audio::AudioEncoder;
 use crate::model::ModelConfig;
 
@@ -69,6 +69,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
             )?;
             (source, features)
         }
+        ModelConfig::Text(_) => return Err(text_not_yet("cpc embed")),
         ModelConfig::Audio(_) => {
             let (set, source) = crate::eval::audio::open_eval_audio(
                 args.data.as_deref(),

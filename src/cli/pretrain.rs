@@ -9,7 +9,7 @@ use clap::Args;
 use crate::cli::{at_least_one, print_notes, AdapterArgs};
 use crate::data::audio::OnShort;
 use crate::data::{Format, OnBadFile};
-use crate::error::{Error, Result};
+use crate::error::{text_not_yet, Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::{ModelConfig, Spec};
@@ -220,6 +220,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
                 };
                 crate::data::audio::open(args.data.as_deref(), &open)?.len()
             }
+            ModelConfig::Text(_) => return Err(text_not_yet("--epochs")),
         } as u64;
         let t = &mut cfg.train;
         t.total_steps = steps_for_epochs(epochs, n, t.batch)?;
@@ -284,6 +285,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let unit = match cfg.model {
         ModelConfig::Vision(_) => "images",
         ModelConfig::Audio(_) => "windows",
+        ModelConfig::Text(_) => "passages",
     };
     eprintln!("planned GPU memory: {}", s.memory);
     if let (Some((s0, first)), Some((s1, last))) = (s.history.first(), s.history.last()) {
@@ -314,6 +316,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         let what = match cfg.model {
             ModelConfig::Vision(_) => "unreadable or too small images",
             ModelConfig::Audio(_) => "unreadable files or clips shorter than a window",
+            ModelConfig::Text(_) => "unreadable files",
         };
         eprintln!("skipped {} {what}", s.skipped_images);
     }

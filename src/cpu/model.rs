@@ -2,13 +2,15 @@
 //! the kernels' CPU references walking the same layer list as the GPU's plan
 //! (model::layers). Slow and clear: for gradient checks by finite differences and for
 //! comparing the GPU forward number for number. The modalities differ only in their items
-//! (patches or clips) and what follows the encoder (a mean over each patch, or each clip's
-//! frames and the frame norm); the encoder walk, the GRU and InfoNCE are one code.
+//! (patches, clips, or embedded sentences) and what follows the encoder (a mean over each
+//! patch, each clip's frames and the frame norm, or a mean over each sentence's words); the
+//! encoder walk, the GRU and InfoNCE are one code.
 
 use crate::cpu;
 use crate::model::audio::FRAME_NORM;
 use crate::model::layers::{LayerList, Op, NORM_EPS};
-use crate::model::{ParamLayout, Spec};
+use crate::model::text::EMBEDDING;
+use crate::model::{Examples, ParamLayout, Spec};
 use crate::ops::elementwise;
 use crate::ops::gru::Gru;
 use crate::ops::infonce::Infonce;
@@ -58,23 +60,48 @@ fn walk(
     acts
 }
 
-/// The vectors z [B * positions, D] of a batch of inputs (crops [B, 3, S, S] or clips
-/// [B, L]), in the layout of `spec.sequences(batch)`: the encoder's layer list walked over
-/// every item (an image's patches, cut with the jitter of `seed`; a clip as it is), then for
-/// vision the mean over each patch's final activation, for audio each clip's [D, T]
-/// transposed into its T frames and, with the frame norm, each frame normalised over its D
-/// channels.
-pub fn encode(
+/// The f32 values of `inputs`, or the sentences, for the spec's kind.
+fn values<'a>(inputs: Examples<'a>) -> &'a [f32] {
+    match inputs {
+        Examples::Values(x) => x,
+        Examples::Sentences(_) => panic!("an image or audio model takes f32 examples"),
+    }
+}
+
+/// The vectors z [B * positions, D] of a batch of inputs (crops [B, 3, S, S], clips
+/// [B, L], or B passages of L sentences), in the layout of `spec.sequences(batch)`: the
+/// encoder's layer list walked over every item (an image's patches, cut with the jitter of
+/// `seed`; a clip as it is; each sentence's embedded words [E, 1, W], PAD's positions 0),
+/// then for vision the mean over each patch's final activation, for audio each clip's
+/// [D, T] transposed into its T frames and, with the frame norm, each frame normalised over
+/// its D channels, for text the mean over each sentence's words (w < its length).
+///
+/// # Panics
+///
+/// When the examples are not of the spec's kind (f32 for vision and audio, sentences for
+/// text): a reference for tests, it has no error path.
+pub fn encode<'a>(
     spec: impl Into<Spec>,
     params: &[f32],
-    inputs: &[f32],
+    inputs: impl Into<Examples<'a>>,
     batch: usize,
     seed: u32,
 ) -> Vec<f32> {
-    let spec = spec.into();
+    let (spec, inputs) = (spec.into(), inputs.into());
     let layout = ParamLayout::new(&spec);
     let n = batch * spec.items();
     let x0 = match &spec {
+        Spec::Text(t) => {
+            let Examples::Sentences(s) = inputs else {
+                panic!("a text model takes sentences");
+            };
+            assert_eq!(s.sentences(), n, "B passages of L sentences");
+            let lookup = t.embedding(n);
+            let table = layout.slice(params, &format!("{EMBEDDING}.weight"));
+            let mut x0 = vec![0.0; lookup.out_shape().iter().product()];
+            cpu::embedding::forward(&lookup, s.ids(), table, &mut x0);
+            x0
+        }
         Spec::Vision(v) => {
             let geometry = Patches {
                 batch,
@@ -82,9 +109,9 @@ pub fn encode(
                 patch: v.patch(),
                 jitter: v.jitter,
             };
-            cpu::patches::forward(&geometry, inputs, seed)
+            cpu::patches::forward(&geometry, values(inputs), seed)
         }
-        Spec::Audio(_) => inputs.to_vec(),
+        Spec::Audio(_) => values(inputs).to_vec(),
     };
     let list = spec.layers();
     let out = &walk(&list, &layout, params, x0, n)[list.output()];
@@ -94,6 +121,12 @@ pub fn encode(
     match &spec {
         Spec::Vision(_) => cpu::mean_pool::forward(out, [n, d, positions], &mut z),
         Spec::Audio(_) => cpu::transpose::forward(out, [n, d, positions], &mut z),
+        Spec::Text(_) => {
+            let Examples::Sentences(s) = inputs else {
+                unreachable!("checked by the lookup")
+            };
+            cpu::masked_mean::forward(out, s.lengths(), [n, d, positions], &mut z)
+        }
     }
     if let Some(ln) = spec.frame_norm(batch * spec.positions()) {
         let frames = z.clone();
@@ -117,10 +150,10 @@ fn gru_weights(layout: &ParamLayout, params: &[f32]) -> cpu::gru::GruWeights {
 
 /// The vectors z [rows, D] of a batch ([`encode`]) and the GRU's contexts c [rows, H]
 /// along each sequence of `spec.sequences(batch)`.
-pub fn context(
+pub fn context<'a>(
     spec: impl Into<Spec>,
     params: &[f32],
-    inputs: &[f32],
+    inputs: impl Into<Examples<'a>>,
     batch: usize,
     seed: u32,
 ) -> (Vec<f32>, Vec<f32>) {
@@ -140,10 +173,10 @@ pub fn context(
 /// The loss, per-step losses and accuracies of a batch, as the GPU computes them: each
 /// head's predictions from the contexts of its queries, scored against every vector z of
 /// the batch.
-pub fn loss(
+pub fn loss<'a>(
     spec: impl Into<Spec>,
     params: &[f32],
-    inputs: &[f32],
+    inputs: impl Into<Examples<'a>>,
     batch: usize,
     seed: u32,
 ) -> cpu::infonce::InfonceReference {

@@ -262,7 +262,9 @@ pub fn compare_audio(
     let (z, c) = (pair(z), pair(c));
     let window = match Spec::from(&pretrained.config.model) {
         Spec::Audio(a) => a.window,
-        Spec::Vision(_) => unreachable!("AudioEncoder::new refused an image model"),
+        Spec::Vision(_) | Spec::Text(_) => {
+            unreachable!("AudioEncoder::new refused a model of another modality")
+        }
     };
     let mel = LogMel::new(LogMelConfig::default())?;
     let input = |set: &dyn AudioSet| log_mel_features(set, &mel, window, OnShort::Pad);

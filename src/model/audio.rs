@@ -162,18 +162,6 @@ impl AudioSpec {
                 self.window
             ));
         }
-        let t = self.frames();
-        if self.offsets.is_empty()
-            || self.offsets.windows(2).any(|w| w[0] >= w[1])
-            || self.offsets[0] == 0
-            || *self.offsets.last().unwrap() >= t
-        {
-            return bad(format!(
-                "prediction offsets {:?} must be ascending, not empty, and lie in 1..{t} \
-                 (the window's frames)",
-                self.offsets
-            ));
-        }
-        Ok(())
+        layers::check_offsets(&self.offsets, self.frames(), "the window's frames")
     }
 }

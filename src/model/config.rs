@@ -3,8 +3,8 @@
 //! checkpoint is only valid for the same model fields ([`ModelConfig::fingerprint`]);
 //! train::config adds the run (steps, learning rate, checkpoints) and the presets.
 //!
-//! Two modalities, told apart in TOML by `model.modality` (absent for vision, so that every
-//! vision configuration, and its fingerprint, reads as it did before audio existed):
+//! Three modalities, told apart in TOML by `model.modality` (absent for vision, so that
+//! every vision configuration, and its fingerprint, reads as it did before audio existed):
 //!
 //! ```toml
 //! [model]                      # vision          [model]                    # audio
@@ -20,6 +20,21 @@
 //! ...                                            stride = 5
 //!                                                padding = 3
 //!                                                channels = 512
+//! ```
+//!
+//! ```toml
+//! [model]                      # text
+//! modality = "text"
+//! vocab_size = 20000           # V: embedding rows, PAD and UNK included
+//! max_words = 32               # W: a padded sentence's positions
+//! embedding = 620              # E
+//! sentences = 8                # L: sentences a passage (the GRU's steps)
+//! hidden = 2400                # H
+//! steps = 3
+//! prediction_skip = 1
+//! [model.encoder]
+//! kernel = 3                   # K: the word conv's width, odd
+//! channels = 2400              # D
 //! ```
 //!
 //! # Limits
@@ -43,6 +58,10 @@
 //! | vision strides | 1..=[`MAX_STRIDE`] (8) |
 //! | model.encoder.stages | at most [`MAX_STAGES`] (16) |
 //! | blocks x convs_per_block | at most [`MAX_BLOCK_CONVS`] (1024) over all stages |
+//! | model.vocab_size (text) | [`MIN_VOCAB`]..=[`MAX_VOCAB`] (2..=2^20, data::text::vocab's bounds) |
+//! | model.max_words, model.sentences (text) | 1..=[`MAX_WORDS`] (4096), 2..=[`MAX_SENTENCES`] (4096) |
+//! | model.embedding, model.encoder.channels (text) | 1..=[`MAX_CHANNELS`] |
+//! | model.encoder.kernel (text) | odd, 1..=[`MAX_KERNEL`] (31) |
 //! | model.window (audio) | 1..=[`MAX_WINDOW`] (2^20 samples, 65 s at 16 kHz) |
 //! | model.encoder.convs (audio) | 1..=[`MAX_AUDIO_CONVS`] (64) convs |
 //! | audio conv kernel, stride, padding | 1..=[`MAX_AUDIO_KERNEL`] (2048), 1..=[`MAX_AUDIO_STRIDE`] (16), below the kernel |
@@ -55,10 +74,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::model::audio::{AudioSpec, Conv1dSpec};
-use crate::model::{ModelSpec, ParamLayout, Spec};
+pub use crate::model::text::{MAX_SENTENCES, MAX_WORDS};
+use crate::model::{ModelSpec, ParamLayout, Spec, TextSpec};
 
 /// The modalities a model may have, as `model.modality` names them.
-pub const MODALITIES: [&str; 2] = ["vision", "audio"];
+pub const MODALITIES: [&str; 3] = ["vision", "audio", "text"];
+
+/// Fewest and most rows of a text model's embedding table: the vocabulary's bounds.
+pub const MIN_VOCAB: usize = crate::data::text::vocab::MIN_SIZE;
+pub const MAX_VOCAB: usize = crate::data::text::vocab::MAX_SIZE;
 
 /// Largest crop side S, pixels (the presets use at most 256).
 pub const MAX_CROP: u32 = 4096;
@@ -112,6 +136,7 @@ pub const MAX_AUDIO_STRIDE: u32 = crate::ops::conv2d::MAX_STRIDE as u32;
 pub enum ModelConfig {
     Vision(VisionConfig),
     Audio(AudioConfig),
+    Text(TextConfig),
 }
 
 /// The prediction offsets skip, skip + 1, ..., skip + steps - 1 (saturating: validation
@@ -126,27 +151,35 @@ impl ModelConfig {
         match self {
             ModelConfig::Vision(_) => MODALITIES[0],
             ModelConfig::Audio(_) => MODALITIES[1],
+            ModelConfig::Text(_) => MODALITIES[2],
         }
     }
 
     pub fn vision(&self) -> Option<&VisionConfig> {
         match self {
             ModelConfig::Vision(v) => Some(v),
-            ModelConfig::Audio(_) => None,
+            _ => None,
         }
     }
 
     pub fn vision_mut(&mut self) -> Option<&mut VisionConfig> {
         match self {
             ModelConfig::Vision(v) => Some(v),
-            ModelConfig::Audio(_) => None,
+            _ => None,
         }
     }
 
     pub fn audio(&self) -> Option<&AudioConfig> {
         match self {
             ModelConfig::Audio(a) => Some(a),
-            ModelConfig::Vision(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn text(&self) -> Option<&TextConfig> {
+        match self {
+            ModelConfig::Text(t) => Some(t),
+            _ => None,
         }
     }
 
@@ -165,22 +198,26 @@ impl ModelConfig {
         match self {
             ModelConfig::Vision(v) => v.hidden,
             ModelConfig::Audio(a) => a.hidden,
+            ModelConfig::Text(t) => t.hidden,
         }
     }
 
-    /// D: the size of the encoder's vectors (patch vectors, frames).
+    /// D: the size of the encoder's vectors (patch vectors, frames, sentence vectors).
     pub fn code_dim(&self) -> u32 {
         match self {
             ModelConfig::Vision(v) => v.code_dim(),
             ModelConfig::Audio(a) => a.code_dim(),
+            ModelConfig::Text(t) => t.encoder.channels,
         }
     }
 
-    /// The offsets predicted (grid rows for vision, frames for audio), ascending.
+    /// The offsets predicted (grid rows for vision, frames for audio, sentences for text),
+    /// ascending.
     pub fn offsets(&self) -> Vec<u32> {
         match self {
             ModelConfig::Vision(v) => v.offsets(),
             ModelConfig::Audio(a) => a.offsets(),
+            ModelConfig::Text(t) => t.offsets(),
         }
     }
 
@@ -208,7 +245,21 @@ impl ModelConfig {
         match self {
             ModelConfig::Vision(v) => v.validate(),
             ModelConfig::Audio(a) => a.validate(),
+            ModelConfig::Text(t) => t.validate(),
         }
+    }
+}
+
+impl ModelConfig {
+    /// A non-vision model's fields with its `modality` key, as one TOML table.
+    fn with_modality<T: Serialize, S: Serializer>(
+        &self,
+        fields: &T,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let mut table = toml::Table::try_from(fields).map_err(serde::ser::Error::custom)?;
+        table.insert("modality".into(), self.modality().into());
+        table.serialize(serializer)
     }
 }
 
@@ -216,11 +267,8 @@ impl Serialize for ModelConfig {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
             ModelConfig::Vision(v) => v.serialize(serializer),
-            ModelConfig::Audio(a) => {
-                let mut table = toml::Table::try_from(a).map_err(serde::ser::Error::custom)?;
-                table.insert("modality".into(), self.modality().into());
-                table.serialize(serializer)
-            }
+            ModelConfig::Audio(a) => self.with_modality(a, serializer),
+            ModelConfig::Text(t) => self.with_modality(t, serializer),
         }
     }
 }
@@ -243,6 +291,7 @@ impl<'de> Deserialize<'de> for ModelConfig {
         match modality.as_str() {
             "vision" => value.try_into().map(ModelConfig::Vision),
             "audio" => value.try_into().map(ModelConfig::Audio),
+            "text" => value.try_into().map(ModelConfig::Text),
             _ => {
                 return Err(D::Error::custom(format!(
                     "unknown model.modality `{modality}`; the modalities are: {}",
@@ -349,6 +398,7 @@ impl From<&ModelConfig> for Spec {
         match m {
             ModelConfig::Vision(v) => Spec::Vision(ModelSpec::from(v)),
             ModelConfig::Audio(a) => Spec::Audio(AudioSpec::from(a)),
+            ModelConfig::Text(t) => Spec::Text(TextSpec::from(t)),
         }
     }
 }
@@ -368,6 +418,114 @@ impl From<&AudioConfig> for AudioSpec {
             hidden: a.hidden as usize,
             offsets: a.offsets().into_iter().map(|o| o as usize).collect(),
             frame_norm: a.encoder.frame_norm,
+        }
+    }
+}
+
+/// The text model (model::text): word embeddings, a 1-D conv of odd width along each
+/// sentence's words with a ReLU and the mean over its words give one vector of D channels
+/// per sentence; the GRU reads a passage's L sentences in order and predicts the sentence
+/// vectors prediction_skip.. ahead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    /// V: rows of the embedding table, PAD and UNK included (a vocabulary built from a
+    /// corpus may have fewer words: the rows past it never get a gradient).
+    pub vocab_size: u32,
+    /// W: positions of a padded sentence; longer sentences keep their first W words.
+    pub max_words: u32,
+    /// E: channels of a word's embedding.
+    pub embedding: u32,
+    /// L: consecutive sentences a passage, the GRU's sequence length.
+    pub sentences: u32,
+    /// H: GRU hidden size.
+    pub hidden: u32,
+    /// K: number of prediction offsets (sentences ahead).
+    pub steps: u32,
+    /// First sentence offset predicted (offsets are prediction_skip .. prediction_skip +
+    /// K - 1; 1 in the paper: the next sentence).
+    pub prediction_skip: u32,
+    pub encoder: TextEncoderConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextEncoderConfig {
+    /// The word conv's width, odd ('same' padding kernel / 2, stride 1).
+    pub kernel: u32,
+    /// D: the word conv's channels, the sentence vector's size.
+    pub channels: u32,
+}
+
+impl TextConfig {
+    /// The sentence offsets predicted: prediction_skip, prediction_skip + 1, ...
+    pub fn offsets(&self) -> Vec<u32> {
+        offsets(self.prediction_skip, self.steps)
+    }
+
+    /// Every field against its bound, in an order where each check only uses fields
+    /// already checked; then the planner's checks ([`TextSpec::validate`]: the parameter
+    /// count). Errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let u = |v: usize| v as u64;
+        check_range(
+            "model.vocab_size",
+            u(self.vocab_size as usize),
+            u(MIN_VOCAB),
+            u(MAX_VOCAB),
+        )?;
+        check_range("model.max_words", self.max_words as u64, 1, u(MAX_WORDS))?;
+        check_range(
+            "model.embedding",
+            self.embedding as u64,
+            1,
+            MAX_CHANNELS as u64,
+        )?;
+        check_range(
+            "model.sentences",
+            self.sentences as u64,
+            2,
+            u(MAX_SENTENCES),
+        )?;
+        check_range("model.hidden", self.hidden as u64, 1, MAX_HIDDEN as u64)?;
+        let kernel = self.encoder.kernel;
+        check_range("model.encoder.kernel", kernel as u64, 1, MAX_KERNEL as u64)?;
+        if kernel.is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "model.encoder.kernel = {kernel} must be odd (the word conv pads by kernel / 2 \
+                 at each end of a sentence)"
+            )));
+        }
+        let channels = self.encoder.channels as u64;
+        check_range("model.encoder.channels", channels, 1, MAX_CHANNELS as u64)?;
+        check_range("model.steps", self.steps as u64, 1, u(MAX_SENTENCES))?;
+        let skip = self.prediction_skip as u64;
+        check_range("model.prediction_skip", skip, 1, u(MAX_SENTENCES))?;
+        // Both at most MAX_SENTENCES: no overflow.
+        let last = skip + self.steps as u64 - 1;
+        if last >= self.sentences as u64 {
+            return Err(Error::Config(format!(
+                "model.prediction_skip = {skip} and model.steps = {}: the last offset, \
+                 prediction_skip + steps - 1 = {last}, must be below model.sentences = {} so \
+                 that every offset has a sentence to predict",
+                self.steps, self.sentences
+            )));
+        }
+        TextSpec::from(self).validate()
+    }
+}
+
+impl From<&TextConfig> for TextSpec {
+    fn from(t: &TextConfig) -> TextSpec {
+        TextSpec {
+            vocab: t.vocab_size as usize,
+            max_words: t.max_words as usize,
+            embedding: t.embedding as usize,
+            kernel: t.encoder.kernel as usize,
+            channels: t.encoder.channels as usize,
+            sentences: t.sentences as usize,
+            hidden: t.hidden as usize,
+            offsets: t.offsets().into_iter().map(|o| o as usize).collect(),
         }
     }
 }

@@ -4,37 +4,43 @@
 //!
 //! Forward, as a flat list:
 //!   input        vision: patches, crops [B, 3, S, S] -> x [N, 3, P, P], N = B G G (with
-//!                per-patch jitter); audio: each clip [1, 1, L] is an item as it is
+//!                per-patch jitter); audio: each clip [1, 1, L] is an item as it is; text:
+//!                the embedding lookup, token ids [N, W] -> x [N, E, 1, W], N = B L
 //!   encoder      the spec's layer list (model::layers) on every item: for vision the stem
 //!                conv, [norm], relu; per stage: down conv, [norm], relu, then residual
 //!                blocks h + f(relu(h)), f = (conv, [norm], relu)* ending in conv, [norm];
-//!                final relu; for audio 1-D convs, each with its relu. Planned in slices of
+//!                final relu; for audio 1-D convs, each with its relu; for text the word
+//!                conv 1 x K and its relu. Planned in slices of
 //!                examples, each with its own activations, so that every one binds
 //!                ([`slice_images`])
 //!   readout      vision: mean pool of each patch -> z [N, D]; audio: each clip's D x T
-//!                output transposed -> its T frames, z [B T, D]
+//!                output transposed -> its T frames, z [B T, D]; text: the mean over each
+//!                sentence's words (masked by its length) -> z [B L, D]
 //!   frame norm   audio with frame_norm only: each frame over its D channels -> z
 //!   gru          along each sequence (down each grid column, along each clip) -> c [rows, H]
 //!   heads        per step k: gather the query rows of c -> cq_k, p_k = cq_k W_k^T [Q_k, D]
 //!   infonce      scores p_k z^T, log-softmax, loss and accuracy -> stats [1 + 2K]
-//! Backward: the same list in reverse order. Parameter gradients accumulate (+=) into
+//! Backward: the same list in reverse order, down to the lookup's backward into the
+//! embedding table's gradient for text. Parameter gradients accumulate (+=) into
 //! `buffers.grads`, zeroed at the start of each step; activation gradients are overwritten
 //! by their first contribution and accumulated by later ones (the residual's two paths).
 
 use std::ops::Range;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Launch, Tensor};
 use crate::model::layers::{ConvGeometry, LayerList, Op, Shape, NORM_EPS};
-use crate::model::modality::Spec;
+use crate::model::modality::{Examples, Spec};
 use crate::model::params::{ParamBuffers, ParamLayout};
 use crate::ops::adam::{Adam, AdamConfig};
 use crate::ops::conv2d::{self, Activation, Conv2d};
 use crate::ops::copy_rows;
 use crate::ops::elementwise;
+use crate::ops::embedding::{self, Tokens};
 use crate::ops::gru::{self, Gru, GruWeights};
 use crate::ops::infonce::{self, Infonce};
 use crate::ops::layer_norm::{self, LayerNorm};
+use crate::ops::masked_mean;
 use crate::ops::matmul::{self, Matmul};
 use crate::ops::mean_pool;
 use crate::ops::patches::{self, Patches};
@@ -106,7 +112,7 @@ impl PlanLayer {
     }
 }
 
-/// The input items' activation index (the patches, or the clips).
+/// The input items' activation index (the patches, the clips, or the embedded sentences).
 const PATCHES: usize = 0;
 
 /// Each ReLU fused into the conv before it, where the conv's output feeds nothing but that
@@ -161,7 +167,8 @@ struct EncoderGraph {
     n: usize,
     /// [n, C, H, W] per activation the fused layers use (the input items given).
     acts: Vec<Option<Tensor>>,
-    /// The gradient of each activation but the input items and the folded ReLUs' outputs.
+    /// The gradient of each activation but the folded ReLUs' outputs and the input items
+    /// (which have one for text only: the lookup's backward reads it).
     grads: Vec<Option<Tensor>>,
     /// The activation the readout reads (mean pool or transpose): the encoder's output.
     pooled: usize,
@@ -224,10 +231,19 @@ impl EncoderGraph {
     }
 }
 
+/// Text's tensors of an encoder slice beside its items: the gradient of the embedded
+/// sentences [n, E, 1, W] (which the lookup's backward reads) and the sentences' lengths
+/// [n] (u32, which the masked mean reads).
+struct SentenceSlice {
+    d_items: Tensor,
+    lengths: Tensor,
+}
+
 /// What the modality does with the encoder's output y [n, D, h, w] of n items (and its
 /// gradient dy): vision averages each patch's positions into its row of z [n, D]; audio
-/// transposes each clip's [D, T] (h = 1) into its T frames, rows of z [n T, D]. Returns the
-/// forward launch and the backward one, which overwrites dy from dz.
+/// transposes each clip's [D, T] (h = 1) into its T frames, rows of z [n T, D]; text
+/// averages each sentence's positions w < its length (h = 1) into its row of z [n, D].
+/// Returns the forward launch and the backward one, which overwrites dy from dz.
 fn readout(
     gpu: &Gpu,
     spec: &Spec,
@@ -235,9 +251,18 @@ fn readout(
     out: Shape,
     (y, dy): (&Tensor, &Tensor),
     (z, dz): (&Tensor, &Tensor),
+    sentences: Option<&SentenceSlice>,
 ) -> Result<(Launch, Launch)> {
     let (d, positions) = (out.c, out.h * out.w);
     Ok(match spec {
+        Spec::Text(_) => {
+            let lengths = &sentences.expect("a text slice has its lengths").lengths;
+            let dims = [n, d, positions];
+            (
+                masked_mean::forward(gpu, y, lengths, dims, z)?,
+                masked_mean::backward(gpu, dz, lengths, dims, dy, false)?,
+            )
+        }
         Spec::Vision(_) => {
             let pooled = [n, d, positions];
             (
@@ -252,8 +277,9 @@ fn readout(
     })
 }
 
-/// Plan the encoder for the input items `x0` [n, C, H, W] of some examples (patches or
-/// clips): its activations and their gradients, the forward up to its rows of z and the
+/// Plan the encoder for the input items `x0` [n, C, H, W] of some examples (patches, clips
+/// or embedded sentences, the last with their [`SentenceSlice`]): its activations and
+/// their gradients (the items' own for text), the forward up to its rows of z and the
 /// backward from their gradient dz, whose parameter gradients accumulate into
 /// `buffers.grads` (so slices add up). Both walk the spec's layer list (model::layers), the
 /// backward in reverse, with the ReLUs fused into the convs around them ([`fuse_relus`],
@@ -265,6 +291,7 @@ fn plan_encoder(
     x0: &Tensor,
     z: &Tensor,
     dz: &Tensor,
+    sentences: Option<&SentenceSlice>,
 ) -> Result<EncoderSlice> {
     let n = x0.shape[0];
     let list = spec.layers();
@@ -302,8 +329,9 @@ fn plan_encoder(
             _ => None,
         });
     }
-    for i in 0..g.acts.len() {
-        let needed = i != PATCHES && g.acts[i].is_some() && !g.folded(i);
+    g.grads.push(sentences.map(|s| s.d_items.clone()));
+    for i in 1..g.acts.len() {
+        let needed = g.acts[i].is_some() && !g.folded(i);
         let shape = g.acts[i].as_ref().map(|t| t.shape.clone());
         g.grads.push(match shape {
             Some(shape) if needed => Some(mem.zeros("activation grad", &shape)?),
@@ -313,7 +341,8 @@ fn plan_encoder(
     let out = g.list.output_shape();
     debug_assert_eq!(out.c, spec.dim());
     let mut forward = encoder_forward(gpu, buffers, &g)?;
-    let (read, unread) = readout(gpu, spec, n, out, (g.act(last), g.grad(last)), (z, dz))?;
+    let ends = (g.act(last), g.grad(last));
+    let (read, unread) = readout(gpu, spec, n, out, ends, (z, dz), sentences)?;
     forward.push(read);
     let mut backward = vec![unread];
     backward.extend(encoder_backward(gpu, buffers, &g)?);
@@ -326,7 +355,8 @@ fn plan_encoder(
 
 /// The encoder planned in slices of `per` examples of the batch (see [`slice_images`]), each
 /// with its own activations: `items` [B * items, C, H, W] in, its rows of `z` [rows, D] out
-/// (and back from `dz`).
+/// (and back from `dz`; for text also into the items' gradient, `sentences` holding it and
+/// the lengths for the whole batch).
 struct EncoderSlices {
     forward: Vec<Launch>,
     backward: Vec<Launch>,
@@ -346,6 +376,7 @@ fn plan_encoder_slices(
     dz: &Tensor,
     batch: usize,
     per: usize,
+    sentences: Option<&SentenceSlice>,
 ) -> Result<EncoderSlices> {
     let (k, item) = (spec.items(), spec.layers().acts[PATCHES]);
     let (rows, d) = (spec.positions(), spec.dim());
@@ -358,13 +389,19 @@ fn plan_encoder_slices(
     for b0 in (0..batch).step_by(per) {
         let b = per.min(batch - b0);
         let first = gpu.recorded_count();
+        let items_of = |t: &Tensor| t.view(b0 * k * item.len(), &[b * k, item.c, item.h, item.w]);
+        let slice = sentences.map(|s| SentenceSlice {
+            d_items: items_of(&s.d_items),
+            lengths: s.lengths.view(b0 * k, &[b * k]),
+        });
         let s = plan_encoder(
             gpu,
             spec,
             buffers,
-            &items.view(b0 * k * item.len(), &[b * k, item.c, item.h, item.w]),
+            &items_of(items),
             &z.view(b0 * rows * d, &[b * rows, d]),
             &dz.view(b0 * rows * d, &[b * rows, d]),
+            slice.as_ref(),
         )?;
         out.allocs.push(first..gpu.recorded_count());
         out.forward.extend(s.forward);
@@ -435,8 +472,8 @@ fn encoder_backward(gpu: &Gpu, buffers: &ParamBuffers, g: &EncoderGraph) -> Resu
                     &gv(&format!("{param}.weight")),
                     &gv(&format!("{param}.bias")),
                 )?);
-                // The input items need no gradient.
-                if x == PATCHES {
+                // The input items need no gradient, but for text (the lookup's backward).
+                if x == PATCHES && g.grads[PATCHES].is_none() {
                     continue;
                 }
                 // Into the gradient of x, or of the folded ReLU's input; masked by x where a
@@ -730,14 +767,62 @@ impl PatchInput {
     }
 }
 
+/// Text's input: the batch's tokens (ops::embedding's padded layout, rewritten by each
+/// upload) and the embedded sentences [N, E, 1, W], the encoder's items.
+struct TextInput {
+    tokens: Tokens,
+    /// The embedded sentences' gradient (written by the word conv's backward) and the
+    /// lengths, whole: each encoder slice views its part.
+    sentences: SentenceSlice,
+    items: Tensor,
+}
+
+impl TextInput {
+    /// The tokens of `batch` passages for a text spec, with the lookup into the items and
+    /// its backward from their gradient into the table's.
+    fn plan(
+        gpu: &Gpu,
+        spec: &Spec,
+        batch: usize,
+        buffers: &ParamBuffers,
+        mem: &mut Alloc,
+    ) -> Result<Option<(TextInput, [Launch; 2])>> {
+        let Spec::Text(t) = spec else {
+            return Ok(None);
+        };
+        use crate::model::text::EMBEDDING;
+        let tokens = Tokens::new(gpu, t.embedding(batch * t.sentences))?;
+        mem.bytes += 4 * [&tokens.ids, &tokens.lengths, &tokens.index]
+            .iter()
+            .map(|x| x.len() as u64)
+            .sum::<u64>();
+        let shape = tokens.shape.out_shape();
+        let items = mem.zeros("embedded sentences", &shape)?;
+        let d_items = mem.zeros("embedded sentence grads", &shape)?;
+        let table = format!("{EMBEDDING}.weight");
+        let forward = embedding::forward(gpu, &tokens, &buffers.param(&table), &items)?;
+        let backward = embedding::backward(gpu, &tokens, &d_items, &buffers.grad(&table))?;
+        let input = TextInput {
+            sentences: SentenceSlice {
+                d_items,
+                lengths: tokens.lengths.clone(),
+            },
+            tokens,
+            items,
+        };
+        Ok(Some((input, [forward, backward])))
+    }
+}
+
 /// The step's host-visible numbers, read without stalling: see [`CpcModel::record_step`].
 pub struct CpcModel {
     pub spec: Spec,
     pub batch: usize,
     pub buffers: ParamBuffers,
-    /// The inputs, written by the host before each step: crops [B, 3, S, S] or clips
-    /// [B, 1, 1, L] (one example of `spec.input_shape()` each).
-    pub inputs: Tensor,
+    /// The f32 inputs, written by the host before each step: crops [B, 3, S, S] or clips
+    /// [B, 1, 1, L] (one example of `spec.input_shape()` each); None for text, whose
+    /// tokens [`CpcModel::set_inputs`] uploads into its own buffers.
+    pub inputs: Option<Tensor>,
     /// [loss, loss_0, accuracy_0, loss_1, accuracy_1, ...] of the last forward.
     pub stats: Tensor,
     /// The vectors z [rows, D] (patch vectors, or frames after the frame norm) and the
@@ -750,6 +835,8 @@ pub struct CpcModel {
     pub adam: Adam,
     /// The patches of the crops (vision); None for audio, whose clips are the items.
     patches: Option<PatchInput>,
+    /// The tokens and the lookup (text).
+    text: Option<TextInput>,
     forward: Vec<Launch>,
     /// The first launches of `forward`: the encoder, up to z ...
     encoder_launches: usize,
@@ -802,11 +889,19 @@ impl CpcModel {
         let spec = spec.into();
         spec.validate()?;
         let buffers = ParamBuffers::new(gpu, ParamLayout::new(&spec), init)?;
-        // The inputs, the encoder's items (vision's patches) and z with its gradient.
+        // The inputs (f32, or text's tokens), the encoder's items (vision's patches, text's
+        // embedded sentences) and z with its gradient.
         let mut mem = Alloc::new(gpu);
+        let (text, lookup) = TextInput::plan(gpu, &spec, batch, &buffers, &mut mem)?.unzip();
         let x = spec.input_shape();
-        let inputs = mem.zeros("inputs", &[batch, x.c, x.h, x.w])?;
-        let patches = PatchInput::plan(gpu, &spec, batch, &inputs, &mut mem)?;
+        let inputs = match text {
+            Some(_) => None,
+            None => Some(mem.zeros("inputs", &[batch, x.c, x.h, x.w])?),
+        };
+        let patches = match &inputs {
+            Some(crops) => PatchInput::plan(gpu, &spec, batch, crops, &mut mem)?,
+            None => None,
+        };
         let seq = spec.sequences(batch);
         let zshape = [seq.rows(), spec.dim()];
         let (z, dz) = (mem.zeros("z", &zshape)?, mem.zeros("dz", &zshape)?);
@@ -819,14 +914,24 @@ impl CpcModel {
         let per = slice
             .filter(|&s| s > 0)
             .unwrap_or_else(|| slice_images(&gpu.limits, &spec, batch));
-        let items = patches.as_ref().map_or(&inputs, |p| &p.patches);
-        let encoder = plan_encoder_slices(gpu, &spec, &buffers, items, ez, edz, batch, per)?;
+        let items = match (&text, &patches, &inputs) {
+            (Some(t), _, _) => &t.items,
+            (_, Some(p), _) => &p.patches,
+            (_, _, Some(x)) => x,
+            (None, None, None) => unreachable!("a model without text has f32 inputs"),
+        };
+        let sentences = text.as_ref().map(|t| &t.sentences);
+        let encoder =
+            plan_encoder_slices(gpu, &spec, &buffers, items, ez, edz, batch, per, sentences)?;
         let tail = plan_context_and_loss(gpu, &buffers, seq, spec.offsets(), &z, &dz)?;
         let (norm_forward, norm_backward) =
             norm.map_or((None, Vec::new()), |n| (Some(n.forward), n.backward));
 
-        // Forward: encoder, frame norm, context and loss; backward in reverse.
-        let mut forward = encoder.forward;
+        // Forward: the lookup (text), encoder, frame norm, context and loss; backward in
+        // reverse.
+        let (lookup, unlookup) = lookup.map(|[f, b]| (f, b)).unzip();
+        let mut forward: Vec<Launch> = lookup.into_iter().collect();
+        forward.extend(encoder.forward);
         forward.extend(norm_forward);
         let encoder_launches = forward.len();
         let context_launches = encoder_launches + tail.gru_launches;
@@ -834,6 +939,7 @@ impl CpcModel {
         let mut backward = tail.backward;
         backward.extend(norm_backward);
         backward.extend(encoder.backward);
+        backward.extend(unlookup);
 
         let adam = Adam::new(
             gpu,
@@ -854,6 +960,7 @@ impl CpcModel {
             scores: tail.scores,
             adam,
             patches,
+            text,
             forward,
             encoder_launches,
             context_launches,
@@ -866,15 +973,51 @@ impl CpcModel {
 
 impl CpcModel {
     /// Queue this step's inputs: the examples (crops [B, 3, S, S], or clips [B, L]: B times
-    /// `spec.input_shape()`), Adam's step `t` (1-based) and learning rate, and the patch-jitter
-    /// seed (audio has no jitter and ignores it). Writes only; allocates nothing.
-    pub fn set_inputs(&self, gpu: &Gpu, inputs: &[f32], t: u64, lr: f32, seed: u32) -> Result<()> {
-        self.inputs.write(gpu, inputs)?;
+    /// `spec.input_shape()`, as f32; or for text B passages of L sentences, a
+    /// [`PaddedSentences`] of B L sentences of the spec's max_words, passage b's sentence s
+    /// at b L + s), Adam's step `t` (1-based) and learning rate, and the patch-jitter seed
+    /// (audio and text have no jitter and ignore it). Writes only; allocates nothing.
+    ///
+    /// [`PaddedSentences`]: crate::ops::embedding::PaddedSentences
+    pub fn set_inputs<'a>(
+        &self,
+        gpu: &Gpu,
+        inputs: impl Into<Examples<'a>>,
+        t: u64,
+        lr: f32,
+        seed: u32,
+    ) -> Result<()> {
+        self.write_examples(gpu, inputs.into(), Some(seed))?;
         self.adam.set_step(gpu, t, lr);
-        if let Some(p) = &self.patches {
-            p.set_jitter(gpu, &self.inputs, Some(seed));
-        }
         Ok(())
+    }
+
+    /// Write the examples into the inputs (f32) or the tokens (text), and the patches'
+    /// jitter (from `seed`, or none); an error when the examples are not of the model's kind.
+    fn write_examples(&self, gpu: &Gpu, examples: Examples, seed: Option<u32>) -> Result<()> {
+        match (examples, &self.inputs, &self.text) {
+            (Examples::Values(x), Some(inputs), _) => {
+                inputs.write(gpu, x)?;
+                if let Some(p) = &self.patches {
+                    p.set_jitter(gpu, inputs, seed);
+                }
+                Ok(())
+            }
+            (Examples::Sentences(batch), _, Some(text)) => text.tokens.upload(gpu, batch),
+            (given, _, _) => Err(Error::Config(format!(
+                "this model ({}) takes {}, not {}",
+                self.spec.describe(),
+                if self.text.is_some() {
+                    "sentences (a PaddedSentences)"
+                } else {
+                    "f32 examples"
+                },
+                match given {
+                    Examples::Values(_) => "f32 examples",
+                    Examples::Sentences(_) => "sentences",
+                }
+            ))),
+        }
     }
 
     /// Record the input's launch (the patches) and the first `launches` of the forward.
@@ -898,11 +1041,8 @@ impl CpcModel {
     }
 
     /// Run the forward on `inputs` (no jitter) up to z, or with `context` up to c, and wait.
-    fn run_plain(&self, gpu: &Gpu, inputs: &[f32], context: bool) -> Result<()> {
-        self.inputs.write(gpu, inputs)?;
-        if let Some(p) = &self.patches {
-            p.set_jitter(gpu, &self.inputs, None);
-        }
+    fn run_plain(&self, gpu: &Gpu, inputs: Examples, context: bool) -> Result<()> {
+        self.write_examples(gpu, inputs, None)?;
         let launches = if context {
             self.context_launches
         } else {
@@ -914,14 +1054,14 @@ impl CpcModel {
     /// Each example's representation: the mean of its vectors z (an image's G x G patch
     /// vectors, a clip's T frames), [B, D], for inputs as [`CpcModel::set_inputs`] takes
     /// them (no jitter). Blocking; for evaluation, not the training loop.
-    pub fn features(&self, gpu: &Gpu, inputs: &[f32]) -> Result<Vec<f32>> {
-        self.run_plain(gpu, inputs, false)?;
+    pub fn features<'a>(&self, gpu: &Gpu, inputs: impl Into<Examples<'a>>) -> Result<Vec<f32>> {
+        self.run_plain(gpu, inputs.into(), false)?;
         Ok(self.mean_over_positions(&self.z.read(gpu)?))
     }
 
     /// Each example's mean vectors over its positions: of z [B, D] and of the context c
     /// [B, H] (the GRU is run; the heads are not). Blocking, as [`CpcModel::features`].
-    pub fn pooled(&self, gpu: &Gpu, inputs: &[f32]) -> Result<Pooled> {
+    pub fn pooled<'a>(&self, gpu: &Gpu, inputs: impl Into<Examples<'a>>) -> Result<Pooled> {
         let (z, c) = self.frames(gpu, inputs)?;
         Ok(Pooled {
             z: self.mean_over_positions(&z),
@@ -930,10 +1070,14 @@ impl CpcModel {
     }
 
     /// The vectors z [rows, D] and contexts c [rows, H] at every position (a clip's frames,
-    /// an image's patches), in the layout of `spec.sequences(batch)`. Blocking, as
-    /// [`CpcModel::features`].
-    pub fn frames(&self, gpu: &Gpu, inputs: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.run_plain(gpu, inputs, true)?;
+    /// an image's patches, a passage's sentences), in the layout of
+    /// `spec.sequences(batch)`. Blocking, as [`CpcModel::features`].
+    pub fn frames<'a>(
+        &self,
+        gpu: &Gpu,
+        inputs: impl Into<Examples<'a>>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.run_plain(gpu, inputs.into(), true)?;
         Ok((self.z.read(gpu)?, self.c.read(gpu)?))
     }
 

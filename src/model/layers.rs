@@ -113,6 +113,21 @@ pub fn norm_params(param: &str, channels: usize) -> [(String, Vec<usize>, Init);
     ]
 }
 
+/// Prediction offsets along a sequence of `steps` steps (`what` names them): ascending, not
+/// empty, each in 1..steps, so that every offset has a query.
+pub fn check_offsets(offsets: &[usize], steps: usize, what: &str) -> crate::Result<()> {
+    let ok = (offsets.first()).is_some_and(|&o| o > 0)
+        && offsets.windows(2).all(|w| w[0] < w[1])
+        && offsets.last().is_some_and(|&o| o < steps);
+    if ok {
+        return Ok(());
+    }
+    Err(crate::error::Error::Config(format!(
+        "prediction offsets {offsets:?} must be ascending, not empty, and lie in 1..{steps} \
+         ({what})"
+    )))
+}
+
 /// One layer: `op` from activation `x` into activation `y`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {

@@ -1,5 +1,5 @@
-//! The CPC model: its architecture, for images ([`spec`]) or audio ([`audio`]), as one
-//! [`Spec`] of either modality ([`modality`]), expanded into one list of encoder layers
+//! The CPC model: its architecture, for images ([`spec`]), audio ([`audio`]) or text
+//! ([`text`]), as one [`Spec`] of any modality ([`modality`]), expanded into one list of encoder layers
 //! ([`layers`]) that its parameters under PyTorch's names ([`params`]), its planned forward
 //! and backward on the GPU ([`cpc`]), its memory plan ([`memory`]) and the CPU reference
 //! (cpu::model) all walk.
@@ -12,10 +12,12 @@ pub mod memory;
 pub mod modality;
 pub mod params;
 pub mod spec;
+pub mod text;
 
 pub use audio::{AudioSpec, Conv1dSpec};
 pub use config::{ModelConfig, VisionConfig};
 pub use cpc::{CpcModel, Pooled};
-pub use modality::Spec;
+pub use modality::{Examples, Spec};
 pub use params::{ParamBuffers, ParamLayout};
 pub use spec::{ConvSpec, ModelSpec, StageSpec};
+pub use text::TextSpec;

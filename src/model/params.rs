@@ -13,6 +13,9 @@
 //! | gru.bias_ih_l0, gru.bias_hh_l0 | [3H] |
 //! | heads.{k}.weight | [D, H] (torch.nn.Linear(H, D, bias=False)) |
 //!
+//! A text model's encoder has `encoder.embedding.weight` [V, E] (torch.nn.Embedding) and
+//! `encoder.conv.weight` / `.bias` [D, E, 1, K] / [D] (model::text).
+//!
 //! An audio model's encoder has `encoder.convs.{i}.weight` / `.bias` [C, Cin, 1, k] / [C]
 //! and, with its frame norm, `encoder.frame_norm.weight` / `.bias` [D] (model::audio).
 //!
@@ -34,6 +37,12 @@ pub enum Init {
     Uniform(f32),
     Ones,
     Zeros,
+    /// An embedding table [V, E] as torch.nn.Embedding(padding_idx = pad) initialises it:
+    /// N(0, std^2) (Box-Muller from the uniform stream), the padding row zero.
+    Embedding {
+        std: f32,
+        pad: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -144,6 +153,11 @@ impl ParamLayout {
                 Init::Uniform(b) => dst.iter_mut().for_each(|x| *x = rng.random_range(-b..b)),
                 Init::Ones => dst.fill(1.0),
                 Init::Zeros => dst.fill(0.0),
+                Init::Embedding { std, pad } => {
+                    dst.iter_mut().for_each(|x| *x = std * normal(&mut rng));
+                    let e = v.shape[1];
+                    dst[pad * e..(pad + 1) * e].fill(0.0);
+                }
             }
         }
         flat
@@ -164,6 +178,12 @@ impl ParamLayout {
             .unwrap_or_else(|| panic!("no parameter named {name}"));
         &flat[v.offset..v.offset + v.len()]
     }
+}
+
+/// One N(0, 1) draw by Box-Muller from two uniforms (1 - u keeps the logarithm finite).
+fn normal(rng: &mut impl Rng) -> f32 {
+    let (u, v): (f64, f64) = (rng.random(), rng.random());
+    ((-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
 }
 
 /// Parameters, gradients and both Adam moments: four flat buffers of the same layout.

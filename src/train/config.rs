@@ -1,7 +1,7 @@
 //! What a run is: its model (model::config: modality, encoder, GRU, predictions) and its
 //! training (steps, learning rate, checkpoints, logging).
 //!
-//! Seven presets, each a complete [`Config`]; a TOML file then overrides any of their fields,
+//! Ten presets, each a complete [`Config`]; a TOML file then overrides any of their fields,
 //! one by one, under the same names [`Config::to_toml`] writes:
 //!
 //! ```toml
@@ -37,6 +37,15 @@
 //! | audio-small | 20480 | 128 | 256 | 256 | 1..=12 | on |
 //! | audio-tiny  | 3200 (0.2 s) | 20 | 32 | 32 | 1..=4 | on |
 //!
+//! Text (B passages of L consecutive sentences; each sentence's words embedded, a word conv
+//! of width K with a ReLU, the mean over its words; the GRU along each passage):
+//!
+//! | preset | vocabulary V | words W | E | K | D | L | H | offsets | parameters |
+//! |---|---|---|---|---|---|---|---|---|---|
+//! | text       | 20000 | 32 | 620 | 3 | 2400 | 8 | 2400 | 1..=3 | 68.7 M |
+//! | text-small | 20000 | 32 | 256 | 3 | 1024 | 8 | 1024 | 1..=3 | 15.4 M |
+//! | text-tiny  | 2048 | 16 | 32 | 3 | 64 | 6 | 64 | 1..=3 | 0.11 M |
+//!
 //! # Limits
 //!
 //! [`Config::validate`] checks every number before anything is planned or allocated: the
@@ -58,11 +67,11 @@ use crate::error::{Error, Result};
 use crate::model::audio::PAPER_CONVS;
 use crate::model::config::{
     check_range, conv, stage, AudioConfig, AudioEncoderConfig, Conv1dConfig, EncoderConfig,
-    ModelConfig, VisionConfig,
+    ModelConfig, TextConfig, TextEncoderConfig, VisionConfig,
 };
 
 /// The names [`Config::preset`] knows.
-pub const PRESETS: [&str; 7] = [
+pub const PRESETS: [&str; 10] = [
     "paper",
     "laptop",
     "small",
@@ -70,6 +79,9 @@ pub const PRESETS: [&str; 7] = [
     "audio",
     "audio-small",
     "audio-tiny",
+    "text",
+    "text-small",
+    "text-tiny",
 ];
 
 /// Most optimiser steps of a run (a million steps is a long run).
@@ -138,6 +150,29 @@ fn audio_model(
     })
 }
 
+/// A text model predicting the next 1..=3 sentences (the paper's three), from the first
+/// one (prediction_skip 1), with a word conv of width 3.
+fn text_model(
+    vocab_size: u32,
+    max_words: u32,
+    [embedding, channels, hidden]: [u32; 3],
+    sentences: u32,
+) -> ModelConfig {
+    ModelConfig::Text(TextConfig {
+        vocab_size,
+        max_words,
+        embedding,
+        sentences,
+        hidden,
+        steps: 3,
+        prediction_skip: 1,
+        encoder: TextEncoderConfig {
+            kernel: 3,
+            channels,
+        },
+    })
+}
+
 /// The audio presets' shared bookkeeping.
 fn audio_train() -> TrainConfig {
     TrainConfig {
@@ -151,6 +186,21 @@ fn audio_train() -> TrainConfig {
         seed: 0,
         log_every: 10,
         checkpoint_every: 1000,
+    }
+}
+
+/// audio-tiny's and text-tiny's training: 16 examples a step at a constant 2e-3 for 300
+/// steps, no clipping, a checkpoint every 100.
+fn tiny_train() -> TrainConfig {
+    TrainConfig {
+        batch: 16,
+        lr: 2e-3,
+        min_lr: 2e-3,
+        warmup_steps: 0,
+        total_steps: 300,
+        clip_norm: 0.0,
+        checkpoint_every: 100,
+        ..audio_train()
     }
 }
 
@@ -304,16 +354,37 @@ impl Config {
             // the software adapter. Constant rate, no clipping, as the tiny vision preset.
             "audio-tiny" => Config {
                 model: audio_model(3200, 32, 32, 4, true),
+                train: tiny_train(),
+            },
+            // The paper's sentence model (van den Oord et al. 2018, section 3.3): embeddings of
+            // 620, sentence vectors and GRU of 2400, 3 future sentences. Choices the paper
+            // leaves open: a word conv of width 3, 20000 words (PAD and UNK included), 32
+            // words a sentence, passages of 8 sentences, 32 passages (256 candidates) a step,
+            // Adam at 2e-4 as the audio model.
+            "text" => Config {
+                model: text_model(20000, 32, [620, 2400, 2400], 8),
                 train: TrainConfig {
-                    batch: 16,
-                    lr: 2e-3,
-                    min_lr: 2e-3,
-                    warmup_steps: 0,
-                    total_steps: 300,
-                    clip_norm: 0.0,
-                    checkpoint_every: 100,
+                    batch: 32,
+                    warmup_steps: 1000,
+                    total_steps: 100_000,
                     ..audio_train()
                 },
+            },
+            // For a laptop GPU: embeddings of 256, D = H = 1024.
+            "text-small" => Config {
+                model: text_model(20000, 32, [256, 1024, 1024], 8),
+                train: TrainConfig {
+                    batch: 32,
+                    warmup_steps: 500,
+                    total_steps: 50_000,
+                    ..audio_train()
+                },
+            },
+            // For tests and a first try on the built-in corpus: 2048 words, 16 a sentence,
+            // passages of 6, D = H = 64; constant rate, no clipping, as audio-tiny.
+            "text-tiny" => Config {
+                model: text_model(2048, 16, [32, 64, 64], 6),
+                train: tiny_train(),
             },
             _ => {
                 return Err(Error::Config(format!(

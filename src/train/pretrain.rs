@@ -15,7 +15,7 @@ use crate::data::audio::{self, AudioLoader, AudioLoaderConfig, AudioOptions, Aud
 use crate::data::{
     self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
 };
-use crate::error::{Error, Result};
+use crate::error::{text_not_yet, Error, Result};
 use crate::eval::audio::{check_speakers, clip_features, open_eval_audio};
 use crate::eval::probe::{align_labels, probe, probe_model, LabelSource, ProbeConfig, ProbeResult};
 use crate::eval::CentreCrops;
@@ -127,6 +127,7 @@ impl ProbeSets {
                     test: Box::new(test),
                 }
             }
+            Spec::Text(_) => return Err(text_not_yet("--probe-every")),
             Spec::Audio(_) => {
                 let [train, test] = splits.map(|(split, limit)| {
                     open_eval_audio(p.data.as_deref(), split, Some(limit), OnBadFile::Stop)
@@ -504,6 +505,7 @@ fn open_training_data(
             loader.workers = opts.workers;
             Box::new(Loader::new(dataset, loader, state)?)
         }
+        ModelConfig::Text(_) => return Err(text_not_yet("pretraining")),
         ModelConfig::Audio(a) => {
             if opts.format != Format::Auto {
                 return Err(Error::Config(format!(
