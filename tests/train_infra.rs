@@ -1042,7 +1042,7 @@ fn the_vocabulary_travels_in_the_checkpoint_and_a_corrupt_one_is_refused() {
     let dir = std::env::temp_dir().join(format!("cpc-vocab-ck-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("text.safetensors");
-    let config = Config::preset("tiny").unwrap();
+    let config = Config::preset("text-tiny").unwrap();
     let words = ["<pad>", "<unk>", "the", "über", "ß"]
         .map(String::from)
         .to_vec();
@@ -1070,13 +1070,23 @@ fn the_vocabulary_travels_in_the_checkpoint_and_a_corrupt_one_is_refused() {
         text.contains("text.safetensors") && text.contains(vocab::METADATA_KEY),
         "{text}"
     );
-    // Without one (images, audio): None.
+    // A text model's checkpoint without one is refused.
     let mut raw = Checkpoint::load(&path).unwrap();
     raw.metadata.remove(vocab::METADATA_KEY);
     raw.save(&path).unwrap();
-    assert!(ModelCheckpoint::read(&path, None)
-        .unwrap()
-        .vocabulary
-        .is_none());
+    let text = ModelCheckpoint::read(&path, None).unwrap_err().to_string();
+    assert!(text.contains("has no `vocabulary`"), "{text}");
+    // More words than the model has rows: refused.
+    let mut big = vec!["<pad>".to_string(), "<unk>".to_string()];
+    big.extend((0..2047).map(|i| format!("w{i}")));
+    let big = Vocabulary::from_words(big, TokenizerConfig::default()).unwrap();
+    ModelCheckpoint {
+        vocabulary: Some(big),
+        ..ck.clone()
+    }
+    .save()
+    .unwrap();
+    let text = ModelCheckpoint::read(&path, None).unwrap_err().to_string();
+    assert!(text.contains("2049 words") && text.contains("2048"), "{text}");
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -213,8 +213,8 @@ impl Loader {
 }
 
 impl super::TrainingData for Loader {
-    fn next_input(&mut self) -> Result<Vec<f32>> {
-        Ok(self.next_batch()?.images)
+    fn next_input(&mut self) -> Result<super::Input> {
+        Ok(super::Input::Values(self.next_batch()?.images))
     }
 
     fn state(&self) -> LoaderState {

@@ -133,13 +133,28 @@ pub trait Dataset: Send + Sync {
     }
 }
 
+/// One batch as the training loop hands it to the model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// The model's input tensor, flattened: [B, 3, S, S] normalised crops, [B, 1, 1, L]
+    /// windows.
+    Values(Vec<f32>),
+    /// B passages of L sentences, sentence b L + s, as token ids and offsets.
+    Sentences(text::Sentences),
+}
+
 /// What the training loop reads, whatever the modality: batch after batch of the model's
-/// input tensor, flattened ([B, 3, S, S] normalised crops from a [`Loader`], [B, 1, 1, L]
-/// windows from an [`audio::AudioLoader`]), in a deterministic order resumable from a
-/// [`LoaderState`].
+/// input (crops from a [`Loader`], windows from an [`audio::AudioLoader`], passages from a
+/// [`text::TextLoader`]), in a deterministic order resumable from a [`LoaderState`].
 pub trait TrainingData: Send {
-    /// The next batch's input tensor; waits only if the loader's workers are behind.
-    fn next_input(&mut self) -> Result<Vec<f32>>;
+    /// The next batch; waits only if the loader's workers are behind.
+    fn next_input(&mut self) -> Result<Input>;
+
+    /// The words a text model's token ids stand for (None for images and audio): saved
+    /// with every checkpoint.
+    fn vocabulary(&self) -> Option<&text::Vocabulary> {
+        None
+    }
 
     /// Where the next batch starts: saved with a checkpoint, given back to resume.
     fn state(&self) -> LoaderState;

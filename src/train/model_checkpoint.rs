@@ -155,6 +155,32 @@ impl ModelCheckpoint {
                     .map_err(|e| err(path, format!("its `{}` metadata: {e}", vocab::METADATA_KEY)))
             })
             .transpose()?;
+        if let crate::model::ModelConfig::Text(t) = &config.model {
+            match &vocabulary {
+                None => {
+                    return Err(err(
+                        path,
+                        format!(
+                            "is a text model's but has no `{}` metadata: the words its token \
+                             ids stand for",
+                            vocab::METADATA_KEY
+                        ),
+                    ))
+                }
+                Some(v) if v.len() > t.vocab_size as usize => {
+                    return Err(err(
+                        path,
+                        format!(
+                            "its vocabulary has {} words, more than the model's {} embedding rows \
+                             (model.vocab_size)",
+                            v.len(),
+                            t.vocab_size
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let layout = config.model.layout();
         let (params, moments) = flat_tensors(&layout, &ck, path)?;
         Ok(ModelCheckpoint {

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::data::audio::{self, AudioLoader, AudioLoaderConfig, AudioOptions, AudioSet, OnShort};
+use crate::data::text::{self, PassageConfig, TextLoader, TextOptions, Vocabulary};
 use crate::data::{
-    self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
+    self, Format, Input, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
 };
 use crate::error::{text_not_yet, Error, Result};
 use crate::eval::audio::{check_speakers, clip_features, open_eval_audio};
@@ -23,6 +24,7 @@ use crate::gpu::Gpu;
 use crate::model::memory::{self, MemoryPlan};
 use crate::model::{CpcModel, ModelConfig, ParamLayout, Spec};
 use crate::ops::adam::AdamConfig;
+use crate::ops::embedding::PaddedSentences;
 use crate::ops::infonce::InfonceStats;
 use crate::train::model_checkpoint::{ModelCheckpoint, Moments};
 use crate::train::{atomic, plot_curves, Config, LrSchedule, MetricsRow, MetricsWriter};
@@ -334,7 +336,8 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         None
     };
     let state = resume.as_ref().and_then(|r| r.loader).unwrap_or_default();
-    let mut data = open_training_data(opts, batch, state)?;
+    let resumed_vocabulary = resume.as_ref().and_then(|r| r.vocabulary.as_ref());
+    let mut data = open_training_data(opts, batch, state, resumed_vocabulary)?;
     let probe_sets = opts
         .probe
         .as_ref()
@@ -384,6 +387,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         clock: Instant::now(),
         last_log: (Instant::now(), start),
         pending: None,
+        vocabulary: data.vocabulary().cloned(),
         written: None,
         probe_rows: BTreeMap::new(),
         summary: PretrainSummary {
@@ -409,9 +413,16 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             book.summary.interrupted = true;
             break;
         }
-        let input = data.next_input()?;
         let lr = book.schedule.lr(step);
-        model.set_inputs(gpu, &input, step + 1, lr, step_seed(tc.seed, step))?;
+        let seed = step_seed(tc.seed, step);
+        match data.next_input()? {
+            Input::Values(x) => model.set_inputs(gpu, &x, step + 1, lr, seed)?,
+            Input::Sentences(s) => {
+                let t = spec.text()?;
+                let x = PaddedSentences::from_offsets(&s.tokens, &s.offsets, t.max_words, t.vocab)?;
+                model.set_inputs(gpu, &x, step + 1, lr, seed)?
+            }
+        }
         submit_step(gpu, &model, &mut ring, step);
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
@@ -469,6 +480,7 @@ fn open_training_data(
     opts: &PretrainOptions,
     batch: usize,
     state: LoaderState,
+    resumed_vocabulary: Option<&Vocabulary>,
 ) -> Result<Box<dyn TrainingData>> {
     let cfg = &opts.config;
     if let Some(path) = opts.data.as_deref().filter(|p| !p.exists()) {
@@ -505,7 +517,31 @@ fn open_training_data(
             loader.workers = opts.workers;
             Box::new(Loader::new(dataset, loader, state)?)
         }
-        ModelConfig::Text(_) => return Err(text_not_yet("pretraining")),
+        ModelConfig::Text(t) => {
+            if opts.format != Format::Auto {
+                return Err(Error::Config(format!(
+                    "--format {} names an image format; a text model reads a UTF-8 text file \
+                     or a folder of them (or the built-in synthetic corpus)",
+                    opts.format
+                )));
+            }
+            let open = TextOptions {
+                on_bad_file: opts.on_bad_image,
+                ..TextOptions::default()
+            };
+            let set = text::open(opts.data.as_deref(), &open)?;
+            // A resumed run reads its ids with the words its checkpoint was trained on.
+            let vocabulary = match resumed_vocabulary {
+                Some(v) => v.clone(),
+                None => Vocabulary::build(&*set, t.vocab_size as usize)?,
+            };
+            let passage = PassageConfig {
+                sentences: t.sentences as usize,
+                max_words: t.max_words as usize,
+            };
+            let loader = TextLoader::new(&*set, &vocabulary, &passage, batch, cfg.train.seed, state)?;
+            Box::new(loader)
+        }
         ModelConfig::Audio(a) => {
             if opts.format != Format::Auto {
                 return Err(Error::Config(format!(
@@ -596,6 +632,8 @@ struct Bookkeeping<'a> {
     /// When and at which step the last metrics row was written.
     last_log: (Instant, u64),
     pending: Option<ModelCheckpoint>,
+    /// A text model's vocabulary, saved with every checkpoint.
+    vocabulary: Option<Vocabulary>,
     /// The step of the newest checkpoint on disk that this run may name as good. The one a
     /// run resumed from counts once its loss, step `start`'s, is read and finite.
     written: Option<u64>,
@@ -623,7 +661,7 @@ impl Bookkeeping<'_> {
                 exp_avg_sq: model.buffers.v.read(gpu)?,
             }),
             loader: Some(loader),
-            vocabulary: None,
+            vocabulary: self.vocabulary.clone(),
         })
     }
 

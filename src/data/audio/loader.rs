@@ -217,8 +217,8 @@ impl AudioLoader {
 }
 
 impl crate::data::TrainingData for AudioLoader {
-    fn next_input(&mut self) -> Result<Vec<f32>> {
-        Ok(self.next_batch()?.samples)
+    fn next_input(&mut self) -> Result<crate::data::Input> {
+        Ok(crate::data::Input::Values(self.next_batch()?.samples))
     }
 
     fn state(&self) -> LoaderState {

@@ -12,11 +12,12 @@
 use super::passages::{cut_passages, PassageConfig, Passages};
 use super::{TextSet, Vocabulary};
 use crate::data::loader::{shuffled, Schedule};
-use crate::data::LoaderState;
+use crate::data::{Input, LoaderState, TrainingData};
 use crate::error::{Error, Result};
 
 pub struct TextLoader {
     passages: Passages,
+    vocabulary: Vocabulary,
     batch: usize,
     seed: u64,
     state: LoaderState,
@@ -26,6 +27,7 @@ pub struct TextLoader {
     /// to the word limit, for the log.
     dropped: usize,
     truncated: usize,
+    skipped: usize,
     describe: String,
 }
 
@@ -66,11 +68,13 @@ impl TextLoader {
         Ok(TextLoader {
             order: shuffled((0..n).collect(), true, seed, state.epoch),
             passages: cut.passages,
+            vocabulary: vocab.clone(),
             batch,
             seed,
             state,
             dropped: cut.dropped,
             truncated: cut.truncated,
+            skipped: set.skipped(),
             describe,
         })
     }
@@ -121,5 +125,28 @@ impl TextLoader {
 
     pub fn describe(&self) -> String {
         self.describe.clone()
+    }
+}
+
+impl TrainingData for TextLoader {
+    fn next_input(&mut self) -> Result<Input> {
+        Ok(Input::Sentences(self.next_batch()?.sentences))
+    }
+
+    fn vocabulary(&self) -> Option<&Vocabulary> {
+        Some(&self.vocabulary)
+    }
+
+    fn state(&self) -> LoaderState {
+        TextLoader::state(self)
+    }
+
+    /// Bad files skipped when the set was read.
+    fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    fn describe(&self) -> String {
+        TextLoader::describe(self)
     }
 }
