@@ -41,11 +41,19 @@ fn text_runs_are_deterministic_resume_exactly_and_keep_their_vocabulary() {
     let whole = run(&pretrain_options(text_run(4, 6), &dir.join("whole"))).unwrap();
     let again = run(&pretrain_options(text_run(4, 6), &dir.join("again"))).unwrap();
     assert_eq!(losses(&whole).len(), 6);
-    assert_eq!(losses(&whole), losses(&again), "same seed: identical losses");
+    assert_eq!(
+        losses(&whole),
+        losses(&again),
+        "same seed: identical losses"
+    );
     let mut other = text_run(4, 6);
     other.train.seed = 1;
     let other = run(&pretrain_options(other, &dir.join("other"))).unwrap();
-    assert_ne!(losses(&whole), losses(&other), "another seed changes the run");
+    assert_ne!(
+        losses(&whole),
+        losses(&other),
+        "another seed changes the run"
+    );
 
     // The checkpoint holds the vocabulary built from the training corpus.
     let ck = ModelCheckpoint::read(&dir.join("whole").join(CHECKPOINT), None).unwrap();
@@ -66,7 +74,11 @@ fn text_runs_are_deterministic_resume_exactly_and_keep_their_vocabulary() {
     assert_eq!(part2.first_step, 3);
     let mut joined = losses(&part1);
     joined.extend(losses(&part2));
-    assert_eq!(joined, losses(&whole), "resumed losses equal the whole run's");
+    assert_eq!(
+        joined,
+        losses(&whole),
+        "resumed losses equal the whole run's"
+    );
 
     // The resumed run reads the checkpoint's vocabulary, not one rebuilt from the data:
     // a checkpoint whose words are reordered trains on other ids, so its losses differ.
@@ -148,12 +160,17 @@ fn bad_text_input_fails_clearly() {
     // it; one short document holds fewer passages than a batch.
     let docs = dir.join("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    let sentences: String = (0..14).map(|i| format!("Sentence number {i} here. ")).collect();
+    let sentences: String = (0..14)
+        .map(|i| format!("Sentence number {i} here. "))
+        .collect();
     std::fs::write(docs.join("a.txt"), &sentences).unwrap();
     std::fs::write(docs.join("broken.txt"), b"ok so far \xff\xfe then bytes").unwrap();
     opts.data = Some(docs.clone());
     let msg = run(&opts).unwrap_err().to_string();
-    assert!(msg.contains("broken.txt") && msg.contains("byte offset 10"), "{msg}");
+    assert!(
+        msg.contains("broken.txt") && msg.contains("byte offset 10"),
+        "{msg}"
+    );
     opts.on_bad_image = OnBadFile::Skip;
     let s = run(&opts).unwrap();
     assert_eq!(s.skipped_images, 1, "the bad file, counted");
@@ -163,5 +180,41 @@ fn bad_text_input_fails_clearly() {
     opts3.data = Some(docs);
     opts3.on_bad_image = OnBadFile::Skip;
     let msg = run(&opts3).unwrap_err().to_string();
-    assert!(msg.contains("2 passages") && msg.contains("batch of 3"), "{msg}");
+    assert!(
+        msg.contains("2 passages") && msg.contains("batch of 3"),
+        "{msg}"
+    );
+}
+
+/// `cpc pretrain --epochs` on text counts passages: the built-in corpus's 593 passages of 6
+/// sentences are 37 batches of 16; `--plan` plans text-tiny.
+#[test]
+fn the_command_line_counts_text_epochs_in_passages_and_plans_text() {
+    let dir = TestDir::new("text-cli");
+    let out = common::cpc_command(&[
+        "pretrain",
+        "--preset",
+        "text-tiny",
+        "--epochs",
+        "1",
+        "--software",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    common::ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("593 passages") && log.contains("37 steps"),
+        "{log}"
+    );
+    let ck = ModelCheckpoint::read(&dir.join(CHECKPOINT), None).unwrap();
+    assert_eq!(ck.step, 37);
+    let plan = common::ok(&common::cpc_command(&[
+        "pretrain",
+        "--preset",
+        "text-tiny",
+        "--plan",
+        "--software",
+    ]));
+    assert!(plan.contains("batch 16"), "{plan}");
 }

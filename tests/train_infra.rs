@@ -1087,6 +1087,9 @@ fn the_vocabulary_travels_in_the_checkpoint_and_a_corrupt_one_is_refused() {
     .save()
     .unwrap();
     let text = ModelCheckpoint::read(&path, None).unwrap_err().to_string();
-    assert!(text.contains("2049 words") && text.contains("2048"), "{text}");
+    assert!(
+        text.contains("2049 words") && text.contains("2048"),
+        "{text}"
+    );
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::cli::{at_least_one, print_notes, AdapterArgs};
 use crate::data::audio::OnShort;
 use crate::data::{Format, OnBadFile};
-use crate::error::{text_not_yet, Error, Result};
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::{ModelConfig, Spec};
@@ -220,7 +220,14 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
                 };
                 crate::data::audio::open(args.data.as_deref(), &open)?.len()
             }
-            ModelConfig::Text(_) => return Err(text_not_yet("--epochs")),
+            ModelConfig::Text(ref t) => {
+                let open = crate::data::text::TextOptions {
+                    on_bad_file: args.on_bad_image,
+                    ..Default::default()
+                };
+                let set = crate::data::text::open(args.data.as_deref(), &open)?;
+                crate::data::text::count_passages(&*set, t.sentences as usize)?
+            }
         } as u64;
         let t = &mut cfg.train;
         t.total_steps = steps_for_epochs(epochs, n, t.batch)?;

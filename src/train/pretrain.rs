@@ -539,7 +539,8 @@ fn open_training_data(
                 sentences: t.sentences as usize,
                 max_words: t.max_words as usize,
             };
-            let loader = TextLoader::new(&*set, &vocabulary, &passage, batch, cfg.train.seed, state)?;
+            let loader =
+                TextLoader::new(&*set, &vocabulary, &passage, batch, cfg.train.seed, state)?;
             Box::new(loader)
         }
         ModelConfig::Audio(a) => {

@@ -40,7 +40,7 @@ use crate::error::Result;
 pub use folder::TextFolder;
 pub use labelled::LabelledSentences;
 pub use loader::TextLoader;
-pub use passages::{cut_passages, PassageConfig, Passages, Sentences};
+pub use passages::{count_passages, cut_passages, PassageConfig, Passages, Sentences};
 pub use segment::TokenizerConfig;
 pub use synthetic::{SyntheticConfig, SyntheticText};
 pub use vocab::Vocabulary;

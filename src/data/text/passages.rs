@@ -152,6 +152,15 @@ impl Passages {
     }
 }
 
+/// The passages of L sentences [`cut_passages`] cuts `set` into, without encoding them.
+pub fn count_passages(set: &dyn TextSet, l: usize) -> Result<usize> {
+    let mut n = 0;
+    for i in 0..set.len() {
+        n += set.document(i)?.sentences.len() / l.max(1);
+    }
+    Ok(n)
+}
+
 /// What [`cut_passages`] made, and what it left out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PassageCut {
