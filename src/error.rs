@@ -109,13 +109,12 @@ pub(crate) fn shape_err<T>(kernel: &'static str, message: impl Into<String>) -> 
     })
 }
 
-/// The error of a command or option that does not take text models yet: the text model
-/// (model::text) plans and trains on sentences given to it, but the text loader, probe and
-/// embed are still to come (issue 12).
+/// The error of a command or option that does not take text models yet: text models
+/// pretrain (`cpc pretrain`), but the probe on labelled sentences and embed are still to
+/// come (issue 12).
 pub(crate) fn text_not_yet(what: &str) -> Error {
     Error::Config(format!(
-        "{what} does not take text models yet: a text model trains on sentences its caller \
-         gives it (CpcModel::set_inputs with a PaddedSentences), but this command's text \
-         data path is still to come (issue 12)"
+        "{what} does not take text models yet: a text model pretrains (cpc pretrain), but \
+         probing and embedding sentences are still to come (issue 12)"
     ))
 }

@@ -209,6 +209,26 @@ fn the_command_line_counts_text_epochs_in_passages_and_plans_text() {
     );
     let ck = ModelCheckpoint::read(&dir.join(CHECKPOINT), None).unwrap();
     assert_eq!(ck.step, 37);
+    // Probing and embedding text checkpoints are still to come: a clear error, not a crash.
+    let path = dir.join(CHECKPOINT);
+    let path = path.to_str().unwrap();
+    for args in [
+        vec!["probe", "--checkpoint", path, "--software"],
+        vec![
+            "embed",
+            "--checkpoint",
+            path,
+            "--out",
+            "/dev/null",
+            "--software",
+        ],
+    ] {
+        let err = common::failed(&common::cpc_command(&args));
+        assert!(
+            err.contains("does not take text models yet"),
+            "{args:?}: {err}"
+        );
+    }
     let plan = common::ok(&common::cpc_command(&[
         "pretrain",
         "--preset",

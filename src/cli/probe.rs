@@ -113,6 +113,9 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         batch: args.batch,
     };
     let pretrained = checkpoint.load()?;
+    if pretrained.config.model.modality() == "text" {
+        return Err(crate::error::text_not_yet("cpc probe"));
+    }
     if args.train.is_none() && args.test.is_some() {
         return Err(Error::Config(
             "--test needs --train (without either, the built-in set's splits are used)".into(),
