@@ -209,26 +209,45 @@ fn the_command_line_counts_text_epochs_in_passages_and_plans_text() {
     );
     let ck = ModelCheckpoint::read(&dir.join(CHECKPOINT), None).unwrap();
     assert_eq!(ck.step, 37);
-    // Probing and embedding text checkpoints are still to come: a clear error, not a crash.
+    // Probing text checkpoints is still to come: a clear error, not a crash.
     let path = dir.join(CHECKPOINT);
     let path = path.to_str().unwrap();
-    for args in [
-        vec!["probe", "--checkpoint", path, "--software"],
-        vec![
-            "embed",
-            "--checkpoint",
-            path,
-            "--out",
-            "/dev/null",
-            "--software",
-        ],
-    ] {
-        let err = common::failed(&common::cpc_command(&args));
-        assert!(
-            err.contains("does not take text models yet"),
-            "{args:?}: {err}"
-        );
-    }
+    let err = common::failed(&common::cpc_command(&[
+        "probe",
+        "--checkpoint",
+        path,
+        "--software",
+    ]));
+    assert!(err.contains("does not take text models yet"), "{err}");
+    // cpc embed writes one z per sentence of the split, labelled by topic.
+    let out = dir.join("test.safetensors");
+    let args = [
+        "embed",
+        "--checkpoint",
+        path,
+        "--split",
+        "test",
+        "--software",
+        "--out",
+    ];
+    common::ok(&common::cpc_command(
+        &[&args[..], &[out.to_str().unwrap()]].concat(),
+    ));
+    let z = cpc::eval::Features::load(&out).unwrap();
+    let test = text::TextOptions {
+        split: cpc::data::Split::Test,
+        ..Default::default()
+    };
+    let corpus = text::open(None, &test).unwrap();
+    let sentences: usize = (0..corpus.len())
+        .map(|i| corpus.document(i).unwrap().sentences.len())
+        .sum();
+    assert_eq!((z.len(), z.dim), (sentences, 64));
+    assert_eq!(z.labels.as_ref().map(|l| l.len()), Some(sentences));
+    assert_eq!(z.names[1], "synthetic:test#0#1");
+    let frames = [&args[..], &["/dev/null", "--frames"]].concat();
+    let err = common::failed(&common::cpc_command(&frames));
+    assert!(err.contains("--frames"), "{err}");
     let plan = common::ok(&common::cpc_command(&[
         "pretrain",
         "--preset",
@@ -237,4 +256,55 @@ fn the_command_line_counts_text_epochs_in_passages_and_plans_text() {
         "--software",
     ]));
     assert!(plan.contains("batch 16"), "{plan}");
+}
+
+/// A sentence's z from `cpc embed`'s walk (documents cut into passages, batches filled up
+/// with empty sentences) is the z of that sentence alone in a batch: it depends on the
+/// sentence only.
+#[test]
+fn sentence_features_are_each_sentences_own_vector() {
+    use cpc::model::{CpcModel, ParamLayout, Spec};
+    use cpc::ops::embedding::PaddedSentences;
+    let dir = TestDir::new("text-features");
+    std::fs::write(dir.join("a.txt"), "One two three. Two. Three one one two!").unwrap();
+    std::fs::write(
+        dir.join("b.txt"),
+        "Four. One four four four four. Two one? Five.",
+    )
+    .unwrap();
+    let set = text::open(Some(&*dir), &text::TextOptions::default()).unwrap();
+    let vocab = Vocabulary::build(&*set, 16).unwrap();
+    let mut cfg = Config::preset("text-tiny").unwrap();
+    cfg.train.batch = 2;
+    let spec = Spec::from(&cfg.model);
+    let params = ParamLayout::new(&spec).init(5);
+    let model = CpcModel::new(gpu(), &spec, 2, &params, Default::default()).unwrap();
+    let (z, c) = cpc::eval::text::sentence_features(gpu(), &model, &*set, &vocab).unwrap();
+    assert_eq!((z.len(), c.len(), z.dim, c.dim), (7, 7, 64, 64));
+    let names = [
+        "a.txt#0", "a.txt#1", "a.txt#2", "b.txt#0", "b.txt#1", "b.txt#2", "b.txt#3",
+    ];
+    assert_eq!(z.names, names);
+    assert!(z.labels.is_none());
+    let slots = 2 * 6;
+    let at = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)];
+    for (row, (doc, s)) in at.into_iter().enumerate() {
+        let words = &set.document(doc).unwrap().sentences[s];
+        let mut alone = text::Sentences::new();
+        alone.push(&vocab.encode(words)).unwrap();
+        for _ in 1..slots {
+            alone.push(&[]).unwrap();
+        }
+        let x = PaddedSentences::from_offsets(&alone.tokens, &alone.offsets, 16, 2048).unwrap();
+        let (want, _) = model.frames(gpu(), &x).unwrap();
+        for (got, want) in z.row(row).iter().zip(&want[..64]) {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "row {row}: {got} vs {want}"
+            );
+        }
+    }
+    // The context follows the passage: a's second sentence and b's differ in what came
+    // before them.
+    assert_ne!(c.row(1), c.row(4));
 }

@@ -1,6 +1,7 @@
 //! `cpc embed`: every image's mean-pooled patch vector (centre crop, no augmentation) from a
 //! checkpoint's encoder, or for an audio checkpoint every clip's mean frame vector z (or,
-//! with `--frames`, every frame's), with labels and names where the data has them, in one
+//! with `--frames`, every frame's), or for a text checkpoint every sentence's vector z, with
+//! labels and names where the data has them, in one
 //! safetensors file (see eval::features for its layout).
 
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use clap::Args;
 
 use crate::cli::{AdapterArgs, CheckpointArgs};
 use crate::data::{Format, OnBadFile, Split};
-use crate::error::{text_not_yet, Error, Result};
+use crate::error::{Error, Result};
 use crate::eval::audio::AudioEncoder;
 use crate::model::ModelConfig;
 
@@ -69,7 +70,40 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
             )?;
             (source, features)
         }
-        ModelConfig::Text(_) => return Err(text_not_yet("cpc embed")),
+        ModelConfig::Text(_) => {
+            if args.frames || args.limit.is_some() || args.format != Format::Auto {
+                return Err(Error::Config(
+                    "--frames, --limit and --format are for images and audio; a text \
+                     checkpoint embeds every sentence of --data (or of the built-in corpus)"
+                        .into(),
+                ));
+            }
+            let vocab = (pretrained.vocabulary.as_ref())
+                .expect("ModelCheckpoint::read requires a text model's vocabulary");
+            let open = crate::data::text::TextOptions {
+                split: args.split,
+                on_bad_file: args.on_bad_image,
+                tokenizer: vocab.tokenizer(),
+                ..Default::default()
+            };
+            let set = crate::data::text::open(args.data.as_deref(), &open)?;
+            let gpu = crate::gpu::Gpu::new(&(&args.adapter).into())?;
+            eprintln!("adapter: {}; data: {}", gpu.info.name, set.describe());
+            let spec = crate::model::Spec::from(&pretrained.config.model);
+            let batch = args.checkpoint.batch(&pretrained);
+            crate::model::memory::check_fits(&gpu, &spec, batch, None)?;
+            let model = crate::model::CpcModel::new(
+                &gpu,
+                &spec,
+                batch,
+                &pretrained.params,
+                crate::ops::adam::AdamConfig::default(),
+            )?;
+            let (z, _) = crate::eval::text::sentence_features(&gpu, &model, set.as_ref(), vocab)?;
+            let source = (args.data.as_ref())
+                .map_or_else(|| "built-in text".to_string(), |p| p.display().to_string());
+            (source, z)
+        }
         ModelConfig::Audio(_) => {
             let (set, source) = crate::eval::audio::open_eval_audio(
                 args.data.as_deref(),

@@ -8,6 +8,7 @@ pub mod features;
 pub mod input;
 pub mod neighbours;
 pub mod probe;
+pub mod text;
 
 pub use features::{CentreCrops, Encoder, Features};
 pub use probe::{
