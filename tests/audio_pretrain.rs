@@ -2,27 +2,14 @@
 //! built-in synthetic speech learns, runs are deterministic, a resumed run matches an
 //! uninterrupted one, and bad audio input fails clearly.
 
-use std::sync::atomic::AtomicBool;
-
 use cpc::data::audio::OnShort;
 use cpc::data::{Format, OnBadFile};
 use cpc::ops::infonce::InfonceStats;
-use cpc::train::pretrain::{pretrain, PretrainOptions, PretrainSummary, CHECKPOINT};
+use cpc::train::pretrain::CHECKPOINT;
 use cpc::train::{Checkpoint, Config};
 
 mod common;
-use common::{gpu, pretrain_options, TestDir};
-
-fn run(opts: &PretrainOptions) -> cpc::Result<PretrainSummary> {
-    pretrain(gpu(), opts, &AtomicBool::new(false))
-}
-
-fn losses(s: &PretrainSummary) -> Vec<(u64, f32)> {
-    s.history
-        .iter()
-        .map(|(step, st)| (*step, st.loss))
-        .collect()
-}
+use common::{losses, pretrain_options, run, TestDir};
 
 /// The audio-tiny preset, `batch` windows a step for `steps` steps, every step logged.
 fn audio_run(batch: u32, steps: u64) -> Config {

@@ -4,23 +4,12 @@
 use std::sync::atomic::AtomicBool;
 
 use cpc::data::OnBadImage;
-use cpc::train::pretrain::{pretrain, PretrainOptions, PretrainSummary, CHECKPOINT};
+use cpc::train::pretrain::{pretrain, CHECKPOINT};
 use cpc::train::{Checkpoint, Config, ModelCheckpoint};
 use cpc::Error;
 
 mod common;
-use common::{gpu, gpu_on, pretrain_options, tiny_run, write_png, TestDir};
-
-fn run(opts: &PretrainOptions) -> cpc::Result<PretrainSummary> {
-    pretrain(gpu(), opts, &AtomicBool::new(false))
-}
-
-fn losses(s: &PretrainSummary) -> Vec<(u64, f32)> {
-    s.history
-        .iter()
-        .map(|(step, st)| (*step, st.loss))
-        .collect()
-}
+use common::{gpu_on, losses, pretrain_options, run, tiny_run, write_png, TestDir};
 
 #[test]
 fn two_runs_with_one_seed_give_the_same_losses() {

@@ -3,27 +3,15 @@
 //! uninterrupted one and reads its ids with its checkpoint's vocabulary, and bad text input
 //! fails clearly.
 
-use std::sync::atomic::AtomicBool;
-
 use cpc::data::text::{self, Vocabulary};
 use cpc::data::{Format, OnBadFile};
 use cpc::ops::infonce::InfonceStats;
 use cpc::train::model_checkpoint::ModelCheckpoint;
-use cpc::train::pretrain::{pretrain, PretrainOptions, PretrainSummary, CHECKPOINT};
+use cpc::train::pretrain::CHECKPOINT;
 use cpc::train::Config;
 
 mod common;
-use common::{gpu, pretrain_options, TestDir};
-
-fn run(opts: &PretrainOptions) -> cpc::Result<PretrainSummary> {
-    pretrain(gpu(), opts, &AtomicBool::new(false))
-}
-
-fn losses(s: &PretrainSummary) -> Vec<(u64, f32)> {
-    (s.history.iter())
-        .map(|(step, st)| (*step, st.loss))
-        .collect()
-}
+use common::{gpu, losses, pretrain_options, run, TestDir};
 
 /// The text-tiny preset, `batch` passages a step for `steps` steps, every step logged.
 fn text_run(batch: u32, steps: u64) -> Config {

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use cpc::data::{Format, OnBadImage};
 use cpc::gpu::{AdapterChoice, Gpu, KernelPath, Kernels, LimitsChoice, Subgroups};
 use cpc::ops::tune::Tune;
-use cpc::train::pretrain::PretrainOptions;
+use cpc::train::pretrain::{PretrainOptions, PretrainSummary};
 use cpc::train::Config;
 use rand::{Rng, SeedableRng};
 
@@ -228,4 +228,16 @@ pub fn ok(out: &std::process::Output) -> String {
 pub fn failed(out: &std::process::Output) -> String {
     assert!(!out.status.success(), "expected an error");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A pretraining run on the test adapter, never interrupted from outside.
+pub fn run(opts: &PretrainOptions) -> cpc::Result<PretrainSummary> {
+    cpc::train::pretrain::pretrain(gpu(), opts, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// Every logged step's loss.
+pub fn losses(s: &PretrainSummary) -> Vec<(u64, f32)> {
+    (s.history.iter())
+        .map(|(step, st)| (*step, st.loss))
+        .collect()
 }
