@@ -1006,6 +1006,79 @@ fn text_model_gradients_match_finite_differences() {
     check_model_on(gpu(), &(&spec).into(), 3, &x, 4);
 }
 
+/// The lookup's, its backward's and the masked mean's work depend on the batch's words:
+/// before any upload their counts are the plan's (every position a word), after one the
+/// batch's, each encoder slice's masked mean its own sentences' (what `cpc profile` shows).
+#[test]
+fn text_kernel_costs_count_the_words_of_the_batch_last_uploaded() {
+    use cpc::gpu::Cost;
+    let spec = small_text();
+    let (batch, l, w) = (3, spec.sentences, spec.max_words);
+    let (e, c) = (spec.embedding, spec.channels);
+    let init = ParamLayout::new(&spec).init(0);
+    // One passage a slice: three masked means over 4 sentences each.
+    let model =
+        CpcModel::sliced(gpu(), &spec, batch, &init, AdamConfig::default(), Some(1)).unwrap();
+    let costs = |name: &str| -> Vec<(Cost, Cost)> {
+        (model.step_launches().iter())
+            .filter(|l| l.name == name)
+            .map(|l| (l.cost, l.cost_now()))
+            .collect()
+    };
+    let flops_now = |name: &str| costs(name).iter().map(|c| c.1.flops).collect::<Vec<_>>();
+    let positions = batch * l * w;
+    // Before an upload: the worst case, P' = P words, min(P, V - 1) distinct.
+    let distinct_max = positions.min(spec.vocab - 1);
+    let worst = ((positions + distinct_max) * e) as u64;
+    assert_eq!(flops_now("embedding.backward"), [worst]);
+    assert_eq!(
+        flops_now("masked_mean.forward"),
+        [(c * (l * w + l)) as u64; 3]
+    );
+    let x = passages(&spec, batch, 5);
+    model.set_inputs(gpu(), &x, 1, 1e-3, 0).unwrap();
+    let words: usize = x.lengths().iter().map(|&v| v as usize).sum();
+    let distinct = (x.ids().iter().filter(|&&id| id != 0))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(
+        words < positions && distinct < distinct_max,
+        "{words} {distinct}"
+    );
+    // The backward adds each word's E gradients, then each distinct word's row; reads the
+    // index, the words' gradients, and reads and writes the distinct rows.
+    let bytes = 4 * (2 * distinct + words + 2 + words * e + 2 * distinct * e) as u64;
+    assert_eq!(
+        costs("embedding.backward")[0].1,
+        Cost {
+            flops: ((words + distinct) * e) as u64,
+            bytes
+        }
+    );
+    // The lookup: no FLOPs; the ids, a row per word, all of out.
+    let bytes = 4 * (positions + words * e + positions * e) as u64;
+    assert_eq!(costs("embedding.forward")[0].1, Cost { flops: 0, bytes });
+    // Each slice's masked mean: C adds a word of its passage and a division a row; its
+    // backward a division per word's gradient.
+    let per_passage: Vec<usize> = (x.lengths().chunks(l))
+        .map(|p| p.iter().map(|&v| v as usize).sum())
+        .collect();
+    let want: Vec<u64> = per_passage.iter().map(|&p| (c * (p + l)) as u64).collect();
+    assert_eq!(flops_now("masked_mean.forward"), want);
+    let want: Vec<u64> = per_passage.iter().map(|&p| (c * p) as u64).collect();
+    assert_eq!(flops_now("masked_mean.backward"), want);
+    // The plan's counts stay the worst case; the other kernels' do not depend on the batch.
+    for (plan, now) in costs("embedding.backward") {
+        assert_eq!(plan.flops, worst);
+        assert!(now.flops < plan.flops);
+    }
+    for l in model.step_launches() {
+        if !l.name.starts_with("embedding") && !l.name.starts_with("masked_mean") {
+            assert_eq!(l.cost, l.cost_now(), "{}", l.name);
+        }
+    }
+}
+
 #[test]
 fn a_text_model_takes_sentences_and_an_image_model_values() {
     let spec = small_text();
@@ -1054,6 +1127,22 @@ fn the_text_presets_count_their_parameters() {
             "{name}"
         );
         println!("{name}: {} parameters; {}", layout.count(), spec.describe());
+    }
+    // The forward's FLOPs per passage at batch b: the word conv's multiply-adds and its
+    // ReLU's elements at the W positions of the L sentences, the GRU's L steps, and per
+    // offset o its L - o queries' predictions (D x H) and scores against the b L sentences.
+    for (name, [w, l, e, d, h]) in [
+        ("text", [32, 8, 620, 2400, 2400]),
+        ("text-small", [32, 8, 256, 1024, 1024]),
+        ("text-tiny", [16, 6, 32, 64, 64]),
+    ] {
+        let spec = Spec::from(&cpc::train::Config::preset(name).unwrap().model);
+        let b = 5;
+        let conv = 2 * d * e * 3 * w * l + d * w * l;
+        let gru = 2 * l * 3 * (d * h + h * h);
+        let heads: usize = (1..=3).map(|o| 2 * (l - o) * (d * h + b * l * d)).sum();
+        let want = (conv + gru + heads) as f64;
+        assert_eq!(spec.forward_flops_per_example(b), want, "{name}");
     }
     assert_eq!(count(20000, 620, 2400, 2400), 68_720_800);
     assert_eq!(count(20000, 256, 1024, 1024), 15_350_784);

@@ -175,9 +175,9 @@ fn bad_text_input_fails_clearly() {
 }
 
 /// `cpc pretrain --epochs` on text counts passages: the built-in corpus's 593 passages of 6
-/// sentences are 37 batches of 16; `--plan` plans text-tiny.
+/// sentences are 37 batches of 16.
 #[test]
-fn the_command_line_counts_text_epochs_in_passages_and_plans_text() {
+fn the_command_line_counts_text_epochs_in_passages() {
     let dir = TestDir::new("text-cli");
     let out = common::cpc_command(&[
         "pretrain",
@@ -236,14 +236,98 @@ fn the_command_line_counts_text_epochs_in_passages_and_plans_text() {
     let frames = [&args[..], &["/dev/null", "--frames"]].concat();
     let err = common::failed(&common::cpc_command(&frames));
     assert!(err.contains("--frames"), "{err}");
-    let plan = common::ok(&common::cpc_command(&[
-        "pretrain",
+}
+
+/// The number before `unit` in `line`: "... forward 27.6 MFLOP" -> 27.6 for " MFLOP".
+fn number_before(line: &str, unit: &str) -> f64 {
+    let head = &line[..line
+        .find(unit)
+        .unwrap_or_else(|| panic!("no {unit} in {line}"))];
+    let word = head.rsplit(' ').next().unwrap();
+    word.parse().unwrap_or_else(|_| panic!("{word} in {line}"))
+}
+
+/// `--plan` on each text preset prints the spec's parameter count, and at the preset's
+/// batch the forward's FLOPs that the spec counts (tests/model.rs checks that count).
+#[test]
+fn plan_prints_the_text_presets_parameters_and_flops() {
+    use cpc::model::{ParamLayout, Spec};
+    // The counts tests/model.rs derives by hand.
+    for (preset, count) in [
+        ("text", 68_720_800),
+        ("text-small", 15_350_784),
+        ("text-tiny", 108_992),
+    ] {
+        let plan = common::ok(&common::cpc_command(&[
+            "pretrain",
+            "--preset",
+            preset,
+            "--plan",
+            "--software",
+        ]));
+        let cfg = Config::preset(preset).unwrap();
+        let spec = Spec::from(&cfg.model);
+        assert_eq!(ParamLayout::new(&spec).count(), count);
+        let first = format!("preset {preset}: {count} parameters, {}", spec.describe());
+        assert_eq!(plan.lines().next(), Some(&first[..]), "{plan}");
+        let batch = cfg.train.batch as usize;
+        let this_run = (plan.lines())
+            .find(|l| l.trim_start().starts_with("this run:"))
+            .unwrap_or_else(|| panic!("{plan}"));
+        assert!(this_run.contains(&format!("batch {batch}:")), "{plan}");
+        let want = batch as f64 * spec.forward_flops_per_example(batch);
+        let printed = [(" MFLOP", 1e6), (" GFLOP", 1e9)]
+            .iter()
+            .find(|(unit, _)| this_run.ends_with(unit))
+            .map(|&(unit, scale)| number_before(this_run, unit) * scale)
+            .unwrap_or_else(|| panic!("{this_run}"));
+        // Three significant digits.
+        assert!(
+            (printed - want).abs() < 0.005 * want,
+            "{printed} vs {want}: {this_run}"
+        );
+    }
+}
+
+/// `cpc profile` on text-tiny times every kernel of the text step, on the built-in corpus's
+/// first batch, in passages a second.
+#[test]
+fn profile_times_the_text_kernels() {
+    let out = common::ok(&common::cpc_command(&[
+        "profile",
         "--preset",
         "text-tiny",
-        "--plan",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
         "--software",
     ]));
-    assert!(plan.contains("batch 16"), "{plan}");
+    assert!(
+        out.contains("inputs: the first batch of the built-in corpus (seed 0): 96 sentences"),
+        "{out}"
+    );
+    // Each kernel's row: its name first.
+    let rows: Vec<&str> = (out.lines())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for kernel in [
+        "embedding.forward",
+        "conv2d_forward",
+        "masked_mean.forward",
+        "gru.gates_forward",
+        "matmul",
+        "infonce.infonce_rows",
+        "infonce.infonce_reduce",
+        "masked_mean.backward",
+        "conv2d_backward_weight",
+        "gru.gates_backward",
+        "embedding.backward",
+        "adam.step",
+    ] {
+        assert!(rows.contains(&kernel), "no {kernel} in:\n{out}");
+    }
+    assert!(out.contains("passages/s"), "{out}");
 }
 
 /// A sentence's z from `cpc embed`'s walk (documents cut into passages, batches filled up

@@ -51,6 +51,13 @@ pub fn print_notes(notes: &[String]) {
     }
 }
 
+/// "preset NAME: N parameters, <the spec in a line>": the first line `cpc pretrain`,
+/// `--plan` and `cpc profile` print.
+pub fn model_line(preset: &str, spec: &crate::model::Spec) -> String {
+    let count = crate::model::ParamLayout::new(spec).count();
+    format!("preset {preset}: {count} parameters, {}", spec.describe())
+}
+
 /// clap parser of a count that must be at least 1: a flag of 0 images, queries, threads or
 /// iterations makes no sense, and taking it as 1 would hide the mistake.
 pub fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::cli::{at_least_one, print_notes, AdapterArgs};
+use crate::cli::{at_least_one, model_line, print_notes, AdapterArgs};
 use crate::data::audio::OnShort;
 use crate::data::{Format, OnBadFile};
 use crate::error::{Error, Result};
@@ -28,7 +28,7 @@ pub struct PretrainArgs {
     #[arg(long, default_value = "auto")]
     pub format: Format,
     /// Model and training preset: paper, laptop, small, tiny (images); audio, audio-small,
-    /// audio-tiny (speech).
+    /// audio-tiny (speech); text, text-small, text-tiny.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// A TOML file overriding the preset field by field ([model], [model.encoder], [train]).
@@ -78,7 +78,8 @@ pub struct PretrainArgs {
     /// Refuse a batch whose planned GPU buffers exceed this many GiB.
     #[arg(long)]
     pub memory_budget_gib: Option<f64>,
-    /// Print the planned GPU memory of this preset and batch, then exit.
+    /// Print the parameter count, the planned GPU memory and the forward's FLOPs at a few
+    /// batches and this run's, then exit.
     #[arg(long)]
     pub plan: bool,
     /// Data-loading threads, 1 to 256.
@@ -169,8 +170,25 @@ pub fn steps_for_epochs(epochs: u64, images: u64, batch: u32) -> Result<u64> {
     }
 }
 
-/// What `--plan` prints: the planned memory at a few batches and this run's, each batch
-/// that cannot run on this adapter (or within the budget) marked with the limit it breaks.
+/// A FLOP count to three significant digits, in MFLOP, GFLOP or TFLOP.
+fn flop_count(flops: f64) -> String {
+    let (value, unit) = match flops {
+        f if f >= 1e12 => (f / 1e12, "TFLOP"),
+        f if f >= 1e9 => (f / 1e9, "GFLOP"),
+        f => (f / 1e6, "MFLOP"),
+    };
+    let decimals = match value {
+        v if v >= 100.0 => 0,
+        v if v >= 10.0 => 1,
+        _ => 2,
+    };
+    format!("{value:.decimals$} {unit}")
+}
+
+/// What `--plan` prints: the model's parameter count, then at a few batches and this run's
+/// the planned memory and the forward's FLOPs (`Spec::forward_flops_per_example` times the
+/// batch), each batch that cannot run on this adapter (or within the budget) marked with the
+/// limit it breaks.
 pub fn plan_report(
     est: &Estimate,
     limits: &wgpu::Limits,
@@ -178,14 +196,18 @@ pub fn plan_report(
     preset: &str,
     batch: usize,
 ) -> String {
+    let spec = est.spec();
     let line = |b: usize| {
         let plan = est.at(b);
+        let flops = flop_count(b as f64 * spec.forward_flops_per_example(b));
+        let text = format!("{plan}; forward {flops}");
         match plan.refusal(limits, budget_bytes) {
-            Some(why) => format!("{plan}\n    cannot run here: {why}"),
-            None => plan.to_string(),
+            Some(why) => format!("{text}\n    cannot run here: {why}"),
+            None => text,
         }
     };
-    let mut out = format!("planned GPU memory, preset {preset}:\n");
+    let mut out = format!("{}\n", model_line(preset, spec));
+    out += &format!("planned GPU memory and forward FLOPs a step, preset {preset}:\n");
     for b in [1, 8, 16, 32, 64] {
         out += &format!("  {}\n", line(b));
     }
@@ -280,20 +302,14 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             ..ProbeDuring::every(every)
         }),
     };
-    let params = crate::model::ParamLayout::new(&spec).count();
     eprintln!(
-        "preset {}: {params} parameters, {}; batch {}, {} steps",
-        args.preset,
-        spec.describe(),
+        "{}; batch {}, {} steps",
+        model_line(&args.preset, &spec),
         cfg.train.batch,
         cfg.train.total_steps
     );
     let s = pretrain(&gpu, &opts, &stop)?;
-    let unit = match cfg.model {
-        ModelConfig::Vision(_) => "images",
-        ModelConfig::Audio(_) => "windows",
-        ModelConfig::Text(_) => "passages",
-    };
+    let unit = spec.examples_name();
     eprintln!("planned GPU memory: {}", s.memory);
     if let (Some((s0, first)), Some((s1, last))) = (s.history.first(), s.history.last()) {
         eprintln!(

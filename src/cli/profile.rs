@@ -3,6 +3,11 @@
 //! bytes counted from the shapes, the whole step's time, and the GPU's idle time between
 //! kernels. Without timestamp queries it times each kernel's submission on the host.
 //!
+//! The inputs are the same every step: fixed pseudo-random images or clips, and for text
+//! the first batch of the built-in corpus that `cpc pretrain` would draw (the lookup's, its
+//! backward's and the masked mean's work depend on the batch's words; their counts are the
+//! batch's, [`Launch::cost_now`], not the plan's worst case).
+//!
 //! It runs the kernel path the device was opened with (`--kernels auto|gpu|cpu`, else
 //! CPC_KERNELS, else the adapter's type) and says which. With `--peak-gflops` (the adapter's
 //! fp32 peak, from its data sheet: wgpu reports no clock or core count to derive it from)
@@ -15,21 +20,26 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::cli::AdapterArgs;
+use crate::data::text::{self, TextOptions};
+use crate::data::{Input, LoaderState, TrainingData};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Launch};
 use crate::model::memory;
 use crate::model::{ParamLayout, Spec};
 use crate::ops::adam::AdamConfig;
+use crate::ops::embedding::WordPositions;
+use crate::train::pretrain::text_loader;
 
 #[derive(Args, Clone, Debug)]
 pub struct ProfileArgs {
-    /// Model preset: paper, laptop, small or tiny.
+    /// Model preset: paper, laptop, small, tiny (images); audio, audio-small, audio-tiny;
+    /// text, text-small, text-tiny.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// A TOML file overriding the preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Images per step (default: the preset's).
+    /// Examples per step, images, windows or passages (default: the preset's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
     /// Steps to measure, after the warm-up (1 to 10000).
@@ -143,6 +153,33 @@ fn host_timed_step(gpu: &Gpu, launches: &[&Launch]) -> Result<Vec<(String, f64)>
         .collect()
 }
 
+/// The step's inputs, the same every step, and a line saying what they are: pseudo-random
+/// values for images and clips (no kernel's work depends on them); for text the first batch
+/// of the built-in corpus as `cpc pretrain` with `seed` draws it, since the words of a batch
+/// set the lookup's and the masked mean's work.
+fn fixed_input(spec: &Spec, batch: usize, seed: u64) -> Result<(Input, String)> {
+    let Spec::Text(t) = spec else {
+        let values = (0..batch * spec.input_shape().len())
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        return Ok((Input::Values(values), "fixed pseudo-random values".into()));
+    };
+    let set = text::open(None, &TextOptions::default())?;
+    let input = text_loader(&*set, t, None, batch, seed, LoaderState::default())?.next_input()?;
+    let Input::Sentences(s) = &input else {
+        unreachable!("a text loader serves sentences")
+    };
+    let distinct = WordPositions::build(&s.tokens, t.vocab)?.words.len();
+    let what = format!(
+        "the first batch of the built-in corpus (seed {seed}): {} sentences, {} words in {} \
+         positions, {distinct} distinct",
+        s.len(),
+        s.tokens.len(),
+        s.len() * t.max_words
+    );
+    Ok((input, what))
+}
+
 pub fn run(args: &ProfileArgs) -> Result<()> {
     let mut cfg = crate::cli::load_config(&args.preset, args.config.as_deref())?;
     if let Some(b) = args.batch {
@@ -164,20 +201,17 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         println!("{}", gpu.tilings.summary());
     }
     println!(
-        "preset {}, batch {batch}: {} parameters, {}",
-        args.preset,
-        layout.count(),
-        spec.describe()
+        "{}; batch {batch}",
+        crate::cli::model_line(&args.preset, &spec)
     );
     println!("planned GPU memory: {plan}");
 
     // Fixed inputs: the profile measures kernels, not data loading.
-    let inputs: Vec<f32> = (0..batch * spec.input_shape().len())
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
+    let (input, what) = fixed_input(&spec, batch, cfg.train.seed)?;
+    println!("inputs: {what}");
     let launches = model.step_launches();
     let whole_step = |t: u64| -> Result<Duration> {
-        model.set_inputs(&gpu, &inputs, t, 1e-4, t as u32)?;
+        model.set_input(&gpu, &input, t, 1e-4, t as u32)?;
         let start = Instant::now();
         model.run(&gpu, |m, pass| m.record_step(pass))?;
         Ok(start.elapsed())
@@ -227,13 +261,14 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         }
     }
 
-    // Per kernel name: calls, mean time per step, FLOPs and bytes from the shapes.
+    // Per kernel name: calls, mean time per step, FLOPs and bytes from the shapes (and for
+    // text's lookup and masked means, the batch's words).
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     for l in &launches {
-        let r = rows.entry(l.name).or_default();
+        let (r, cost) = (rows.entry(l.name).or_default(), l.cost_now());
         r.calls += 1;
-        r.flops += l.cost.flops;
-        r.bytes += l.cost.bytes;
+        r.flops += cost.flops;
+        r.bytes += cost.bytes;
     }
     let steps = per_step.len() as f64;
     for step in &per_step {
@@ -298,12 +333,13 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         }
         println!();
     }
-    let flops: u64 = launches.iter().map(|l| l.cost.flops).sum();
+    let flops: u64 = launches.iter().map(|l| l.cost_now().flops).sum();
     let step_gflops = flops as f64 / step_seconds / 1e9;
     println!(
-        "\nwhole step (one pass, as training runs it): {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.2} GFLOP a step)",
+        "\nwhole step (one pass, as training runs it): {:.1} ms, {:.1} {}/s, {:.2} GFLOP/s ({:.2} GFLOP a step)",
         step_seconds * 1e3,
         batch as f64 / step_seconds,
+        spec.examples_name(),
         step_gflops,
         flops as f64 / 1e9
     );

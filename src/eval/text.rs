@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::eval::Features;
 use crate::gpu::Gpu;
 use crate::model::{CpcModel, Spec};
-use crate::ops::embedding::PaddedSentences;
 
 /// z [sentences, D] and c [sentences, H] of every sentence of `set`, named
 /// `<document>#<sentence>`, labelled where the set has labels.
@@ -54,13 +53,7 @@ pub fn sentence_features(
         for s in batch {
             sentences.push(s.as_ref().map_or(&[][..], |(ids, _, _)| ids))?;
         }
-        let x = PaddedSentences::from_offsets(
-            &sentences.tokens,
-            &sentences.offsets,
-            t.max_words,
-            t.vocab,
-        )?;
-        let (bz, bc) = model.frames(gpu, &x)?;
+        let (bz, bc) = model.frames(gpu, &t.pad(&sentences)?)?;
         for (k, s) in batch.iter().enumerate() {
             if let Some((_, name, label)) = s {
                 for (f, rows, dim) in [(&mut z, &bz, d), (&mut c, &bc, h)] {

@@ -88,6 +88,20 @@ pub struct Cost {
     pub bytes: u64,
 }
 
+impl Cost {
+    /// `flops` operations moving `elements` 4-byte elements (f32 or u32).
+    pub fn of(flops: u64, elements: u64) -> Cost {
+        Cost {
+            flops,
+            bytes: 4 * elements,
+        }
+    }
+}
+
+/// The cost of a launch on the inputs now in its buffers, for work that depends on their
+/// values (see [`Launch::cost_of_inputs`]).
+pub type CostOfInputs = std::sync::Arc<dyn Fn() -> Cost + Send + Sync>;
+
 /// Runs the launch's CPU reference once on inputs of the launch's shapes (for
 /// `cpc profile --compare`).
 pub type Reference = std::sync::Arc<dyn Fn() + Send + Sync>;
@@ -101,7 +115,10 @@ pub struct Launch {
     /// The uniform buffer, so per-step values (Adam's step) can be rewritten in place.
     pub uniforms: wgpu::Buffer,
     pub workgroups: [u32; 3],
+    /// The plan's count, from the shapes: where the work depends on the inputs' values, the
+    /// most a batch can ask (see [`Launch::cost_now`]).
     pub cost: Cost,
+    cost_of_inputs: Option<CostOfInputs>,
     pub reference: Option<Reference>,
 }
 
@@ -240,17 +257,29 @@ impl Launch {
             uniforms,
             workgroups,
             cost: Cost::default(),
+            cost_of_inputs: None,
             reference: None,
         })
     }
 
     /// The launch's FLOPs and minimal bytes moved (f32 elements read and written).
     pub fn cost(mut self, flops: u64, floats_moved: u64) -> Launch {
-        self.cost = Cost {
-            flops,
-            bytes: 4 * floats_moved,
-        };
+        self.cost = Cost::of(flops, floats_moved);
         self
+    }
+
+    /// Where the launch's work depends on the values of its inputs (how many positions of a
+    /// text batch are words, how many distinct words it holds), `f` counts it for the inputs
+    /// last written; [`Launch::cost_now`] asks it.
+    pub fn cost_of_inputs(mut self, f: impl Fn() -> Cost + Send + Sync + 'static) -> Launch {
+        self.cost_of_inputs = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// The launch's cost on the inputs now in its buffers: the plan's count, or for work that
+    /// depends on the inputs' values, the count for the batch last written.
+    pub fn cost_now(&self) -> Cost {
+        self.cost_of_inputs.as_ref().map_or(self.cost, |f| f())
     }
 
     /// The launch's CPU reference, run on inputs of its shapes.

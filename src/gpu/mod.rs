@@ -12,7 +12,8 @@ pub use context::{
 };
 pub use kernels::{check_kernels_fit, PipelineKey, Reductions, Shader, ROW_WORKGROUP};
 pub use launch::{
-    layout_of, rel_offset, spread, Cost, Launch, Reference, Uniform, UniformLayout, SPREAD_X,
+    layout_of, rel_offset, spread, Cost, CostOfInputs, Launch, Reference, Uniform, UniformLayout,
+    SPREAD_X,
 };
 pub use tensor::{Tensor, STORAGE};
 pub use timing::Stopwatch;

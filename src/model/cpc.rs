@@ -27,6 +27,7 @@
 
 use std::ops::Range;
 
+use crate::data::Input;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Launch, Tensor};
 use crate::model::layers::{ConvGeometry, LayerList, Op, Shape, NORM_EPS};
@@ -36,7 +37,7 @@ use crate::ops::adam::{Adam, AdamConfig};
 use crate::ops::conv2d::{self, Activation, Conv2d};
 use crate::ops::copy_rows;
 use crate::ops::elementwise;
-use crate::ops::embedding::{self, Tokens};
+use crate::ops::embedding::{self, Tokens, Uploaded};
 use crate::ops::gru::{self, Gru, GruWeights};
 use crate::ops::infonce::{self, Infonce};
 use crate::ops::layer_norm::{self, LayerNorm};
@@ -233,10 +234,13 @@ impl EncoderGraph {
 
 /// Text's tensors of an encoder slice beside its items: the gradient of the embedded
 /// sentences [n, E, 1, W] (which the lookup's backward reads) and the sentences' lengths
-/// [n] (u32, which the masked mean reads).
+/// [n] (u32, which the masked mean reads); which sentences of the batch they are, and what
+/// the batch last uploaded holds (for the masked mean's cost on it).
 struct SentenceSlice {
     d_items: Tensor,
     lengths: Tensor,
+    sentences: Range<usize>,
+    uploaded: Uploaded,
 }
 
 /// What the modality does with the encoder's output y [n, D, h, w] of n items (and its
@@ -256,11 +260,17 @@ fn readout(
     let (d, positions) = (out.c, out.h * out.w);
     Ok(match spec {
         Spec::Text(_) => {
-            let lengths = &sentences.expect("a text slice has its lengths").lengths;
+            let s = sentences.expect("a text slice has its lengths");
             let dims = [n, d, positions];
+            // The slice's words in the batch last uploaded; before any, the worst case.
+            let (uploaded, range) = (s.uploaded.clone(), s.sentences.clone());
+            let words = move || uploaded.words(range.clone()).unwrap_or(n * positions);
+            let words_too = words.clone();
             (
-                masked_mean::forward(gpu, y, lengths, dims, z)?,
-                masked_mean::backward(gpu, dz, lengths, dims, dy, false)?,
+                masked_mean::forward(gpu, y, &s.lengths, dims, z)?
+                    .cost_of_inputs(move || masked_mean::forward_cost(dims, words())),
+                masked_mean::backward(gpu, dz, &s.lengths, dims, dy, false)?
+                    .cost_of_inputs(move || masked_mean::backward_cost(dims, words_too(), false)),
             )
         }
         Spec::Vision(_) => {
@@ -393,6 +403,8 @@ fn plan_encoder_slices(
         let slice = sentences.map(|s| SentenceSlice {
             d_items: items_of(&s.d_items),
             lengths: s.lengths.view(b0 * k, &[b * k]),
+            sentences: b0 * k..(b0 + b) * k,
+            uploaded: s.uploaded.clone(),
         });
         let s = plan_encoder(
             gpu,
@@ -806,6 +818,8 @@ impl TextInput {
             sentences: SentenceSlice {
                 d_items,
                 lengths: tokens.lengths.clone(),
+                sentences: 0..batch * t.sentences,
+                uploaded: tokens.uploaded.clone(),
             },
             tokens,
             items,
@@ -990,6 +1004,15 @@ impl CpcModel {
         self.write_examples(gpu, inputs.into(), Some(seed))?;
         self.adam.set_step(gpu, t, lr);
         Ok(())
+    }
+
+    /// [`CpcModel::set_inputs`] for a batch as the data side serves it: f32 values, or
+    /// sentences (flat ids and offsets) padded to the text spec's layout.
+    pub fn set_input(&self, gpu: &Gpu, input: &Input, t: u64, lr: f32, seed: u32) -> Result<()> {
+        match input {
+            Input::Values(x) => self.set_inputs(gpu, x, t, lr, seed),
+            Input::Sentences(s) => self.set_inputs(gpu, &self.spec.text()?.pad(s)?, t, lr, seed),
+        }
     }
 
     /// Write the examples into the inputs (f32) or the tokens (text), and the patches'

@@ -240,6 +240,11 @@ impl Estimate {
         })
     }
 
+    /// The spec it plans.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
     pub fn at(&self, batch: usize) -> MemoryPlan {
         // Newton's form of the quadratic through batches 1, 2 and 3.
         let fit = |[y1, y2, y3]: [u64; 3], x: f64| {

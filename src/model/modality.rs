@@ -142,6 +142,16 @@ impl Spec {
         }
     }
 
+    /// What one example is called in logs ("images/s"): images, windows (of audio) or
+    /// passages (of text).
+    pub fn examples_name(&self) -> &'static str {
+        match self {
+            Spec::Vision(_) => "images",
+            Spec::Audio(_) => "windows",
+            Spec::Text(_) => "passages",
+        }
+    }
+
     /// Rows of z per example, its positions: G*G patches, T frames, or L sentences.
     pub fn positions(&self) -> usize {
         self.sequences(1).rows()

@@ -21,11 +21,12 @@
 //! the conv's outputs start with variance about 1/3, and the ReLU keeps about half.
 
 use crate::data::text::vocab::{MAX_SIZE, MIN_SIZE};
+use crate::data::text::Sentences;
 use crate::error::{Error, Result};
 use crate::model::config::{MAX_CHANNELS, MAX_HIDDEN, MAX_KERNEL};
 use crate::model::layers::{self, ConvGeometry, ConvInit, LayerList, Shape};
 use crate::model::params::{Init, ParamLayout};
-use crate::ops::embedding::{Embedding, PAD};
+use crate::ops::embedding::{Embedding, PaddedSentences, PAD};
 
 /// The embedding table's parameter: `{EMBEDDING}.weight` [V, E].
 pub const EMBEDDING: &str = "encoder.embedding";
@@ -90,6 +91,13 @@ impl TextSpec {
             vocab: self.vocab,
             dim: self.embedding,
         }
+    }
+
+    /// Sentences as the data side holds them (flat ids and offsets) in the lookup's padded
+    /// layout: W = max_words positions each, every id checked against the V words.
+    pub fn pad(&self, sentences: &Sentences) -> Result<PaddedSentences> {
+        let s = sentences;
+        PaddedSentences::from_offsets(&s.tokens, &s.offsets, self.max_words, self.vocab)
     }
 
     /// Sentence vector size D.

@@ -27,16 +27,25 @@
 //! word of its own: min(N W, V - 1) distinct words, N W positions), and rewrites them on
 //! each upload: nothing is allocated on the GPU per step.
 //!
-//! Cost, P = N W positions, P' <= P of them words, D <= min(P', V - 1) distinct words:
+//! Cost, P = N W positions, P' <= P of them words, D <= min(P', V - 1) distinct words
+//! ([`forward_cost`], [`backward_cost`]):
 //! - forward: no FLOPs; reads the ids (P u32) and P' rows of E floats, writes N E W floats:
-//!   about 4 (P + 2 P E) bytes.
+//!   4 (P + P' E + P E) bytes.
 //! - backward: P' E additions plus D E for the rows; reads the index (2 D + P' + 2 u32),
-//!   P' E floats of dOut, and reads and writes D rows: about 4 (P' E + 2 D E) bytes. The
-//!   plan's [`crate::gpu::Cost`] counts the worst case (P' = P, D = min(P, V - 1)); its
-//!   dispatch covers it too, invocations past the batch's D words returning at once.
+//!   P' E floats of dOut, and reads and writes D rows: 4 (2 D + P' + 2 + P' E + 2 D E)
+//!   bytes.
+//!
+//! Both depend on the batch's words, which the plan does not know: the launch's
+//! [`crate::gpu::Cost`] is the worst case (P' = P, D = min(P, V - 1)), which its dispatch
+//! covers too (the backward's invocations past the batch's D words return at once), and
+//! [`Launch::cost_now`] counts the batch last uploaded ([`Uploaded`]), as `cpc profile`
+//! reports it.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
+use crate::gpu::{rel_offset, spread, Cost, Gpu, Launch, Shader, Tensor};
 
 /// The padding id: positions past a sentence's length, the vocabulary's padding token.
 pub use crate::data::text::vocab::PAD;
@@ -99,6 +108,15 @@ impl Embedding {
     /// Most distinct words a batch may hold (PAD not counted): min(N W, V - 1).
     pub fn max_distinct(&self) -> usize {
         self.positions().min(self.vocab.saturating_sub(1))
+    }
+
+    /// The most a batch of this shape holds: every position a word, as many distinct as
+    /// the vocabulary allows.
+    pub fn worst_case(&self) -> WordCounts {
+        WordCounts {
+            words: self.positions(),
+            distinct: self.max_distinct(),
+        }
     }
 
     /// The index's sections in its u32 buffer, as offsets from its start: the count of
@@ -331,6 +349,69 @@ impl WordPositions {
     }
 }
 
+/// What the lookup's and its backward's work depends on: the positions of a batch that are
+/// words (P', not PAD) and its distinct words (D).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WordCounts {
+    pub words: usize,
+    pub distinct: usize,
+}
+
+/// The lookup's cost on a batch of shape `e` holding `c`: no FLOPs; reads the ids (P u32)
+/// and each word's row of E floats, writes out (N E W floats).
+pub fn forward_cost(e: &Embedding, c: WordCounts) -> Cost {
+    let p = e.positions();
+    Cost::of(0, (p + c.words * e.dim + p * e.dim) as u64)
+}
+
+/// The backward's cost on a batch of shape `e` holding `c`: an addition for each word's E
+/// gradients and for each distinct word's E channels into its row; reads the index (the
+/// count, D words, D + 1 starts, P' positions), each word's E floats of dOut, and reads and
+/// writes D rows of E.
+pub fn backward_cost(e: &Embedding, c: WordCounts) -> Cost {
+    let (w, d) = (c.words, c.distinct);
+    let index = 1 + d + (d + 1) + w;
+    Cost::of(
+        ((w + d) * e.dim) as u64,
+        (index + w * e.dim + 2 * d * e.dim) as u64,
+    )
+}
+
+/// What the batch last uploaded to a [`Tokens`] holds (set by [`Tokens::upload`], nothing
+/// before the first), shared with the launches whose cost depends on it: the lookup, its
+/// backward, and the masked means over the sentences' words (model::cpc).
+#[derive(Clone, Debug, Default)]
+pub struct Uploaded(Arc<Mutex<Option<UploadedBatch>>>);
+
+#[derive(Debug)]
+struct UploadedBatch {
+    lengths: Vec<u32>,
+    distinct: usize,
+}
+
+impl Uploaded {
+    fn with<T>(&self, f: impl FnOnce(&UploadedBatch) -> Option<T>) -> Option<T> {
+        // A panic elsewhere while holding the lock leaves a whole batch or none: still good.
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.as_ref().and_then(f)
+    }
+
+    /// Words in sentences `sentences` of the last batch: the sum of their lengths.
+    pub fn words(&self, sentences: Range<usize>) -> Option<usize> {
+        self.with(|b| Some(b.lengths.get(sentences)?.iter().map(|&l| l as usize).sum()))
+    }
+
+    /// The last batch's words and distinct words.
+    pub fn counts(&self) -> Option<WordCounts> {
+        self.with(|b| {
+            Some(WordCounts {
+                words: b.lengths.iter().map(|&l| l as usize).sum(),
+                distinct: b.distinct,
+            })
+        })
+    }
+}
+
 /// One batch's token buffers on the GPU, allocated once for its shape and rewritten by
 /// [`Tokens::upload`]: ids [N, W] and lengths [N] (u32), and the backward's index
 /// ([`WordPositions`] packed at [`Embedding::index_sections`], sized for the worst case).
@@ -339,6 +420,8 @@ pub struct Tokens {
     pub ids: Tensor,
     pub lengths: Tensor,
     pub index: Tensor,
+    /// What the last upload held, for the costs of the launches that read it.
+    pub uploaded: Uploaded,
 }
 
 impl Tokens {
@@ -349,6 +432,7 @@ impl Tokens {
             ids: Tensor::zeros(gpu, "token ids", &shape.ids_shape())?,
             lengths: Tensor::zeros(gpu, "sentence lengths", &[shape.sentences])?,
             index: Tensor::zeros(gpu, "word positions", &[shape.index_sections()[3]])?,
+            uploaded: Uploaded::default(),
         })
     }
 
@@ -368,7 +452,12 @@ impl Tokens {
         let index = WordPositions::build(&batch.ids, e.vocab)?;
         self.ids.write_u32(gpu, &batch.ids)?;
         self.lengths.write_u32(gpu, &batch.lengths)?;
-        self.index.write_u32(gpu, &index.packed(e))
+        self.index.write_u32(gpu, &index.packed(e))?;
+        *self.uploaded.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(UploadedBatch {
+            lengths: batch.lengths.clone(),
+            distinct: index.words.len(),
+        });
+        Ok(())
     }
 }
 
@@ -429,8 +518,10 @@ pub fn forward(gpu: &Gpu, tokens: &Tokens, table: &Tensor, out: &Tensor) -> Resu
         &[(1, &tokens.ids), (2, table), (3, out)],
         wg,
     )
-    .map(|l| {
-        l.cost(0, (e.positions() + 2 * n) as u64)
+    .map(|mut l| {
+        l.cost = forward_cost(&e, e.worst_case());
+        let uploaded = tokens.uploaded.clone();
+        l.cost_of_inputs(move || forward_cost(&e, uploaded.counts().unwrap_or(e.worst_case())))
             .reference(move || {
                 let mut out = vec![0.0; n];
                 let table = vec![0.5; e.vocab * e.dim];
@@ -465,9 +556,10 @@ pub fn backward(gpu: &Gpu, tokens: &Tokens, d_out: &Tensor, d_table: &Tensor) ->
         &[(4, &tokens.index), (5, d_out), (6, d_table)],
         wg,
     )
-    .map(|l| {
-        let moved = (2 * d + p + 2) + p * e.dim + 2 * d * e.dim;
-        l.cost(((p + d) * e.dim) as u64, moved as u64)
+    .map(|mut l| {
+        l.cost = backward_cost(&e, e.worst_case());
+        let uploaded = tokens.uploaded.clone();
+        l.cost_of_inputs(move || backward_cost(&e, uploaded.counts().unwrap_or(e.worst_case())))
             .reference(move || {
                 let mut d_table = vec![0.0; e.vocab * e.dim];
                 let d_out = vec![0.5; p * e.dim];

@@ -14,12 +14,16 @@
 //! x and y, its divisor and the positions it reads differ per row, and mean_pool stays the
 //! unmasked readout of images and audio, with nothing to check for it.
 //!
-//! Cost (rough): the forward adds up to N C W floats (as many FLOPs) and moves N C W + N +
-//! N C floats; the backward writes N C W floats (reading as many more where it adds), one
-//! division each, from N C + N.
+//! Cost, for a batch whose N sentences hold P' <= N W words in all ([`forward_cost`],
+//! [`backward_cost`]): the forward adds C P' floats and divides at most N C sums, reading
+//! C P' floats and the N lengths and writing N C; the backward divides C P' gradients
+//! (and adds N C W with `accumulate`), writing all N C W floats of dx (zeros past each
+//! length; reading as many more where it adds) from dy (N C) and the lengths. The plan
+//! does not know P': the launch's [`crate::gpu::Cost`] is the worst case P' = N W, and
+//! model::cpc has [`Launch::cost_now`] count the batch last uploaded.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{rel_offset, spread, Gpu, Launch, Shader, Tensor};
+use crate::gpu::{rel_offset, spread, Cost, Gpu, Launch, Shader, Tensor};
 
 crate::uniform_struct! {
     /// WGSL twin: MaskedMeanParams in shaders/masked_mean.wgsl.
@@ -71,6 +75,25 @@ fn check(
     Ok(())
 }
 
+/// The forward's cost on `dims` = [N, C, W] when the N sentences hold `words` words in
+/// all: C additions a word and at most one division a row (none for an empty sentence);
+/// reads the words' C values and the N lengths, writes N C.
+pub fn forward_cost([n, c, _]: [usize; 3], words: usize) -> Cost {
+    Cost::of((c * words + n * c) as u64, (c * words + n + n * c) as u64)
+}
+
+/// The backward's cost on `dims` = [N, C, W] when the N sentences hold `words` words: a
+/// division for each word's C gradients, and with `accumulate` an addition for each of the
+/// N C W elements of dx; writes all of dx (reading it too with `accumulate`), reads dy
+/// (N C) and the lengths (N).
+pub fn backward_cost([n, c, w]: [usize; 3], words: usize, accumulate: bool) -> Cost {
+    let (all, adds) = (n * c * w, accumulate as usize);
+    Cost::of(
+        (c * words + adds * all) as u64,
+        (all * (1 + adds) + n * c + n) as u64,
+    )
+}
+
 /// The lengths the CPU references of `cpc profile --compare` run on: every one from 0 to W.
 fn reference_lengths([n, _, w]: [usize; 3]) -> Vec<u32> {
     (0..n).map(|i| (i % (w + 1)) as u32).collect()
@@ -106,18 +129,13 @@ pub fn forward(
         &[(1, x), (2, lengths), (3, y)],
         wg,
     )
-    .map(|l| {
+    .map(|mut l| {
         let n = x.len();
-        l.cost(n as u64, (n + dims[0] + rows) as u64)
-            .reference(move || {
-                let mut y = vec![0.0; rows];
-                crate::cpu::masked_mean::forward(
-                    &vec![0.5; n],
-                    &reference_lengths(dims),
-                    dims,
-                    &mut y,
-                );
-            })
+        l.cost = forward_cost(dims, dims[0] * dims[2]);
+        l.reference(move || {
+            let mut y = vec![0.0; rows];
+            crate::cpu::masked_mean::forward(&vec![0.5; n], &reference_lengths(dims), dims, &mut y);
+        })
     })
 }
 
@@ -153,9 +171,9 @@ pub fn backward(
         &[(2, lengths), (4, dy), (5, dx)],
         wg,
     )
-    .map(|l| {
-        let moved = n * (1 + accumulate as usize) + dy.len() + dims[0];
-        l.cost(n as u64, moved as u64).reference(move || {
+    .map(|mut l| {
+        l.cost = backward_cost(dims, dims[0] * dims[2], accumulate);
+        l.reference(move || {
             let mut dx = vec![0.0; n];
             crate::cpu::masked_mean::backward(
                 &vec![0.5; dims[0] * dims[1]],

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::data::audio::{self, AudioLoader, AudioLoaderConfig, AudioOptions, AudioSet, OnShort};
-use crate::data::text::{self, PassageConfig, TextLoader, TextOptions, Vocabulary};
+use crate::data::text::{self, PassageConfig, TextLoader, TextOptions, TextSet, Vocabulary};
 use crate::data::{
-    self, Format, Input, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
+    self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
 };
 use crate::error::{text_not_yet, Error, Result};
 use crate::eval::audio::{check_speakers, clip_features, open_eval_audio};
@@ -22,9 +22,8 @@ use crate::eval::probe::{align_labels, probe, probe_model, LabelSource, ProbeCon
 use crate::eval::CentreCrops;
 use crate::gpu::Gpu;
 use crate::model::memory::{self, MemoryPlan};
-use crate::model::{CpcModel, ModelConfig, ParamLayout, Spec};
+use crate::model::{CpcModel, ModelConfig, ParamLayout, Spec, TextSpec};
 use crate::ops::adam::AdamConfig;
-use crate::ops::embedding::PaddedSentences;
 use crate::ops::infonce::InfonceStats;
 use crate::train::model_checkpoint::{ModelCheckpoint, Moments};
 use crate::train::{atomic, plot_curves, Config, LrSchedule, MetricsRow, MetricsWriter};
@@ -415,14 +414,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         }
         let lr = book.schedule.lr(step);
         let seed = step_seed(tc.seed, step);
-        match data.next_input()? {
-            Input::Values(x) => model.set_inputs(gpu, &x, step + 1, lr, seed)?,
-            Input::Sentences(s) => {
-                let t = spec.text()?;
-                let x = PaddedSentences::from_offsets(&s.tokens, &s.offsets, t.max_words, t.vocab)?;
-                model.set_inputs(gpu, &x, step + 1, lr, seed)?
-            }
-        }
+        model.set_input(gpu, &data.next_input()?, step + 1, lr, seed)?;
         submit_step(gpu, &model, &mut ring, step);
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
@@ -530,17 +522,15 @@ fn open_training_data(
                 ..TextOptions::default()
             };
             let set = text::open(opts.data.as_deref(), &open)?;
-            // A resumed run reads its ids with the words its checkpoint was trained on.
-            let vocabulary = match resumed_vocabulary {
-                Some(v) => v.clone(),
-                None => Vocabulary::build(&*set, t.vocab_size as usize)?,
-            };
-            let passage = PassageConfig {
-                sentences: t.sentences as usize,
-                max_words: t.max_words as usize,
-            };
-            let loader =
-                TextLoader::new(&*set, &vocabulary, &passage, batch, cfg.train.seed, state)?;
+            let spec = TextSpec::from(t);
+            let loader = text_loader(
+                &*set,
+                &spec,
+                resumed_vocabulary,
+                batch,
+                cfg.train.seed,
+                state,
+            )?;
             Box::new(loader)
         }
         ModelConfig::Audio(a) => {
@@ -567,6 +557,33 @@ fn open_training_data(
         eprintln!("data: {}", data.describe());
     }
     Ok(data)
+}
+
+/// The passages of `set` a text model of `spec` trains on, `batch` a step from `state` in
+/// the order of `seed`, their ids those of `vocabulary`, or with None (a fresh run) of the
+/// vocabulary built from `set` (at most the spec's V words). A resumed run passes its
+/// checkpoint's, so that it reads its ids with the words it was trained on.
+pub fn text_loader(
+    set: &dyn TextSet,
+    spec: &TextSpec,
+    vocabulary: Option<&Vocabulary>,
+    batch: usize,
+    seed: u64,
+    state: LoaderState,
+) -> Result<TextLoader> {
+    let built;
+    let vocabulary = match vocabulary {
+        Some(v) => v,
+        None => {
+            built = Vocabulary::build(set, spec.vocab)?;
+            &built
+        }
+    };
+    let passage = PassageConfig {
+        sentences: spec.sentences,
+        max_words: spec.max_words,
+    };
+    TextLoader::new(set, vocabulary, &passage, batch, seed, state)
 }
 
 /// The terminal's progress bar from `start` to `total` (hidden without progress).
