@@ -104,12 +104,8 @@ enum ProbeSets {
         train: (Box<dyn AudioSet>, String),
         test: (Box<dyn AudioSet>, String),
     },
-    /// Labelled sentences, with the vocabulary the model reads them through.
-    Text {
-        train: LabelledSentences,
-        test: LabelledSentences,
-        vocabulary: Vocabulary,
-    },
+    /// Labelled sentences (train, test), with the vocabulary the model reads them through.
+    Text(Box<(LabelledSentences, LabelledSentences, Vocabulary)>),
 }
 
 impl ProbeSets {
@@ -158,11 +154,7 @@ impl ProbeSets {
                     LabelSource::of_sentences(&train),
                     LabelSource::of_sentences(&test),
                 )?;
-                ProbeSets::Text {
-                    train,
-                    test,
-                    vocabulary,
-                }
+                ProbeSets::Text(Box::new((train, test, vocabulary)))
             }
             Spec::Audio(_) => {
                 let [train, test] = splits.map(|(split, limit)| {
@@ -188,11 +180,8 @@ impl ProbeSets {
                 let ftest = clip_features(gpu, model, test.0.as_ref())?;
                 probe(gpu, config, (&ftrain.z, &train.1), (&ftest.z, &test.1))
             }
-            ProbeSets::Text {
-                train,
-                test,
-                vocabulary,
-            } => {
+            ProbeSets::Text(sets) => {
+                let (train, test, vocabulary) = &**sets;
                 let ftrain = labelled_features(gpu, model, train, vocabulary)?;
                 let ftest = labelled_features(gpu, model, test, vocabulary)?;
                 let (a, b) = (train.source(), test.source());
