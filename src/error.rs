@@ -108,14 +108,3 @@ pub(crate) fn shape_err<T>(kernel: &'static str, message: impl Into<String>) -> 
         message: message.into(),
     })
 }
-
-/// The error of a command or option that does not take text models yet: text models
-/// pretrain (`cpc pretrain`) and embed sentences (`cpc embed`), but the probe on labelled
-/// sentences is still to come (issue 12).
-pub(crate) fn text_not_yet(what: &str) -> Error {
-    Error::Config(format!(
-        "{what} does not take text models yet: a text model pretrains (cpc pretrain) and \
-         embeds sentences (cpc embed, whose feature files cpc probe --train-features reads), \
-         but probing a text checkpoint directly is still to come (issue 12)"
-    ))
-}

@@ -276,7 +276,7 @@ fn probe_refuses_unlabelled_data_and_test_classes_the_training_set_lacks() {
     .to_string();
     assert!(
         msg.contains("test-dir")
-            && msg.contains("frog (class 1) (2 images)")
+            && msg.contains("frog (class 1) (2 examples)")
             && msg.contains("lacks"),
         "{msg}"
     );
@@ -301,7 +301,7 @@ fn probe_refuses_unlabelled_data_and_test_classes_the_training_set_lacks() {
     let msg = align_labels(LabelSource::of(&a, "a"), LabelSource::of(&b, "b"))
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("class 2 (1 images)"), "{msg}");
+    assert!(msg.contains("class 2 (1 examples)"), "{msg}");
 }
 
 #[test]

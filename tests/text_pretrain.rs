@@ -197,16 +197,8 @@ fn the_command_line_counts_text_epochs_in_passages() {
     );
     let ck = ModelCheckpoint::read(&dir.join(CHECKPOINT), None).unwrap();
     assert_eq!(ck.step, 37);
-    // Probing text checkpoints is still to come: a clear error, not a crash.
     let path = dir.join(CHECKPOINT);
     let path = path.to_str().unwrap();
-    let err = common::failed(&common::cpc_command(&[
-        "probe",
-        "--checkpoint",
-        path,
-        "--software",
-    ]));
-    assert!(err.contains("does not take text models yet"), "{err}");
     // cpc embed writes one z per sentence of the split, labelled by topic.
     let out = dir.join("test.safetensors");
     let args = [
@@ -351,7 +343,8 @@ fn sentence_features_are_each_sentences_own_vector() {
     let spec = Spec::from(&cfg.model);
     let params = ParamLayout::new(&spec).init(5);
     let model = CpcModel::new(gpu(), &spec, 2, &params, Default::default()).unwrap();
-    let (z, c) = cpc::eval::text::sentence_features(gpu(), &model, &*set, &vocab).unwrap();
+    let cpc::eval::FeaturePair { z, c } =
+        cpc::eval::text::sentence_features(gpu(), &model, &*set, &vocab).unwrap();
     assert_eq!((z.len(), c.len(), z.dim, c.dim), (7, 7, 64, 64));
     let names = [
         "a.txt#0", "a.txt#1", "a.txt#2", "b.txt#0", "b.txt#1", "b.txt#2", "b.txt#3",

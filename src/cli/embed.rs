@@ -19,7 +19,8 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
     /// Images: a folder, CIFAR-10 or STL-10 binaries; audio checkpoints: a folder of audio
-    /// files. Default: the built-in images or synthetic speech.
+    /// files; text checkpoints: a UTF-8 text file or a folder of them. Default: the
+    /// built-in images, synthetic speech or synthetic text.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// How to read --data: auto, folder, cifar10, stl10 or builtin.
@@ -78,8 +79,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
                         .into(),
                 ));
             }
-            let vocab = (pretrained.vocabulary.as_ref())
-                .expect("ModelCheckpoint::read requires a text model's vocabulary");
+            let vocab = crate::eval::text::checkpoint_vocabulary(&pretrained)?;
             let open = crate::data::text::TextOptions {
                 split: args.split,
                 on_bad_file: args.on_bad_image,
@@ -89,20 +89,16 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
             let set = crate::data::text::open(args.data.as_deref(), &open)?;
             let gpu = crate::gpu::Gpu::new(&(&args.adapter).into())?;
             eprintln!("adapter: {}; data: {}", gpu.info.name, set.describe());
-            let spec = crate::model::Spec::from(&pretrained.config.model);
-            let batch = args.checkpoint.batch(&pretrained);
-            crate::model::memory::check_fits(&gpu, &spec, batch, None)?;
-            let model = crate::model::CpcModel::new(
+            let model = crate::eval::features::frozen_model(
                 &gpu,
-                &spec,
-                batch,
+                &pretrained.config,
                 &pretrained.params,
-                crate::ops::adam::AdamConfig::default(),
+                args.checkpoint.batch(&pretrained),
             )?;
-            let (z, _) = crate::eval::text::sentence_features(&gpu, &model, set.as_ref(), vocab)?;
+            let features = crate::eval::text::sentence_features(&gpu, &model, set.as_ref(), vocab)?;
             let source = (args.data.as_ref())
                 .map_or_else(|| "built-in text".to_string(), |p| p.display().to_string());
-            (source, z)
+            (source, features.z)
         }
         ModelConfig::Audio(_) => {
             let (set, source) = crate::eval::audio::open_eval_audio(

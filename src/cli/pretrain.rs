@@ -92,17 +92,21 @@ pub struct PretrainArgs {
     /// random initial encoder.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub probe_every: Option<u64>,
-    /// Labelled images for --probe-every, read as their train and test splits (default:
-    /// the built-in set).
+    /// Labelled images (clips; sentences, a folder with train/ and test/ sub-folders of
+    /// class folders) for --probe-every, read as their train and test splits (default: the
+    /// built-in set).
     #[arg(long, requires = "probe_every")]
     pub probe_data: Option<PathBuf>,
-    /// How to read --probe-data: auto, folder, cifar10, stl10 or builtin.
+    /// How to read --probe-data: auto, folder, cifar10, stl10 or builtin (text: auto,
+    /// folder or builtin).
     #[arg(long, default_value = "auto")]
     pub probe_format: Format,
-    /// Training images of each probe, a fixed random sample of the train split.
+    /// Training images (clips, sentences) of each probe, a fixed random sample of the
+    /// train split.
     #[arg(long, default_value_t = 500, value_parser = at_least_one())]
     pub probe_train_images: usize,
-    /// Test images of each probe, a fixed random sample of the test split.
+    /// Test images (clips, sentences) of each probe, a fixed random sample of the test
+    /// split.
     #[arg(long, default_value_t = 200, value_parser = at_least_one())]
     pub probe_test_images: usize,
     #[command(flatten)]

@@ -1,7 +1,8 @@
 //! `cpc probe`: the linear probe of a checkpoint's frozen encoder against the random-weight
-//! encoder of the same configuration and against the input itself (the crops' pixels),
-//! top-1 and top-5 side by side with the differences (what pretraining bought); or the
-//! probe of two feature files written by `cpc embed`.
+//! encoder of the same configuration and against the input itself (the crops' pixels, a
+//! clip's log-mel energies, a sentence's bag of words), top-1 and top-5 side by side with
+//! the differences (what pretraining bought); or the probe of two feature files written by
+//! `cpc embed`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use crate::data::{Format, OnBadFile, Split};
 use crate::error::{Error, Result};
 use crate::eval::audio::{compare_audio, open_eval_audio};
 use crate::eval::probe::{compare, probe, Comparison, TopK};
+use crate::eval::text::{checkpoint_vocabulary, compare_text, LabelledSplits};
 use crate::eval::{Features, ProbeConfig};
 use crate::gpu::Gpu;
 use crate::train::ModelCheckpoint;
@@ -28,26 +30,35 @@ pub struct ProbeArgs {
     /// A TOML file of overrides the checkpoint's model must match (on --preset, default tiny).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Images per encoder pass (default: the checkpoint's training batch).
+    /// Images (clips, passages) per encoder pass (default: the checkpoint's training batch).
     #[arg(long, value_parser = crate::cli::at_least_one())]
     pub batch: Option<usize>,
-    /// Labelled training images (its train split). Default: the built-in set's train split.
+    /// Labelled training images, clips or sentences (its train split). Sentences, for a
+    /// text checkpoint: a TSV file of `label<TAB>sentence` lines, or a folder with one
+    /// sub-folder per class of .txt files of one sentence per line. Default: the built-in
+    /// set's train split (for text, the synthetic corpus' sentences labelled by topic).
     #[arg(long)]
     pub train: Option<PathBuf>,
-    /// Labelled test images (its test split). Default: --train's path, else the built-in
-    /// set's test split.
+    /// Labelled test images, clips or sentences (its test split). Default: --train's path
+    /// (a folder with train/ and test/ sub-folders), else the built-in set's test split.
     #[arg(long)]
     pub test: Option<PathBuf>,
-    /// How to read --train and --test: auto, folder, cifar10, stl10 or builtin.
+    /// Text checkpoints: instead of --test, hold out this fraction of each class of --train
+    /// (strictly between 0 and 1; the same sentences every run) as the test set.
+    #[arg(long, requires = "train", conflicts_with = "test")]
+    pub test_fraction: Option<f64>,
+    /// How to read --train and --test: auto, folder, cifar10, stl10 or builtin; for a text
+    /// checkpoint auto (a file is a TSV, a folder class folders), tsv, folder or builtin.
     #[arg(long, default_value = "auto")]
     pub format: Format,
-    /// Use only this many training images, a fixed random sample of the set.
+    /// Use only this many training examples, a fixed random sample of the set.
     #[arg(long, value_parser = crate::cli::at_least_one())]
     pub train_limit: Option<usize>,
-    /// Use only this many test images, a fixed random sample of the set.
+    /// Use only this many test examples, a fixed random sample of the set.
     #[arg(long, value_parser = crate::cli::at_least_one())]
     pub test_limit: Option<usize>,
-    /// An image that cannot be decoded: stop, or skip it.
+    /// A file that cannot be decoded (an image, an audio file, a text file that is not
+    /// UTF-8): stop, or skip it.
     #[arg(
         long = "on-bad-file",
         visible_alias = "on-bad-image",
@@ -65,7 +76,8 @@ pub struct ProbeArgs {
           value_parser = crate::cli::at_least_one())]
     pub iterations: usize,
     /// Print the figures as one JSON object on stdout: {"pretrained": {"top1": .., "top5":
-    /// ..}, "random": {...}, "input": {...}} (fractions; {"features": {...}} for feature
+    /// ..}, "random": {...}, "input": {...}} (fractions), with "context": {"pretrained":
+    /// {..}, "random": {..}} for audio and text checkpoints ({"features": {...}} for feature
     /// files).
     #[arg(long)]
     pub json: bool,
@@ -113,12 +125,34 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         batch: args.batch,
     };
     let pretrained = checkpoint.load()?;
-    if pretrained.config.model.modality() == "text" {
-        return Err(crate::error::text_not_yet("cpc probe"));
-    }
     if args.train.is_none() && args.test.is_some() {
         return Err(Error::Config(
             "--test needs --train (without either, the built-in set's splits are used)".into(),
+        ));
+    }
+    if pretrained.config.model.text().is_some() {
+        let vocab = checkpoint_vocabulary(&pretrained)?;
+        let sets = LabelledSplits {
+            train: args.train.as_deref(),
+            test: args.test.as_deref(),
+            format: args.format,
+            test_fraction: args.test_fraction,
+            train_limit: args.train_limit,
+            test_limit: args.test_limit,
+            on_bad_file: args.on_bad_image,
+        };
+        let (train, test) = sets.open(vocab)?;
+        let gpu = Gpu::new(&(&args.adapter).into())?;
+        announce(&gpu, &pretrained, &train.describe(), &test.describe());
+        let batch = checkpoint.batch(&pretrained);
+        let result = compare_text(&gpu, &cfg, &pretrained, &train, &test, batch)?;
+        return print(&result, args.json);
+    }
+    if args.test_fraction.is_some() {
+        return Err(Error::Config(
+            "--test-fraction is for text checkpoints; images and audio take their test set \
+             from --test or the set's test split"
+                .into(),
         ));
     }
     let test_path = args.test.as_ref().or(args.train.as_ref());

@@ -178,6 +178,8 @@ pub enum Format {
     Cifar10,
     Stl10,
     Builtin,
+    /// Labelled sentences, `label<TAB>sentence` per line: for a text checkpoint's probe.
+    Tsv,
 }
 
 /// Which part of a data set to read.
@@ -274,6 +276,13 @@ pub fn open(
         Format::Folder => Box::new(ImageFolder::open(path, options)?),
         Format::Cifar10 => Box::new(Cifar10::open(path, options)?),
         Format::Stl10 => Box::new(Stl10::open(path, options)?),
+        Format::Tsv => {
+            return Err(data_err(
+                path,
+                "--format tsv reads labelled sentences, for a text checkpoint; images are a \
+                 folder, CIFAR-10 or STL-10",
+            ))
+        }
         Format::Auto | Format::Builtin => unreachable!("resolved above"),
     })
 }
@@ -404,7 +413,8 @@ names!(
     Folder = "folder",
     Cifar10 = "cifar10" | "cifar" | "cifar-10",
     Stl10 = "stl10" | "stl" | "stl-10",
-    Builtin = "builtin" | "stripes"
+    Builtin = "builtin" | "stripes",
+    Tsv = "tsv"
 );
 names!(
     Split,

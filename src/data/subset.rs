@@ -24,7 +24,7 @@ pub struct Subset<S: ?Sized = dyn Dataset> {
 
 /// `count` of `len` indices drawn without replacement, the same ones for the same set size
 /// and count, in index order (all of them when count >= len).
-fn sample_indices(len: usize, count: usize) -> Vec<usize> {
+pub(crate) fn sample_indices(len: usize, count: usize) -> Vec<usize> {
     if count >= len {
         return (0..len).collect();
     }

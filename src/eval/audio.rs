@@ -14,12 +14,12 @@ use crate::data::audio::{self, fixed_windows, AudioOptions, AudioSet, Clips, OnS
 use crate::data::audio::{LogMel, LogMelConfig};
 use crate::data::{OnBadFile, Split, Subset};
 use crate::error::{Error, Result};
+use crate::eval::features::{frozen_model, FeaturePair};
 use crate::eval::input::{log_mel_features, speaker_names};
-use crate::eval::probe::{check_labelled, probe, Comparison, ProbePair, ProbeResult};
+use crate::eval::probe::{check_labelled, probe, probe_z_and_c, Comparison, ExampleKind};
 use crate::eval::{Features, ProbeConfig};
 use crate::gpu::Gpu;
-use crate::model::{memory, CpcModel, Spec};
-use crate::ops::adam::AdamConfig;
+use crate::model::{CpcModel, ModelConfig, Spec};
 use crate::train::Config;
 use crate::train::ModelCheckpoint;
 
@@ -53,13 +53,6 @@ pub fn open_eval_audio(
     })
 }
 
-/// The z and c features of the same rows.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AudioFeatures {
-    pub z: Features,
-    pub c: Features,
-}
-
 /// A frozen audio model planned on the GPU for batches of `batch` windows.
 pub struct AudioEncoder {
     pub model: CpcModel,
@@ -69,30 +62,26 @@ impl AudioEncoder {
     /// Plan the audio model of `config` with parameters `params` (checked against the
     /// adapter's limits first).
     pub fn new(gpu: &Gpu, config: &Config, params: &[f32], batch: usize) -> Result<AudioEncoder> {
-        let spec = Spec::from(&config.model);
-        if !matches!(spec, Spec::Audio(_)) {
-            return Err(Error::Config(
-                "an image model's checkpoint: its encoder reads images, not audio".into(),
-            ));
+        let other = match &config.model {
+            ModelConfig::Audio(_) => None,
+            ModelConfig::Vision(_) => Some("an image model's checkpoint: its encoder reads images"),
+            ModelConfig::Text(_) => Some("a text model's checkpoint: its encoder reads sentences"),
+        };
+        if let Some(other) = other {
+            return Err(Error::Config(format!("{other}, not audio")));
         }
-        spec.validate()?;
-        memory::check_fits(gpu, &spec, batch, None)?;
-        let model = CpcModel::new(gpu, &spec, batch, params, AdamConfig::default())?;
-        Ok(AudioEncoder { model })
-    }
-
-    /// Swap in other weights of the same configuration (the random baseline).
-    pub fn set_params(&self, gpu: &Gpu, params: &[f32]) -> Result<()> {
-        self.model.buffers.params.write(gpu, params)
+        Ok(AudioEncoder {
+            model: frozen_model(gpu, config, params, batch)?,
+        })
     }
 
     /// See [`clip_features`].
-    pub fn extract(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<AudioFeatures> {
+    pub fn extract(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<FeaturePair> {
         clip_features(gpu, &self.model, set)
     }
 
     /// See [`frame_features`].
-    pub fn extract_frames(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<AudioFeatures> {
+    pub fn extract_frames(&self, gpu: &Gpu, set: &dyn AudioSet) -> Result<FeaturePair> {
         frame_features(gpu, &self.model, set)
     }
 }
@@ -100,7 +89,7 @@ impl AudioEncoder {
 /// One row per clip of `set` through the audio `model`: the mean of z and of c over every
 /// frame of its windows. The model's inputs and activations are overwritten; its
 /// parameters are not touched.
-pub fn clip_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result<AudioFeatures> {
+pub fn clip_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result<FeaturePair> {
     let (d, h) = (model.spec.dim(), model.spec.hidden());
     let mut out = empty(model, set);
     let mut counts = Vec::new();
@@ -130,7 +119,7 @@ pub fn clip_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result<
 
 /// One row per frame of every window of `set` through the audio `model`: z and c as the
 /// model computes them.
-pub fn frame_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result<AudioFeatures> {
+pub fn frame_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result<FeaturePair> {
     let (d, h) = (model.spec.dim(), model.spec.hidden());
     let mut out = empty(model, set);
     let mut frame_of = (usize::MAX, 0usize);
@@ -150,7 +139,7 @@ pub fn frame_features(gpu: &Gpu, model: &CpcModel, set: &dyn AudioSet) -> Result
     Ok(out)
 }
 
-fn empty(model: &CpcModel, set: &dyn AudioSet) -> AudioFeatures {
+fn empty(model: &CpcModel, set: &dyn AudioSet) -> FeaturePair {
     let empty = |dim| Features {
         dim,
         data: Vec::new(),
@@ -159,7 +148,7 @@ fn empty(model: &CpcModel, set: &dyn AudioSet) -> AudioFeatures {
         class_names: speaker_names(set),
         indices: Vec::new(),
     };
-    AudioFeatures {
+    FeaturePair {
         z: empty(model.spec.dim()),
         c: empty(model.spec.hidden()),
     }
@@ -243,23 +232,9 @@ pub fn compare_audio(
 ) -> Result<Comparison> {
     check_speakers(train, test)?;
     let encoder = AudioEncoder::new(gpu, &pretrained.config, &pretrained.params, batch)?;
-    let mut z = Vec::new();
-    let mut c = Vec::new();
-    for params in [pretrained.params.clone(), pretrained.random_params()] {
-        encoder.set_params(gpu, &params)?;
-        let (ftrain, ftest) = (
-            encoder.extract(gpu, train.0)?,
-            encoder.extract(gpu, test.0)?,
-        );
-        z.push(probe(gpu, cfg, (&ftrain.z, train.1), (&ftest.z, test.1))?);
-        c.push(probe(gpu, cfg, (&ftrain.c, train.1), (&ftest.c, test.1))?);
-    }
-    let pair = |mut v: Vec<ProbeResult>| {
-        let random = v.pop().expect("two probes");
-        let pretrained = v.pop().expect("two probes");
-        ProbePair { pretrained, random }
-    };
-    let (z, c) = (pair(z), pair(c));
+    let (z, c) = probe_z_and_c(gpu, cfg, pretrained, &encoder.model, train, test, |set| {
+        encoder.extract(gpu, set)
+    })?;
     let window = match Spec::from(&pretrained.config.model) {
         Spec::Audio(a) => a.window,
         Spec::Vision(_) | Spec::Text(_) => {
@@ -275,6 +250,7 @@ pub fn compare_audio(
         input: probe(gpu, cfg, (&itrain, train.1), (&itest, test.1))?,
         input_features: format!("{} log-mel bands, time-averaged", mel.config().bands),
         context: Some(c),
+        examples: ExampleKind::Clips,
     })
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::data::{Dataset, Sequential};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::{memory, CpcModel, ModelSpec};
+use crate::model::{memory, CpcModel, Spec};
 use crate::ops::adam::AdamConfig;
 use crate::train::{Checkpoint, Config};
 
@@ -165,6 +165,24 @@ impl Features {
     }
 }
 
+/// The encoder's features z and the context's c of the same rows (an audio set's clips or
+/// frames, sentences).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeaturePair {
+    pub z: Features,
+    pub c: Features,
+}
+
+/// The model of `config` (any modality) with parameters `params`, planned for batches of
+/// `batch` examples to be read, not trained; checked against the adapter's limits first, so
+/// a batch too large is an error that says which batch fits.
+pub fn frozen_model(gpu: &Gpu, config: &Config, params: &[f32], batch: usize) -> Result<CpcModel> {
+    let spec = Spec::from(&config.model);
+    spec.validate()?;
+    memory::check_fits(gpu, &spec, batch, None)?;
+    CpcModel::new(gpu, spec, batch, params, AdamConfig::default())
+}
+
 /// Mean-pooled features of `crops` [n, 3, S, S] (any n) through `model`'s encoder, batch by
 /// batch; the last batch is padded with zeros and the padding's features dropped. The
 /// model's crops, patches and activations are overwritten; its parameters are not touched.
@@ -197,11 +215,10 @@ impl Encoder {
     /// Plan the model of `config` with parameters `params` (checked against the adapter's
     /// limits first, so a batch too large is an error that says which batch fits).
     pub fn new(gpu: &Gpu, config: &Config, params: &[f32], batch: usize) -> Result<Encoder> {
-        let spec = ModelSpec::from(config.model.require_vision("the encoder")?);
-        spec.validate()?;
-        memory::check_fits(gpu, &spec, batch, None)?;
-        let model = CpcModel::new(gpu, &spec, batch, params, AdamConfig::default())?;
-        Ok(Encoder { model })
+        config.model.require_vision("the encoder")?;
+        Ok(Encoder {
+            model: frozen_model(gpu, config, params, batch)?,
+        })
     }
 
     /// Swap in other weights of the same configuration (the random baseline).

@@ -1,7 +1,7 @@
 //! Judging what pretraining learned: image features from a frozen encoder ([`features`]),
-//! the linear probe against the random-weight baseline ([`probe`]) and against the raw
-//! input ([`input`]: pixels, log-mel energies), and pictures of nearest neighbours
-//! ([`neighbours`]).
+//! audio's and text's ([`audio`], [`text`]), the linear probe against the random-weight
+//! baseline ([`probe`]) and against the raw input ([`input`]: pixels, log-mel energies, bags
+//! of words), and pictures of nearest neighbours ([`neighbours`]).
 
 pub mod audio;
 pub mod features;
@@ -10,7 +10,7 @@ pub mod neighbours;
 pub mod probe;
 pub mod text;
 
-pub use features::{CentreCrops, Encoder, Features};
+pub use features::{CentreCrops, Encoder, FeaturePair, Features};
 pub use probe::{
     compare, probe, probe_encoders, probe_pixels, Accuracy, Comparison, Hyper, LinearClassifier,
     ProbeConfig, ProbePair, ProbeResult,

@@ -22,9 +22,12 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::data::rng::rng_for;
+use crate::data::text::LabelledSentences;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::features::{class_names, features_of_crops, CentreCrops, Encoder, Features};
+use crate::eval::features::{
+    class_names, features_of_crops, CentreCrops, Encoder, FeaturePair, Features,
+};
 use crate::eval::input::{pixel_features, pixel_side};
 use crate::gpu::{Gpu, Launch, Shader, Tensor};
 use crate::ops::adam::{Adam, AdamConfig};
@@ -431,6 +434,14 @@ impl<'a> LabelSource<'a> {
             source,
         }
     }
+
+    pub fn of_sentences(set: &'a LabelledSentences) -> LabelSource<'a> {
+        LabelSource {
+            labels: Some(set.labels()),
+            class_names: Some(set.class_names()),
+            source: set.source(),
+        }
+    }
 }
 
 /// The classifier's labels: the training set's, the test set's renumbered by class name
@@ -516,7 +527,8 @@ pub fn align_labels(train: LabelSource, test: LabelSource) -> Result<(Vec<u32>, 
     Ok((train_labels.to_vec(), test_mapped, classes))
 }
 
-/// The error for test images of classes the training set lacks: each class with its count.
+/// The error for test examples of classes the training set lacks: each class with its
+/// count.
 fn lacking(
     test: &LabelSource,
     train: &LabelSource,
@@ -529,7 +541,7 @@ fn lacking(
     }
     let list: Vec<String> = counts
         .iter()
-        .map(|(&c, n)| format!("{} ({n} images)", name(c)))
+        .map(|(&c, n)| format!("{} ({n} examples)", name(c)))
         .collect();
     Error::Data {
         path: test.source.to_string(),
@@ -674,9 +686,38 @@ pub struct Comparison {
     pub input: ProbeResult,
     /// What the input's features are, for the table: "3 x 32 x 32 pixels".
     pub input_features: String,
-    /// An audio model's second pair: the time-mean of its context c (the first pair is the
-    /// time-mean of the encoder's z). None for images.
+    /// An audio or text model's second pair: the context c (a clip's time-mean of it, a
+    /// sentence's context after it alone; the first pair is then the encoder's z likewise).
+    /// None for images.
     pub context: Option<ProbePair>,
+    /// What was classified, for the table's first line.
+    pub examples: ExampleKind,
+}
+
+/// What a probe classifies: the nouns of the table's first line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ExampleKind {
+    /// Images into classes.
+    Images,
+    /// Audio clips into speakers.
+    Clips,
+    /// Sentences into classes.
+    Sentences,
+}
+
+impl ExampleKind {
+    /// "linear probe: 1000 training images, 500 test images, 10 classes".
+    fn header(self, r: &ProbeResult) -> String {
+        let (probe, examples, classes) = match self {
+            ExampleKind::Images => ("linear probe", "images", "classes"),
+            ExampleKind::Clips => ("speaker probe", "clips", "speakers"),
+            ExampleKind::Sentences => ("linear probe", "sentences", "classes"),
+        };
+        format!(
+            "{probe}: {} training {examples}, {} test {examples}, {} {classes}",
+            r.train_images, r.test_images, r.classes
+        )
+    }
 }
 
 impl ProbePair {
@@ -766,20 +807,8 @@ impl Comparison {
             .chain(differences.iter().map(|d| d.0.len()))
             .max()
             .map_or(12, |w| (w + 2).max(12));
-        let p = &self.pretrained;
         let mut lines = vec![
-            // The context pair is an audio model's: its examples are clips, its classes
-            // speakers.
-            match self.context {
-                None => format!(
-                    "linear probe: {} training images, {} test images, {} classes",
-                    p.train_images, p.test_images, p.classes
-                ),
-                Some(_) => format!(
-                    "speaker probe: {} training clips, {} test clips, {} speakers",
-                    p.train_images, p.test_images, p.classes
-                ),
-            },
+            self.examples.header(&self.pretrained),
             format!("{:<width$} {:>7} {:>7}", "encoder", "top-1", "top-5"),
         ];
         for (label, r, how) in &probes {
@@ -820,6 +849,7 @@ pub fn compare(
         input,
         input_features,
         context: None,
+        examples: ExampleKind::Images,
     })
 }
 
@@ -932,6 +962,35 @@ pub fn probe_model(
     )
 }
 
+/// The probes of a model with two kinds of features, the encoder's z and the context's c
+/// (audio, text): both of `train` and `test` through `model` (`extract` gives a set's pair),
+/// with the checkpoint's parameters and then with the random weights of its configuration.
+/// Returns the z pair and the c pair; `model` is left holding the random weights.
+pub fn probe_z_and_c<S: ?Sized>(
+    gpu: &Gpu,
+    cfg: &ProbeConfig,
+    pretrained: &crate::train::ModelCheckpoint,
+    model: &crate::model::CpcModel,
+    train: (&S, &str),
+    test: (&S, &str),
+    extract: impl Fn(&S) -> Result<FeaturePair>,
+) -> Result<(ProbePair, ProbePair)> {
+    let mut z = Vec::new();
+    let mut c = Vec::new();
+    for params in [pretrained.params.clone(), pretrained.random_params()] {
+        model.buffers.params.write(gpu, &params)?;
+        let (ftrain, ftest) = (extract(train.0)?, extract(test.0)?);
+        z.push(probe(gpu, cfg, (&ftrain.z, train.1), (&ftest.z, test.1))?);
+        c.push(probe(gpu, cfg, (&ftrain.c, train.1), (&ftest.c, test.1))?);
+    }
+    let pair = |mut v: Vec<ProbeResult>| {
+        let random = v.pop().expect("two probes");
+        let pretrained = v.pop().expect("two probes");
+        ProbePair { pretrained, random }
+    };
+    Ok((pair(z), pair(c)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -963,6 +1022,10 @@ mod tests {
             random: result(0.625, 0.95, 0.03),
             input: result(0.25, 0.75, 0.1),
             input_features: "3 x 32 x 32 pixels".into(),
+            examples: match context {
+                None => ExampleKind::Images,
+                Some(_) => ExampleKind::Clips,
+            },
             context,
         }
     }

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::data::audio::{self, AudioLoader, AudioLoaderConfig, AudioOptions, AudioSet, OnShort};
-use crate::data::text::{self, PassageConfig, TextLoader, TextOptions, TextSet, Vocabulary};
+use crate::data::text::{
+    self, LabelledSentences, PassageConfig, TextLoader, TextOptions, TextSet, Vocabulary,
+};
 use crate::data::{
     self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
 };
-use crate::error::{text_not_yet, Error, Result};
+use crate::error::{Error, Result};
 use crate::eval::audio::{check_speakers, clip_features, open_eval_audio};
 use crate::eval::probe::{align_labels, probe, probe_model, LabelSource, ProbeConfig, ProbeResult};
+use crate::eval::text::{labelled_features, LabelledSplits};
 use crate::eval::CentreCrops;
 use crate::gpu::Gpu;
 use crate::model::memory::{self, MemoryPlan};
@@ -62,12 +65,14 @@ pub struct PretrainOptions {
 #[derive(Clone, Debug)]
 pub struct ProbeDuring {
     pub every: u64,
-    /// Labelled images (or, for an audio model, clips), read as their train and test
-    /// splits; None: the built-in images or synthetic speech.
+    /// Labelled images (or, for an audio model, clips; for a text model, sentences: a
+    /// folder with train/ and test/ sub-folders of class folders), read as their train and
+    /// test splits; None: the built-in images, synthetic speech or synthetic text.
     pub data: Option<PathBuf>,
     pub format: Format,
-    /// Images of each split used, a fixed random sample of it (the probe's cost is their
-    /// encoding, about a training step's forward per batch).
+    /// Images (clips, sentences) of each split used, a fixed random sample of it (the
+    /// probe's cost is their encoding, about a training step's forward per batch; a text
+    /// model reads each sentence on its own, B sentences a forward).
     pub train_images: usize,
     pub test_images: usize,
     pub config: ProbeConfig,
@@ -98,10 +103,14 @@ enum ProbeSets {
         train: (Box<dyn AudioSet>, String),
         test: (Box<dyn AudioSet>, String),
     },
+    /// Labelled sentences (train, test), with the vocabulary the model reads them through.
+    Text(Box<(LabelledSentences, LabelledSentences, Vocabulary)>),
 }
 
 impl ProbeSets {
-    fn open(p: &ProbeDuring, spec: &Spec) -> Result<ProbeSets> {
+    /// The probe's sets for the model of `spec`; a text model's read with the run's
+    /// `vocabulary`.
+    fn open(p: &ProbeDuring, spec: &Spec, vocabulary: Option<&Vocabulary>) -> Result<ProbeSets> {
         let splits = [
             (data::Split::Train, p.train_images),
             (data::Split::Test, p.test_images),
@@ -128,7 +137,24 @@ impl ProbeSets {
                     test: Box::new(test),
                 }
             }
-            Spec::Text(_) => return Err(text_not_yet("--probe-every")),
+            Spec::Text(_) => {
+                let vocabulary = vocabulary
+                    .expect("a text model's training data has its vocabulary")
+                    .clone();
+                let sets = LabelledSplits {
+                    train: p.data.as_deref(),
+                    format: p.format,
+                    train_limit: Some(p.train_images),
+                    test_limit: Some(p.test_images),
+                    ..LabelledSplits::default()
+                };
+                let (train, test) = sets.open(&vocabulary)?;
+                align_labels(
+                    LabelSource::of_sentences(&train),
+                    LabelSource::of_sentences(&test),
+                )?;
+                ProbeSets::Text(Box::new((train, test, vocabulary)))
+            }
             Spec::Audio(_) => {
                 let [train, test] = splits.map(|(split, limit)| {
                     open_eval_audio(p.data.as_deref(), split, Some(limit), OnBadFile::Stop)
@@ -142,7 +168,7 @@ impl ProbeSets {
     }
 
     /// The probe of the model being trained: on its encoder's features (an image's mean
-    /// patch vector, a clip's mean frame z).
+    /// patch vector, a clip's mean frame z, a sentence's z).
     fn run(&self, gpu: &Gpu, model: &CpcModel, config: &ProbeConfig) -> Result<ProbeResult> {
         match self {
             ProbeSets::Images { train, test } => {
@@ -152,6 +178,13 @@ impl ProbeSets {
                 let ftrain = clip_features(gpu, model, train.0.as_ref())?;
                 let ftest = clip_features(gpu, model, test.0.as_ref())?;
                 probe(gpu, config, (&ftrain.z, &train.1), (&ftest.z, &test.1))
+            }
+            ProbeSets::Text(sets) => {
+                let (train, test, vocabulary) = &**sets;
+                let ftrain = labelled_features(gpu, model, train, vocabulary)?;
+                let ftest = labelled_features(gpu, model, test, vocabulary)?;
+                let (a, b) = (train.source(), test.source());
+                probe(gpu, config, (&ftrain.z, a), (&ftest.z, b))
             }
         }
     }
@@ -340,7 +373,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     let probe_sets = opts
         .probe
         .as_ref()
-        .map(|p| ProbeSets::open(p, &spec))
+        .map(|p| ProbeSets::open(p, &spec, data.vocabulary()))
         .transpose()?;
 
     let layout = ParamLayout::new(&spec);

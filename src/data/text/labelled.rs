@@ -14,7 +14,8 @@
 //! Classes are numbered in sorted name order (byte order), as folders' classes are: a TSV's
 //! label names, a folder's class folders. A sentence of punctuation only has no words and
 //! is kept, empty: one example per line, whatever it holds. [`LabelledSentences::split`]
-//! takes a stated fraction of each class for a test set.
+//! takes a stated fraction of each class for a test set; [`LabelledSentences::sample`] a
+//! fixed random sample.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -28,8 +29,9 @@ use super::{
     TokenizerConfig, Vocabulary, TEXT,
 };
 use crate::data::rng::{rng_for, tag};
+use crate::data::subset::sample_indices;
 use crate::data::walk::Listing;
-use crate::data::{data_err, header_threads, par_map};
+use crate::data::{data_err, header_threads, par_map, Format};
 use crate::error::{Error, Result};
 
 /// Sentences, each with its words (maybe none) and its class.
@@ -62,6 +64,39 @@ impl LabelledSentences {
             LabelledSentences::read_tsv(path, options.tokenizer)
         } else {
             LabelledSentences::read_folder(path, options)
+        }
+    }
+
+    /// As [`LabelledSentences::open`] reads `path` (Auto), or as `format` says: Tsv a file,
+    /// Folder a folder of class folders, Builtin the synthetic corpus (no path). An image
+    /// format, a path of the other kind, or a path for Builtin is an error naming it.
+    pub fn read(
+        path: Option<&Path>,
+        format: Format,
+        options: &TextOptions,
+    ) -> Result<LabelledSentences> {
+        let image = || {
+            Error::Config(format!(
+                "--format {format} names an image format; labelled sentences are a TSV file \
+                 (tsv), a folder of class folders (folder) or the built-in corpus (builtin)"
+            ))
+        };
+        match (format, path) {
+            (Format::Cifar10 | Format::Stl10, _) => Err(image()),
+            (Format::Auto | Format::Builtin, None) => LabelledSentences::open(None, options),
+            (Format::Auto, Some(_)) => LabelledSentences::open(path, options),
+            (Format::Builtin, Some(p)) => Err(data_err(p, "the built-in corpus takes no path")),
+            (Format::Tsv | Format::Folder, None) => {
+                Err(Error::Config(format!("--format {format} needs a path")))
+            }
+            (Format::Tsv, Some(p)) => {
+                must_exist(p)?;
+                if !p.is_file() {
+                    return Err(data_err(p, "not a file: --format tsv reads a TSV file"));
+                }
+                LabelledSentences::read_tsv(p, options.tokenizer)
+            }
+            (Format::Folder, Some(p)) => LabelledSentences::read_folder(p, options),
         }
     }
 
@@ -191,10 +226,9 @@ impl LabelledSentences {
         Ok(self)
     }
 
-    /// The sentences at `indices`, in that order.
-    fn select(&self, indices: &[usize]) -> LabelledSentences {
-        let mut out =
-            LabelledSentences::empty(self.source.clone(), self.classes.clone(), self.tokenizer);
+    /// The sentences at `indices`, in that order, under the name `source`.
+    fn select(&self, indices: &[usize], source: String) -> LabelledSentences {
+        let mut out = LabelledSentences::empty(source, self.classes.clone(), self.tokenizer);
         out.skipped = self.skipped;
         for &i in indices {
             out.push(
@@ -206,10 +240,16 @@ impl LabelledSentences {
         out
     }
 
+    /// `count` of the sentences (all when there are no more), a fixed random sample kept in
+    /// the set's order, as [`crate::data::Subset::sample`] draws images.
+    pub fn sample(&self, count: usize) -> LabelledSentences {
+        self.select(&sample_indices(self.len(), count), self.source.clone())
+    }
+
     /// (train, test): of each class, round(`test_fraction` x its sentences) drawn at random
     /// (the same ones for the same set) for the test side, the rest for training, each in
-    /// the set's order. An error unless 0 < `test_fraction` < 1 and both sides have
-    /// sentences.
+    /// the set's order, named "<source> (training part)" and "<source> (test part)". An
+    /// error unless 0 < `test_fraction` < 1 and both sides have sentences.
     pub fn split(&self, test_fraction: f64) -> Result<(LabelledSentences, LabelledSentences)> {
         let err = |message: String| Error::Data {
             path: self.source.clone(),
@@ -246,7 +286,10 @@ impl LabelledSentences {
                 test_side.len()
             )));
         }
-        Ok((self.select(&train_side), self.select(&test_side)))
+        Ok((
+            self.select(&train_side, format!("{} (training part)", self.source)),
+            self.select(&test_side, format!("{} (test part)", self.source)),
+        ))
     }
 
     pub fn len(&self) -> usize {
