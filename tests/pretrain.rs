@@ -436,45 +436,6 @@ fn bad_data_fails_clearly() {
     assert!(msg.contains("small.png") && msg.contains("20"), "{msg}");
 }
 
-/// The tiny preset on the built-in stripes learns: the loss falls well below chance and the
-/// offset-2 accuracy rises far above it. Batch 8 and lr 2e-3 keep this to ~150 steps on 2
-/// CPU cores (docs/model.md's calibration runs batch 16 at lr 1e-3 for 300 steps).
-#[test]
-fn pretraining_the_tiny_preset_on_builtin_data_learns() {
-    let dir = TestDir::new("learns");
-    let mut cfg = Config::preset("tiny").unwrap();
-    cfg.train.batch = 8;
-    cfg.train.lr = 2e-3;
-    cfg.train.min_lr = 2e-3;
-    cfg.train.total_steps = 150;
-    cfg.train.log_every = 10;
-    let s = run(&pretrain_options(cfg, &dir)).unwrap();
-    let chance_loss = (8.0f32 * 49.0).ln();
-    let chance_acc = 1.0 / (8.0 * 49.0);
-    let window = |from: usize, to: usize, f: &dyn Fn(&cpc::ops::infonce::InfonceStats) -> f32| {
-        s.history[from..to].iter().map(|(_, st)| f(st)).sum::<f32>() / (to - from) as f32
-    };
-    let n = s.history.len();
-    let first = window(0, 5, &|st| st.loss);
-    let last = window(n - 20, n, &|st| st.loss);
-    let acc2 = window(n - 20, n, &|st| st.accuracy_k[0]);
-    let acc3 = window(n - 20, n, &|st| st.accuracy_k[1]);
-    println!("loss {first:.3} -> {last:.3} (chance {chance_loss:.3}); accuracy offset 2 {acc2:.4}, offset 3 {acc3:.4} (chance {chance_acc:.4})");
-    assert!(
-        (first - chance_loss).abs() < 0.1,
-        "starts at chance: {first} vs {chance_loss}"
-    );
-    // Measured here (seed 0): 5.97 -> 5.39 (ratio 0.90) and offset-2 accuracy 1.2 % (4.5x chance).
-    assert!(
-        last < 0.94 * chance_loss,
-        "loss {last} not well below chance {chance_loss}"
-    );
-    assert!(
-        acc2 > 3.0 * chance_acc,
-        "offset-2 accuracy {acc2} not far above chance {chance_acc}"
-    );
-}
-
 #[test]
 fn debug_step_dumps_the_loss_and_every_gradient() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
