@@ -6,11 +6,14 @@
 //! - [`data`]: data sets, augmentation and the batch loader (CPU only).
 //! - [`train`]: GPU-free training infrastructure: configuration and presets, learning-rate
 //!   schedule, atomic safetensors checkpoints, metrics.jsonl and loss/accuracy plots.
+//! - [`dist`]: the processes of a data-parallel run (one alone, or MPI's ranks with the `mpi`
+//!   feature): their gradient sum, a shared stop, and ending them all when one fails.
 //! - [`eval`]: features of a frozen encoder, the linear probe and nearest-neighbour pictures.
 
 pub mod cli;
 pub mod cpu;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod gpu;

@@ -10,6 +10,13 @@
 //! is all a resumed run needs to continue with the same batches. The schedule and the
 //! workers (`Batches`, `Workers`) are shared with the audio loader ([`super::audio::loader`]).
 //!
+//! A process of a data-parallel run reads the same stream as every other and takes its share:
+//! it skips the batches other ranks take ([`super::TrainingData::skip_input`]), so its state
+//! after each step is the stream's, and a resumed run replays it exactly. Its [`Shard`] tells
+//! the workers which batches it will take, so that they decode only those; a batch skipped
+//! that the workers made anyway is thrown away, one taken that they did not make is made on
+//! the spot: the shard decides the work, never the batches.
+//!
 //! [`Sequential`]: every image once, in index order, centre-cropped, in batches of up to B
 //! (the last may be shorter), for feature extraction and the linear probe.
 //!
@@ -73,6 +80,8 @@ pub struct LoaderConfig {
     /// False: every epoch visits the images in index order.
     pub shuffle: bool,
     pub augment: Augment,
+    /// The batches this process takes (the others it skips): only those are decoded.
+    pub shard: Shard,
 }
 
 impl LoaderConfig {
@@ -85,6 +94,7 @@ impl LoaderConfig {
             prefetch: 4,
             shuffle: true,
             augment: Augment::new(crop),
+            shard: Shard::ALL,
         }
     }
 }
@@ -149,6 +159,46 @@ impl Schedule {
     }
 }
 
+/// Which batches of the stream a process takes, counted from the batch the loader starts at:
+/// of every `period` consecutive batches, the `take` from `first` on. Rank r of N, each
+/// taking A micro-batches of a step: period N A, first r A, take A ([`Shard::rank`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub period: u64,
+    pub first: u64,
+    pub take: u64,
+}
+
+impl Shard {
+    /// Every batch.
+    pub const ALL: Shard = Shard {
+        period: 1,
+        first: 0,
+        take: 1,
+    };
+
+    /// Rank `rank` of `ranks`, each taking `per_rank` consecutive batches of every step's
+    /// `ranks * per_rank`.
+    pub fn rank(rank: usize, ranks: usize, per_rank: usize) -> Result<Shard> {
+        if ranks == 0 || per_rank == 0 || rank >= ranks {
+            return Err(Error::Config(format!(
+                "no shard for rank {rank} of {ranks} taking {per_rank} batches a step"
+            )));
+        }
+        let per_rank = per_rank as u64;
+        Ok(Shard {
+            period: ranks as u64 * per_rank,
+            first: rank as u64 * per_rank,
+            take: per_rank,
+        })
+    }
+
+    /// Whether the process takes batch `k` (0: the loader's first).
+    pub fn takes(self, k: u64) -> bool {
+        (self.first..self.first + self.take).contains(&(k % self.period.max(1)))
+    }
+}
+
 pub struct Loader {
     config: LoaderConfig,
     dataset: Arc<dyn Dataset>,
@@ -180,7 +230,7 @@ impl Loader {
             dataset: dataset.clone(),
             config: config.clone(),
         };
-        let workers = Workers::start(batches, schedule, state, config.workers, config.prefetch)?;
+        let workers = Workers::start(batches, schedule, state)?;
         Ok(Loader {
             config,
             dataset,
@@ -191,6 +241,11 @@ impl Loader {
     /// The next batch, in order; waits only if the workers are behind.
     pub fn next_batch(&mut self) -> Result<Batch> {
         self.workers.next_batch()
+    }
+
+    /// Moves past the next batch, decoding it only if the workers already had.
+    pub fn skip_batch(&mut self) -> Result<()> {
+        self.workers.skip_batch()
     }
 
     /// Where the next batch starts: save this with a checkpoint, pass it to [`Loader::new`].
@@ -215,6 +270,10 @@ impl Loader {
 impl super::TrainingData for Loader {
     fn next_input(&mut self) -> Result<super::Input> {
         Ok(super::Input::Values(self.next_batch()?.images))
+    }
+
+    fn skip_input(&mut self) -> Result<()> {
+        self.skip_batch()
     }
 
     fn state(&self) -> LoaderState {
@@ -251,33 +310,42 @@ pub(crate) trait Batches: Send + Sync + 'static {
 
     /// Where `batch` starts (what [`Batches::batch`] was given).
     fn start(batch: &Self::Batch) -> LoaderState;
+
+    /// The worker threads, the batches they keep ready in all, and the batches to make.
+    fn reading(&self) -> (usize, usize, Shard);
+}
+
+/// What a worker sends for a batch: the batch, or word that the shard skips it.
+enum Made<T> {
+    Batch(T),
+    Skipped(LoaderState),
 }
 
 /// Worker threads that make the batches of a [`Schedule`] in order: batch j goes to worker
-/// j mod W, which sends it down its own bounded channel, and the batches are read from the
-/// channels in turn; so they come out in order, identical for any number of workers, and
-/// each worker keeps up to `prefetch / W` batches ready.
+/// j mod W, which sends it (or, for a batch the [`Shard`] skips, only where it starts) down
+/// its own bounded channel, and the batches are read from the channels in turn; so they come
+/// out in order, identical for any number of workers and any shard, and each worker keeps
+/// up to `prefetch / W` batches ready.
 pub(crate) struct Workers<B: Batches> {
+    batches: Arc<B>,
+    /// The order of the epoch of the last batch made here (one the shard skipped).
+    order: Option<(u64, Vec<usize>)>,
     schedule: Schedule,
     /// Start of the next batch `next_batch` returns.
     next: LoaderState,
     /// Batches returned so far; batch j comes from worker j mod W.
     returned: usize,
-    receivers: Vec<Receiver<Result<B::Batch>>>,
+    receivers: Vec<Receiver<Result<Made<B::Batch>>>>,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
     failed: bool,
 }
 
 impl<B: Batches> Workers<B> {
-    /// Starts `workers` threads (at least one); the first batch is the one at `state`.
-    pub fn start(
-        batches: B,
-        schedule: Schedule,
-        state: LoaderState,
-        workers: usize,
-        prefetch: usize,
-    ) -> Result<Workers<B>> {
+    /// Starts the threads of [`Batches::reading`] (at least one); the first batch is the
+    /// one at `state`.
+    pub fn start(batches: B, schedule: Schedule, state: LoaderState) -> Result<Workers<B>> {
+        let (workers, prefetch, shard) = batches.reading();
         let batches = Arc::new(batches);
         let start = schedule.settle(state);
         let workers = workers.max(1);
@@ -294,7 +362,9 @@ impl<B: Batches> Workers<B> {
                 batches: batches.clone(),
                 schedule,
                 first,
+                index: w as u64,
                 stride: workers,
+                shard,
                 stop: stop.clone(),
             };
             let handle = std::thread::Builder::new()
@@ -305,6 +375,8 @@ impl<B: Batches> Workers<B> {
             first = schedule.next(first);
         }
         Ok(Workers {
+            batches,
+            order: None,
             schedule,
             next: start,
             returned: 0,
@@ -315,8 +387,26 @@ impl<B: Batches> Workers<B> {
         })
     }
 
-    /// The next batch, in order; waits only if the workers are behind.
+    /// The next batch, in order; waits only if the workers are behind (and makes it here if
+    /// the shard skips it).
     pub fn next_batch(&mut self) -> Result<B::Batch> {
+        match self.receive()? {
+            Made::Batch(batch) => Ok(batch),
+            Made::Skipped(start) => {
+                let made = self.make(start);
+                self.failed = made.is_err();
+                made
+            }
+        }
+    }
+
+    /// Moves past the next batch; waits only if the workers are behind.
+    pub fn skip_batch(&mut self) -> Result<()> {
+        self.receive().map(drop)
+    }
+
+    /// The next thing the workers sent, in order, and the state moves on.
+    fn receive(&mut self) -> Result<Made<B::Batch>> {
         if self.failed {
             return Err(Error::Other(
                 "the data loader stopped after an earlier error".into(),
@@ -324,11 +414,17 @@ impl<B: Batches> Workers<B> {
         }
         let rx = &self.receivers[self.returned % self.receivers.len()];
         match rx.recv() {
-            Ok(Ok(batch)) => {
-                debug_assert_eq!(B::start(&batch), self.next);
+            Ok(Ok(made)) => {
+                debug_assert_eq!(
+                    match &made {
+                        Made::Batch(batch) => B::start(batch),
+                        Made::Skipped(start) => *start,
+                    },
+                    self.next
+                );
                 self.returned += 1;
                 self.next = self.schedule.next(self.next);
-                Ok(batch)
+                Ok(made)
             }
             Ok(Err(e)) => {
                 self.failed = true;
@@ -341,6 +437,14 @@ impl<B: Batches> Workers<B> {
                 ))
             }
         }
+    }
+
+    /// The batch at `start`, made on this thread.
+    fn make(&mut self, start: LoaderState) -> Result<B::Batch> {
+        if self.order.as_ref().is_none_or(|(e, _)| *e != start.epoch) {
+            self.order = Some((start.epoch, self.batches.order(start.epoch)));
+        }
+        self.batches.batch(start, &self.order.as_ref().unwrap().1)
     }
 
     /// Where the next batch starts.
@@ -365,31 +469,41 @@ impl<B: Batches> Drop for Workers<B> {
     }
 }
 
-/// One worker's share: batches first, then every `stride`-th after it.
+/// One worker's share: batch `index` (at `first`), then every `stride`-th after it.
 struct Job<B: Batches> {
     batches: Arc<B>,
     schedule: Schedule,
     first: LoaderState,
+    index: u64,
     stride: usize,
+    shard: Shard,
     stop: Arc<AtomicBool>,
 }
 
 impl<B: Batches> Job<B> {
-    fn run(self, tx: SyncSender<Result<B::Batch>>) {
+    fn run(self, tx: SyncSender<Result<Made<B::Batch>>>) {
         let mut state = self.first;
+        let mut index = self.index;
         let mut order: Option<(u64, Vec<usize>)> = None;
         while !self.stop.load(Ordering::Relaxed) {
-            if order.as_ref().is_none_or(|(e, _)| *e != state.epoch) {
-                order = Some((state.epoch, self.batches.order(state.epoch)));
-            }
-            let batch = self.batches.batch(state, &order.as_ref().unwrap().1);
-            let failed = batch.is_err();
-            if tx.send(batch).is_err() || failed {
+            let made = if self.shard.takes(index) {
+                if order.as_ref().is_none_or(|(e, _)| *e != state.epoch) {
+                    order = Some((state.epoch, self.batches.order(state.epoch)));
+                }
+                self.batches
+                    .batch(state, &order.as_ref().unwrap().1)
+                    .map(Made::Batch)
+            } else {
+                Ok(Made::Skipped(state))
+            };
+            let failed = made.is_err();
+            if tx.send(made).is_err() || failed {
                 return; // the loader is gone, or it has the error
             }
             for _ in 0..self.stride {
                 state = self.schedule.next(state);
             }
+            index += self.stride as u64;
         }
     }
 }
@@ -438,6 +552,10 @@ impl Batches for ImageBatches {
 
     fn start(batch: &Batch) -> LoaderState {
         batch.start
+    }
+
+    fn reading(&self) -> (usize, usize, Shard) {
+        (self.config.workers, self.config.prefetch, self.config.shard)
     }
 }
 

@@ -39,7 +39,7 @@ pub use augment::Augment;
 pub use builtin::{Builtin, BuiltinConfig};
 pub use cifar::Cifar10;
 pub use folder::ImageFolder;
-pub use loader::{Batch, Loader, LoaderConfig, LoaderState, Sequential};
+pub use loader::{Batch, Loader, LoaderConfig, LoaderState, Sequential, Shard};
 pub use stl::Stl10;
 pub use subset::Subset;
 
@@ -149,6 +149,11 @@ pub enum Input {
 pub trait TrainingData: Send {
     /// The next batch; waits only if the loader's workers are behind.
     fn next_input(&mut self) -> Result<Input>;
+
+    /// Moves past the next batch without reading it (one another rank of a data-parallel
+    /// run takes): the state afterwards is the one [`TrainingData::next_input`] would have
+    /// left, and the items are not decoded where the loader's [`Shard`] skips them.
+    fn skip_input(&mut self) -> Result<()>;
 
     /// The words a text model's token ids stand for (None for images and audio): saved
     /// with every checkpoint.

@@ -25,7 +25,7 @@ use super::augment::AudioAugment;
 use super::{set_err, AudioSet, OnShort};
 use crate::data::loader::{first_good, shuffled, Batches, Schedule, Workers};
 use crate::data::rng::{rng_for, tag};
-use crate::data::{par_map, LoaderState, OnBadFile};
+use crate::data::{par_map, LoaderState, OnBadFile, Shard};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct AudioLoaderConfig {
     /// Clips shorter than the window: padded or left out.
     pub on_short: OnShort,
     pub augment: AudioAugment,
+    /// The batches this process takes (the others it skips): only those are decoded.
+    pub shard: Shard,
 }
 
 impl AudioLoaderConfig {
@@ -60,6 +62,7 @@ impl AudioLoaderConfig {
             shuffle: true,
             on_short: OnShort::Pad,
             augment: AudioAugment::default(),
+            shard: Shard::ALL,
         }
     }
 }
@@ -155,7 +158,7 @@ impl AudioLoader {
             config: config.clone(),
             eligible,
         };
-        let workers = Workers::start(batches, schedule, state, config.workers, config.prefetch)?;
+        let workers = Workers::start(batches, schedule, state)?;
         Ok(AudioLoader {
             config,
             set,
@@ -168,6 +171,11 @@ impl AudioLoader {
     /// The next batch, in order; waits only if the workers are behind.
     pub fn next_batch(&mut self) -> Result<AudioBatch> {
         self.workers.next_batch()
+    }
+
+    /// Moves past the next batch, decoding it only if the workers already had.
+    pub fn skip_batch(&mut self) -> Result<()> {
+        self.workers.skip_batch()
     }
 
     /// Where the next batch starts: save this with a checkpoint, pass it to
@@ -219,6 +227,10 @@ impl AudioLoader {
 impl crate::data::TrainingData for AudioLoader {
     fn next_input(&mut self) -> Result<crate::data::Input> {
         Ok(crate::data::Input::Values(self.next_batch()?.samples))
+    }
+
+    fn skip_input(&mut self) -> Result<()> {
+        self.skip_batch()
     }
 
     fn state(&self) -> LoaderState {
@@ -304,6 +316,10 @@ impl Batches for AudioBatches {
 
     fn start(batch: &AudioBatch) -> LoaderState {
         batch.start
+    }
+
+    fn reading(&self) -> (usize, usize, Shard) {
+        (self.config.workers, self.config.prefetch, self.config.shard)
     }
 }
 

@@ -91,6 +91,12 @@ impl TextLoader {
     pub fn next_batch(&mut self) -> Result<Passages> {
         let at = self.state.position as usize;
         let batch = self.passages.gather(&self.order[at..at + self.batch])?;
+        self.skip_batch();
+        Ok(batch)
+    }
+
+    /// Moves past the batch at the current state without gathering it.
+    pub fn skip_batch(&mut self) {
         let next = self.schedule().next(self.state);
         if next.epoch != self.state.epoch {
             self.order = shuffled(
@@ -101,7 +107,6 @@ impl TextLoader {
             );
         }
         self.state = next;
-        Ok(batch)
     }
 
     /// Where the next batch starts.
@@ -131,6 +136,11 @@ impl TextLoader {
 impl TrainingData for TextLoader {
     fn next_input(&mut self) -> Result<Input> {
         Ok(Input::Sentences(self.next_batch()?.sentences))
+    }
+
+    fn skip_input(&mut self) -> Result<()> {
+        self.skip_batch();
+        Ok(())
     }
 
     fn vocabulary(&self) -> Option<&Vocabulary> {
