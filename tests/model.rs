@@ -495,7 +495,7 @@ fn the_plan_marks_the_batches_that_cannot_run_with_the_limit_they_break() {
         .filter(|l| l.contains("cannot run here") && l.contains("memory budget"))
         .collect();
     assert_eq!(marked.len(), 4, "{report}"); // batches 8, 16, 32 and this run (64: the binding)
-    // Four micro-batches of 8 a step: the memory of one batch of 8, four times its FLOPs.
+                                             // Four micro-batches of 8 a step: the memory of one batch of 8, four times its FLOPs.
     let report = plan_report(&est, &small.limits, None, "narrow", 8, 4);
     let run = report
         .split("this run: ")
@@ -1229,10 +1229,21 @@ fn check_micro_batches_add_up(gpu: &Gpu, spec: &Spec, batch: usize, a: Examples,
         let range = v.offset..v.offset + v.len();
         let (sa, sb, s) = (&ga[range.clone()], &gb[range.clone()], &summed[range]);
         let scale = sa.iter().chain(sb).fold(0.0f32, |m, x| m.max(x.abs()));
-        assert!(scale > 0.0 && scale.is_finite(), "{}: gradient {scale}", v.name);
+        assert!(
+            scale > 0.0 && scale.is_finite(),
+            "{}: gradient {scale}",
+            v.name
+        );
         // The two batches' gradients differ, so a buffer holding only one of them fails.
-        let apart = sa.iter().zip(sb).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(apart > 1e-3 * scale, "{}: the batches' gradients agree", v.name);
+        let apart = sa
+            .iter()
+            .zip(sb)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            apart > 1e-3 * scale,
+            "{}: the batches' gradients agree",
+            v.name
+        );
         for (i, ((x, y), got)) in sa.iter().zip(sb).zip(s).enumerate() {
             assert!(
                 (got - (x + y)).abs() <= 1e-5 * scale,

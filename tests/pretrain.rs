@@ -149,7 +149,10 @@ fn an_accumulated_step_averages_the_losses_and_gradients_of_its_micro_batches() 
             an[s]
         );
     }
-    assert_ne!(p[0].1, p[1].1, "the two micro-batches are different batches");
+    assert_ne!(
+        p[0].1, p[1].1,
+        "the two micro-batches are different batches"
+    );
 }
 
 /// A run of two micro-batches a step stopped after step 2 and resumed gives the losses and
@@ -175,7 +178,9 @@ fn an_accumulating_run_resumes_to_the_uninterrupted_one() {
     assert_eq!(joined, losses(&whole));
     let weights = |out: &str| {
         let path = dir.join(out).join(CHECKPOINT);
-        ModelCheckpoint::read(&path, Some(&config())).unwrap().params
+        ModelCheckpoint::read(&path, Some(&config()))
+            .unwrap()
+            .params
     };
     assert_eq!(weights("split"), weights("whole"));
 }

@@ -340,7 +340,9 @@ impl StatsRing {
         // The step's figures: the mean over its micro-batches.
         let mut mean = vec![0.0f32; self.stats];
         for micro in values[..n].chunks(self.stats) {
-            mean.iter_mut().zip(micro).for_each(|(m, v)| *m += v / micros);
+            mean.iter_mut()
+                .zip(micro)
+                .for_each(|(m, v)| *m += v / micros);
         }
         Ok(Some(StepStats {
             step,
