@@ -8,12 +8,12 @@
 // each launched on its own (ops::adam); the norm sums the partials of every chunk.
 // Entry points, in the order a step runs them:
 //   sum_squares  (2, 5)        256 workgroups of 256 threads; thread t of workgroup w sums
-//                              grad^2 over elements w*256+t, stepping by 65536; overwrites
-//                              partials[w].
+//                              (grad_scale grad)^2 over elements w*256+t, stepping by
+//                              65536; overwrites partials[w].
 //   finish_norm  (5, 6)        one workgroup; overwrites norm[0] = sqrt(sum of all
 //                              partials_count partials) and clears the flag, norm[1] = 0.
 //   step         (1, 2, 3, 4, 6)  one thread per element, workgroups of 256 spread over y:
-//       g = grad * clip, clip = min(1, max_norm / norm) when max_norm > 0, else 1
+//       g = grad_scale grad clip (grad_scale: 1 / the micro-batches summed in grad), clip = min(1, max_norm / norm) when max_norm > 0, else 1
 //       m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
 //       param -= lr * (m / bc1) / (sqrt(v / bc2) + eps) + lr * weight_decay * param
 //       (decoupled weight decay, AdamW; bc1 = 1 - beta1^t, bc2 = 1 - beta2^t)
@@ -38,7 +38,7 @@ struct AdamParams {
     max_norm: f32,
     partials_offset: u32,
     partials_count: u32,
-    _pad: u32,
+    grad_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
@@ -55,7 +55,7 @@ struct AdamParams {
 fn sum_squares(@builtin(workgroup_id) wid: vec3<u32>, l: Lanes) {
     var s = 0.0;
     for (var i = wid.x * REDUCE_WG + l.index; i < p.n; i += 65536u) {
-        let g = grad[p.grad_offset + i];
+        let g = grad[p.grad_offset + i] * p.grad_scale;
         s += g * g;
     }
     let total = workgroup_sum(l, s);
@@ -90,7 +90,7 @@ fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (p.max_norm > 0.0 && norm[0] > p.max_norm) {
         clip = p.max_norm / norm[0];
     }
-    let g = grad[p.grad_offset + i] * clip;
+    let g = grad[p.grad_offset + i] * p.grad_scale * clip;
     let mi = p.beta1 * m[p.m_offset + i] + (1.0 - p.beta1) * g;
     let vi = p.beta2 * v[p.v_offset + i] + (1.0 - p.beta2) * g * g;
     m[p.m_offset + i] = mi;

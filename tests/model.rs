@@ -468,7 +468,7 @@ fn the_plan_marks_the_batches_that_cannot_run_with_the_limit_they_break() {
     let spec = narrow_with_norm();
     let small = small_device(4 << 20);
     let est = Estimate::new(&small, &spec).unwrap();
-    let report = plan_report(&est, &small.limits, None, "narrow", 8);
+    let report = plan_report(&est, &small.limits, None, "narrow", 8, 1);
     let lines: Vec<&str> = report.lines().collect();
     // A heading, then each batch's line, followed by a marked one where it cannot run.
     let marks = |batch: &str| {
@@ -489,12 +489,23 @@ fn the_plan_marks_the_batches_that_cannot_run_with_the_limit_they_break() {
     );
     // Under a budget below batch 8's total, batch 8 and this run are marked with it.
     let budget = est.at(8).total_bytes - 1;
-    let report = plan_report(&est, &small.limits, Some(budget), "narrow", 8);
+    let report = plan_report(&est, &small.limits, Some(budget), "narrow", 8, 1);
     let marked: Vec<&str> = report
         .lines()
         .filter(|l| l.contains("cannot run here") && l.contains("memory budget"))
         .collect();
     assert_eq!(marked.len(), 4, "{report}"); // batches 8, 16, 32 and this run (64: the binding)
+                                             // Four micro-batches of 8 a step: the memory of one batch of 8, four times its FLOPs.
+    let report = plan_report(&est, &small.limits, None, "narrow", 8, 4);
+    let run = report
+        .split("this run: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(run.starts_with("batch 8:"), "{report}");
+    assert!(
+        run.contains("4 micro-batches a step") && run.contains("32 examples"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -1186,4 +1197,75 @@ fn text_configurations_round_trip_and_bad_fields_are_named() {
             .to_string();
         assert!(err.contains(field), "{toml}: {err}");
     }
+}
+
+// ---------------------------------------------------------------- micro-batches
+
+/// Zeroing once, then the forward and backward of batch `a` and, in a second submission
+/// with its input written between, of batch `b` (as `--accumulate 2` runs a step) leaves in
+/// the gradient buffer the sum of `a`'s and `b`'s gradients, each computed alone, for every
+/// entry of every parameter tensor: no backward kernel overwrites what an earlier batch
+/// left. Summation order differs where a parameter's gradient gathers from several
+/// launches (the GRU's steps), so the sum is exact only to f32 rounding: 1e-5 of the
+/// tensor's largest entry.
+fn check_micro_batches_add_up(gpu: &Gpu, spec: &Spec, batch: usize, a: Examples, b: Examples) {
+    let layout = ParamLayout::new(spec);
+    let params = layout.init(3);
+    let model = CpcModel::new(gpu, spec, batch, &params, AdamConfig::default()).unwrap();
+    let alone = |x: Examples| {
+        model.set_inputs(gpu, x, 1, 0.0, 5).unwrap();
+        model.run(gpu, |m, pass| m.record_gradients(pass)).unwrap();
+        model.buffers.grads.read(gpu).unwrap()
+    };
+    let (ga, gb) = (alone(a), alone(b));
+    model.set_inputs(gpu, a, 1, 0.0, 5).unwrap();
+    model.run(gpu, |m, pass| m.record_gradients(pass)).unwrap();
+    model.set_inputs(gpu, b, 1, 0.0, 5).unwrap();
+    model
+        .run(gpu, |m, pass| m.record_forward_backward(pass))
+        .unwrap();
+    let summed = model.buffers.grads.read(gpu).unwrap();
+    for v in &layout.views {
+        let range = v.offset..v.offset + v.len();
+        let (sa, sb, s) = (&ga[range.clone()], &gb[range.clone()], &summed[range]);
+        let scale = sa.iter().chain(sb).fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(
+            scale > 0.0 && scale.is_finite(),
+            "{}: gradient {scale}",
+            v.name
+        );
+        // The two batches' gradients differ, so a buffer holding only one of them fails.
+        let apart = sa
+            .iter()
+            .zip(sb)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            apart > 1e-3 * scale,
+            "{}: the batches' gradients agree",
+            v.name
+        );
+        for (i, ((x, y), got)) in sa.iter().zip(sb).zip(s).enumerate() {
+            assert!(
+                (got - (x + y)).abs() <= 1e-5 * scale,
+                "{}[{i}]: accumulated {got}, alone {x} + {y}",
+                v.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_gradients_of_micro_batches_add_up_for_every_modality() {
+    let gpu = gpu();
+    for (spec, batch) in [
+        (Spec::from(&tiny()), 2),
+        (Spec::from(&narrow_with_norm()), 3),
+        (Spec::from(&small_audio(true)), 3),
+    ] {
+        let (a, b) = (inputs(&spec, batch, 21), inputs(&spec, batch, 22));
+        check_micro_batches_add_up(gpu, &spec, batch, (&a).into(), (&b).into());
+    }
+    let text = small_text();
+    let (a, b) = (passages(&text, 3, 21), passages(&text, 3, 22));
+    check_micro_batches_add_up(gpu, &(&text).into(), 3, (&a).into(), (&b).into());
 }

@@ -107,6 +107,84 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
     );
 }
 
+/// The tiny run of [`tiny_run`] with `accumulate` micro-batches a step, at a learning rate
+/// of 1e-30: Adam moves a weight by about the rate, which leaves every nonzero f32 weight
+/// as it was, so each step scores its batches with the initial weights.
+fn standing_still(accumulate: u32, steps: u64) -> Config {
+    let mut cfg = tiny_run(4, steps);
+    cfg.train.accumulate = accumulate;
+    (cfg.train.lr, cfg.train.min_lr, cfg.train.warmup_steps) = (1e-30, 1e-30, 0);
+    cfg
+}
+
+/// `--accumulate 2`: step s reads batches 2s and 2s + 1 of the stream a plain run reads
+/// (with the same jitter seeds), reports the mean of their losses, and updates with the
+/// mean of their gradients, whose norm is at most the mean of theirs (a sum, unscaled,
+/// would be about twice that: the two batches' gradients point much the same way).
+#[test]
+fn an_accumulated_step_averages_the_losses_and_gradients_of_its_micro_batches() {
+    let dir = TestDir::new("accumulate");
+    let plain = run(&pretrain_options(standing_still(1, 4), &dir.join("plain"))).unwrap();
+    let accumulated = run(&pretrain_options(standing_still(2, 2), &dir.join("acc"))).unwrap();
+    let (p, a) = (losses(&plain), losses(&accumulated));
+    assert_eq!((p.len(), a.len()), (4, 2));
+    let norms = |out: &str| -> Vec<f32> {
+        let rows = cpc::train::read_metrics(dir.join(out).join("metrics.jsonl")).unwrap();
+        rows.iter().map(|r| r.grad_norm.unwrap()).collect()
+    };
+    let (pn, an) = (norms("plain"), norms("acc"));
+    for s in 0..2 {
+        let mean = (p[2 * s].1 + p[2 * s + 1].1) / 2.0;
+        assert!(
+            (a[s].1 - mean).abs() <= 1e-6 * mean,
+            "step {s}: accumulated loss {}, the micro-batches' {} and {}",
+            a[s].1,
+            p[2 * s].1,
+            p[2 * s + 1].1
+        );
+        let (n0, n1) = (pn[2 * s], pn[2 * s + 1]);
+        assert!(
+            an[s] <= (n0 + n1) / 2.0 * (1.0 + 1e-5) && an[s] >= (n0 - n1).abs() / 2.0,
+            "step {s}: gradient norm {} of the mean of gradients of norms {n0} and {n1}",
+            an[s]
+        );
+    }
+    assert_ne!(
+        p[0].1, p[1].1,
+        "the two micro-batches are different batches"
+    );
+}
+
+/// A run of two micro-batches a step stopped after step 2 and resumed gives the losses and
+/// the final weights of the run not stopped, to the bit: the loader's position in the
+/// checkpoint counts micro-batches.
+#[test]
+fn an_accumulating_run_resumes_to_the_uninterrupted_one() {
+    let dir = TestDir::new("accumulate-resume");
+    let config = || {
+        let mut c = tiny_run(4, 4);
+        c.train.accumulate = 2;
+        c
+    };
+    let whole = run(&pretrain_options(config(), &dir.join("whole"))).unwrap();
+    let mut first = pretrain_options(config(), &dir.join("split"));
+    first.stop_at = Some(2);
+    let part1 = run(&first).unwrap();
+    let mut second = pretrain_options(config(), &dir.join("split"));
+    second.resume = true;
+    let part2 = run(&second).unwrap();
+    let mut joined = losses(&part1);
+    joined.extend(losses(&part2));
+    assert_eq!(joined, losses(&whole));
+    let weights = |out: &str| {
+        let path = dir.join(out).join(CHECKPOINT);
+        ModelCheckpoint::read(&path, Some(&config()))
+            .unwrap()
+            .params
+    };
+    assert_eq!(weights("split"), weights("whole"));
+}
+
 #[test]
 fn the_checkpoint_holds_every_parameter_and_the_optimiser_state() {
     let dir = TestDir::new("checkpoint");

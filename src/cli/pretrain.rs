@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::{ModelConfig, Spec};
-use crate::train::config::MAX_TOTAL_STEPS;
+use crate::train::config::{MAX_ACCUMULATE, MAX_TOTAL_STEPS};
 use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring, MAX_WORKERS};
 use crate::train::Config;
 
@@ -34,9 +34,14 @@ pub struct PretrainArgs {
     /// A TOML file overriding the preset field by field ([model], [model.encoder], [train]).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Images per step (overrides the configuration).
+    /// Examples per micro-batch, each other's negatives (overrides the configuration).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
+    /// Micro-batches per optimiser step: their gradients are averaged, then one Adam
+    /// update, so a step reads batch x N examples in the memory of one batch (overrides
+    /// the configuration's train.accumulate).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_ACCUMULATE as i64))]
+    pub accumulate: Option<u32>,
     /// Optimiser steps in all (overrides the configuration); a warm-up longer than that is
     /// shortened to the run, with a note.
     #[arg(long, conflicts_with = "epochs",
@@ -132,6 +137,9 @@ impl PretrainArgs {
         if let Some(b) = self.batch {
             t.batch = b;
         }
+        if let Some(n) = self.accumulate {
+            t.accumulate = n;
+        }
         if let Some(s) = self.steps {
             t.total_steps = s;
             let whose = if self.config.is_some() {
@@ -159,18 +167,32 @@ impl PretrainArgs {
     }
 }
 
-/// Optimiser steps of `epochs` passes over `images` images, `batch` a step (at least one
-/// step an epoch), in checked arithmetic: an error naming the numbers when the product
-/// overflows or exceeds [`MAX_TOTAL_STEPS`].
-pub fn steps_for_epochs(epochs: u64, images: u64, batch: u32) -> Result<u64> {
-    let per_epoch = (images / batch.max(1) as u64).max(1);
+/// Optimiser steps of `epochs` passes over `images` images, `per_step` a step (the batch
+/// times the micro-batches a step accumulates; at least one step an epoch), in checked
+/// arithmetic: an error naming the numbers when the product overflows or exceeds
+/// [`MAX_TOTAL_STEPS`].
+pub fn steps_for_epochs(epochs: u64, images: u64, per_step: u64) -> Result<u64> {
+    let per_epoch = (images / per_step.max(1)).max(1);
     match epochs.checked_mul(per_epoch) {
         Some(steps) if steps <= MAX_TOTAL_STEPS => Ok(steps),
         steps => Err(Error::Config(format!(
-            "--epochs {epochs} over {images} images at batch {batch} ({per_epoch} steps an \
-             epoch) is {} steps; a run has at most {MAX_TOTAL_STEPS}",
+            "--epochs {epochs} over {images} images at {per_step} a step ({per_epoch} steps \
+             an epoch) is {} steps; a run has at most {MAX_TOTAL_STEPS}",
             steps.map_or("more than 2^64".into(), |s| s.to_string())
         ))),
+    }
+}
+
+/// The batch as a run takes it: `batch 16`, or with micro-batches `batch 16 x 4
+/// micro-batches (64 a step)`.
+pub fn batch_line(t: &crate::train::TrainConfig) -> String {
+    match t.accumulate {
+        1 => format!("batch {}", t.batch),
+        n => format!(
+            "batch {} x {n} micro-batches ({} a step)",
+            t.batch,
+            t.batch as u64 * n as u64
+        ),
     }
 }
 
@@ -192,13 +214,15 @@ fn flop_count(flops: f64) -> String {
 /// What `--plan` prints: the model's parameter count, then at a few batches and this run's
 /// the planned memory and the forward's FLOPs (`Spec::forward_flops_per_example` times the
 /// batch), each batch that cannot run on this adapter (or within the budget) marked with the
-/// limit it breaks.
+/// limit it breaks. A run of `micros` micro-batches a step needs the memory of one batch:
+/// its line says so and gives the step's FLOPs.
 pub fn plan_report(
     est: &Estimate,
     limits: &wgpu::Limits,
     budget_bytes: Option<u64>,
     preset: &str,
     batch: usize,
+    micros: u32,
 ) -> String {
     let spec = est.spec();
     let line = |b: usize| {
@@ -215,7 +239,19 @@ pub fn plan_report(
     for b in [1, 8, 16, 32, 64] {
         out += &format!("  {}\n", line(b));
     }
-    out + &format!("  this run: {}\n", line(batch))
+    let run = match micros {
+        1 => line(batch),
+        n => {
+            let step = flop_count(n as f64 * batch as f64 * spec.forward_flops_per_example(batch));
+            format!(
+                "{}\n    {n} micro-batches a step, one at a time in these buffers: {} examples, \
+                 forward {step} a step",
+                line(batch),
+                n as u64 * batch as u64
+            )
+        }
+    };
+    out + &format!("  this run: {run}\n")
 }
 
 pub fn run(args: &PretrainArgs) -> Result<()> {
@@ -256,7 +292,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             }
         } as u64;
         let t = &mut cfg.train;
-        t.total_steps = steps_for_epochs(epochs, n, t.batch)?;
+        t.total_steps = steps_for_epochs(epochs, n, t.batch as u64 * t.accumulate as u64)?;
         let why = format!("--epochs {epochs}: {} steps", t.total_steps);
         notes.extend(t.fit_warmup_to_run("the configured", &why));
         cfg.validate()?;
@@ -277,7 +313,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
                 &gpu.limits,
                 memory_budget,
                 &args.preset,
-                cfg.train.batch as usize
+                cfg.train.batch as usize,
+                cfg.train.accumulate
             )
         );
         return Ok(());
@@ -307,9 +344,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         }),
     };
     eprintln!(
-        "{}; batch {}, {} steps",
+        "{}; {}, {} steps",
         model_line(&args.preset, &spec),
-        cfg.train.batch,
+        batch_line(&cfg.train),
         cfg.train.total_steps
     );
     let s = pretrain(&gpu, &opts, &stop)?;

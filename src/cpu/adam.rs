@@ -7,7 +7,8 @@ pub fn grad_norm(grad: &[f32]) -> f32 {
     grad.iter().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt() as f32
 }
 
-/// One AdamW step `t` (1-based) with clipping by global norm, in place.
+/// One AdamW step `t` (1-based) on `grad` times `c.grad_scale`, with clipping by global
+/// norm, in place.
 pub fn step(
     c: &AdamConfig,
     t: u64,
@@ -17,7 +18,8 @@ pub fn step(
     m: &mut [f32],
     v: &mut [f32],
 ) {
-    let norm = grad_norm(grad) as f64;
+    let scale = c.grad_scale as f64;
+    let norm = grad_norm(grad) as f64 * scale;
     let clip = if c.max_norm > 0.0 && norm > c.max_norm as f64 {
         c.max_norm as f64 / norm
     } else {
@@ -26,7 +28,7 @@ pub fn step(
     let (b1, b2) = (c.beta1 as f64, c.beta2 as f64);
     let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
     for i in 0..param.len() {
-        let g = grad[i] as f64 * clip;
+        let g = grad[i] as f64 * scale * clip;
         let mi = b1 * m[i] as f64 + (1.0 - b1) * g;
         let vi = b2 * v[i] as f64 + (1.0 - b2) * g * g;
         m[i] = mi as f32;

@@ -1119,24 +1119,40 @@ impl CpcModel {
         out
     }
 
-    /// Record zeroing of the gradients, forward and backward (no optimiser step).
-    pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Record zeroing of the gradients.
+    pub fn record_zero_gradients(&self, pass: &mut wgpu::ComputePass<'_>) {
         for l in &self.adam.zero_launches {
             l.record(pass);
         }
+    }
+
+    /// Record the forward and the backward, which adds this batch's gradients to the
+    /// gradient buffer (micro-batches of one step accumulate there).
+    pub fn record_forward_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.record_forward(pass);
         for l in &self.backward {
             l.record(pass);
         }
     }
 
-    /// Record one whole training step: zero gradients, forward, backward, gradient norm and
-    /// Adam. One compute pass; wgpu orders the dispatches.
-    pub fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.record_gradients(pass);
+    /// Record the optimiser on the gradient buffer: the gradient norm and Adam.
+    pub fn record_optimiser(&self, pass: &mut wgpu::ComputePass<'_>) {
         for l in self.adam.launches() {
             l.record(pass);
         }
+    }
+
+    /// Record zeroing of the gradients, forward and backward (no optimiser step).
+    pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record_zero_gradients(pass);
+        self.record_forward_backward(pass);
+    }
+
+    /// Record one whole training step of one batch: zero gradients, forward, backward,
+    /// gradient norm and Adam. One compute pass; wgpu orders the dispatches.
+    pub fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record_gradients(pass);
+        self.record_optimiser(pass);
     }
 
     /// Every launch of a step in order, with names, for profiling.

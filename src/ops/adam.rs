@@ -26,11 +26,13 @@ crate::uniform_struct! {
         pub max_norm: f32,
         pub partials_offset: u32,
         pub partials_count: u32,
-        pub _pad: u32,
+        pub grad_scale: f32,
     }
 }
 
-/// Hyper-parameters. `max_norm` = 0 turns clipping off.
+/// Hyper-parameters. `max_norm` = 0 turns clipping off. `grad_scale` multiplies the
+/// gradient buffer before anything reads it (the norm and the clip included): 1 / the
+/// micro-batches whose gradients the buffer sums, so the update sees their mean.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
     pub beta1: f32,
@@ -38,6 +40,7 @@ pub struct AdamConfig {
     pub eps: f32,
     pub weight_decay: f32,
     pub max_norm: f32,
+    pub grad_scale: f32,
 }
 
 impl Default for AdamConfig {
@@ -48,6 +51,7 @@ impl Default for AdamConfig {
             eps: 1e-8,
             weight_decay: 0.0,
             max_norm: 0.0,
+            grad_scale: 1.0,
         }
     }
 }
@@ -140,6 +144,7 @@ impl Adam {
                 eps: config.eps,
                 weight_decay: config.weight_decay,
                 max_norm: config.max_norm,
+                grad_scale: config.grad_scale,
                 partials_offset: rel_offset(gpu, &part),
                 partials_count: (count as u32) * NORM_GROUPS,
                 ..Default::default()

@@ -101,8 +101,14 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Images per step.
+    /// Examples per micro-batch: the batch each forward reads, whose examples are each
+    /// other's InfoNCE negatives.
     pub batch: u32,
+    /// Micro-batches per optimiser step (`--accumulate`): their gradients are summed and
+    /// divided by their count, then one Adam update; a step reads `batch x accumulate`
+    /// examples. Checkpoints written before this field read as 1.
+    #[serde(default = "one_micro_batch")]
+    pub accumulate: u32,
     /// Adam's peak learning rate (after warm-up).
     pub lr: f32,
     /// Floor the cosine decay reaches at total_steps; lr = min_lr means a constant rate.
@@ -119,6 +125,13 @@ pub struct TrainConfig {
     /// Save a checkpoint every this many steps; 0 saves only at the end.
     pub checkpoint_every: u64,
 }
+
+fn one_micro_batch() -> u32 {
+    1
+}
+
+/// Most micro-batches a step accumulates.
+pub const MAX_ACCUMULATE: u32 = 1 << 16;
 
 /// The paper's audio encoder geometry (kernels 10, 8, 4, 4, 4, strides 5, 4, 2, 2, 2: a
 /// frame every 160 samples) at `channels`, over windows of `window` samples, the GRU of
@@ -177,6 +190,7 @@ fn text_model(
 fn audio_train() -> TrainConfig {
     TrainConfig {
         batch: 8,
+        accumulate: 1,
         lr: 2e-4,
         min_lr: 2e-6,
         warmup_steps: 0,
@@ -230,6 +244,7 @@ impl Config {
                 }),
                 train: TrainConfig {
                     batch: 16,
+                    accumulate: 1,
                     lr: 2e-4,
                     min_lr: 2e-6,
                     warmup_steps: 1000,
@@ -258,6 +273,7 @@ impl Config {
                 }),
                 train: TrainConfig {
                     batch: 16,
+                    accumulate: 1,
                     lr: 2e-4,
                     min_lr: 2e-6,
                     warmup_steps: 500,
@@ -286,6 +302,7 @@ impl Config {
                 }),
                 train: TrainConfig {
                     batch: 16,
+                    accumulate: 1,
                     lr: 2e-4,
                     min_lr: 2e-6,
                     warmup_steps: 500,
@@ -314,6 +331,7 @@ impl Config {
                 }),
                 train: TrainConfig {
                     batch: 16,
+                    accumulate: 1,
                     lr: 1e-3,
                     min_lr: 1e-3,
                     warmup_steps: 0,
@@ -520,6 +538,12 @@ impl TrainConfig {
         if self.batch == 0 {
             return err("train.batch = 0: need at least one image a step".into());
         }
+        check_range(
+            "train.accumulate",
+            self.accumulate as u64,
+            1,
+            MAX_ACCUMULATE as u64,
+        )?;
         check_range("train.total_steps", self.total_steps, 1, MAX_TOTAL_STEPS)?;
         if self.warmup_steps > self.total_steps {
             return err(format!(

@@ -1,8 +1,11 @@
-//! `cpc pretrain`: the training loop. It plans the model once, then per step writes the
-//! batch and the step's scalars (learning rate, Adam's step, jitter seed), records one
-//! compute pass (zero gradients, forward, backward, gradient norm, Adam) and copies the few
-//! scalars the display needs into a ring of mappable buffers that are read a couple of steps
-//! later, so the host never waits on the step it just submitted. With a [`ProbeDuring`] it
+//! `cpc pretrain`: the training loop. It plans the model once, then per step, for each of
+//! its micro-batches (`train.accumulate`, one unless asked), writes the batch and the
+//! step's scalars (learning rate, Adam's step, jitter seed) and submits one compute pass:
+//! the first zeroes the gradients, each runs the forward and the backward (which add to
+//! the gradients), the last adds the gradient norm and Adam (which scales the sum by one
+//! over the micro-batches: their mean). Each pass copies its loss figures, and the last
+//! the gradient norm, into the step's slot of a ring of mappable buffers that is read a
+//! couple of steps later, so the host never waits on the step it just submitted. With a [`ProbeDuring`] it
 //! also runs the linear probe (eval::probe) before the first step and every few steps.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -214,9 +217,11 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MAX_WORKERS: usize = 256;
 const RING: usize = 3;
 
-/// The jitter seed of a step: a hash of the run's seed and the step.
-fn step_seed(seed: u64, step: u64) -> u32 {
-    let mut x = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+/// The jitter seed of micro-batch `micro` of `micros` in a step: a hash of the run's seed
+/// and the micro-batch's place in the run (with one micro-batch a step, the step).
+fn step_seed(seed: u64, step: u64, micro: u32, micros: u32) -> u32 {
+    let place = step.wrapping_mul(micros as u64).wrapping_add(micro as u64);
+    let mut x = seed ^ place.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     (x ^ (x >> 33)) as u32
@@ -252,8 +257,9 @@ fn load_resume(path: &Path, config: &Config) -> Result<ModelCheckpoint> {
     Ok(ck)
 }
 
-/// What a step reads back: its loss statistics (of the parameters before its update), the
-/// gradient norm, and whether its update left every parameter and moment finite.
+/// What a step reads back: its loss statistics (of the parameters before its update; the
+/// mean over its micro-batches), the gradient norm, and whether its update left every
+/// parameter and moment finite.
 struct StepStats {
     step: u64,
     stats: InfonceStats,
@@ -261,16 +267,20 @@ struct StepStats {
     params_finite: bool,
 }
 
-/// Mappable copies of the stats of recent steps, read a few steps after submission.
+/// Mappable copies of the stats of recent steps, read a few steps after submission. A
+/// slot holds each micro-batch's loss figures (`stats` floats each), then the gradient
+/// norm and the non-finite flag.
 struct StatsRing {
     slots: Vec<wgpu::Buffer>,
     /// (step, slot, submission) in flight, oldest first.
     pending: VecDeque<(u64, usize, wgpu::SubmissionIndex)>,
-    floats: usize,
+    stats: usize,
+    micros: usize,
 }
 
 impl StatsRing {
-    fn new(gpu: &Gpu, floats: usize) -> StatsRing {
+    fn new(gpu: &Gpu, stats: usize, micros: usize) -> StatsRing {
+        let floats = stats * micros + 2;
         let slots = (0..RING)
             .map(|_| {
                 gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -284,7 +294,8 @@ impl StatsRing {
         StatsRing {
             slots,
             pending: VecDeque::new(),
-            floats,
+            stats,
+            micros,
         }
     }
 
@@ -325,12 +336,19 @@ impl StatsRing {
             bytemuck::cast_slice(&view).to_vec()
         };
         buf.unmap();
-        let n = self.floats;
+        let (n, micros) = (self.stats * self.micros, self.micros as f32);
+        // The step's figures: the mean over its micro-batches.
+        let mut mean = vec![0.0f32; self.stats];
+        for micro in values[..n].chunks(self.stats) {
+            mean.iter_mut()
+                .zip(micro)
+                .for_each(|(m, v)| *m += v / micros);
+        }
         Ok(Some(StepStats {
             step,
-            stats: InfonceStats::from_slice(&values[..n - 2]),
-            norm: values[n - 2],
-            params_finite: values[n - 1] == 0.0,
+            stats: InfonceStats::from_slice(&mean),
+            norm: values[n],
+            params_finite: values[n + 1] == 0.0,
         }))
     }
 }
@@ -388,9 +406,11 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
 
     // Memory, before anything runs: the planned buffers must fit.
     memory::check_fits(gpu, &spec, batch, opts.memory_budget)?;
+    let micros = tc.accumulate;
     let adam = AdamConfig {
         weight_decay: tc.weight_decay,
         max_norm: tc.clip_norm,
+        grad_scale: 1.0 / micros as f32,
         ..AdamConfig::default()
     };
     let init = resume
@@ -405,7 +425,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         model.buffers.v.write(gpu, &m.exp_avg_sq)?;
     }
 
-    let mut ring = StatsRing::new(gpu, model.stats.len() + 2);
+    let mut ring = StatsRing::new(gpu, model.stats.len(), micros as usize);
     let total = tc.total_steps;
     let mut book = Bookkeeping {
         gpu,
@@ -446,9 +466,11 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             break;
         }
         let lr = book.schedule.lr(step);
-        let seed = step_seed(tc.seed, step);
-        model.set_input(gpu, &data.next_input()?, step + 1, lr, seed)?;
-        submit_step(gpu, &model, &mut ring, step);
+        for micro in 0..micros {
+            let seed = step_seed(tc.seed, step, micro, micros);
+            model.set_input(gpu, &data.next_input()?, step + 1, lr, seed)?;
+            submit_micro_batch(gpu, &model, &mut ring, step, micro as usize);
+        }
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
             if step.is_multiple_of(p.every) || step == total {
@@ -633,33 +655,46 @@ fn progress_bar(progress: bool, start: u64, total: u64) -> indicatif::ProgressBa
     bar
 }
 
-/// Record and submit one training step, with copies of its loss statistics, gradient norm
-/// and non-finite flag (ops::adam) into the ring's slot for it. Allocates nothing but the
-/// command buffer.
-fn submit_step(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u64) {
+/// Record and submit micro-batch `micro` of training step `step` (its input already
+/// written), with a copy of its loss statistics into the ring's slot for the step: the
+/// first micro-batch zeroes the gradients, the last runs the optimiser and copies the
+/// gradient norm and non-finite flag (ops::adam) too. Allocates nothing but the command
+/// buffer.
+fn submit_micro_batch(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u64, micro: usize) {
+    let last = micro + 1 == ring.micros;
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
-        model.record_step(&mut pass);
+        if micro == 0 {
+            model.record_zero_gradients(&mut pass);
+        }
+        model.record_forward_backward(&mut pass);
+        if last {
+            model.record_optimiser(&mut pass);
+        }
     }
     let slot = (step as usize) % RING;
-    let stats_bytes = (model.stats.len() * 4) as u64;
+    let stats_bytes = (ring.stats * 4) as u64;
     enc.copy_buffer_to_buffer(
         &model.stats.buffer,
         model.stats.offset * 4,
         &ring.slots[slot],
-        0,
+        micro as u64 * stats_bytes,
         stats_bytes,
     );
-    enc.copy_buffer_to_buffer(
-        &model.adam.norm.buffer,
-        0,
-        &ring.slots[slot],
-        stats_bytes,
-        8,
-    );
+    if last {
+        enc.copy_buffer_to_buffer(
+            &model.adam.norm.buffer,
+            0,
+            &ring.slots[slot],
+            ring.micros as u64 * stats_bytes,
+            8,
+        );
+    }
     let index = gpu.queue.submit([enc.finish()]);
-    ring.pending.push_back((step, slot, index));
+    if last {
+        ring.pending.push_back((step, slot, index));
+    }
 }
 
 /// What the loop keeps to report the steps whose figures came back: the display, the
@@ -768,7 +803,7 @@ impl Bookkeeping<'_> {
         }
         // Throughput of the steps whose results are in: the GPU has finished them.
         let (tc, summary) = (&self.config.train, &mut self.summary);
-        let batch = tc.batch as f64;
+        let batch = tc.batch as f64 * tc.accumulate as f64;
         summary.images_per_second =
             ((step + 1 - self.start) as f64 * batch) / self.clock.elapsed().as_secs_f64();
         let probe = summary

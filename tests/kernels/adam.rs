@@ -8,14 +8,19 @@ use crate::common::*;
 fn adam_step_matches_reference() {
     on_both_reductions(|| {
         // 70001 elements: more than the norm's 65536-element stride and not a multiple of 256.
-        for (seed, (n, max_norm, wd)) in [(1usize, 0.0, 0.0), (1000, 0.0, 0.01), (70001, 5.0, 0.1)]
-            .into_iter()
-            .enumerate()
-        {
+        // A gradient scale of 1/3 (three micro-batches summed) scales the norm and the clip.
+        let cases = [
+            (1usize, 0.0, 0.0, 1.0),
+            (1000, 0.0, 0.01, 1.0 / 3.0),
+            (70001, 5.0, 0.1, 1.0),
+            (70001, 5.0, 0.0, 1.0 / 3.0),
+        ];
+        for (seed, (n, max_norm, wd, grad_scale)) in cases.into_iter().enumerate() {
             let mut r = rng(seed as u64);
             let cfg = AdamConfig {
                 max_norm,
                 weight_decay: wd,
+                grad_scale,
                 ..Default::default()
             };
             let (mut p, mut m, mut v) = (random(&mut r, n), vec![0.0; n], vec![0.0; n]);
@@ -38,7 +43,7 @@ fn adam_step_matches_reference() {
                 assert_close(
                     "norm",
                     &read(&adam.norm)[..1],
-                    &[cpu::adam::grad_norm(&g)],
+                    &[cpu::adam::grad_norm(&g) * grad_scale],
                     0.0,
                     1e-4,
                 );
