@@ -114,6 +114,24 @@ impl Ranks {
         Ok(flag)
     }
 
+    /// An error naming `what` unless `value` is the same on every rank (every rank calls
+    /// it): a check that the ranks start from, and end with, the same state.
+    pub fn agree(&self, what: &str, value: u64) -> Result<()> {
+        #[cfg(feature = "mpi")]
+        if let Some(world) = &self.mpi {
+            let (low, high) = world.min_max(value)?;
+            if low != high {
+                return Err(Error::Other(format!(
+                    "the ranks disagree on {what}: rank {} has {value:#x}, the ranks range \
+                     from {low:#x} to {high:#x}",
+                    world.rank()
+                )));
+            }
+        }
+        let _ = (what, value);
+        Ok(())
+    }
+
     /// `result` itself in a run of one process; where there are several and it is an
     /// error, prints the error with this rank's number and ends every rank (MPI_Abort, exit
     /// status 1): the others, waiting in a collective for this one, would otherwise hang.
@@ -140,6 +158,13 @@ impl Ranks {
         }
         "one process".into()
     }
+}
+
+/// A hash of `values`' bits (FNV-1a), for [`Ranks::agree`].
+pub fn fingerprint(values: &[f32]) -> u64 {
+    values.iter().fold(0xcbf2_9ce4_8422_2325, |h, v| {
+        (h ^ v.to_bits() as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A length that does not fit MPI's int count.
@@ -210,6 +235,15 @@ mod mpi_world {
             Ok(any != 0)
         }
 
+        pub fn min_max(&self, value: u64) -> Result<(u64, u64)> {
+            let (mut low, mut high) = (0u64, 0u64);
+            self.world
+                .all_reduce_into(&value, &mut low, SystemOperation::min());
+            self.world
+                .all_reduce_into(&value, &mut high, SystemOperation::max());
+            Ok((low, high))
+        }
+
         pub fn abort(&self, code: i32) -> ! {
             self.world.abort(code)
         }
@@ -230,6 +264,7 @@ mod tests {
         assert_eq!(values, before);
         assert!(ranks.any(true).unwrap());
         assert!(!ranks.any(false).unwrap());
+        ranks.agree("a value", 7).unwrap();
         assert_eq!(ranks.describe(), "one process");
     }
 
@@ -241,6 +276,16 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("disk full"));
         assert_eq!(ranks.abort_on_error(Ok(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn fingerprints_tell_apart_one_bit() {
+        let a = [1.0f32, 2.0, 3.0];
+        let mut b = a;
+        b[2] = f32::from_bits(b[2].to_bits() ^ 1);
+        assert_eq!(fingerprint(&a), fingerprint(&[1.0, 2.0, 3.0]));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&[0.0]), fingerprint(&[-0.0]));
     }
 
     /// Without the feature a process that mpirun started stops with a message saying how to

@@ -10,8 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::AtomicBool;
+
 use cpc::dist::Ranks;
+use cpc::train::model_checkpoint::ModelCheckpoint;
+use cpc::train::pretrain::{pretrain_ranks, CHECKPOINT};
+use cpc::train::{read_metrics, Config};
 use cpc::Error;
+
+mod common;
+use common::{gpu, pretrain_options, run, tiny_run, TestDir};
 
 /// `mpirun -np <np> <program> <args>` with `env`, killed (and the test failed) if it runs
 /// past `limit`: a hang is a failure here, not a stuck CI.
@@ -54,6 +62,17 @@ fn mpirun(
 
 /// This test binary run as `np` ranks in `role`, writing under `out`.
 fn ranks_of_this_test(np: usize, role: &str, out: &Path, limit: Duration) -> Output {
+    ranks_with(
+        np,
+        &[
+            ("CPC_MPI_ROLE", role),
+            ("CPC_MPI_OUT", out.to_str().unwrap()),
+        ],
+        limit,
+    )
+}
+
+fn ranks_with(np: usize, env: &[(&str, &str)], limit: Duration) -> Output {
     let exe = std::env::current_exe().unwrap();
     mpirun(
         np,
@@ -65,13 +84,23 @@ fn ranks_of_this_test(np: usize, role: &str, out: &Path, limit: Duration) -> Out
             "--nocapture",
             "--test-threads=1",
         ],
-        &[
-            ("CPC_MPI_ROLE", role),
-            ("CPC_MPI_OUT", out.to_str().unwrap()),
-        ],
+        env,
         limit,
     )
 }
+
+/// The run the pretraining tests make: tiny at batch 4, `steps` steps of `micros`
+/// micro-batches, a checkpoint after every step.
+fn tiny(steps: u64, micros: u32) -> Config {
+    let mut config = tiny_run(4, steps);
+    config.train.accumulate = micros;
+    config.train.checkpoint_every = 1;
+    config
+}
+
+/// STEPS of the pretraining tests, and where the interrupted run stops.
+const STEPS: u64 = 3;
+const STOP_AT: u64 = 2;
 
 /// Rank `rank`'s values: magnitudes over 12 decades and both signs, so that sums in
 /// different orders differ in their last bits.
@@ -126,6 +155,9 @@ fn rank_main() {
             let none = ranks.any(false).unwrap();
             let one = ranks.any(rank == size - 1).unwrap();
             std::fs::write(out.join(format!("any{rank}")), format!("{none} {one}")).unwrap();
+            ranks.agree("a value", 7).unwrap();
+            let e = ranks.agree("a rank's value", rank as u64).unwrap_err();
+            std::fs::write(out.join(format!("agree{rank}")), e.to_string()).unwrap();
         }
         "fail" => {
             // Rank 1 fails after one sum; rank 0 waits for sums that never come.
@@ -152,13 +184,23 @@ fn rank_main() {
                 ranks.all_reduce_sum(&mut values).unwrap();
             }
         }
+        "pretrain" => {
+            // tiny for STEPS steps (stopped at CPC_MPI_STOP_AT, resumed with CPC_MPI_RESUME).
+            let mut opts = pretrain_options(tiny(STEPS, 1), &out);
+            opts.stop_at = std::env::var("CPC_MPI_STOP_AT")
+                .ok()
+                .map(|s| s.parse().unwrap());
+            opts.resume = std::env::var_os("CPC_MPI_RESUME").is_some();
+            pretrain_ranks(gpu(), &opts, &AtomicBool::new(false), &ranks).unwrap();
+        }
         other => panic!("unknown CPC_MPI_ROLE {other:?}"),
     }
 }
 
 /// Every rank ends with the same bits, the element-wise sum (exact for two ranks, where
 /// a + b is one rounding in any order; within rounding of the f64 sum for three); `any`
-/// is false when no rank raises its flag and true on every rank when one does.
+/// is false when no rank raises its flag and true on every rank when one does; `agree`
+/// passes a value every rank has and fails on every rank, naming the range, otherwise.
 #[test]
 fn every_rank_ends_with_the_same_sum() {
     for np in [2, 3] {
@@ -202,6 +244,9 @@ fn every_rank_ends_with_the_same_sum() {
         for r in 0..np {
             let any = std::fs::read_to_string(out.path().join(format!("any{r}"))).unwrap();
             assert_eq!(any, "false true", "rank {r} of {np}");
+            let agree = std::fs::read_to_string(out.path().join(format!("agree{r}"))).unwrap();
+            let told = format!("disagree on a rank's value: rank {r} has {r:#x}, the ranks range from 0x0 to {:#x}", np - 1);
+            assert!(agree.contains(&told), "rank {r} of {np}: {agree}");
         }
     }
 }
@@ -231,4 +276,67 @@ fn a_killed_rank_ends_every_rank() {
         stderr.contains("rank 1") && stderr.contains("signal 9"),
         "{stderr}"
     );
+}
+
+/// Two ranks at batch 4 train as one process of `--accumulate 2` at batch 4 does: rank r
+/// takes micro-batch r of each step, with its jitter seed, and the gradient sum is the
+/// one the accumulating process makes in its gradient buffer. The ranks end with the same
+/// bits (the run checks it: `Ranks::agree` on the final parameters, else it fails), and
+/// rank 0's checkpoint holds the accumulating run's parameters and moments to the bit, its
+/// metrics the same losses: every backward kernel adds a batch's gradient into the buffer
+/// with one rounding per element, so g0 + g1 there is the ranks' g0 + g1, and the mean of
+/// two losses is exact either way. A two-rank run stopped after step STOP_AT and resumed
+/// ends with the uninterrupted one's parameters, moments and losses, to the bit.
+#[test]
+fn two_ranks_train_as_two_accumulated_micro_batches_and_resume_exactly() {
+    let dir = TestDir::new("mpi-pretrain");
+    let limit = Duration::from_secs(300);
+    let ranks = |out: &Path, extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("CPC_MPI_ROLE", "pretrain"),
+            ("CPC_MPI_OUT", out.to_str().unwrap()),
+        ];
+        env.extend_from_slice(extra);
+        let run = ranks_with(2, &env, limit);
+        assert!(
+            run.status.success(),
+            "mpirun failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    };
+    let whole = dir.join("whole");
+    ranks(&whole, &[]);
+    let split = dir.join("split");
+    let stop_at = STOP_AT.to_string();
+    ranks(&split, &[("CPC_MPI_STOP_AT", &stop_at)]);
+    ranks(&split, &[("CPC_MPI_RESUME", "1")]);
+    let accumulated = dir.join("accumulated");
+    run(&pretrain_options(tiny(STEPS, 2), &accumulated)).unwrap();
+
+    let read = |out: &Path| {
+        let ck = ModelCheckpoint::read(&out.join(CHECKPOINT), None).unwrap();
+        assert_eq!(ck.step, STEPS, "{}", out.display());
+        let moments = ck.moments.unwrap();
+        let losses: Vec<(u64, f32)> = (read_metrics(&out.join("metrics.jsonl")).unwrap())
+            .iter()
+            .map(|r| (r.step, r.loss))
+            .collect();
+        (ck.params, moments.exp_avg, moments.exp_avg_sq, losses)
+    };
+    let (w, s, a) = (read(&whole), read(&split), read(&accumulated));
+    assert_eq!(w.3.len(), STEPS as usize);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (other, run) in [("the resumed run", &s), ("--accumulate 2", &a)] {
+        for (what, x, y) in [
+            ("parameters", &w.0, &run.0),
+            ("m", &w.1, &run.1),
+            ("v", &w.2, &run.2),
+        ] {
+            assert!(
+                bits(x) == bits(y),
+                "{what} of two ranks differ from {other}'s"
+            );
+        }
+        assert_eq!(w.3, run.3, "losses of two ranks and of {other}");
+    }
 }

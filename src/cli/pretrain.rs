@@ -9,12 +9,13 @@ use clap::Args;
 use crate::cli::{at_least_one, model_line, print_notes, AdapterArgs};
 use crate::data::audio::OnShort;
 use crate::data::{Format, OnBadFile};
+use crate::dist::Ranks;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::memory::Estimate;
 use crate::model::{ModelConfig, Spec};
 use crate::train::config::{MAX_ACCUMULATE, MAX_TOTAL_STEPS};
-use crate::train::pretrain::{pretrain, PretrainOptions, ProbeDuring, MAX_WORKERS};
+use crate::train::pretrain::{pretrain_ranks, PretrainOptions, ProbeDuring, MAX_WORKERS};
 use crate::train::Config;
 
 #[derive(Args, Clone, Debug)]
@@ -297,10 +298,18 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         notes.extend(t.fit_warmup_to_run("the configured", &why));
         cfg.validate()?;
     }
-    print_notes(&notes);
+    // One process, or (feature `mpi`, started by mpirun) one rank of a data-parallel run.
+    let ranks = Ranks::from_env()?;
+    if ranks.is_root() {
+        print_notes(&notes);
+    }
     let gpu = Gpu::new(&(&args.adapter).into())?;
+    let rank = match ranks.size() {
+        1 => String::new(),
+        _ => format!("{}: ", ranks.describe()),
+    };
     eprintln!(
-        "adapter: {} ({:?}, {:?})",
+        "{rank}adapter: {} ({:?}, {:?})",
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
     let spec = Spec::from(&cfg.model);
@@ -343,13 +352,34 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             ..ProbeDuring::every(every)
         }),
     };
-    eprintln!(
-        "{}; {}, {} steps",
-        model_line(&args.preset, &spec),
-        batch_line(&cfg.train),
-        cfg.train.total_steps
-    );
-    let s = pretrain(&gpu, &opts, &stop)?;
+    if ranks.is_root() {
+        let ranks = match ranks.size() {
+            1 => String::new(),
+            n => format!(" on each of {n} ranks"),
+        };
+        eprintln!(
+            "{}; {}{ranks}, {} steps",
+            model_line(&args.preset, &spec),
+            batch_line(&cfg.train),
+            cfg.train.total_steps
+        );
+    }
+    let s = pretrain_ranks(&gpu, &opts, &stop, &ranks)?;
+    if !ranks.is_root() {
+        return Ok(());
+    }
+    let sums = &s.gradient_sums;
+    if sums.steps > 0 {
+        let ms = |seconds: f64| 1e3 * seconds / sums.steps as f64;
+        eprintln!(
+            "gradient sum over {} ranks: {} bytes a step; {:.2} ms a step to read back and \
+             write, {:.2} ms to all-reduce",
+            ranks.size(),
+            sums.bytes,
+            ms(sums.copy_seconds),
+            ms(sums.reduce_seconds)
+        );
+    }
     let unit = spec.examples_name();
     eprintln!("planned GPU memory: {}", s.memory);
     if let (Some((s0, first)), Some((s1, last))) = (s.history.first(), s.history.last()) {

@@ -19,8 +19,9 @@ use crate::data::text::{
     self, LabelledSentences, PassageConfig, TextLoader, TextOptions, TextSet, Vocabulary,
 };
 use crate::data::{
-    self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, TrainingData,
+    self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, Shard, TrainingData,
 };
+use crate::dist::{self, Ranks};
 use crate::error::{Error, Result};
 use crate::eval::audio::{check_speakers, clip_features, open_eval_audio};
 use crate::eval::probe::{align_labels, probe, probe_model, LabelSource, ProbeConfig, ProbeResult};
@@ -210,6 +211,41 @@ pub struct PretrainSummary {
     pub probe_before: Option<ProbeResult>,
     /// (step, probe) after each probed step, in order.
     pub probes: Vec<(u64, ProbeResult)>,
+    /// The host-side gradient sums over the ranks (none in a run of one process).
+    pub gradient_sums: GradientSums,
+}
+
+/// What the gradient sums over the ranks cost, all steps together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GradientSums {
+    pub steps: u64,
+    /// Bytes each rank sums a step: 4 per value of the gradient buffer.
+    pub bytes: u64,
+    /// Reading the gradients back and writing the sum (the GPU had finished the backward).
+    pub copy_seconds: f64,
+    /// The sum over the ranks itself ([`Ranks::all_reduce_sum`]).
+    pub reduce_seconds: f64,
+}
+
+impl GradientSums {
+    /// Sums the gradients of every rank's micro-batches into each rank's gradient buffer,
+    /// after waiting for this step's backward, and counts the time.
+    fn sum(&mut self, gpu: &Gpu, model: &CpcModel, ranks: &Ranks) -> Result<()> {
+        gpu.sync("the backward")?;
+        let grads = &model.buffers.grads;
+        let clock = Instant::now();
+        let mut sum = grads.read(gpu)?;
+        let read = clock.elapsed().as_secs_f64();
+        ranks.all_reduce_sum(&mut sum)?;
+        let reduced = clock.elapsed().as_secs_f64();
+        grads.write(gpu, &sum)?;
+        gpu.sync("the gradient sum")?;
+        self.steps += 1;
+        self.bytes = 4 * sum.len() as u64;
+        self.reduce_seconds += reduced - read;
+        self.copy_seconds += clock.elapsed().as_secs_f64() - (reduced - read);
+        Ok(())
+    }
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -300,7 +336,9 @@ impl StatsRing {
     }
 
     /// Wait for the oldest pending step and return what it read back.
-    fn pop(&mut self, gpu: &Gpu) -> Result<Option<StepStats>> {
+    /// The oldest step in flight's figures, its loss statistics the mean over every rank's
+    /// micro-batches (every rank calls it at the same steps).
+    fn pop(&mut self, gpu: &Gpu, ranks: &Ranks) -> Result<Option<StepStats>> {
         let Some((step, slot, index)) = self.pending.pop_front() else {
             return Ok(None);
         };
@@ -328,7 +366,7 @@ impl StatsRing {
                 })?;
         }
         gpu.check(&format!("step {step}"))?;
-        let values: Vec<f32> = {
+        let mut values: Vec<f32> = {
             let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu {
                 what: "stats".into(),
                 message: e.to_string(),
@@ -336,7 +374,9 @@ impl StatsRing {
             bytemuck::cast_slice(&view).to_vec()
         };
         buf.unmap();
-        let (n, micros) = (self.stats * self.micros, self.micros as f32);
+        let n = self.stats * self.micros;
+        ranks.all_reduce_sum(&mut values[..n])?;
+        let micros = (self.micros * ranks.size()) as f32;
         // The step's figures: the mean over its micro-batches.
         let mut mean = vec![0.0f32; self.stats];
         for micro in values[..n].chunks(self.stats) {
@@ -358,6 +398,40 @@ impl StatsRing {
 /// step submitted with [`submit_step`], its figures read a few steps later by
 /// [`Bookkeeping::record`]), and the last checkpoint.
 pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<PretrainSummary> {
+    pretrain_ranks(gpu, opts, stop, &Ranks::single())
+}
+
+/// [`pretrain`] as one rank of a data-parallel run ([`crate::dist`]): each step reads
+/// `train.accumulate` micro-batches of the stream on each rank (rank r the r-th run of them,
+/// skipping the others'), sums the gradients over the ranks, and takes the same Adam step
+/// on every rank; rank 0 alone writes checkpoints, metrics, the plot and the progress bar,
+/// and probes. An error on any rank ends every rank ([`Ranks::abort_on_error`]).
+pub fn pretrain_ranks(
+    gpu: &Gpu,
+    opts: &PretrainOptions,
+    stop: &AtomicBool,
+    ranks: &Ranks,
+) -> Result<PretrainSummary> {
+    let quiet;
+    let opts = if ranks.is_root() {
+        opts
+    } else {
+        quiet = PretrainOptions {
+            progress: false,
+            probe: None,
+            ..opts.clone()
+        };
+        &quiet
+    };
+    ranks.abort_on_error(train(gpu, opts, stop, ranks))
+}
+
+fn train(
+    gpu: &Gpu,
+    opts: &PretrainOptions,
+    stop: &AtomicBool,
+    ranks: &Ranks,
+) -> Result<PretrainSummary> {
     let cfg = &opts.config;
     cfg.validate()?;
     if !(1..=MAX_WORKERS).contains(&opts.workers) {
@@ -387,7 +461,9 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     };
     let state = resume.as_ref().and_then(|r| r.loader).unwrap_or_default();
     let resumed_vocabulary = resume.as_ref().and_then(|r| r.vocabulary.as_ref());
-    let mut data = open_training_data(opts, batch, state, resumed_vocabulary)?;
+    let micros = tc.accumulate;
+    let shard = Shard::rank(ranks.rank(), ranks.size(), micros as usize)?;
+    let mut data = open_training_data(opts, batch, state, resumed_vocabulary, shard)?;
     let probe_sets = opts
         .probe
         .as_ref()
@@ -401,23 +477,28 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     let metrics_path = opts.out.join("metrics.jsonl");
     let curves_path = opts.out.join("curves.png");
     for target in [&ck_path, &metrics_path, &curves_path] {
-        atomic::remove_stale_temps(target)?;
+        if ranks.is_root() {
+            atomic::remove_stale_temps(target)?;
+        }
     }
 
     // Memory, before anything runs: the planned buffers must fit.
     memory::check_fits(gpu, &spec, batch, opts.memory_budget)?;
-    let micros = tc.accumulate;
+    // Every rank's micro-batches of a step: Adam averages their summed gradients.
+    let global = micros * ranks.size() as u32;
     let adam = AdamConfig {
         weight_decay: tc.weight_decay,
         max_norm: tc.clip_norm,
-        grad_scale: 1.0 / micros as f32,
+        grad_scale: 1.0 / global as f32,
         ..AdamConfig::default()
     };
     let init = resume
         .as_ref()
         .map_or_else(|| layout.init(tc.seed), |r| r.params.clone());
+    ranks.agree("the step the run starts at", start)?;
+    ranks.agree("the initial parameters", dist::fingerprint(&init))?;
     let (model, plan) = memory::plan(gpu, &spec, batch, &init, adam)?;
-    if gpu.kernels == crate::gpu::KernelPath::Gpu {
+    if gpu.kernels == crate::gpu::KernelPath::Gpu && ranks.is_root() {
         eprintln!("{}", gpu.tilings.summary());
     }
     if let Some(m) = resume.as_ref().and_then(|r| r.moments.as_ref()) {
@@ -434,7 +515,10 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         start,
         resumed: resume.is_some(),
         schedule: LrSchedule::from_config(tc),
-        metrics: MetricsWriter::create(&metrics_path, resume.as_ref().map(|r| r.step))?,
+        metrics: (ranks.is_root())
+            .then(|| MetricsWriter::create(&metrics_path, resume.as_ref().map(|r| r.step)))
+            .transpose()?,
+        ranks,
         bar: progress_bar(opts.progress, start, total),
         clock: Instant::now(),
         last_log: (Instant::now(), start),
@@ -453,6 +537,7 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             skipped_images: 0,
             probe_before: None,
             probes: Vec::new(),
+            gradient_sums: GradientSums::default(),
         },
     };
     if let (Some(p), Some(sets), None) = (&opts.probe, &probe_sets, &resume) {
@@ -461,16 +546,25 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
 
     let mut step = start;
     while step < total {
-        if stop.load(Ordering::Relaxed) || opts.stop_at.is_some_and(|s| step >= s) {
+        if ranks.any(stop.load(Ordering::Relaxed))? || opts.stop_at.is_some_and(|s| step >= s) {
             book.summary.interrupted = true;
             break;
         }
         let lr = book.schedule.lr(step);
-        for micro in 0..micros {
-            let seed = step_seed(tc.seed, step, micro, micros);
+        // Micro-batch k of the step's `global` is rank k / micros's.
+        for k in 0..global {
+            if k / micros != ranks.rank() as u32 {
+                data.skip_input()?;
+                continue;
+            }
+            let seed = step_seed(tc.seed, step, k, global);
             model.set_input(gpu, &data.next_input()?, step + 1, lr, seed)?;
-            submit_micro_batch(gpu, &model, &mut ring, step, micro as usize);
+            submit_micro_batch(gpu, &model, &mut ring, step, (k % micros) as usize);
         }
+        if ranks.size() > 1 {
+            book.summary.gradient_sums.sum(gpu, &model, ranks)?;
+        }
+        submit_optimiser(gpu, &model, &mut ring, step);
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
             if step.is_multiple_of(p.every) || step == total {
@@ -482,13 +576,16 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
         }
         book.bar.set_position(step);
         if ring.pending.len() == RING {
-            if let Some(read) = ring.pop(gpu)? {
+            if let Some(read) = ring.pop(gpu, ranks)? {
                 book.record(&model, read)?;
             }
         }
         if tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every) && step < total {
             book.drain(&model, &mut ring)?;
-            book.pending = Some(book.snapshot(&model, step, data.state())?);
+            let snapshot = book.snapshot(&model, step, data.state())?;
+            // Ranks whose adapters round Adam differently part here, not at the end.
+            ranks.agree("the parameters", dist::fingerprint(&snapshot.params))?;
+            book.pending = ranks.is_root().then_some(snapshot);
         }
     }
     book.drain(&model, &mut ring)?;
@@ -501,8 +598,10 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
             return Err(book.stopped(step, what.into()));
         }
     }
-    if step > start || resume.is_none() {
-        book.snapshot(&model, step, data.state())?.save()?;
+    let end = book.snapshot(&model, step, data.state())?;
+    ranks.agree("the final parameters", dist::fingerprint(&end.params))?;
+    if (step > start || resume.is_none()) && ranks.is_root() {
+        end.save()?;
     }
     book.bar.finish_and_clear();
     let Bookkeeping {
@@ -512,10 +611,12 @@ pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<
     } = book;
     summary.last_step = step;
     summary.skipped_images = data.skipped();
-    drop(metrics);
-    let rows = crate::train::read_metrics(&metrics_path)?;
-    if !rows.is_empty() {
-        plot_curves(&rows, &cfg.model.offsets(), &curves_path)?;
+    if metrics.is_some() {
+        drop(metrics);
+        let rows = crate::train::read_metrics(&metrics_path)?;
+        if !rows.is_empty() {
+            plot_curves(&rows, &cfg.model.offsets(), &curves_path)?;
+        }
     }
     Ok(summary)
 }
@@ -528,6 +629,7 @@ fn open_training_data(
     batch: usize,
     state: LoaderState,
     resumed_vocabulary: Option<&Vocabulary>,
+    shard: Shard,
 ) -> Result<Box<dyn TrainingData>> {
     let cfg = &opts.config;
     if let Some(path) = opts.data.as_deref().filter(|p| !p.exists()) {
@@ -562,6 +664,7 @@ fn open_training_data(
             }
             let mut loader = LoaderConfig::new(batch, crop, cfg.train.seed);
             loader.workers = opts.workers;
+            loader.shard = shard;
             Box::new(Loader::new(dataset, loader, state)?)
         }
         ModelConfig::Text(t) => {
@@ -604,6 +707,7 @@ fn open_training_data(
             let mut loader = AudioLoaderConfig::new(batch, a.window as usize, cfg.train.seed);
             loader.workers = opts.workers;
             loader.on_short = opts.on_short;
+            loader.shard = shard;
             Box::new(AudioLoader::new(set, loader, state)?)
         }
     };
@@ -656,12 +760,9 @@ fn progress_bar(progress: bool, start: u64, total: u64) -> indicatif::ProgressBa
 }
 
 /// Record and submit micro-batch `micro` of training step `step` (its input already
-/// written), with a copy of its loss statistics into the ring's slot for the step: the
-/// first micro-batch zeroes the gradients, the last runs the optimiser and copies the
-/// gradient norm and non-finite flag (ops::adam) too. Allocates nothing but the command
-/// buffer.
+/// written), with a copy of its loss statistics into the ring's slot for the step; the
+/// first micro-batch zeroes the gradients. Allocates nothing but the command buffer.
 fn submit_micro_batch(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u64, micro: usize) {
-    let last = micro + 1 == ring.micros;
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -669,32 +770,37 @@ fn submit_micro_batch(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u
             model.record_zero_gradients(&mut pass);
         }
         model.record_forward_backward(&mut pass);
-        if last {
-            model.record_optimiser(&mut pass);
-        }
     }
-    let slot = (step as usize) % RING;
     let stats_bytes = (ring.stats * 4) as u64;
     enc.copy_buffer_to_buffer(
         &model.stats.buffer,
         model.stats.offset * 4,
-        &ring.slots[slot],
+        &ring.slots[(step as usize) % RING],
         micro as u64 * stats_bytes,
         stats_bytes,
     );
-    if last {
-        enc.copy_buffer_to_buffer(
-            &model.adam.norm.buffer,
-            0,
-            &ring.slots[slot],
-            ring.micros as u64 * stats_bytes,
-            8,
-        );
+    gpu.queue.submit([enc.finish()]);
+}
+
+/// Record and submit the optimiser of step `step` on the gradients its micro-batches left
+/// (summed over the ranks), with a copy of the gradient norm and non-finite flag
+/// (ops::adam) into the ring's slot for the step, which is then in flight.
+fn submit_optimiser(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u64) {
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        model.record_optimiser(&mut pass);
     }
+    let slot = (step as usize) % RING;
+    enc.copy_buffer_to_buffer(
+        &model.adam.norm.buffer,
+        0,
+        &ring.slots[slot],
+        (ring.micros * ring.stats * 4) as u64,
+        8,
+    );
     let index = gpu.queue.submit([enc.finish()]);
-    if last {
-        ring.pending.push_back((step, slot, index));
-    }
+    ring.pending.push_back((step, slot, index));
 }
 
 /// What the loop keeps to report the steps whose figures came back: the display, the
@@ -711,7 +817,9 @@ struct Bookkeeping<'a> {
     start: u64,
     resumed: bool,
     schedule: LrSchedule,
-    metrics: MetricsWriter,
+    /// None on the ranks other than 0.
+    metrics: Option<MetricsWriter>,
+    ranks: &'a Ranks,
     bar: indicatif::ProgressBar,
     /// When the run's first step started, for its throughput.
     clock: Instant,
@@ -762,7 +870,7 @@ impl Bookkeeping<'_> {
 
     /// Every step still in flight, recorded.
     fn drain(&mut self, model: &CpcModel, ring: &mut StatsRing) -> Result<()> {
-        while let Some(read) = ring.pop(self.gpu)? {
+        while let Some(read) = ring.pop(self.gpu, self.ranks)? {
             self.record(model, read)?;
         }
         Ok(())
@@ -782,7 +890,7 @@ impl Bookkeeping<'_> {
             return Err(self.stopped(step, "the loss".into()));
         }
         if let Some(ck) = self.pending.take_if(|ck| ck.step == step) {
-            ck.save()?;
+            ck.save()?; // pending only on rank 0
             self.written = Some(ck.step);
         }
         if step == self.start && self.resumed {
@@ -803,7 +911,7 @@ impl Bookkeeping<'_> {
         }
         // Throughput of the steps whose results are in: the GPU has finished them.
         let (tc, summary) = (&self.config.train, &mut self.summary);
-        let batch = tc.batch as f64 * tc.accumulate as f64;
+        let batch = tc.batch as f64 * tc.accumulate as f64 * self.ranks.size() as f64;
         summary.images_per_second =
             ((step + 1 - self.start) as f64 * batch) / self.clock.elapsed().as_secs_f64();
         let probe = summary
@@ -818,11 +926,11 @@ impl Bookkeeping<'_> {
             summary.images_per_second
         ));
         let log_step = (step + 1).is_multiple_of(tc.log_every) || step + 1 == tc.total_steps;
-        if log_step || probe_top1.is_some() {
+        if let (true, Some(metrics)) = (log_step || probe_top1.is_some(), &mut self.metrics) {
             let (t0, s0) = self.last_log;
             let ips = ((step + 1 - s0) as f64 * batch / t0.elapsed().as_secs_f64()) as f32;
             self.last_log = (Instant::now(), step + 1);
-            self.metrics.write(&MetricsRow {
+            metrics.write(&MetricsRow {
                 step,
                 loss: stats.loss,
                 accuracy: stats.accuracy_k.iter().sum::<f32>() / stats.accuracy_k.len() as f32,
