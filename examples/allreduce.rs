@@ -17,6 +17,10 @@ fn main() -> cpc::Result<()> {
         None => 5,
     };
     let ranks = Ranks::from_env()?;
+    if ranks.size() == 1 {
+        println!("one rank: nothing to sum (start it with mpirun -np 2 or more)");
+        return Ok(());
+    }
     for preset in PRESETS {
         let values = Config::preset(preset)?.model.layout().total;
         let mut buffer = vec![ranks.rank() as f32 + 0.5; values];

@@ -2,11 +2,14 @@
 //! its micro-batches (`train.accumulate`, one unless asked), writes the batch and the
 //! step's scalars (learning rate, Adam's step, jitter seed) and submits one compute pass:
 //! the first zeroes the gradients, each runs the forward and the backward (which add to
-//! the gradients), the last adds the gradient norm and Adam (which scales the sum by one
-//! over the micro-batches: their mean). Each pass copies its loss figures, and the last
-//! the gradient norm, into the step's slot of a ring of mappable buffers that is read a
-//! couple of steps later, so the host never waits on the step it just submitted. With a [`ProbeDuring`] it
-//! also runs the linear probe (eval::probe) before the first step and every few steps.
+//! the gradients); then one more pass runs the gradient norm and Adam (which scales the sum
+//! by one over the micro-batches: their mean). Each micro-batch's pass copies its loss
+//! figures, and the optimiser's the gradient norm, into the step's slot of a ring of
+//! mappable buffers that is read a couple of steps later, so the host never waits on the
+//! step it just submitted. With a [`ProbeDuring`] it also runs the linear probe
+//! (eval::probe) before the first step and every few steps. As one rank of several
+//! ([`pretrain_ranks`], crate::dist) a step's micro-batches are shared out over the ranks,
+//! and their gradients summed over the ranks on the host before the optimiser's pass.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -395,7 +398,7 @@ impl StatsRing {
 
 /// Run pretraining as `opts` says; `stop` (Ctrl-C) ends it after the current step with a
 /// checkpoint. The parts: checks and the data ([`open_dataset`]), the plan, the loop (one
-/// step submitted with [`submit_step`], its figures read a few steps later by
+/// step submitted with [`submit_micro_batch`] and [`submit_optimiser`], its figures read a few steps later by
 /// [`Bookkeeping::record`]), and the last checkpoint.
 pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<PretrainSummary> {
     pretrain_ranks(gpu, opts, stop, &Ranks::single())
