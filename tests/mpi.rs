@@ -317,7 +317,7 @@ fn two_ranks_train_as_two_accumulated_micro_batches_and_resume_exactly() {
         let ck = ModelCheckpoint::read(&out.join(CHECKPOINT), None).unwrap();
         assert_eq!(ck.step, STEPS, "{}", out.display());
         let moments = ck.moments.unwrap();
-        let losses: Vec<(u64, f32)> = (read_metrics(&out.join("metrics.jsonl")).unwrap())
+        let losses: Vec<(u64, f32)> = (read_metrics(out.join("metrics.jsonl")).unwrap())
             .iter()
             .map(|r| (r.step, r.loss))
             .collect();
