@@ -150,6 +150,12 @@ pub trait TrainingData: Send {
     /// The next batch; waits only if the loader's workers are behind.
     fn next_input(&mut self) -> Result<Input>;
 
+    /// Pass over the next batch as [`TrainingData::next_input`] would read it, leaving the
+    /// loader where reading it would (the batch of another process of a data-parallel run).
+    fn skip_input(&mut self) -> Result<()> {
+        self.next_input().map(drop)
+    }
+
     /// The words a text model's token ids stand for (None for images and audio): saved
     /// with every checkpoint.
     fn vocabulary(&self) -> Option<&text::Vocabulary> {
