@@ -1,8 +1,8 @@
-"""cpc_torch against the cpc binary: on checkpoints that `cpc pretrain` writes for each
-preset family (tiny, audio-tiny, text-tiny), the torch module's loss, per-offset losses and
-accuracies, activations and every parameter gradient equal `cpc debug-step`'s on the same
-crops, clips and sentences; a module saved by cpc_torch loads back into cpc (debug-step
---init, pretrain --resume) with the same loss.
+"""cpc_torch against the cpc binary: on checkpoints that `cpc pretrain` writes for each preset
+family (tiny, audio-tiny, text-tiny, and tiny with LAYER_NORM's encoder), the torch module's
+loss, per-offset losses and accuracies, activations and every parameter gradient equal `cpc
+debug-step`'s on the same crops, clips and sentences; a module saved by cpc_torch loads back
+into cpc (debug-step --init, pretrain --resume) with the same loss.
 
 Run by tests/pytorch.rs (`cargo test --release --test pytorch`), or by hand:
 
@@ -41,6 +41,28 @@ LOSS_RTOL = 1e-5
 ACT_RTOL = 1e-5
 GRAD_RTOL = 2e-4
 PRESETS = ("tiny", "audio-tiny", "text-tiny")
+# The vision encoder's other parts, which tiny lacks: layer norms, a 5 x 5 stem, blocks of
+# two convs, a stage of stride 1 without blocks; and a jitter, which debug-step turns off.
+LAYER_NORM = """
+[model]
+jitter = 1
+[model.encoder]
+layer_norm = true
+[model.encoder.stem]
+kernel = 5
+channels = 16
+stride = 1
+[[model.encoder.stages]]
+stride = 2
+channels = 24
+blocks = 2
+convs_per_block = 2
+[[model.encoder.stages]]
+stride = 1
+channels = 32
+blocks = 0
+convs_per_block = 2
+"""
 BATCH = 4  # the pretraining batch: small, so that the runs are quick
 
 
@@ -81,22 +103,26 @@ def close(test, got, want, rtol, what):
 
 
 class Fixtures:
-    """Per preset, in one temporary folder: `cpc pretrain` for 2 steps, a batch, and
-    `cpc debug-step`'s dump of that checkpoint on that batch."""
+    """Per preset (and tiny with LAYER_NORM), in one temporary folder: `cpc pretrain` for 2
+    steps, a batch, and `cpc debug-step`'s dump of that checkpoint on that batch."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="cpc-torch-")
         self.runs = {}
-        for preset in PRESETS:
-            run = os.path.join(self.dir, preset)
-            cpc("pretrain", "--preset", preset, "--steps", "2", "--batch", str(BATCH),
+        config = os.path.join(self.dir, "layer-norm.toml")
+        with open(config, "w") as f:
+            f.write(LAYER_NORM)
+        runs = [(p, p, []) for p in PRESETS] + [("tiny-layer-norm", "tiny", ["--config", config])]
+        for name, preset, extra in runs:
+            run = os.path.join(self.dir, name)
+            cpc("pretrain", "--preset", preset, *extra, "--steps", "2", "--batch", str(BATCH),
                 "--log-every", "1", "--out", run)
             ck = os.path.join(run, "checkpoint.safetensors")
             batch = examples(cpc_torch.load(ck), seed=len(self.runs))
-            batch_path = os.path.join(self.dir, f"{preset}-batch.safetensors")
+            batch_path = os.path.join(self.dir, f"{name}-batch.safetensors")
             save_file(batch, batch_path)
-            dump = self.debug_step(ck, batch_path, f"{preset}-dump")
-            self.runs[preset] = (run, ck, batch_path, next(iter(batch.values())), dump)
+            dump = self.debug_step(ck, batch_path, f"{name}-dump")
+            self.runs[name] = (run, ck, batch_path, next(iter(batch.values())), dump)
 
     def debug_step(self, init, batch_path, name):
         out = os.path.join(self.dir, name + ".safetensors")
@@ -140,13 +166,13 @@ class ParityTest(unittest.TestCase):
         return out
 
     def test_loss_and_every_gradient_equal_debug_step(self):
-        for preset in PRESETS:
+        for preset in FIXTURES.runs:
             with self.subTest(preset=preset):
                 _, ck, _, batch, dump = FIXTURES.runs[preset]
                 self.assert_same_step(cpc_torch.load(ck), batch, dump)
 
     def test_a_module_saved_from_torch_loads_back_into_debug_step(self):
-        for preset in PRESETS:
+        for preset in FIXTURES.runs:
             with self.subTest(preset=preset):
                 _, ck, batch_path, batch, dump = FIXTURES.runs[preset]
                 model = cpc_torch.load(ck)
