@@ -647,7 +647,7 @@ fn bad_data_fails_clearly() {
 fn debug_step_dumps_the_loss_and_every_gradient() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
     let dir = TestDir::new("debug-step");
-    let (spec, layout, params, init) = bare_tiny_weights(11);
+    let (spec, layout, params, init) = bare_weights("tiny", 11);
     init.save(dir.join("init.safetensors")).unwrap();
     let crops: Vec<f32> = (0..2 * 3 * 32 * 32)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
@@ -774,11 +774,101 @@ fn debug_step_runs_the_model_of_its_checkpoint_and_dumps_activations() {
     assert!(msg.contains("model.crop: 32 != 64"), "{msg}");
 }
 
+/// A safetensors file holding one integer tensor `ids` of `shape` (torch's int64), as a
+/// torch user writes a text batch; `dtype` F32 writes the same values as floats.
+fn write_ids(path: &std::path::Path, shape: &[usize], ids: &[i64], dtype: safetensors::Dtype) {
+    let bytes: Vec<u8> = match dtype {
+        safetensors::Dtype::F32 => ids.iter().flat_map(|&i| (i as f32).to_le_bytes()).collect(),
+        _ => ids.iter().flat_map(|&i| i.to_le_bytes()).collect(),
+    };
+    let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), &bytes).unwrap();
+    let file = safetensors::serialize([("ids", view)], None).unwrap();
+    std::fs::write(path, file).unwrap();
+}
+
+#[test]
+fn debug_step_takes_audio_clips_and_text_token_ids() {
+    use cpc::cli::debug_step::run as debug_step;
+    use cpc::ops::embedding::PaddedSentences;
+    let dir = TestDir::new("debug-step-modalities");
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * scale, "{what}[{i}] {g} vs {w}");
+        }
+    };
+    // debug-step on bare weights of `preset` from `seed` and the batch file: the loss, z and
+    // c against the CPU reference model on the same examples.
+    let step = |preset: &str, seed: u64, examples: cpc::model::Examples, z_shape: Vec<usize>| {
+        let (spec, _, params, init) = bare_weights(preset, seed);
+        init.save(dir.join("init.safetensors")).unwrap();
+        let args = debug_args(&dir, "init.safetensors", Some(preset));
+        debug_step(&args).unwrap();
+        let dump = Checkpoint::load(&args.dump).unwrap();
+        let want = cpc::cpu::model::loss(&spec, &params, examples, 2, 0);
+        close(&dump.get("loss").unwrap().data, &[want.loss as f32], "loss");
+        let (z, c) = cpc::cpu::model::context(&spec, &params, examples, 2, 0);
+        assert_eq!(dump.get("z").unwrap().shape, z_shape, "{preset}");
+        close(&dump.get("z").unwrap().data, &z, "z");
+        close(&dump.get("c").unwrap().data, &c, "c");
+        (args, dump)
+    };
+    // Audio: clips [B, L].
+    let clips = common::random(&mut common::rng(9), 2 * 3200);
+    let mut batch = Checkpoint::new();
+    batch.push("clips", vec![2, 3200], clips.clone());
+    batch.save(dir.join("batch.safetensors")).unwrap();
+    let (_, dump) = step("audio-tiny", 4, (&clips).into(), vec![2, 20, 32]);
+    assert_eq!(dump.meta("offsets"), Some("[1,2,3,4]"));
+
+    // Text: int64 ids [B, L, W], PAD past each sentence's end (lengths 0 .. W).
+    let (b, l, w) = (2, 6, 16);
+    let lengths: Vec<u32> = vec![0, 16, 1, 5, 9, 3, 2, 2, 16, 7, 0, 11];
+    let mut ids = vec![0i64; b * l * w];
+    for (n, &len) in lengths.iter().enumerate() {
+        for p in 0..len as usize {
+            ids[n * w + p] = 1 + ((n * 31 + p * 17) % 2047) as i64;
+        }
+    }
+    let i64s = safetensors::Dtype::I64;
+    write_ids(&dir.join("batch.safetensors"), &[b, l, w], &ids, i64s);
+    let padded =
+        PaddedSentences::new(w, ids.iter().map(|&i| i as u32).collect(), lengths, 2048).unwrap();
+    let (args, dump) = step("text-tiny", 5, (&padded).into(), vec![2, 6, 64]);
+    let g = dump.get("grad.encoder.embedding.weight").unwrap();
+    assert_eq!(g.shape, vec![2048, 32]);
+    assert!(
+        g.data[..32].iter().all(|&x| x == 0.0),
+        "PAD's row gets no gradient"
+    );
+
+    // Bad batches are refused, naming what is wrong.
+    let refused = |ids: &[i64], shape: &[usize], dtype, what: &str| {
+        write_ids(&dir.join("batch.safetensors"), shape, ids, dtype);
+        let msg = debug_step(&args).unwrap_err().to_string();
+        assert!(msg.contains(what), "{msg}");
+    };
+    let mut gap = ids.clone();
+    gap[3] = 7; // a word after the first sentence's PAD
+    refused(&gap, &[b, l, w], i64s, "must be PAD");
+    let mut big = ids.clone();
+    big[w] = 2048;
+    refused(&big, &[b, l, w], i64s, "outside the vocabulary's 0..2048");
+    refused(
+        &ids,
+        &[b, l, w],
+        safetensors::Dtype::F32,
+        "token ids are I64, I32 or U32",
+    );
+    refused(&ids[..b * l * 8], &[b, l, 8], i64s, "[B, 6, 16]");
+}
+
 #[test]
 fn debug_step_refuses_bare_weights_it_cannot_place() {
     use cpc::cli::debug_step::{run as debug_step, DebugStepArgs};
     let dir = TestDir::new("debug-step-bare");
-    let (_, _, _, mut init) = bare_tiny_weights(11);
+    let (_, _, _, mut init) = bare_weights("tiny", 11);
     // Layer-norm weights, which only a layer-norm configuration uses.
     init.push("encoder.stem_norm.weight", vec![32], vec![1.0; 32]);
     init.save(dir.join("init.safetensors")).unwrap();
@@ -809,17 +899,18 @@ fn debug_step_refuses_bare_weights_it_cannot_place() {
     assert!(args.dump.exists());
 }
 
-/// The tiny preset's initial weights from `seed` as a file of bare weights would hold them:
-/// PyTorch's names and shapes, no cpc metadata.
-fn bare_tiny_weights(
+/// The initial weights of `preset`'s model from `seed` as a file of bare weights would hold
+/// them: PyTorch's names and shapes, no cpc metadata.
+fn bare_weights(
+    preset: &str,
     seed: u64,
 ) -> (
-    cpc::model::ModelSpec,
+    cpc::model::Spec,
     cpc::model::ParamLayout,
     Vec<f32>,
     Checkpoint,
 ) {
-    let spec = cpc::model::ModelSpec::from(Config::preset("tiny").unwrap().model.vision().unwrap());
+    let spec = cpc::model::Spec::from(&Config::preset(preset).unwrap().model);
     let layout = cpc::model::ParamLayout::new(&spec);
     let params = layout.init(seed);
     let mut ck = Checkpoint::new();
@@ -853,7 +944,7 @@ fn debug_args(
     }
 }
 
-fn cpu_loss(spec: &cpc::model::ModelSpec, params: &[f32], crops: &[f32]) -> f32 {
+fn cpu_loss(spec: &cpc::model::Spec, params: &[f32], crops: &[f32]) -> f32 {
     cpc::cpu::model::loss(spec, params, crops, 2, 0).loss as f32
 }
 
