@@ -25,6 +25,7 @@
 //! in a build without the feature refuses to run rather than train alone N times.
 
 use crate::error::{Error, Result};
+use crate::train::replicas::AllReduce;
 
 /// The environment variables that tell a process an MPI launcher started it, and how many
 /// processes it started (where the variable says).
@@ -160,6 +161,31 @@ impl Ranks {
     }
 }
 
+impl std::fmt::Debug for Ranks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// The training loop's hook for the processes of a run.
+impl AllReduce for Ranks {
+    fn rank(&self) -> usize {
+        Ranks::rank(self)
+    }
+    fn ranks(&self) -> usize {
+        self.size()
+    }
+    fn sum(&self, values: &mut [f32]) -> Result<()> {
+        self.all_reduce_sum(values)
+    }
+    fn any(&self, flag: bool) -> Result<bool> {
+        Ranks::any(self, flag)
+    }
+    fn agree(&self, what: &str, value: u64) -> Result<()> {
+        Ranks::agree(self, what, value)
+    }
+}
+
 /// A hash of `values`' bits (FNV-1a), for [`Ranks::agree`].
 pub fn fingerprint(values: &[f32]) -> u64 {
     values.iter().fold(0xcbf2_9ce4_8422_2325, |h, v| {
@@ -179,7 +205,7 @@ fn count_err(len: usize) -> Error {
 #[cfg(feature = "mpi")]
 mod mpi_world {
     use mpi::collective::SystemOperation;
-    use mpi::environment::Universe;
+    use mpi::environment::{Threading, Universe};
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::*;
 
@@ -191,10 +217,25 @@ mod mpi_world {
         _universe: Universe,
     }
 
+    // SAFETY: MPI was initialised with MPI_THREAD_MULTIPLE (checked in `initialize`), under
+    // which any thread may call MPI on the world communicator, also concurrently; the
+    // handles are plain MPI handles, valid in every thread until MPI is finalised, which
+    // happens only when this World (and its Universe) is dropped.
+    unsafe impl Send for World {}
+    unsafe impl Sync for World {}
+
     impl World {
+        /// MPI with MPI_THREAD_MULTIPLE, which makes calls from any thread safe (the
+        /// training loop's hook is Send + Sync): a library that offers less is an error.
         pub fn initialize() -> Result<World> {
-            let universe = mpi::initialize()
+            let (universe, threading) = mpi::initialize_with_threading(Threading::Multiple)
                 .ok_or_else(|| Error::Other("MPI is already initialised in this process".into()))?;
+            if threading != Threading::Multiple {
+                return Err(Error::Other(format!(
+                    "this MPI library offers threads {threading:?}, and a data-parallel run \
+                     needs MPI_THREAD_MULTIPLE"
+                )));
+            }
             Ok(World {
                 world: universe.world(),
                 _universe: universe,

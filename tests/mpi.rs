@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 
 use cpc::dist::Ranks;
 use cpc::train::model_checkpoint::ModelCheckpoint;
-use cpc::train::pretrain::{pretrain_ranks, CHECKPOINT};
+use cpc::train::pretrain::{pretrain, CHECKPOINT};
 use cpc::train::{read_metrics, Config};
 use cpc::Error;
 
@@ -142,7 +142,7 @@ fn rank_main() {
         return;
     };
     let out = PathBuf::from(std::env::var("CPC_MPI_OUT").unwrap());
-    let ranks = Ranks::from_env().unwrap();
+    let ranks = std::sync::Arc::new(Ranks::from_env().unwrap());
     let (rank, size) = (ranks.rank(), ranks.size());
     match role.as_str() {
         "sum" => {
@@ -191,7 +191,9 @@ fn rank_main() {
                 .ok()
                 .map(|s| s.parse().unwrap());
             opts.resume = std::env::var_os("CPC_MPI_RESUME").is_some();
-            pretrain_ranks(gpu(), &opts, &AtomicBool::new(false), &ranks).unwrap();
+            opts.ranks = Some(ranks.clone());
+            let run = pretrain(gpu(), &opts, &AtomicBool::new(false));
+            ranks.abort_on_error(run).unwrap();
         }
         other => panic!("unknown CPC_MPI_ROLE {other:?}"),
     }

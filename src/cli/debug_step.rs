@@ -1,4 +1,5 @@
-//! `cpc debug-step`: one forward and backward on given weights and crops, with the loss,
+//! `cpc debug-step`: one forward and backward on given weights and examples (image crops,
+//! audio clips or text passages), with the loss,
 //! per-offset losses and accuracies, every parameter gradient and the activations on the way
 //! written to safetensors, for checking against another implementation (e.g. a PyTorch
 //! module with the same names) and for finding where the two part.
@@ -6,17 +7,21 @@
 //! The model is the one the `--init` checkpoint was trained as (its stored configuration);
 //! `--preset` / `--config` then only say what it must be, and are needed for bare weights
 //! without cpc's metadata. The per-patch jitter is random, so it is turned off, and the dump
-//! records the configuration as it ran (jitter 0).
+//! records the configuration as it ran (jitter 0); audio and text draw nothing random in a
+//! step.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::cli::AdapterArgs;
+use crate::data::text::vocab::PAD;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::{memory, CpcModel, ModelSpec, ParamLayout};
+use crate::model::{memory, CpcModel, Examples, ParamLayout, Spec, TextSpec};
 use crate::ops::adam::AdamConfig;
+use crate::ops::embedding::PaddedSentences;
 use crate::train::model_checkpoint::read_weights;
 use crate::train::{Checkpoint, Config, ModelCheckpoint};
 
@@ -26,7 +31,9 @@ pub struct DebugStepArgs {
     /// used), or bare weights with --preset or --config.
     #[arg(long)]
     pub init: PathBuf,
-    /// A tensor `crops` of shape [B, 3, S, S], already normalised.
+    /// The examples: a tensor `crops` [B, 3, S, S], already normalised (images), `clips`
+    /// [B, L] (audio windows of L samples), or integer `ids` [B, L, W] (text: B passages of
+    /// L sentences of W token ids, PAD = 0 past each sentence's end).
     #[arg(long)]
     pub batch: PathBuf,
     /// Where to write the losses, accuracies, activations and gradients (see the README).
@@ -76,46 +83,153 @@ fn weights(args: &DebugStepArgs) -> Result<(Config, Vec<f32>, Option<u64>)> {
     Ok((config, params, None))
 }
 
+/// The examples of a batch file, of the model's kind: f32 values (crops, clips) or padded
+/// sentences.
+enum Batch {
+    Values(Vec<f32>),
+    Sentences(PaddedSentences),
+}
+
+impl<'a> From<&'a Batch> for Examples<'a> {
+    fn from(b: &'a Batch) -> Examples<'a> {
+        match b {
+            Batch::Values(v) => Examples::Values(v),
+            Batch::Sentences(s) => Examples::Sentences(s),
+        }
+    }
+}
+
+fn batch_err(path: &Path, message: String) -> Error {
+    Error::Checkpoint {
+        path: path.into(),
+        message,
+    }
+}
+
+/// The f32 tensor `name` of `path`, of shape [B] + `item` with B >= 1 and every value
+/// finite (`what` describes the shape in errors).
+fn read_values(path: &Path, name: &str, item: &[usize], what: &str) -> Result<(usize, Batch)> {
+    let ck = Checkpoint::load(path)?;
+    let t = ck
+        .get(name)
+        .ok_or_else(|| batch_err(path, format!("has no tensor `{name}` {what}")))?;
+    if t.shape.len() != item.len() + 1 || t.shape[0] == 0 || t.shape[1..] != *item {
+        return Err(batch_err(
+            path,
+            format!(
+                "{name} has shape {:?}, the model needs {what} with B >= 1",
+                t.shape
+            ),
+        ));
+    }
+    if let Some(bad) = t.data.iter().position(|x| !x.is_finite()) {
+        return Err(batch_err(
+            path,
+            format!("{name} holds a value that is not finite (element {bad})"),
+        ));
+    }
+    Ok((t.shape[0], Batch::Values(t.data.clone())))
+}
+
+/// The text batch of `path`: integer `ids` [B, L, W] (int64 as torch writes them, int32 or
+/// uint32), each sentence's words from its first position up to its first PAD, PAD after.
+fn read_sentences(path: &Path, spec: &TextSpec) -> Result<(usize, Batch)> {
+    let (l, w) = (spec.sentences, spec.max_words);
+    let what = format!("[B, {l}, {w}] (integer token ids)");
+    let bytes = std::fs::read(path).map_err(|e| batch_err(path, format!("cannot read: {e}")))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| batch_err(path, format!("not a safetensors file ({e})")))?;
+    let t = file
+        .tensor("ids")
+        .map_err(|_| batch_err(path, format!("has no tensor `ids` {what}")))?;
+    let shape = t.shape();
+    if shape.len() != 3 || shape[0] == 0 || shape[1..] != [l, w] {
+        return Err(batch_err(
+            path,
+            format!("ids has shape {shape:?}, the model needs {what} with B >= 1"),
+        ));
+    }
+    let raw: Vec<i64> = match t.dtype() {
+        Dtype::I64 => (t.data().chunks_exact(8))
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect(),
+        Dtype::I32 => (t.data().chunks_exact(4))
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+            .collect(),
+        Dtype::U32 => (t.data().chunks_exact(4))
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+            .collect(),
+        other => {
+            return Err(batch_err(
+                path,
+                format!("ids has dtype {other:?}; token ids are I64, I32 or U32"),
+            ))
+        }
+    };
+    let mut ids = Vec::with_capacity(raw.len());
+    for (i, &id) in raw.iter().enumerate() {
+        let id = u32::try_from(id)
+            .ok()
+            .filter(|&id| (id as usize) < spec.vocab)
+            .ok_or_else(|| {
+                batch_err(
+                    path,
+                    format!(
+                        "ids element {i} is {id}, outside the vocabulary's 0..{}",
+                        spec.vocab
+                    ),
+                )
+            })?;
+        ids.push(id);
+    }
+    let lengths = (ids.chunks(w))
+        .map(|row| row.iter().position(|&id| id == PAD).unwrap_or(w) as u32)
+        .collect();
+    let sentences = PaddedSentences::new(w, ids, lengths, spec.vocab)
+        .map_err(|e| batch_err(path, e.to_string()))?;
+    Ok((shape[0], Batch::Sentences(sentences)))
+}
+
+/// The batch file's examples for `spec` (crops, clips or token ids), and how many.
+fn read_batch(path: &Path, spec: &Spec) -> Result<(usize, Batch)> {
+    match spec {
+        Spec::Vision(v) => {
+            let s = v.crop;
+            read_values(path, "crops", &[3, s, s], &format!("[B, 3, {s}, {s}]"))
+        }
+        Spec::Audio(a) => {
+            let l = a.window;
+            read_values(path, "clips", &[l], &format!("[B, {l}]"))
+        }
+        Spec::Text(t) => read_sentences(path, t),
+    }
+}
+
 pub fn run(args: &DebugStepArgs) -> Result<()> {
     let (mut cfg, params, step) = weights(args)?;
     // Jitter draws random windows: off, and the dump's configuration says so.
-    cfg.model.require_vision("cpc debug-step")?;
     if let Some(v) = cfg.model.vision_mut() {
         v.jitter = 0;
     }
-    let spec = ModelSpec::from(cfg.model.require_vision("cpc debug-step")?);
+    let spec = Spec::from(&cfg.model);
     let layout = ParamLayout::new(&spec);
-    let batch_ck = Checkpoint::load(&args.batch)?;
-    let crops = batch_ck.get("crops").ok_or_else(|| Error::Checkpoint {
-        path: args.batch.clone(),
-        message: "has no tensor `crops` [B, 3, S, S]".into(),
-    })?;
-    let s = spec.crop;
-    if crops.shape.len() != 4 || crops.shape[0] == 0 || crops.shape[1..] != [3, s, s] {
-        return Err(Error::Checkpoint {
-            path: args.batch.clone(),
-            message: format!(
-                "crops has shape {:?}, the model needs [B, 3, {s}, {s}] with B >= 1",
-                crops.shape
-            ),
-        });
-    }
-    if let Some(bad) = crops.data.iter().position(|x| !x.is_finite()) {
-        return Err(Error::Checkpoint {
-            path: args.batch.clone(),
-            message: format!("crops holds a value that is not finite (element {bad})"),
-        });
-    }
-    let batch = crops.shape[0];
+    let (batch, input) = read_batch(&args.batch, &spec)?;
     let gpu = Gpu::new(&(&args.adapter).into())?;
-    // The crops file's batch must fit the adapter before anything is allocated.
+    // The batch must fit the adapter before anything is allocated.
     memory::check_fits(&gpu, &spec, batch, None)?;
     let model = CpcModel::new(&gpu, &spec, batch, &params, AdamConfig::default())?;
-    model.set_inputs(&gpu, &crops.data, 1, 0.0, 0)?;
+    model.set_inputs(&gpu, &input, 1, 0.0, 0)?;
     model.run(&gpu, |m, pass| m.record_gradients(pass))?;
     let stats = model.read_stats(&gpu)?;
     let grads = model.buffers.grads.read(&gpu)?;
-    let (g, d, h) = (spec.grid, spec.dim(), spec.hidden);
+    // z and c as [B, T, W, .] for images (grid rows by columns), [B, T, .] for one
+    // sequence an example (audio frames, a passage's sentences).
+    let seq = spec.sequences(batch);
+    let rows = |width: usize| match spec {
+        Spec::Vision(_) => vec![batch, seq.steps, seq.width, width],
+        _ => vec![batch, seq.steps, width],
+    };
+    let (d, h) = (spec.dim(), spec.hidden());
 
     let mut out = Checkpoint::new();
     out.push("loss", vec![1], vec![stats.loss]);
@@ -126,8 +240,8 @@ pub fn run(args: &DebugStepArgs) -> Result<()> {
         stats.accuracy_k.clone(),
     );
     // Activations, in the order they are computed: patch vectors, contexts, scores.
-    out.push("z", vec![batch, g, g, d], model.z.read(&gpu)?);
-    out.push("c", vec![batch, g, g, h], model.c.read(&gpu)?);
+    out.push("z", rows(d), model.z.read(&gpu)?);
+    out.push("c", rows(h), model.c.read(&gpu)?);
     for (k, scores) in model.scores.iter().enumerate() {
         out.push(
             format!("scores.{k}"),
@@ -159,10 +273,15 @@ pub fn run(args: &DebugStepArgs) -> Result<()> {
     );
     out.save(&args.dump)?;
     println!(
-        "loss {:.6}, loss_k {:?}, accuracy_k {:?} (offsets {offsets:?}, jitter off); wrote {}",
+        "loss {:.6}, loss_k {:?}, accuracy_k {:?} (offsets {offsets:?}{}); wrote {}",
         stats.loss,
         stats.loss_k,
         stats.accuracy_k,
+        if cfg.model.vision().is_some() {
+            ", jitter off"
+        } else {
+            ""
+        },
         args.dump.display()
     );
     Ok(())

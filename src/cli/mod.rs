@@ -122,6 +122,7 @@ impl From<&AdapterArgs> for AdapterChoice {
             backend: a.backend.clone(),
             name: a.adapter.clone(),
             software: a.software,
+            index: None,
             limits: a.limits,
             custom_limits: None,
             kernels: a.kernels,

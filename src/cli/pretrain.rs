@@ -12,10 +12,12 @@ use crate::data::{Format, OnBadFile};
 use crate::dist::Ranks;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::{all_device_indices, AdapterChoice};
 use crate::model::memory::Estimate;
 use crate::model::{ModelConfig, Spec};
 use crate::train::config::{MAX_ACCUMULATE, MAX_TOTAL_STEPS};
-use crate::train::pretrain::{pretrain_ranks, PretrainOptions, ProbeDuring, MAX_WORKERS};
+use crate::train::pretrain::{pretrain_on, PretrainOptions, ProbeDuring, MAX_DEVICES, MAX_WORKERS};
+use crate::train::replicas::AllReduce;
 use crate::train::Config;
 
 #[derive(Args, Clone, Debug)]
@@ -115,8 +117,62 @@ pub struct PretrainArgs {
     /// split.
     #[arg(long, default_value_t = 200, value_parser = at_least_one())]
     pub probe_test_images: usize,
+    /// Train a model replica on each of these adapters, indices of `cpc info`'s list
+    /// (`0,1`; `0,0` opens one adapter twice) or `all` (every hardware adapter once): each
+    /// micro-batch on its own device, gradients summed through the host, the same update
+    /// on every replica. --batch is per device.
+    #[arg(long, conflicts_with_all = ["software", "adapter"])]
+    pub devices: Option<DeviceList>,
     #[command(flatten)]
     pub adapter: AdapterArgs,
+}
+
+/// `--devices`: adapter indices, or every hardware adapter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeviceList {
+    All,
+    Indices(Vec<usize>),
+}
+
+impl std::str::FromStr for DeviceList {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<DeviceList, String> {
+        if s.trim() == "all" {
+            return Ok(DeviceList::All);
+        }
+        let indices = (s.split(','))
+            .map(|i| {
+                (i.trim().parse::<usize>())
+                    .map_err(|_| format!("`{i}` is not an adapter index (see `cpc info`)"))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if indices.len() > MAX_DEVICES {
+            return Err(format!(
+                "{} devices: a run trains on at most {MAX_DEVICES}",
+                indices.len()
+            ));
+        }
+        Ok(DeviceList::Indices(indices))
+    }
+}
+
+/// The devices a run trains on: `--devices`' adapters, each opened as the other adapter
+/// flags say, or the one adapter those flags pick.
+pub fn open_devices(devices: Option<&DeviceList>, adapter: &AdapterArgs) -> Result<Vec<Gpu>> {
+    let choice: AdapterChoice = adapter.into();
+    let indices = match devices {
+        None => return Ok(vec![Gpu::new(&choice)?]),
+        Some(DeviceList::All) => all_device_indices(&choice)?,
+        Some(DeviceList::Indices(i)) => i.clone(),
+    };
+    (indices.into_iter())
+        .map(|i| {
+            Gpu::new(&AdapterChoice {
+                index: Some(i),
+                ..choice.clone()
+            })
+        })
+        .collect()
 }
 
 impl PretrainArgs {
@@ -184,16 +240,20 @@ pub fn steps_for_epochs(epochs: u64, images: u64, per_step: u64) -> Result<u64> 
     }
 }
 
-/// The batch as a run takes it: `batch 16`, or with micro-batches `batch 16 x 4
-/// micro-batches (64 a step)`.
-pub fn batch_line(t: &crate::train::TrainConfig) -> String {
-    match t.accumulate {
-        1 => format!("batch {}", t.batch),
-        n => format!(
-            "batch {} x {n} micro-batches ({} a step)",
-            t.batch,
-            t.batch as u64 * n as u64
-        ),
+/// The batch as a run on `devices` devices takes it: `batch 16`, or with micro-batches
+/// `batch 16 x 4 micro-batches (64 a step)`, `batch 16 x 2 devices x 2 micro-batches (64 a
+/// step)`.
+pub fn batch_line(t: &crate::train::TrainConfig, devices: usize) -> String {
+    let mut line = format!("batch {}", t.batch);
+    if devices > 1 {
+        line += &format!(" x {devices} devices");
+    }
+    if t.accumulate > 1 {
+        line += &format!(" x {} micro-batches", t.accumulate);
+    }
+    match t.batch as u64 * t.accumulate as u64 * devices as u64 {
+        n if n == t.batch as u64 => line,
+        n => format!("{line} ({n} a step)"),
     }
 }
 
@@ -299,22 +359,29 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         cfg.validate()?;
     }
     // One process, or (feature `mpi`, started by mpirun) one rank of a data-parallel run.
-    let ranks = Ranks::from_env()?;
+    let ranks = Arc::new(Ranks::from_env()?);
     if ranks.is_root() {
         print_notes(&notes);
     }
-    let gpu = Gpu::new(&(&args.adapter).into())?;
-    let rank = match ranks.size() {
-        1 => String::new(),
-        _ => format!("{}: ", ranks.describe()),
-    };
-    eprintln!(
-        "{rank}adapter: {} ({:?}, {:?})",
-        gpu.info.name, gpu.info.backend, gpu.info.device_type
-    );
+    let gpus = open_devices(args.devices.as_ref(), &args.adapter)?;
+    for (i, g) in gpus.iter().enumerate() {
+        let rank = match ranks.size() {
+            1 => String::new(),
+            _ => format!("{}: ", ranks.describe()),
+        };
+        let device = match gpus.len() {
+            1 => String::new(),
+            _ => format!("device {i}: "),
+        };
+        eprintln!(
+            "{rank}{device}adapter: {} ({:?}, {:?})",
+            g.info.name, g.info.backend, g.info.device_type
+        );
+    }
+    let gpu = &gpus[0];
     let spec = Spec::from(&cfg.model);
     if args.plan {
-        let est = Estimate::new(&gpu, &spec)?;
+        let est = Estimate::new(gpu, &spec)?;
         print!(
             "{}",
             plan_report(
@@ -351,34 +418,25 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             test_images: args.probe_test_images,
             ..ProbeDuring::every(every)
         }),
+        ranks: (ranks.size() > 1).then(|| ranks.clone() as Arc<dyn AllReduce>),
     };
     if ranks.is_root() {
-        let ranks = match ranks.size() {
+        let on = match ranks.size() {
             1 => String::new(),
             n => format!(" on each of {n} ranks"),
         };
         eprintln!(
-            "{}; {}{ranks}, {} steps",
+            "{}; {}{on}, {} steps",
             model_line(&args.preset, &spec),
-            batch_line(&cfg.train),
+            batch_line(&cfg.train, gpus.len()),
             cfg.train.total_steps
         );
     }
-    let s = pretrain_ranks(&gpu, &opts, &stop, &ranks)?;
+    // An error on any rank ends every rank (the others would wait for it in the next sum).
+    let run = pretrain_on(&gpus.iter().collect::<Vec<_>>(), &opts, &stop);
+    let s = ranks.abort_on_error(run)?;
     if !ranks.is_root() {
         return Ok(());
-    }
-    let sums = &s.gradient_sums;
-    if sums.steps > 0 {
-        let ms = |seconds: f64| 1e3 * seconds / sums.steps as f64;
-        eprintln!(
-            "gradient sum over {} ranks: {} bytes a step; {:.2} ms a step to read back and \
-             write, {:.2} ms to all-reduce",
-            ranks.size(),
-            sums.bytes,
-            ms(sums.copy_seconds),
-            ms(sums.reduce_seconds)
-        );
     }
     let unit = spec.examples_name();
     eprintln!("planned GPU memory: {}", s.memory);

@@ -25,6 +25,9 @@ pub struct AdapterChoice {
     pub name: Option<String>,
     /// Take the software (CPU) adapter, e.g. Mesa's lavapipe.
     pub software: bool,
+    /// Take the adapter of this index in `cpc info`'s list (on the backends allowed),
+    /// whatever `name` and `software` say: `--devices`.
+    pub index: Option<usize>,
     /// The limits to open the device with.
     pub limits: LimitsChoice,
     /// Exact limits instead of `limits`' (no flag): tests open a device smaller than any
@@ -309,6 +312,37 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterSummary>> {
         .collect())
 }
 
+/// The adapters `--devices all` trains on, as indices of [`list_adapters`]' list: every
+/// hardware adapter once (an adapter that two backends offer, by vendor and device id, on
+/// its best backend), or where there is none the first software one.
+pub fn all_device_indices(choice: &AdapterChoice) -> Result<Vec<usize>> {
+    let all = list_adapters(choice)?;
+    let mut best: Vec<usize> = Vec::new();
+    for (i, a) in all.iter().enumerate() {
+        if a.info.device_type == wgpu::DeviceType::Cpu {
+            continue;
+        }
+        let same = |j: &usize| {
+            let b = &all[*j].info;
+            (b.vendor, b.device) == (a.info.vendor, a.info.device) && b.device != 0
+        };
+        match best.iter().position(same) {
+            Some(k) if backend_rank(a.info.backend) < backend_rank(all[best[k]].info.backend) => {
+                best[k] = i
+            }
+            Some(_) => {}
+            None => best.push(i),
+        }
+    }
+    if best.is_empty() {
+        best.extend((all.iter()).position(|a| a.info.device_type == wgpu::DeviceType::Cpu));
+    }
+    if best.is_empty() {
+        return Err(Error::NoAdapter(NO_ADAPTER_HELP.into()));
+    }
+    Ok(best)
+}
+
 /// Pick the adapter the choice asks for and say why.
 fn pick(choice: &AdapterChoice) -> Result<(wgpu::Adapter, String)> {
     let backends = choice.backends()?;
@@ -316,6 +350,20 @@ fn pick(choice: &AdapterChoice) -> Result<(wgpu::Adapter, String)> {
     let mut adapters = pollster::block_on(inst.enumerate_adapters(backends));
     if adapters.is_empty() {
         return Err(Error::NoAdapter(NO_ADAPTER_HELP.into()));
+    }
+    if let Some(i) = choice.index {
+        let n = adapters.len();
+        if i >= n {
+            return Err(Error::NoAdapter(format!(
+                "no adapter [{i}]: `cpc info` lists {n} ([0] to [{}])",
+                n - 1
+            )));
+        }
+        let adapter = adapters.swap_remove(i);
+        return Ok((
+            adapter,
+            format!("adapter [{i}] of `cpc info`'s list asked for"),
+        ));
     }
     let mut why = Vec::new();
     if let Some(b) = &choice.backend {
@@ -459,6 +507,47 @@ impl Gpu {
                 what: what.into(),
                 message: e.to_string(),
             })?;
+        self.check(what)
+    }
+
+    /// Map `slice` of a mappable buffer for `mode` and wait until it is mapped (after the
+    /// GPU has finished the commands submitted before that use it), then report any error
+    /// wgpu raised meanwhile; the caller reads or writes the mapped range, then unmaps.
+    /// `after`: the submission that last uses the buffer, waited for first, so that later
+    /// submissions need not finish (None: wait for everything submitted).
+    pub fn map_and_wait(
+        &self,
+        slice: wgpu::BufferSlice<'_>,
+        mode: wgpu::MapMode,
+        after: Option<wgpu::SubmissionIndex>,
+        what: &str,
+    ) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(mode, move |r| {
+            let _ = tx.send(r);
+        });
+        let gpu_err = |message: String| Error::Gpu {
+            what: what.into(),
+            message,
+        };
+        if let Some(index) = after {
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| gpu_err(e.to_string()))?;
+        }
+        // The callback runs from a poll once the commands before the map have finished.
+        let mapped = loop {
+            if let Ok(r) = rx.try_recv() {
+                break r;
+            }
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| gpu_err(e.to_string()))?;
+        };
+        mapped.map_err(|e| gpu_err(e.to_string()))?;
         self.check(what)
     }
 

@@ -7,8 +7,8 @@ pub(crate) mod tensor;
 mod timing;
 
 pub use context::{
-    list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu, KernelPath, Kernels,
-    LimitsChoice, Subgroups,
+    all_device_indices, list_adapters, wanted_features, AdapterChoice, AdapterSummary, Gpu,
+    KernelPath, Kernels, LimitsChoice, Subgroups,
 };
 pub use kernels::{check_kernels_fit, PipelineKey, Reductions, Shader, ROW_WORKGROUP};
 pub use launch::{

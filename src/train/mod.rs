@@ -10,6 +10,8 @@
 //!   configuration, loader position) and the one validating reader every command uses.
 //! - [`metrics`]: one JSON object per logged step in `<out>/metrics.jsonl`.
 //! - [`plot`]: loss and per-offset accuracy curves from those rows, as a PNG.
+//! - [`replicas`]: a run's model replicas, one per device, and the host-side gradient sum
+//!   (over devices, and over processes through [`replicas::AllReduce`]).
 //! - [`atomic`]: the write-to-temporary, fsync, rename, fsync-directory step the others share.
 
 pub mod atomic;
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod model_checkpoint;
 pub mod plot;
 pub mod pretrain;
+pub mod replicas;
 pub mod schedule;
 
 pub use checkpoint::{Checkpoint, NamedTensor};

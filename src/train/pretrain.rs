@@ -2,14 +2,11 @@
 //! its micro-batches (`train.accumulate`, one unless asked), writes the batch and the
 //! step's scalars (learning rate, Adam's step, jitter seed) and submits one compute pass:
 //! the first zeroes the gradients, each runs the forward and the backward (which add to
-//! the gradients); then one more pass runs the gradient norm and Adam (which scales the sum
-//! by one over the micro-batches: their mean). Each micro-batch's pass copies its loss
-//! figures, and the optimiser's the gradient norm, into the step's slot of a ring of
-//! mappable buffers that is read a couple of steps later, so the host never waits on the
-//! step it just submitted. With a [`ProbeDuring`] it also runs the linear probe
-//! (eval::probe) before the first step and every few steps. As one rank of several
-//! ([`pretrain_ranks`], crate::dist) a step's micro-batches are shared out over the ranks,
-//! and their gradients summed over the ranks on the host before the optimiser's pass.
+//! the gradients), the last adds the gradient norm and Adam (which scales the sum by one
+//! over the micro-batches: their mean). Each pass copies its loss figures, and the last
+//! the gradient norm, into the step's slot of a ring of mappable buffers that is read a
+//! couple of steps later, so the host never waits on the step it just submitted. With a [`ProbeDuring`] it
+//! also runs the linear probe (eval::probe) before the first step and every few steps.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -24,7 +21,7 @@ use crate::data::text::{
 use crate::data::{
     self, Format, Loader, LoaderConfig, LoaderState, OnBadFile, OpenOptions, Shard, TrainingData,
 };
-use crate::dist::{self, Ranks};
+use crate::dist::fingerprint;
 use crate::error::{Error, Result};
 use crate::eval::audio::{check_speakers, clip_features, open_eval_audio};
 use crate::eval::probe::{align_labels, probe, probe_model, LabelSource, ProbeConfig, ProbeResult};
@@ -36,6 +33,7 @@ use crate::model::{CpcModel, ModelConfig, ParamLayout, Spec, TextSpec};
 use crate::ops::adam::AdamConfig;
 use crate::ops::infonce::InfonceStats;
 use crate::train::model_checkpoint::{ModelCheckpoint, Moments};
+use crate::train::replicas::{sum_gradients, AllReduce, Replica};
 use crate::train::{atomic, plot_curves, Config, LrSchedule, MetricsRow, MetricsWriter};
 
 /// Everything `cpc pretrain` is asked to do.
@@ -62,6 +60,9 @@ pub struct PretrainOptions {
     pub stop_at: Option<u64>,
     /// Run the linear probe during training (None: never).
     pub probe: Option<ProbeDuring>,
+    /// The other processes of a data-parallel run, whose gradients each step's are summed
+    /// with (None: this process trains alone).
+    pub ranks: Option<Arc<dyn AllReduce>>,
 }
 
 /// The linear probe during pretraining: every `every` steps (and after the last), the
@@ -214,41 +215,9 @@ pub struct PretrainSummary {
     pub probe_before: Option<ProbeResult>,
     /// (step, probe) after each probed step, in order.
     pub probes: Vec<(u64, ProbeResult)>,
-    /// The host-side gradient sums over the ranks (none in a run of one process).
-    pub gradient_sums: GradientSums,
-}
-
-/// What the gradient sums over the ranks cost, all steps together.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GradientSums {
-    pub steps: u64,
-    /// Bytes each rank sums a step: 4 per value of the gradient buffer.
-    pub bytes: u64,
-    /// Reading the gradients back and writing the sum (the GPU had finished the backward).
-    pub copy_seconds: f64,
-    /// The sum over the ranks itself ([`Ranks::all_reduce_sum`]).
-    pub reduce_seconds: f64,
-}
-
-impl GradientSums {
-    /// Sums the gradients of every rank's micro-batches into each rank's gradient buffer,
-    /// after waiting for this step's backward, and counts the time.
-    fn sum(&mut self, gpu: &Gpu, model: &CpcModel, ranks: &Ranks) -> Result<()> {
-        gpu.sync("the backward")?;
-        let grads = &model.buffers.grads;
-        let clock = Instant::now();
-        let mut sum = grads.read(gpu)?;
-        let read = clock.elapsed().as_secs_f64();
-        ranks.all_reduce_sum(&mut sum)?;
-        let reduced = clock.elapsed().as_secs_f64();
-        grads.write(gpu, &sum)?;
-        gpu.sync("the gradient sum")?;
-        self.steps += 1;
-        self.bytes = 4 * sum.len() as u64;
-        self.reduce_seconds += reduced - read;
-        self.copy_seconds += clock.elapsed().as_secs_f64() - (reduced - read);
-        Ok(())
-    }
+    /// The largest difference of a parameter between replica 0 and another at the end (0:
+    /// one replica, or bit-identical replicas).
+    pub replicas_differ: f32,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -306,28 +275,35 @@ struct StepStats {
     params_finite: bool,
 }
 
-/// Mappable copies of the stats of recent steps, read a few steps after submission. A
-/// slot holds each micro-batch's loss figures (`stats` floats each), then the gradient
-/// norm and the non-finite flag.
+/// Mappable copies of the stats of recent steps, read a few steps after submission: a ring
+/// of slots on every replica. A replica's slot holds each of its micro-batches' loss
+/// figures (`stats` floats each), then the gradient norm and the non-finite flag.
 struct StatsRing {
-    slots: Vec<wgpu::Buffer>,
-    /// (step, slot, submission) in flight, oldest first.
-    pending: VecDeque<(u64, usize, wgpu::SubmissionIndex)>,
+    /// [replica][slot].
+    slots: Vec<Vec<wgpu::Buffer>>,
+    /// (step, slot, each replica's submission) in flight, oldest first.
+    pending: VecDeque<(u64, usize, Vec<wgpu::SubmissionIndex>)>,
     stats: usize,
+    /// Micro-batches a step on each replica.
     micros: usize,
 }
 
 impl StatsRing {
-    fn new(gpu: &Gpu, stats: usize, micros: usize) -> StatsRing {
+    fn new(replicas: &[Replica], micros: usize) -> StatsRing {
+        let stats = replicas[0].model.stats.len();
         let floats = stats * micros + 2;
-        let slots = (0..RING)
-            .map(|_| {
-                gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("stats readback"),
-                    size: (floats * 4) as u64,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
+        let slots = (replicas.iter())
+            .map(|r| {
+                (0..RING)
+                    .map(|_| {
+                        r.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("stats readback"),
+                            size: (floats * 4) as u64,
+                            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                            mapped_at_creation: false,
+                        })
+                    })
+                    .collect()
             })
             .collect();
         StatsRing {
@@ -338,85 +314,124 @@ impl StatsRing {
         }
     }
 
-    /// Wait for the oldest pending step and return what it read back.
-    /// The oldest step in flight's figures, its loss statistics the mean over every rank's
-    /// micro-batches (every rank calls it at the same steps).
-    fn pop(&mut self, gpu: &Gpu, ranks: &Ranks) -> Result<Option<StepStats>> {
-        let Some((step, slot, index)) = self.pending.pop_front() else {
+    fn slot(step: u64) -> usize {
+        (step as usize) % RING
+    }
+
+    /// Record the copy of micro-batch `micro`'s loss figures into the replica's slot.
+    fn record_stats(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        replica: usize,
+        model: &CpcModel,
+        step: u64,
+        micro: usize,
+    ) {
+        let bytes = (self.stats * 4) as u64;
+        let slot = &self.slots[replica][Self::slot(step)];
+        let from = model.stats.offset * 4;
+        enc.copy_buffer_to_buffer(&model.stats.buffer, from, slot, micro as u64 * bytes, bytes);
+    }
+
+    /// Record the copy of the gradient norm and the non-finite flag (ops::adam), after the
+    /// optimiser, into the replica's slot.
+    fn record_norm(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        replica: usize,
+        model: &CpcModel,
+        step: u64,
+    ) {
+        let slot = &self.slots[replica][Self::slot(step)];
+        let at = (self.micros * self.stats * 4) as u64;
+        enc.copy_buffer_to_buffer(&model.adam.norm.buffer, 0, slot, at, 8);
+    }
+
+    /// Wait for the oldest pending step on every replica and return what it read back: the
+    /// mean of every micro-batch's figures, replica 0's gradient norm (each replica's is
+    /// the same), and whether every replica's update stayed finite.
+    /// The oldest step in flight's figures; over several processes (`ranks`, every one
+    /// calling this at the same steps) the loss figures are the mean over all of them.
+    fn pop(
+        &mut self,
+        replicas: &[Replica],
+        ranks: Option<&dyn AllReduce>,
+    ) -> Result<Option<StepStats>> {
+        let Some((step, slot, indices)) = self.pending.pop_front() else {
             return Ok(None);
         };
-        let buf = &self.slots[slot];
-        let (tx, rx) = std::sync::mpsc::channel();
-        buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu {
-                what: format!("step {step}"),
-                message: e.to_string(),
-            })?;
-        // The map callback runs once the copy that precedes it has finished.
-        while rx.try_recv().is_err() {
-            gpu.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu {
-                    what: format!("step {step}"),
+        let (n, count) = (
+            self.stats * self.micros,
+            (self.micros * replicas.len()) as f32,
+        );
+        let mut mean = vec![0.0f32; self.stats];
+        let (mut norm, mut params_finite) = (0.0, true);
+        for (r, (replica, index)) in replicas.iter().zip(indices).enumerate() {
+            let buf = &self.slots[r][slot];
+            let what = format!("step {step}");
+            (replica.gpu).map_and_wait(buf.slice(..), wgpu::MapMode::Read, Some(index), &what)?;
+            {
+                let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu {
+                    what: "stats".into(),
                     message: e.to_string(),
                 })?;
+                let values: &[f32] = bytemuck::cast_slice(&view);
+                for micro in values[..n].chunks(self.stats) {
+                    mean.iter_mut()
+                        .zip(micro)
+                        .for_each(|(m, v)| *m += v / count);
+                }
+                if r == 0 {
+                    norm = values[n];
+                }
+                params_finite &= values[n + 1] == 0.0;
+            }
+            buf.unmap();
         }
-        gpu.check(&format!("step {step}"))?;
-        let mut values: Vec<f32> = {
-            let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu {
-                what: "stats".into(),
-                message: e.to_string(),
-            })?;
-            bytemuck::cast_slice(&view).to_vec()
-        };
-        buf.unmap();
-        let n = self.stats * self.micros;
-        ranks.all_reduce_sum(&mut values[..n])?;
-        let micros = (self.micros * ranks.size()) as f32;
-        // The step's figures: the mean over its micro-batches.
-        let mut mean = vec![0.0f32; self.stats];
-        for micro in values[..n].chunks(self.stats) {
-            mean.iter_mut()
-                .zip(micro)
-                .for_each(|(m, v)| *m += v / micros);
+        if let Some(ranks) = ranks {
+            ranks.sum(&mut mean)?;
+            mean.iter_mut().for_each(|m| *m /= ranks.ranks() as f32);
         }
         Ok(Some(StepStats {
             step,
             stats: InfonceStats::from_slice(&mean),
-            norm: values[n],
-            params_finite: values[n + 1] == 0.0,
+            norm,
+            params_finite,
         }))
     }
 }
 
-/// Run pretraining as `opts` says; `stop` (Ctrl-C) ends it after the current step with a
-/// checkpoint. The parts: checks and the data ([`open_dataset`]), the plan, the loop (one
-/// step submitted with [`submit_micro_batch`] and [`submit_optimiser`], its figures read a few steps later by
-/// [`Bookkeeping::record`]), and the last checkpoint.
+/// Run pretraining on one device as `opts` says; `stop` (Ctrl-C) ends it after the current
+/// step with a checkpoint.
 pub fn pretrain(gpu: &Gpu, opts: &PretrainOptions, stop: &AtomicBool) -> Result<PretrainSummary> {
-    pretrain_ranks(gpu, opts, stop, &Ranks::single())
+    pretrain_on(&[gpu], opts, stop)
 }
 
-/// [`pretrain`] as one rank of a data-parallel run ([`crate::dist`]): each step reads
-/// `train.accumulate` micro-batches of the stream on each rank (rank r the r-th run of them,
-/// skipping the others'), sums the gradients over the ranks, and takes the same Adam step
-/// on every rank; rank 0 alone writes checkpoints, metrics, the plot and the progress bar,
-/// and probes. An error on any rank ends every rank ([`Ranks::abort_on_error`]).
-pub fn pretrain_ranks(
-    gpu: &Gpu,
+/// Most devices a run trains on.
+pub const MAX_DEVICES: usize = 64;
+
+/// Run pretraining with one model replica on each of `gpus` (the first writes the
+/// checkpoints and runs the probe), as `opts` says. The parts: checks and the data
+/// ([`open_training_data`]), the plan, the loop (a step's micro-batches submitted with
+/// [`submit_micro_batch`], over the host with [`submit_update`] where gradients are
+/// summed there, its figures read a few steps later by [`Bookkeeping::record`]), and the
+/// last checkpoint.
+pub fn pretrain_on(
+    gpus: &[&Gpu],
     opts: &PretrainOptions,
     stop: &AtomicBool,
-    ranks: &Ranks,
 ) -> Result<PretrainSummary> {
+    if !(1..=MAX_DEVICES).contains(&gpus.len()) {
+        return Err(Error::Config(format!(
+            "{} devices: a run trains on 1 to {MAX_DEVICES}",
+            gpus.len()
+        )));
+    }
+    let gpu = gpus[0];
+    // Rank 0 of a data-parallel run alone shows progress, probes and writes files.
+    let root = opts.ranks.as_ref().is_none_or(|r| r.rank() == 0);
     let quiet;
-    let opts = if ranks.is_root() {
+    let opts = if root {
         opts
     } else {
         quiet = PretrainOptions {
@@ -426,15 +441,6 @@ pub fn pretrain_ranks(
         };
         &quiet
     };
-    ranks.abort_on_error(train(gpu, opts, stop, ranks))
-}
-
-fn train(
-    gpu: &Gpu,
-    opts: &PretrainOptions,
-    stop: &AtomicBool,
-    ranks: &Ranks,
-) -> Result<PretrainSummary> {
     let cfg = &opts.config;
     cfg.validate()?;
     if !(1..=MAX_WORKERS).contains(&opts.workers) {
@@ -464,8 +470,12 @@ fn train(
     };
     let state = resume.as_ref().and_then(|r| r.loader).unwrap_or_default();
     let resumed_vocabulary = resume.as_ref().and_then(|r| r.vocabulary.as_ref());
-    let micros = tc.accumulate;
-    let shard = Shard::rank(ranks.rank(), ranks.size(), micros as usize)?;
+    // The loaders' workers make only this process's batches of each step (the rank-th run
+    // of `accumulate` x devices); the others' it skips.
+    let shard = match &opts.ranks {
+        Some(r) => Shard::rank(r.rank(), r.ranks(), tc.accumulate as usize * gpus.len())?,
+        None => Shard::ALL,
+    };
     let mut data = open_training_data(opts, batch, state, resumed_vocabulary, shard)?;
     let probe_sets = opts
         .probe
@@ -480,36 +490,63 @@ fn train(
     let metrics_path = opts.out.join("metrics.jsonl");
     let curves_path = opts.out.join("curves.png");
     for target in [&ck_path, &metrics_path, &curves_path] {
-        if ranks.is_root() {
+        if root {
             atomic::remove_stale_temps(target)?;
         }
     }
 
-    // Memory, before anything runs: the planned buffers must fit.
-    memory::check_fits(gpu, &spec, batch, opts.memory_budget)?;
-    // Every rank's micro-batches of a step: Adam averages their summed gradients.
-    let global = micros * ranks.size() as u32;
+    // Memory, before anything runs: the planned buffers must fit on every device.
+    for g in gpus {
+        memory::check_fits(g, &spec, batch, opts.memory_budget)?;
+    }
+    // A step's micro-batches: `accumulate` on each replica of each process.
+    let ranks = opts.ranks.as_deref();
+    let (rank, rank_count) = ranks.map_or((0, 1), |r| (r.rank(), r.ranks()));
+    let micros = tc.accumulate as usize;
+    let local = micros * gpus.len();
+    let step_micros = (local as u64)
+        .checked_mul(rank_count as u64)
+        .filter(|&m| m <= u32::MAX as u64)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{micros} micro-batches on {} devices in each of {rank_count} processes: more \
+                 than 2^32 a step",
+                gpus.len()
+            ))
+        })? as u32;
     let adam = AdamConfig {
         weight_decay: tc.weight_decay,
         max_norm: tc.clip_norm,
-        grad_scale: 1.0 / global as f32,
+        grad_scale: 1.0 / step_micros as f32,
         ..AdamConfig::default()
     };
     let init = resume
         .as_ref()
         .map_or_else(|| layout.init(tc.seed), |r| r.params.clone());
-    ranks.agree("the step the run starts at", start)?;
-    ranks.agree("the initial parameters", dist::fingerprint(&init))?;
-    let (model, plan) = memory::plan(gpu, &spec, batch, &init, adam)?;
-    if gpu.kernels == crate::gpu::KernelPath::Gpu && ranks.is_root() {
-        eprintln!("{}", gpu.tilings.summary());
+    if let Some(r) = ranks {
+        r.agree("the step the run starts at", start)?;
+        r.agree("the initial parameters", fingerprint(&init))?;
     }
-    if let Some(m) = resume.as_ref().and_then(|r| r.moments.as_ref()) {
-        model.buffers.m.write(gpu, &m.exp_avg)?;
-        model.buffers.v.write(gpu, &m.exp_avg_sq)?;
+    let through_host = gpus.len() > 1 || ranks.is_some();
+    let mut replicas = Vec::with_capacity(gpus.len());
+    let mut plan = None;
+    for g in gpus {
+        let (model, p) = memory::plan(g, &spec, batch, &init, adam)?;
+        if g.kernels == crate::gpu::KernelPath::Gpu && root {
+            eprintln!("{}", g.tilings.summary());
+        }
+        if let Some(m) = resume.as_ref().and_then(|r| r.moments.as_ref()) {
+            model.buffers.m.write(g, &m.exp_avg)?;
+            model.buffers.v.write(g, &m.exp_avg_sq)?;
+        }
+        plan.get_or_insert(p);
+        replicas.push(Replica::new(g, model, through_host));
     }
+    let plan = plan.expect("at least one device");
+    let mut host_sum = vec![0.0f32; if through_host { layout.total } else { 0 }];
+    let model = &replicas[0].model;
 
-    let mut ring = StatsRing::new(gpu, model.stats.len(), micros as usize);
+    let mut ring = StatsRing::new(&replicas, micros);
     let total = tc.total_steps;
     let mut book = Bookkeeping {
         gpu,
@@ -518,7 +555,7 @@ fn train(
         start,
         resumed: resume.is_some(),
         schedule: LrSchedule::from_config(tc),
-        metrics: (ranks.is_root())
+        metrics: (root)
             .then(|| MetricsWriter::create(&metrics_path, resume.as_ref().map(|r| r.step)))
             .transpose()?,
         ranks,
@@ -529,6 +566,7 @@ fn train(
         vocabulary: data.vocabulary().cloned(),
         written: None,
         probe_rows: BTreeMap::new(),
+        examples_per_step: step_micros as u64 * tc.batch as u64,
         summary: PretrainSummary {
             history: Vec::new(),
             memory: plan,
@@ -540,58 +578,79 @@ fn train(
             skipped_images: 0,
             probe_before: None,
             probes: Vec::new(),
-            gradient_sums: GradientSums::default(),
+            replicas_differ: 0.0,
         },
     };
     if let (Some(p), Some(sets), None) = (&opts.probe, &probe_sets, &resume) {
-        book.summary.probe_before = Some(sets.run(gpu, &model, &p.config)?);
+        book.summary.probe_before = Some(sets.run(gpu, model, &p.config)?);
     }
 
     let mut step = start;
     while step < total {
-        if ranks.any(stop.load(Ordering::Relaxed))? || opts.stop_at.is_some_and(|s| step >= s) {
+        // A stop asked for on any process stops every one after the same step.
+        let stopped = stop.load(Ordering::Relaxed);
+        let stopped = ranks.map_or(Ok(stopped), |r| r.any(stopped))?;
+        if stopped || opts.stop_at.is_some_and(|s| step >= s) {
             book.summary.interrupted = true;
             break;
         }
         let lr = book.schedule.lr(step);
-        // Micro-batch k of the step's `global` is rank k / micros's.
-        for k in 0..global {
-            if k / micros != ranks.rank() as u32 {
-                data.skip_input()?;
-                continue;
+        // The step reads `step_micros` batches of the stream: this process's are the
+        // `local` from rank x local on, micro-batch i of them on replica i mod devices.
+        for _ in 0..rank * local {
+            data.skip_input()?;
+        }
+        let mut submitted = Vec::with_capacity(replicas.len());
+        for i in 0..local {
+            let (r, replica) = (i % replicas.len(), &replicas[i % replicas.len()]);
+            let place = (rank * local + i) as u32;
+            let seed = step_seed(tc.seed, step, place, step_micros);
+            (replica.model).set_input(replica.gpu, &data.next_input()?, step + 1, lr, seed)?;
+            submitted.extend(submit_micro_batch(
+                replica,
+                r,
+                &ring,
+                step,
+                i / replicas.len(),
+            ));
+        }
+        for _ in (rank + 1) * local..step_micros as usize {
+            data.skip_input()?;
+        }
+        if through_host {
+            sum_gradients(&replicas, ranks, &mut host_sum)?;
+            for (r, replica) in replicas.iter().enumerate() {
+                submitted.push(submit_update(replica, r, &ring, step, &host_sum)?);
             }
-            let seed = step_seed(tc.seed, step, k, global);
-            model.set_input(gpu, &data.next_input()?, step + 1, lr, seed)?;
-            submit_micro_batch(gpu, &model, &mut ring, step, (k % micros) as usize);
         }
-        if ranks.size() > 1 {
-            book.summary.gradient_sums.sum(gpu, &model, ranks)?;
-        }
-        submit_optimiser(gpu, &model, &mut ring, step);
+        ring.pending
+            .push_back((step, StatsRing::slot(step), submitted));
         step += 1;
         if let (Some(p), Some(sets)) = (&opts.probe, &probe_sets) {
             if step.is_multiple_of(p.every) || step == total {
                 // Waits for the step just submitted; its row is written when its stats are read.
-                let result = sets.run(gpu, &model, &p.config)?;
+                let result = sets.run(gpu, model, &p.config)?;
                 book.probe_rows.insert(step - 1, result.test.top1);
                 book.summary.probes.push((step - 1, result));
             }
         }
         book.bar.set_position(step);
         if ring.pending.len() == RING {
-            if let Some(read) = ring.pop(gpu, ranks)? {
-                book.record(&model, read)?;
+            if let Some(read) = ring.pop(&replicas, ranks)? {
+                book.record(model, read)?;
             }
         }
         if tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every) && step < total {
-            book.drain(&model, &mut ring)?;
-            let snapshot = book.snapshot(&model, step, data.state())?;
-            // Ranks whose adapters round Adam differently part here, not at the end.
-            ranks.agree("the parameters", dist::fingerprint(&snapshot.params))?;
-            book.pending = ranks.is_root().then_some(snapshot);
+            book.drain(&replicas, &mut ring)?;
+            let snapshot = book.snapshot(model, step, data.state())?;
+            if let Some(r) = ranks {
+                // Processes whose adapters round Adam apart part here, not at the end.
+                r.agree("the parameters", fingerprint(&snapshot.params))?;
+            }
+            book.pending = root.then_some(snapshot);
         }
     }
-    book.drain(&model, &mut ring)?;
+    book.drain(&replicas, &mut ring)?;
     if step > start {
         // The final weights' loss, on the last batch (a forward pass alone: the parameters
         // stay as they are), so that this checkpoint too holds weights of a finite loss.
@@ -601,11 +660,14 @@ fn train(
             return Err(book.stopped(step, what.into()));
         }
     }
-    let end = book.snapshot(&model, step, data.state())?;
-    ranks.agree("the final parameters", dist::fingerprint(&end.params))?;
-    if (step > start || resume.is_none()) && ranks.is_root() {
+    let end = book.snapshot(model, step, data.state())?;
+    if let Some(r) = ranks {
+        r.agree("the final parameters", fingerprint(&end.params))?;
+    }
+    if (step > start || resume.is_none()) && root {
         end.save()?;
     }
+    book.summary.replicas_differ = replicas_differ(&replicas)?;
     book.bar.finish_and_clear();
     let Bookkeeping {
         mut summary,
@@ -762,10 +824,22 @@ fn progress_bar(progress: bool, start: u64, total: u64) -> indicatif::ProgressBa
     bar
 }
 
-/// Record and submit micro-batch `micro` of training step `step` (its input already
-/// written), with a copy of its loss statistics into the ring's slot for the step; the
-/// first micro-batch zeroes the gradients. Allocates nothing but the command buffer.
-fn submit_micro_batch(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u64, micro: usize) {
+/// Record and submit micro-batch `micro` of training step `step` on replica `r` (its
+/// input already written), with a copy of its loss statistics into the ring's slot for the
+/// step: the first micro-batch zeroes the gradients; the last either runs the optimiser and
+/// copies the gradient norm and non-finite flag (ops::adam) too, returning its submission,
+/// or, where gradients are summed on the host, copies them out for [`sum_gradients`].
+/// Allocates nothing but the command buffer.
+fn submit_micro_batch(
+    replica: &Replica,
+    r: usize,
+    ring: &StatsRing,
+    step: u64,
+    micro: usize,
+) -> Option<wgpu::SubmissionIndex> {
+    let (gpu, model) = (replica.gpu, &replica.model);
+    let last = micro + 1 == ring.micros;
+    let update_here = last && !replica.through_host();
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -773,37 +847,58 @@ fn submit_micro_batch(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u
             model.record_zero_gradients(&mut pass);
         }
         model.record_forward_backward(&mut pass);
+        if update_here {
+            model.record_optimiser(&mut pass);
+        }
     }
-    let stats_bytes = (ring.stats * 4) as u64;
-    enc.copy_buffer_to_buffer(
-        &model.stats.buffer,
-        model.stats.offset * 4,
-        &ring.slots[(step as usize) % RING],
-        micro as u64 * stats_bytes,
-        stats_bytes,
-    );
-    gpu.queue.submit([enc.finish()]);
+    ring.record_stats(&mut enc, r, model, step, micro);
+    if update_here {
+        ring.record_norm(&mut enc, r, model, step);
+    } else if last {
+        replica.record_gradients_out(&mut enc);
+    }
+    let index = gpu.queue.submit([enc.finish()]);
+    update_here.then_some(index)
 }
 
-/// Record and submit the optimiser of step `step` on the gradients its micro-batches left
-/// (summed over the ranks), with a copy of the gradient norm and non-finite flag
-/// (ops::adam) into the ring's slot for the step, which is then in flight.
-fn submit_optimiser(gpu: &Gpu, model: &CpcModel, ring: &mut StatsRing, step: u64) {
+/// Submit step `step`'s update on replica `r` from the gradients summed on the host: `sum`
+/// into the gradient buffer, the optimiser, the norm's copy into the ring.
+fn submit_update(
+    replica: &Replica,
+    r: usize,
+    ring: &StatsRing,
+    step: u64,
+    sum: &[f32],
+) -> Result<wgpu::SubmissionIndex> {
+    let (gpu, model) = (replica.gpu, &replica.model);
     let mut enc = gpu.device.create_command_encoder(&Default::default());
+    replica.record_gradients_in(sum, &mut enc)?;
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
         model.record_optimiser(&mut pass);
     }
-    let slot = (step as usize) % RING;
-    enc.copy_buffer_to_buffer(
-        &model.adam.norm.buffer,
-        0,
-        &ring.slots[slot],
-        (ring.micros * ring.stats * 4) as u64,
-        8,
-    );
-    let index = gpu.queue.submit([enc.finish()]);
-    ring.pending.push_back((step, slot, index));
+    ring.record_norm(&mut enc, r, model, step);
+    Ok(gpu.queue.submit([enc.finish()]))
+}
+
+/// The largest difference between a parameter of replica 0 and the same parameter of
+/// another replica, after the run (0 with one replica): replicas on devices of one kind
+/// are bit-identical; devices of different kinds may round Adam's update differently.
+fn replicas_differ(replicas: &[Replica]) -> Result<f32> {
+    if replicas.len() < 2 {
+        return Ok(0.0);
+    }
+    let first = replicas[0].model.buffers.params.read(replicas[0].gpu)?;
+    let mut worst = 0.0f32;
+    for r in &replicas[1..] {
+        let other = r.model.buffers.params.read(r.gpu)?;
+        for (a, b) in first.iter().zip(&other) {
+            if a.to_bits() != b.to_bits() {
+                worst = worst.max((a - b).abs()).max(f32::MIN_POSITIVE);
+            }
+        }
+    }
+    Ok(worst)
 }
 
 /// What the loop keeps to report the steps whose figures came back: the display, the
@@ -820,9 +915,10 @@ struct Bookkeeping<'a> {
     start: u64,
     resumed: bool,
     schedule: LrSchedule,
-    /// None on the ranks other than 0.
+    /// None on the processes other than rank 0.
     metrics: Option<MetricsWriter>,
-    ranks: &'a Ranks,
+    /// The other processes of a data-parallel run.
+    ranks: Option<&'a dyn AllReduce>,
     bar: indicatif::ProgressBar,
     /// When the run's first step started, for its throughput.
     clock: Instant,
@@ -836,6 +932,8 @@ struct Bookkeeping<'a> {
     written: Option<u64>,
     /// Probe results waiting for their step's metrics row.
     probe_rows: BTreeMap<u64, f32>,
+    /// Batch x micro-batches of every replica and process, for the rates.
+    examples_per_step: u64,
     summary: PretrainSummary,
 }
 
@@ -872,9 +970,9 @@ impl Bookkeeping<'_> {
     }
 
     /// Every step still in flight, recorded.
-    fn drain(&mut self, model: &CpcModel, ring: &mut StatsRing) -> Result<()> {
-        while let Some(read) = ring.pop(self.gpu, self.ranks)? {
-            self.record(model, read)?;
+    fn drain(&mut self, replicas: &[Replica], ring: &mut StatsRing) -> Result<()> {
+        while let Some(read) = ring.pop(replicas, self.ranks)? {
+            self.record(&replicas[0].model, read)?;
         }
         Ok(())
     }
@@ -914,7 +1012,7 @@ impl Bookkeeping<'_> {
         }
         // Throughput of the steps whose results are in: the GPU has finished them.
         let (tc, summary) = (&self.config.train, &mut self.summary);
-        let batch = tc.batch as f64 * tc.accumulate as f64 * self.ranks.size() as f64;
+        let batch = self.examples_per_step as f64;
         summary.images_per_second =
             ((step + 1 - self.start) as f64 * batch) / self.clock.elapsed().as_secs_f64();
         let probe = summary

@@ -202,6 +202,7 @@ pub fn pretrain_options(config: Config, out: &Path) -> PretrainOptions {
         workers: 2,
         stop_at: None,
         probe: None,
+        ranks: None,
     }
 }
 
