@@ -213,6 +213,9 @@ mod mpi_world {
 
     pub struct World {
         world: SimpleCommunicator,
+        /// Rank 0's copy of what it sends to the sum (MPI_Reduce has no in-place form in
+        /// the mpi crate): grown once to the gradient's length, then reused every step.
+        send: std::sync::Mutex<Vec<f32>>,
         /// Finalises MPI when dropped; kept after `world`, which it outlives.
         _universe: Universe,
     }
@@ -238,6 +241,7 @@ mod mpi_world {
             }
             Ok(World {
                 world: universe.world(),
+                send: Default::default(),
                 _universe: universe,
             })
         }
@@ -258,11 +262,13 @@ mod mpi_world {
                 return Ok(());
             }
             let root = self.world.process_at_rank(0);
-            let send = values.to_vec();
             if self.rank() == 0 {
+                let mut send = self.send.lock().unwrap_or_else(|e| e.into_inner());
+                send.clear();
+                send.extend_from_slice(values);
                 root.reduce_into_root(&send[..], values, SystemOperation::sum());
             } else {
-                root.reduce_into(&send[..], SystemOperation::sum());
+                root.reduce_into(&values[..], SystemOperation::sum());
             }
             root.broadcast_into(values);
             Ok(())

@@ -185,9 +185,9 @@ fn an_accumulating_run_resumes_to_the_uninterrupted_one() {
     assert_eq!(weights("split"), weights("whole"));
 }
 
-/// `--devices 0,0` at batch 4 (two devices opened on the software adapter, one model
+/// `--devices 0,0` at batch 8 (two devices opened on the software adapter, one model
 /// replica each, each micro-batch on its own device, gradients summed on the host) trains
-/// as one device with `--accumulate 2` at batch 4, and its replicas end bit-identical.
+/// as one device with `--accumulate 2` at batch 8, and its replicas end bit-identical.
 /// The two differ only in where the two micro-batches' gradients meet: on one device the
 /// second batch's backward adds its sum s2 into the first's gradient g1 in the launch that
 /// computes it, fl(g1 + s2); across devices the host adds the finished s2 to g1, the same
@@ -203,7 +203,7 @@ fn two_devices_train_as_one_device_accumulating_two_micro_batches() {
     use cpc::train::pretrain::pretrain_on;
     let dir = TestDir::new("devices");
     let config = |accumulate| {
-        let mut c = tiny_run(4, 4);
+        let mut c = tiny_run(8, 4);
         c.train.accumulate = accumulate;
         c
     };

@@ -117,8 +117,9 @@ pub struct PretrainArgs {
     /// split.
     #[arg(long, default_value_t = 200, value_parser = at_least_one())]
     pub probe_test_images: usize,
-    /// Train a model replica on each of these adapters, indices of `cpc info`'s list
-    /// (`0,1`; `0,0` opens one adapter twice) or `all` (every hardware adapter once): each
+    /// Train a model replica on each of these adapters, indices of `cpc info`'s list (with
+    /// the same --backend, which filters it) (`0,1`; `0,0` opens one adapter twice) or
+    /// `all` (every hardware adapter of the first backend that offers one): each
     /// micro-batch on its own device, gradients summed through the host, the same update
     /// on every replica. --batch is per device.
     #[arg(long, conflicts_with_all = ["software", "adapter"])]
@@ -327,6 +328,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         // `as` saturates: a budget above 2^34 GiB is no budget.
         g => g.map(|g| (g * (1u64 << 30) as f64) as u64),
     };
+    // One process, or (feature `mpi`, started by mpirun) one rank of a data-parallel run.
+    let ranks = Arc::new(Ranks::from_env()?);
+    let gpus = open_devices(args.devices.as_ref(), &args.adapter)?;
     if let (Some(epochs), false) = (args.epochs, args.plan) {
         let n = match cfg.model {
             ModelConfig::Vision(_) => {
@@ -353,17 +357,17 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             }
         } as u64;
         let t = &mut cfg.train;
-        t.total_steps = steps_for_epochs(epochs, n, t.batch as u64 * t.accumulate as u64)?;
+        // A step reads batch x accumulate examples on every device of every process.
+        let per_step = (t.batch as u64 * t.accumulate as u64)
+            .saturating_mul(gpus.len() as u64 * ranks.size() as u64);
+        t.total_steps = steps_for_epochs(epochs, n, per_step)?;
         let why = format!("--epochs {epochs}: {} steps", t.total_steps);
         notes.extend(t.fit_warmup_to_run("the configured", &why));
         cfg.validate()?;
     }
-    // One process, or (feature `mpi`, started by mpirun) one rank of a data-parallel run.
-    let ranks = Arc::new(Ranks::from_env()?);
     if ranks.is_root() {
         print_notes(&notes);
     }
-    let gpus = open_devices(args.devices.as_ref(), &args.adapter)?;
     for (i, g) in gpus.iter().enumerate() {
         let rank = match ranks.size() {
             1 => String::new(),
@@ -381,6 +385,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let gpu = &gpus[0];
     let spec = Spec::from(&cfg.model);
     if args.plan {
+        if !ranks.is_root() {
+            return Ok(());
+        }
         let est = Estimate::new(gpu, &spec)?;
         print!(
             "{}",

@@ -349,7 +349,11 @@ impl<B: Batches> Workers<B> {
         let batches = Arc::new(batches);
         let start = schedule.settle(state);
         let workers = workers.max(1);
-        let per_worker = prefetch.div_ceil(workers).max(1);
+        // A worker's channel also carries a marker for each batch of other processes it
+        // passes over (`period - take` of every `period`): room for those, so that it still
+        // holds about `prefetch / W` of this process's batches ready.
+        let markers = (shard.period / shard.take.max(1)).max(1) as usize;
+        let per_worker = prefetch.div_ceil(workers).max(1).saturating_mul(markers);
         let stop = Arc::new(AtomicBool::new(false));
 
         let mut receivers = Vec::with_capacity(workers);

@@ -313,34 +313,32 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterSummary>> {
 }
 
 /// The adapters `--devices all` trains on, as indices of [`list_adapters`]' list: every
-/// hardware adapter once (an adapter that two backends offer, by vendor and device id, on
-/// its best backend), or where there is none the first software one.
+/// hardware adapter of the first backend, in the order Vulkan, Metal, DX12, GL, that offers
+/// one (a GPU that two backends offer is listed once by each, and two GPUs of one model
+/// have the same vendor and device ids, so the backend is what tells them apart), or where
+/// there is none the first software adapter.
 pub fn all_device_indices(choice: &AdapterChoice) -> Result<Vec<usize>> {
     let all = list_adapters(choice)?;
-    let mut best: Vec<usize> = Vec::new();
-    for (i, a) in all.iter().enumerate() {
-        if a.info.device_type == wgpu::DeviceType::Cpu {
-            continue;
-        }
-        let same = |j: &usize| {
-            let b = &all[*j].info;
-            (b.vendor, b.device) == (a.info.vendor, a.info.device) && b.device != 0
-        };
-        match best.iter().position(same) {
-            Some(k) if backend_rank(a.info.backend) < backend_rank(all[best[k]].info.backend) => {
-                best[k] = i
-            }
-            Some(_) => {}
-            None => best.push(i),
-        }
-    }
-    if best.is_empty() {
-        best.extend((all.iter()).position(|a| a.info.device_type == wgpu::DeviceType::Cpu));
-    }
-    if best.is_empty() {
-        return Err(Error::NoAdapter(NO_ADAPTER_HELP.into()));
-    }
-    Ok(best)
+    let hardware = |a: &AdapterSummary| a.info.device_type != wgpu::DeviceType::Cpu;
+    let order = [
+        wgpu::Backend::Vulkan,
+        wgpu::Backend::Metal,
+        wgpu::Backend::Dx12,
+        wgpu::Backend::Gl,
+    ];
+    let on = |backend| -> Vec<usize> {
+        (all.iter().enumerate())
+            .filter(|(_, a)| hardware(a) && a.info.backend == backend)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let best = (order.into_iter().map(on))
+        .find(|found| !found.is_empty())
+        .or_else(|| {
+            (all.iter().position(|a| a.info.device_type == wgpu::DeviceType::Cpu))
+                .map(|i| vec![i])
+        });
+    best.ok_or_else(|| Error::NoAdapter(NO_ADAPTER_HELP.into()))
 }
 
 /// Pick the adapter the choice asks for and say why.

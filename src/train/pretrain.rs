@@ -495,9 +495,21 @@ pub fn pretrain_on(
         }
     }
 
-    // Memory, before anything runs: the planned buffers must fit on every device.
+    // Memory, before anything runs: the planned buffers must fit on every device, beside
+    // the gradient's two mappable copies where it is summed on the host.
+    let through_host = gpus.len() > 1 || opts.ranks.is_some();
+    let staging = if through_host { 8 * layout.total as u64 } else { 0 };
+    let budget = match opts.memory_budget {
+        Some(b) if b <= staging => {
+            return Err(Error::Config(format!(
+                "the memory budget of {b} bytes does not hold the gradient's two host copies \
+                 of {staging} bytes that several devices or processes need"
+            )))
+        }
+        b => b.map(|b| b - staging),
+    };
     for g in gpus {
-        memory::check_fits(g, &spec, batch, opts.memory_budget)?;
+        memory::check_fits(g, &spec, batch, budget)?;
     }
     // A step's micro-batches: `accumulate` on each replica of each process.
     let ranks = opts.ranks.as_deref();
@@ -527,7 +539,6 @@ pub fn pretrain_on(
         r.agree("the step the run starts at", start)?;
         r.agree("the initial parameters", fingerprint(&init))?;
     }
-    let through_host = gpus.len() > 1 || ranks.is_some();
     let mut replicas = Vec::with_capacity(gpus.len());
     let mut plan = None;
     for g in gpus {
@@ -654,9 +665,11 @@ pub fn pretrain_on(
     if step > start {
         // The final weights' loss, on the last batch (a forward pass alone: the parameters
         // stay as they are), so that this checkpoint too holds weights of a finite loss.
+        // Every rank checks its own last batch; all stop together if any is not finite.
         model.run(gpu, |m, pass| m.record_forward(pass))?;
-        if !model.read_stats(gpu)?.loss.is_finite() {
-            let what = "the loss of the final weights (on the last batch)";
+        let bad = !model.read_stats(gpu)?.loss.is_finite();
+        if ranks.map_or(Ok(bad), |r| r.any(bad))? {
+            let what = "the loss of the final weights (on the last batch of a process)";
             return Err(book.stopped(step, what.into()));
         }
     }
