@@ -335,8 +335,9 @@ pub fn all_device_indices(choice: &AdapterChoice) -> Result<Vec<usize>> {
     let best = (order.into_iter().map(on))
         .find(|found| !found.is_empty())
         .or_else(|| {
-            (all.iter().position(|a| a.info.device_type == wgpu::DeviceType::Cpu))
-                .map(|i| vec![i])
+            (all.iter()
+                .position(|a| a.info.device_type == wgpu::DeviceType::Cpu))
+            .map(|i| vec![i])
         });
     best.ok_or_else(|| Error::NoAdapter(NO_ADAPTER_HELP.into()))
 }

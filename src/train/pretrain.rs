@@ -498,7 +498,11 @@ pub fn pretrain_on(
     // Memory, before anything runs: the planned buffers must fit on every device, beside
     // the gradient's two mappable copies where it is summed on the host.
     let through_host = gpus.len() > 1 || opts.ranks.is_some();
-    let staging = if through_host { 8 * layout.total as u64 } else { 0 };
+    let staging = if through_host {
+        8 * layout.total as u64
+    } else {
+        0
+    };
     let budget = match opts.memory_budget {
         Some(b) if b <= staging => {
             return Err(Error::Config(format!(
