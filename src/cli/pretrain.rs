@@ -446,7 +446,18 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         return Ok(());
     }
     let unit = spec.examples_name();
-    eprintln!("planned GPU memory: {}", s.memory);
+    if gpus.len() > 1 || ranks.size() > 1 {
+        // Each device also holds the gradient's two mappable copies for the host-side sum.
+        let copies = 8 * crate::model::ParamLayout::new(&spec).total as u64;
+        eprintln!(
+            "planned GPU memory on each device: {}; and {:.1} MiB of gradient copies for the \
+             host-side sum",
+            s.memory,
+            copies as f64 / (1u64 << 20) as f64
+        );
+    } else {
+        eprintln!("planned GPU memory: {}", s.memory);
+    }
     if let (Some((s0, first)), Some((s1, last))) = (s.history.first(), s.history.last()) {
         eprintln!(
             "loss {:.4} (step {}) -> {:.4} (step {}); accuracy per offset {:?}; {:.1} {unit}/s",
