@@ -517,7 +517,7 @@ pub fn pretrain_on(
     }
     // A step's micro-batches: `accumulate` on each replica of each process.
     let ranks = opts.ranks.as_deref();
-    let (rank, rank_count) = ranks.map_or((0, 1), |r| (r.rank(), r.ranks()));
+    let rank_count = ranks.map_or(1, |r| r.ranks());
     let micros = tc.accumulate as usize;
     let local = micros * gpus.len();
     let step_micros = (local as u64)
@@ -610,15 +610,17 @@ pub fn pretrain_on(
             break;
         }
         let lr = book.schedule.lr(step);
-        // The step reads `step_micros` batches of the stream: this process's are the
-        // `local` from rank x local on, micro-batch i of them on replica i mod devices.
-        for _ in 0..rank * local {
-            data.skip_input()?;
-        }
+        // The step reads `step_micros` batches of the stream: this process takes those its
+        // shard names (every one without ranks), micro-batch i of them on replica i mod
+        // devices; the others' it skips.
         let mut submitted = Vec::with_capacity(replicas.len());
-        for i in 0..local {
+        let mut i = 0;
+        for place in 0..step_micros {
+            if !shard.takes(place as u64) {
+                data.skip_input()?;
+                continue;
+            }
             let (r, replica) = (i % replicas.len(), &replicas[i % replicas.len()]);
-            let place = (rank * local + i) as u32;
             let seed = step_seed(tc.seed, step, place, step_micros);
             (replica.model).set_input(replica.gpu, &data.next_input()?, step + 1, lr, seed)?;
             submitted.extend(submit_micro_batch(
@@ -628,9 +630,7 @@ pub fn pretrain_on(
                 step,
                 i / replicas.len(),
             ));
-        }
-        for _ in (rank + 1) * local..step_micros as usize {
-            data.skip_input()?;
+            i += 1;
         }
         if through_host {
             sum_gradients(&replicas, ranks, &mut host_sum)?;
