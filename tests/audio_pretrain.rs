@@ -1,10 +1,10 @@
-//! `cpc pretrain` on audio end to end on the software adapter: the audio-tiny preset on the
-//! built-in synthetic speech learns, runs are deterministic, a resumed run matches an
-//! uninterrupted one, and bad audio input fails clearly.
+//! `cpc pretrain` on audio end to end on the software adapter: runs of the audio-tiny preset
+//! on the built-in synthetic speech are deterministic, a resumed run matches an
+//! uninterrupted one, and bad audio input fails clearly. That audio-tiny learns, and that its
+//! speaker probe beats the random-weight model's, is tests/audio_probe.rs's margin test.
 
 use cpc::data::audio::OnShort;
 use cpc::data::{Format, OnBadFile};
-use cpc::ops::infonce::InfonceStats;
 use cpc::train::pretrain::CHECKPOINT;
 use cpc::train::{Checkpoint, Config};
 
@@ -67,44 +67,6 @@ fn audio_runs_are_deterministic_and_resume_exactly() {
     let msg = run(&vision).unwrap_err().to_string();
     assert!(msg.contains("model"), "{msg}");
 }
-
-/// audio-tiny on the synthetic speech: InfoNCE over every frame of the batch (B*T = 320
-/// candidates at batch 16) starts at chance, ln 320, and falls clearly.
-#[test]
-fn pretraining_audio_tiny_on_synthetic_speech_learns() {
-    let dir = TestDir::new("audio-learns");
-    let mut cfg = Config::preset("audio-tiny").unwrap();
-    cfg.train.total_steps = 100;
-    cfg.train.log_every = 10;
-    let batch = cfg.train.batch as f32;
-    let s = run(&pretrain_options(cfg, &dir)).unwrap();
-    let frames = 20.0;
-    let chance_loss = (batch * frames).ln();
-    let mean = |from: usize, to: usize, f: &dyn Fn(&InfonceStats) -> f32| {
-        s.history[from..to].iter().map(|(_, st)| f(st)).sum::<f32>() / (to - from) as f32
-    };
-    let n = s.history.len();
-    let first = mean(0, 3, &|st| st.loss);
-    let last = mean(n - 10, n, &|st| st.loss);
-    let acc1 = mean(n - 10, n, &|st| st.accuracy_k[0]);
-    println!("loss {first:.3} -> {last:.3} (chance {chance_loss:.3}); accuracy offset 1 {acc1:.4}");
-    assert!(
-        (first - chance_loss).abs() < 0.15,
-        "starts at chance: {first} vs {chance_loss}"
-    );
-    assert!(
-        last < LEARNT_LOSS_RATIO * chance_loss,
-        "loss {last} not well below chance {chance_loss}"
-    );
-    assert!(
-        acc1 > 5.0 / (batch * frames),
-        "offset-1 accuracy {acc1} not far above chance"
-    );
-}
-
-/// Measured on lavapipe (seed 0, 100 steps): 5.87 -> 4.05, 0.70 of chance, offset-1
-/// accuracy 13.5 % (43 times chance); the bound leaves 0.56 nats of margin.
-const LEARNT_LOSS_RATIO: f32 = 0.8;
 
 #[test]
 fn bad_audio_input_fails_clearly() {

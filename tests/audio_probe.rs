@@ -1,6 +1,7 @@
 //! Evaluation of audio models on the software adapter: the features the probe and `cpc
-//! embed` read (per clip and per frame), and pretraining audio-tiny on the synthetic speech
-//! beating the random-weight model's speaker probe.
+//! embed` read (per clip and per frame), and the probe and embed commands on audio
+//! checkpoints. That pretraining audio-tiny beats the random-weight model's speaker probe is
+//! tests/probe.rs's audio margin test.
 
 use cpc::data::audio::{fixed_windows, OnShort, SyntheticConfig, SyntheticSpeech};
 use cpc::data::Split;
@@ -147,7 +148,7 @@ fn probe_and_embed_commands_take_audio_checkpoints() {
     let clips = Features::load(&out).unwrap();
     assert_eq!(
         (clips.len(), clips.dim),
-        (96, 32),
+        (96, 64),
         "one z per synthetic test clip"
     );
     assert_eq!(clips.labels.as_ref().unwrap().len(), 96);

@@ -819,7 +819,7 @@ fn debug_step_takes_audio_clips_and_text_token_ids() {
     let mut batch = Checkpoint::new();
     batch.push("clips", vec![2, 3200], clips.clone());
     batch.save(dir.join("batch.safetensors")).unwrap();
-    let (_, dump) = step("audio-tiny", 4, (&clips).into(), vec![2, 20, 32]);
+    let (_, dump) = step("audio-tiny", 4, (&clips).into(), vec![2, 20, 64]);
     assert_eq!(dump.meta("offsets"), Some("[1,2,3,4]"));
 
     // Text: int64 ids [B, L, W], PAD past each sentence's end (lengths 0 .. W).

@@ -945,7 +945,7 @@ fn audio_presets_round_trip_and_differ_from_vision() {
     let expect = [
         ("audio", 20480, 128, 512, 256, 1..=12, false),
         ("audio-small", 20480, 128, 256, 256, 1..=12, true),
-        ("audio-tiny", 3200, 20, 32, 32, 1..=4, true),
+        ("audio-tiny", 3200, 20, 64, 64, 1..=4, true),
     ];
     let mut fingerprints = vec![Config::preset("tiny").unwrap().fingerprint()];
     for (name, window, frames, d, h, offsets, norm) in expect {
