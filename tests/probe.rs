@@ -759,14 +759,16 @@ fn tail_means(history: &[(u64, cpc::ops::infonce::InfonceStats)]) -> (f32, f32) 
 /// colours, which tell images apart inside a batch but not classes) and climbs past it
 /// between steps 200 and 400, later or earlier by seed. No cheaper run showed a margin on
 /// every seed: after 150 steps seed 0 was at 0.516 with lr 1e-3 and 0.496 with lr 3e-3,
-/// and at batch 8 (lr 2e-3, 300 steps) at 0.425 against 0.575. Hence 500 steps, where
+/// and at batch 8 (lr 2e-3, 300 steps) at 0.425 against 0.575; at lr 2e-3 (batch 16) the
+/// three seeds stood at 0.888, 0.718, 0.706 after 300 steps (+0.248, +0.008, +0.052) and
+/// 0.916, 0.816, 0.810 after 400 (+0.276, +0.106, +0.156). Hence 500 steps, where
 /// every seed gained at least +0.156. The threshold, +0.08, sits about 2.5 standard errors
 /// below that smallest margin (a top-1 on 500 test images has a standard error of about
 /// 0.02, a difference of two about 0.03), leaving room for another adapter's rounding to
 /// take this seed's run elsewhere; it is also about half the +0.11 to +0.16 docs/model.md's
 /// PyTorch calibration saw.
 ///
-/// About 5 minutes on 2 cores (500 steps of about 0.5 s, then 2 x 1500 images encoded and
+/// About 10 minutes on 2 cores (500 steps of 0.5-1 s, then 2 x 1500 images encoded and
 /// two classifier searches): the most expensive test of the suite, and the one that says
 /// the whole pipeline learns something a linear classifier can use. It probes the encoders
 /// alone: `cpc probe`'s third row, the probe on the 3 x 32 x 32 pixels of the same crops,
