@@ -1,7 +1,7 @@
 //! `cpc pretrain` on audio end to end on the software adapter: runs of the audio-tiny preset
 //! on the built-in synthetic speech are deterministic, a resumed run matches an
 //! uninterrupted one, and bad audio input fails clearly. That audio-tiny learns, and that its
-//! speaker probe beats the random-weight model's, is tests/audio_probe.rs's margin test.
+//! speaker probe beats the random-weight model's, is tests/probe.rs's speech margin test.
 
 use cpc::data::audio::OnShort;
 use cpc::data::{Format, OnBadFile};
