@@ -15,26 +15,20 @@
 //!   decoded, and does the same then.
 //! - Clips are decoded lazily, when a loader's worker thread asks for one, not at open:
 //!   LibriSpeech's train-clean-100 is 6 GB of FLAC holding about 100 hours, 5.8e9 samples,
-//!   23 GB as f32, more than memory. Decoded clips are kept, first come first kept, until
-//!   they fill a budget ([`AudioOptions::cache_bytes`], default [`DEFAULT_CACHE_BYTES`]):
-//!   a set that fits is decoded once; for one that does not, random windows hit the cache in
-//!   the proportion it holds, as they would under any eviction rule, so none is used. A
+//!   23 GB as f32, more than memory. Decoded clips are kept ([`super::cache`]) until they
+//!   fill a budget ([`AudioOptions::cache_bytes`], default [`super::cache::DEFAULT_CACHE_BYTES`]). A
 //!   LibriSpeech utterance (12 s of FLAC at 16 kHz) decodes in about 4 ms (docs/audio.md), so
 //!   a batch of windows costs a few tens of milliseconds spread over the workers.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use super::cache::Cache;
 use super::decode::{self, is_audio_file};
 use super::{AudioOptions, AudioSet, SAMPLE_RATE};
 use crate::data::walk::{BadFiles, FileKind, Listing};
 use crate::data::{bad_file, header_threads, par_map, OnBadFile};
 use crate::error::{Error, Result};
-
-/// Decoded clips an [`AudioFolder`] keeps by default: 512 MiB, 134 M samples, 2.3 hours of
-/// 16 kHz audio.
-pub const DEFAULT_CACHE_BYTES: usize = 512 << 20;
 
 /// What an audio folder holds, for the walk and its messages.
 const AUDIO: FileKind = FileKind {
@@ -168,44 +162,5 @@ impl AudioSet for AudioFolder {
 
     fn skipped(&self) -> usize {
         self.bad.count()
-    }
-}
-
-/// Decoded clips by set index.
-type Clips = HashMap<usize, Arc<[f32]>>;
-
-/// Decoded clips by index, kept while they fit the budget (none is ever dropped: for random
-/// windows no eviction rule beats keeping a fixed share).
-struct Cache {
-    budget: usize,
-    /// Bytes held, and the clips.
-    held: Mutex<(usize, Clips)>,
-}
-
-impl Cache {
-    fn new(budget: usize) -> Cache {
-        Cache {
-            budget,
-            held: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    fn get(&self, i: usize) -> Option<Arc<[f32]>> {
-        self.held.lock().unwrap().1.get(&i).cloned()
-    }
-
-    /// Keeps `clip` as clip `i` if it fits what is left of the budget.
-    fn offer(&self, i: usize, clip: &Arc<[f32]>) {
-        let bytes = std::mem::size_of_val(&**clip);
-        let mut held = self.held.lock().unwrap();
-        let (used, clips) = &mut *held;
-        if used.saturating_add(bytes) <= self.budget && !clips.contains_key(&i) {
-            *used += bytes;
-            clips.insert(i, clip.clone());
-        }
-    }
-
-    fn used(&self) -> usize {
-        self.held.lock().unwrap().0
     }
 }

