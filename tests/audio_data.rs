@@ -580,7 +580,10 @@ fn synthetic_speech_is_deterministic_per_seed_and_every_clip_differs() {
     let clips: Vec<_> = (0..24).map(|i| a.samples(i).unwrap()).collect();
     for (i, clip) in clips.iter().enumerate() {
         // Read again, the clip is the one kept, not made afresh; it equals a new set's.
-        assert!(Arc::ptr_eq(clip, &a.samples(i).unwrap()), "clip {i} not kept");
+        assert!(
+            Arc::ptr_eq(clip, &a.samples(i).unwrap()),
+            "clip {i} not kept"
+        );
         assert_eq!(clip, &b.samples(i).unwrap());
         assert_ne!(clip, &other_seed.samples(i).unwrap());
         assert_ne!(clip, &test.samples(i).unwrap());
