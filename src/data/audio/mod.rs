@@ -103,7 +103,8 @@ names!(OnShort, "short-clip policy", Pad = "pad", Skip = "skip");
 pub struct AudioOptions {
     pub split: Split,
     pub on_bad_file: OnBadFile,
-    /// Decoded clips a folder keeps in memory, bytes (0: none; see [`folder`]).
+    /// Decoded clips a folder keeps in memory, bytes (0: none; see [`cache`]). The built-in
+    /// synthetic set keeps its clips within [`cache::DEFAULT_CACHE_BYTES`] whatever this says.
     pub cache_bytes: usize,
     /// Used when no path is given.
     pub synthetic: SyntheticConfig,
