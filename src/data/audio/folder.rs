@@ -17,8 +17,9 @@
 //!   LibriSpeech's train-clean-100 is 6 GB of FLAC holding about 100 hours, 5.8e9 samples,
 //!   23 GB as f32, more than memory. Decoded clips are kept ([`super::cache`]) until they
 //!   fill a budget ([`AudioOptions::cache_bytes`], by default
-//!   [`super::cache::DEFAULT_CACHE_BYTES`]). A LibriSpeech utterance (12 s of FLAC at 16 kHz) decodes in about 4 ms (docs/audio.md), so
-//!   a batch of windows costs a few tens of milliseconds spread over the workers.
+//!   [`super::cache::DEFAULT_CACHE_BYTES`]). A LibriSpeech utterance (12 s of FLAC at
+//!   16 kHz) decodes in about 4 ms (docs/audio.md), so a batch of windows costs a few tens
+//!   of milliseconds spread over the workers.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
