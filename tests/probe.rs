@@ -864,8 +864,8 @@ fn pretraining_beats_the_random_encoder_by_a_margin() {
 /// model of before, at 300 steps, lost 0.09 and 0.12 to its random model on two seeds of
 /// three).
 /// The c row is printed, not tested: its smallest margin is under its standard error.
-/// About 5 minutes on 2 cores (1000 steps of about 0.3 s; the two models' features of 576
-/// clips; six probes).
+/// About 2.5 minutes on 2 cores (1000 steps of about 0.15 s; the two models' features of
+/// 576 clips; six probes).
 #[test]
 fn pretraining_beats_the_random_model_on_the_synthetic_speakers() {
     use cpc::data::audio::{SyntheticConfig, SyntheticSpeech};
